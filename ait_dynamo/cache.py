@@ -1,0 +1,81 @@
+"""On-disk cache of generated modules, keyed by the SHA-256 of their source.
+
+Generated source is deterministic (same graph and config → byte-identical text), so the hash of
+the text is a stable key across processes. A file is trusted only if its content still hashes to
+its name: a corrupt or truncated file is rewritten, never executed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import tempfile
+import threading
+import types
+
+log = logging.getLogger("ait_dynamo")
+
+_loaded: dict[str, types.ModuleType] = {}
+_lock = threading.Lock()
+
+
+def source_key(source: str) -> str:
+    return hashlib.sha256(source.encode("utf-8")).hexdigest()
+
+
+def module_path(cache_dir: str, key: str) -> str:
+    return os.path.join(cache_dir, key[:2], f"{key}.py")
+
+
+def _read_valid(path: str, key: str) -> str | None:
+    try:
+        with open(path, encoding="utf-8") as file:
+            text = file.read()
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError) as error:
+        log.warning("ait_dynamo cache: unreadable %s (%s); regenerating it", path, error)
+        return None
+    if source_key(text) != key:
+        log.warning("ait_dynamo cache: %s does not match its hash (corrupt or truncated); regenerating it", path)
+        return None
+    return text
+
+
+def _write_atomically(path: str, text: str) -> bool:
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        descriptor, temporary = tempfile.mkstemp(dir=os.path.dirname(path), suffix=".tmp")
+        with os.fdopen(descriptor, "w", encoding="utf-8") as file:
+            file.write(text)
+        os.replace(temporary, path)  # atomic: readers see the old file or the whole new one
+        return True
+    except OSError as error:
+        log.warning("ait_dynamo cache: cannot write %s (%s); running without the disk cache", path, error)
+        return False
+
+
+def load_module(source: str, cache_dir: str) -> tuple[types.ModuleType, bool]:
+    """Return the module for ``source`` and whether it came from a cache (memory or disk)."""
+    key = source_key(source)
+    with _lock:
+        module = _loaded.get(key)
+    if module is not None:
+        return module, True
+    path = module_path(cache_dir, key)
+    hit = _read_valid(path, key) is not None
+    if not hit and not _write_atomically(path, source):
+        path = f"<ait_dynamo generated {key[:16]}>"
+    module = types.ModuleType(f"ait_dynamo_generated_{key[:16]}")
+    module.__file__ = path
+    exec(compile(source, path, "exec"), module.__dict__)
+    with _lock:
+        module = _loaded.setdefault(key, module)
+    return module, hit
+
+
+def clear_memory_cache() -> None:
+    """Forget modules loaded in this process (the disk cache stays)."""
+    with _lock:
+        _loaded.clear()

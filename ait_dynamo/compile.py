@@ -1,0 +1,113 @@
+"""The compile driver: one aten FX graph → one boxed callable.
+
+passes → plan → generated wrapper module → on-disk cache → ``call(args)``. Anything that fails
+while compiling falls back to running the graph as it came, with one warning: the user's program
+keeps running and stays correct.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import time
+import warnings
+from typing import Any, Callable, Sequence
+
+from torch import fx
+
+from ait_dynamo import metrics
+from ait_dynamo._version import __version__
+from ait_dynamo.cache import load_module
+from ait_dynamo.config import AitConfig
+from ait_dynamo.debug import DebugDir
+from ait_dynamo.kernels.wrapper import generate_wrapper
+from ait_dynamo.passes.fusion import build_plan
+from ait_dynamo.passes.pipeline import run_passes
+
+log = logging.getLogger("ait_dynamo")
+
+_graph_counter = itertools.count()
+
+BoxedCallable = Callable[[list[Any]], Any]
+
+
+def _copy_graph_module(gm: fx.GraphModule) -> fx.GraphModule:
+    """A copy whose graph the passes may rewrite; the original stays intact for the fallback."""
+    graph = fx.Graph(owning_module=gm, tracer_cls=gm.graph._tracer_cls)
+    copied = graph.graph_copy(gm.graph, {}, return_output_node=True)
+    if copied is not None:
+        result, old_output = copied  # type: ignore[misc]
+        graph.output(result, type_expr=old_output.type).meta = dict(old_output.meta)
+    graph._codegen = gm.graph._codegen
+    return fx.GraphModule(gm, graph, gm.__class__.__name__)
+
+
+def _boxed(gm: fx.GraphModule) -> BoxedCallable:
+    def run_graph(args: list[Any]) -> Any:
+        values = list(args)
+        args.clear()
+        return gm(*values)
+
+    run_graph._boxed_call = True  # type: ignore[attr-defined]
+    return run_graph
+
+
+def guess_graph_kind(gm: fx.GraphModule) -> str:
+    """AOTAutograd names backward inputs ``tangents_*``; forward and inference inputs ``primals_*``
+    / ``arg*``. Used only to label graphs compiled through the public ``ait_compile``."""
+    names = [n.name for n in gm.graph.nodes if n.op == "placeholder"]
+    return "backward" if any(name.startswith("tangents") for name in names) else "forward"
+
+
+def compile_graph(
+    gm: fx.GraphModule,
+    example_inputs: Sequence[Any],
+    config: AitConfig,
+    kind: str = "graph",
+) -> BoxedCallable:
+    """Compile one aten graph; returns a boxed callable (``fn(list_of_args)``)."""
+    started = time.perf_counter()
+    name = f"graph_{next(_graph_counter):03d}_{kind}"
+    record = metrics.GraphRecord(name=name, kind=kind)
+    debug = DebugDir(config.debug_dir, name)
+    debug.write("00-input.txt", gm.print_readable(print_output=False))
+    try:
+        work = run_passes(_copy_graph_module(gm), config, dump=debug.write if debug else None)
+        plan, _refusals = build_plan(work, config)
+        debug.write("plan.txt", plan.describe())
+        generated = generate_wrapper(plan, work, __version__)
+        debug.write("module.py", generated.source)
+        module, record.cache_hit = load_module(generated.source, config.cache_dir)
+        compiled: BoxedCallable = module.make_call(generated.constants)
+        record.externs = list(generated.aten_externs)
+    except Exception as error:  # noqa: BLE001 - any compile failure must degrade, not crash
+        message = f"ait_dynamo: compiling {name} failed ({type(error).__name__}: {error}); running it through ATen"
+        warnings.warn(message, RuntimeWarning, stacklevel=2)
+        log.debug("compile failure of %s", name, exc_info=True)
+        record.fallback_reason = f"{type(error).__name__}: {error}"
+        record.externs = [str(n.target) for n in gm.graph.nodes if n.op == "call_function"]
+        compiled = _boxed(gm)
+    record.compile_seconds = time.perf_counter() - started
+    metrics.record(record)
+    log.info(
+        "compiled %s: %d kernels, %d extern calls%s in %.1f ms",
+        name,
+        len(record.kernels),
+        len(record.externs),
+        " (cache hit)" if record.cache_hit else "",
+        record.compile_seconds * 1e3,
+    )
+    return compiled
+
+
+def ait_compile(gm: fx.GraphModule, example_inputs: Sequence[Any], **options: Any) -> BoxedCallable:
+    """Compile an aten FX graph with the ait backend.
+
+    Usable as ``fw_compiler`` / ``bw_compiler`` / ``inference_compiler`` of
+    ``functorch.compile.aot_function`` and ``aot_module``; the result follows AOTAutograd's boxed
+    calling convention (it takes one list of arguments). ``options`` are :class:`AitConfig` fields.
+    """
+    config = options.pop("config", None) or AitConfig.create()
+    if options:
+        config = config.replace(**options)
+    return compile_graph(gm, example_inputs, config, kind=guess_graph_kind(gm))

@@ -1,0 +1,200 @@
+"""Every option of the backend in one frozen dataclass.
+
+Options come from three places, later ones winning: the defaults below, ``AIT_*`` environment
+variables, and ``torch.compile(..., mode=..., options={...})`` / keyword arguments of the public
+functions. Every value is validated here, so the rest of the code can trust an ``AitConfig``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+import torch
+
+log = logging.getLogger("ait_dynamo")
+
+PARTITIONERS = ("min_cut", "default")
+MODES = ("default",)
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off", "")
+
+
+def _default_cache_dir() -> str:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "ait_dynamo")
+
+
+@dataclass(frozen=True)
+class AitConfig:
+    """Options of the ait backend. Build one with :meth:`AitConfig.create`.
+
+    Attributes:
+        debug_dir: folder that receives, per compiled graph, the input graph, the graph after each
+            pass, the plan and the generated module. ``None`` writes nothing.
+        partitioner: how AOTAutograd splits the joint graph: ``"min_cut"`` (recompute cheap ops to
+            save memory) or ``"default"`` (save what the forward computed).
+        fusion: group fusible ops into generated kernels; ``False`` runs every op through ATen.
+        fallback_ops: aten ops (``"aten.mm"`` or ``"aten.mm.default"``) always run through ATen.
+        cache_dir: on-disk cache of generated modules.
+    """
+
+    debug_dir: str | None = None
+    partitioner: str = "min_cut"
+    fusion: bool = True
+    fallback_ops: tuple[str, ...] = ()
+    cache_dir: str = field(default_factory=_default_cache_dir)
+
+    @staticmethod
+    def option_names() -> tuple[str, ...]:
+        return tuple(f.name for f in dataclasses.fields(AitConfig))
+
+    @classmethod
+    def create(
+        cls,
+        options: Mapping[str, Any] | None = None,
+        mode: str | None = None,
+        environ: Mapping[str, str] | None = None,
+    ) -> "AitConfig":
+        """Defaults, then ``AIT_*`` variables of ``environ`` (``os.environ``), then ``options``."""
+        if mode is not None and mode not in MODES:
+            raise ValueError(
+                f"ait backend: unknown mode {mode!r}; valid modes: {', '.join(MODES)} "
+                "(tuning knobs go in options={...})"
+            )
+        if options is not None and not isinstance(options, Mapping):
+            raise ValueError(f"ait backend: options must be a dict, got {type(options).__name__}")
+        values: dict[str, Any] = {}
+        values.update(_from_environment(os.environ if environ is None else environ))
+        for name, value in (options or {}).items():
+            if name not in _PARSERS:
+                raise ValueError(
+                    f"ait backend: unknown option {name!r}; valid options: "
+                    f"{', '.join(cls.option_names())}"
+                )
+            values[name] = _PARSERS[name](name, value)
+        return cls(**values)
+
+    def replace(self, **options: Any) -> "AitConfig":
+        """A copy with ``options`` validated and applied."""
+        checked = AitConfig.create(options, environ={})
+        changed = {k: getattr(checked, k) for k in options}
+        return dataclasses.replace(self, **changed)
+
+    def is_fallback(self, target: Any) -> bool:
+        """True if the user asked to keep this aten op (overload or whole packet) in eager."""
+        if not isinstance(target, torch._ops.OpOverload) or not self.fallback_ops:
+            return False
+        return str(target) in self.fallback_ops or str(target.overloadpacket) in self.fallback_ops
+
+    def cache_token(self) -> str:
+        """The options that change generated code (the cache key includes them)."""
+        return repr((self.fusion, self.fallback_ops))
+
+
+def _parse_str_or_none(name: str, value: Any) -> str | None:
+    if value is None or isinstance(value, str):
+        return value or None
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    raise ValueError(f"ait backend: option {name!r} must be a path string or None, got {value!r}")
+
+
+def _parse_path(name: str, value: Any) -> str:
+    parsed = _parse_str_or_none(name, value)
+    if parsed is None:
+        raise ValueError(f"ait backend: option {name!r} needs a folder path, got {value!r}")
+    return parsed
+
+
+def _parse_partitioner(name: str, value: Any) -> str:
+    if value not in PARTITIONERS:
+        raise ValueError(
+            f"ait backend: option {name!r} got {value!r}; valid values: {', '.join(PARTITIONERS)}"
+        )
+    return str(value)
+
+
+def _parse_bool(name: str, value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in _TRUE + _FALSE:
+        return value.strip().lower() in _TRUE
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    raise ValueError(f"ait backend: option {name!r} must be True or False, got {value!r}")
+
+
+def resolve_aten_op(name: str) -> torch._ops.OpOverloadPacket | torch._ops.OpOverload:
+    """``"aten.mm"`` / ``"aten.mm.default"`` / ``"mm"`` → the op; ``ValueError`` if there is none."""
+    parts = name.strip().split(".")
+    if parts and parts[0] == "torch":
+        parts = parts[1:]
+    if parts and parts[0] == "ops":
+        parts = parts[1:]
+    if parts and parts[0] != "aten":
+        parts = ["aten", *parts]
+    if len(parts) not in (2, 3):
+        raise ValueError(f"ait backend: fallback_ops entry {name!r} is not an aten op name")
+    packet = getattr(torch.ops.aten, parts[1], None)
+    if not isinstance(packet, torch._ops.OpOverloadPacket):
+        raise ValueError(
+            f"ait backend: fallback_ops entry {name!r} names no aten op "
+            "(write it like 'aten.mm' or 'aten.mm.default')"
+        )
+    if len(parts) == 2:
+        return packet
+    if parts[2] not in packet.overloads():
+        raise ValueError(
+            f"ait backend: fallback_ops entry {name!r}: aten.{parts[1]} has no overload "
+            f"{parts[2]!r}; valid overloads: {', '.join(packet.overloads())}"
+        )
+    return getattr(packet, parts[2])
+
+
+def _parse_fallback_ops(name: str, value: Any) -> tuple[str, ...]:
+    if isinstance(value, str):
+        items = [v for v in value.split(",") if v.strip()]
+    elif isinstance(value, (list, tuple, set, frozenset)):
+        items = list(value)
+    else:
+        raise ValueError(f"ait backend: option {name!r} must be a list of aten op names, got {value!r}")
+    names = []
+    for item in items:
+        if isinstance(item, (torch._ops.OpOverload, torch._ops.OpOverloadPacket)):
+            item = str(item)
+        if not isinstance(item, str):
+            raise ValueError(f"ait backend: option {name!r} entries must be op names, got {item!r}")
+        op = resolve_aten_op(item)
+        names.append(str(op) if isinstance(op, torch._ops.OpOverload) else f"aten.{op._qualified_op_name.split('::')[1]}")
+    return tuple(sorted(set(names)))
+
+
+_PARSERS: dict[str, Callable[[str, Any], Any]] = {
+    "debug_dir": _parse_str_or_none,
+    "partitioner": _parse_partitioner,
+    "fusion": _parse_bool,
+    "fallback_ops": _parse_fallback_ops,
+    "cache_dir": _parse_path,
+}
+assert set(_PARSERS) == set(AitConfig.option_names()), "every option needs a parser"
+
+
+def _from_environment(environ: Mapping[str, str]) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    for key, raw in environ.items():
+        if not key.startswith("AIT_"):
+            continue
+        name = key[4:].lower()
+        if name not in _PARSERS:
+            # AITemplate and other tools also use AIT_* names: a stray one is not ours to reject.
+            log.debug("ignoring environment variable %s: not an ait_dynamo option", key)
+            continue
+        try:
+            values[name] = _PARSERS[name](name, raw)
+        except ValueError as error:
+            raise ValueError(f"environment variable {key}: {error}") from None
+    return values

@@ -1,0 +1,58 @@
+"""Counters that tests and benchmarks read: what got compiled, fused, run through ATen, fell back.
+
+Usage::
+
+    from ait_dynamo import metrics
+    metrics.reset()
+    ...
+    assert metrics.generated_kernels == 1
+    print(metrics.compiled_graphs[-1].externs)
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+
+
+@dataclass
+class GraphRecord:
+    """One compiled graph: which kernels were generated and which aten ops ran through torch."""
+
+    name: str
+    kind: str  # "forward" | "backward" | "inference" | "graph"
+    kernels: list[str] = field(default_factory=list)
+    externs: list[str] = field(default_factory=list)
+    fallback_reason: str | None = None
+    cache_hit: bool = False
+    compile_seconds: float = 0.0
+
+
+graphs_compiled: int = 0
+generated_kernels: int = 0
+extern_calls: int = 0
+fallbacks: int = 0
+cache_hits: int = 0
+compiled_graphs: list[GraphRecord] = []
+
+_lock = threading.Lock()
+
+
+def reset() -> None:
+    """Zero every counter and forget the recorded graphs."""
+    global graphs_compiled, generated_kernels, extern_calls, fallbacks, cache_hits
+    with _lock:
+        graphs_compiled = generated_kernels = extern_calls = fallbacks = cache_hits = 0
+        compiled_graphs.clear()
+
+
+def record(graph: GraphRecord) -> None:
+    """Add one compiled graph to the counters (called by the compile driver)."""
+    global graphs_compiled, generated_kernels, extern_calls, fallbacks, cache_hits
+    with _lock:
+        graphs_compiled += 1
+        generated_kernels += len(graph.kernels)
+        extern_calls += len(graph.externs)
+        fallbacks += graph.fallback_reason is not None
+        cache_hits += graph.cache_hit
+        compiled_graphs.append(graph)

@@ -1,0 +1,1 @@
+"""Workloads from the seed documents and the benchmark CLI (``python -m benchmarks.run``)."""

@@ -1,0 +1,1 @@
+"""Code generation: wrapper modules (and, with the fusion work, Triton kernels) from templates."""

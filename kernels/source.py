@@ -1,0 +1,94 @@
+"""Python source for FX values and call targets, for the generated wrapper module.
+
+Everything that can appear in an aten graph must print as source that evaluates back to an equal
+value (or the identical callable). Anything else raises :class:`CodegenError`, and the compile
+driver falls back to running the graph as it is.
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+from typing import Any, Callable
+
+import torch
+from torch import fx
+
+
+class CodegenError(Exception):
+    """The graph holds something the wrapper generator cannot express."""
+
+
+def target_source(target: Any) -> tuple[str, str | None]:
+    """(expression, module to import or None) for a call_function target."""
+    if isinstance(target, torch._ops.OpOverload):
+        return f"torch.ops.{target.namespace}.{target._opname}.{target._overloadname}", None
+    if isinstance(target, torch._ops.HigherOrderOperator):
+        if getattr(torch.ops.higher_order, target.name(), None) is target:
+            return f"torch.ops.higher_order.{target.name()}", None
+        raise CodegenError(f"higher-order operator {target.name()} is not reachable by name")
+    module_name = getattr(target, "__module__", None)
+    qualname = getattr(target, "__qualname__", None)
+    if not module_name or not qualname or "<" in qualname:
+        raise CodegenError(f"call target {target!r} has no importable name")
+    try:
+        resolved: Any = importlib.import_module(module_name)
+        for part in qualname.split("."):
+            resolved = getattr(resolved, part)
+    except (ImportError, AttributeError):
+        raise CodegenError(f"call target {module_name}.{qualname} cannot be imported") from None
+    if resolved is not target:
+        raise CodegenError(f"{module_name}.{qualname} does not name the graph's target {target!r}")
+    return f"{module_name}.{qualname}", module_name
+
+
+def value_source(value: Any, names: Callable[[fx.Node], str]) -> str:
+    """Source that rebuilds ``value``; nodes print as their variable names via ``names``."""
+    if isinstance(value, fx.Node):
+        return names(value)
+    if value is None or isinstance(value, (bool, str)):
+        return repr(value)
+    if isinstance(value, int):
+        return repr(int(value))
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "float('nan')"
+        if math.isinf(value):
+            return "float('inf')" if value > 0 else "float('-inf')"
+        return repr(value)
+    if isinstance(value, complex):
+        return f"complex({value_source(value.real, names)}, {value_source(value.imag, names)})"
+    if isinstance(value, (list, tuple)):
+        items = [value_source(v, names) for v in value]
+        if isinstance(value, list):
+            return f"[{', '.join(items)}]"
+        return f"({items[0]},)" if len(items) == 1 else f"({', '.join(items)})"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k!r}: {value_source(v, names)}" for k, v in value.items()) + "}"
+    if isinstance(value, slice):
+        parts = (value.start, value.stop, value.step)
+        return f"slice({', '.join(value_source(p, names) for p in parts)})"
+    if value is Ellipsis:
+        return "..."
+    if isinstance(value, torch.dtype):
+        return str(value)  # "torch.float32"
+    if isinstance(value, torch.device):
+        return f"torch.device({value.type!r}, {value.index!r})" if value.index is not None else f"torch.device({value.type!r})"
+    if isinstance(value, (torch.layout, torch.memory_format)):
+        text = str(value)
+        if text.startswith("torch.") and getattr(torch, text[6:], None) == value:
+            return text
+    raise CodegenError(f"cannot write {type(value).__name__} value {value!r} as source")
+
+
+def call_source(node: fx.Node, names: Callable[[fx.Node], str]) -> tuple[str, str | None]:
+    """Source of the right-hand side of ``node`` (call_function / call_method), plus an import."""
+    args = [value_source(a, names) for a in node.args]
+    args += [f"{k}={value_source(v, names)}" for k, v in node.kwargs.items()]
+    if node.op == "call_function":
+        function, module = target_source(node.target)
+        return f"{function}({', '.join(args)})", module
+    if node.op == "call_method":
+        assert isinstance(node.target, str)
+        return f"{args[0]}.{node.target}({', '.join(args[1:])})", None
+    raise CodegenError(f"no source for a {node.op} node")

@@ -1,0 +1,118 @@
+"""Plan → the source of one Python module whose ``make_call(constants)`` returns the compiled
+graph as a boxed function (``call(args: list)``)."""
+
+from __future__ import annotations
+
+import keyword
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+import jinja2
+from torch import fx
+
+from ait_dynamo.kernels.source import call_source, target_source, value_source
+from ait_dynamo.passes.plan import Plan
+
+# Names the generated module uses itself; graph values never take them.
+_RESERVED = {"torch", "args", "call", "make_call", "constants"}
+
+
+@dataclass(frozen=True)
+class GeneratedModule:
+    source: str
+    constants: tuple[Any, ...]  # bound to make_call; not part of the source (nor the cache key)
+    aten_externs: tuple[str, ...]
+
+
+@lru_cache(maxsize=1)
+def _environment() -> jinja2.Environment:
+    return jinja2.Environment(
+        loader=jinja2.PackageLoader("ait_dynamo.kernels", "templates"),
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+        undefined=jinja2.StrictUndefined,
+        autoescape=False,
+    )
+
+
+def render_template(name: str, **parameters: Any) -> str:
+    return _environment().get_template(name).render(**parameters)
+
+
+class _Names:
+    """Node → Python identifier, unique and clear of keywords, builtins we use and imports."""
+
+    def __init__(self, taken: set[str]):
+        self.taken = set(taken)
+        self.by_node: dict[fx.Node, str] = {}
+
+    def __call__(self, node: fx.Node) -> str:
+        name = self.by_node.get(node)
+        if name is None:
+            base = node.name if node.name.isidentifier() else "v"
+            name = base
+            suffix = 0
+            while name in self.taken or keyword.iskeyword(name):
+                suffix += 1
+                name = f"{base}_{suffix}"
+            self.taken.add(name)
+            self.by_node[node] = name
+        return name
+
+
+def generate_wrapper(plan: Plan, gm: fx.GraphModule, version: str) -> GeneratedModule:
+    # Imports first: their top-level names must not be taken by graph values.
+    imports = {
+        module
+        for step in plan.steps
+        if step.node.op == "call_function"
+        for module in [target_source(step.node.target)[1]]
+        if module is not None and module != "torch"
+    }
+    names = _Names(_RESERVED | {module.split(".")[0] for module in imports})
+    inputs = [names(p) for p in plan.placeholders]
+    constants: list[Any] = []
+    constant_names: list[str] = []
+    body: list[tuple[str, list[str]]] = []
+    externs: list[str] = []
+    for index, step in enumerate(plan.steps):
+        node = step.node
+        if node.op == "get_attr":
+            constants.append(_fetch_attr(gm, str(node.target)))
+            constant_names.append(names(node))
+            line = None
+        elif node.op == "call_module":
+            constants.append(_fetch_attr(gm, str(node.target)))
+            module_name = f"module_{len(constants) - 1}"
+            constant_names.append(module_name)
+            names.taken.add(module_name)
+            arguments = [value_source(a, names) for a in node.args]
+            arguments += [f"{k}={value_source(v, names)}" for k, v in node.kwargs.items()]
+            line = f"{names(node)} = {module_name}({', '.join(arguments)})"
+        else:
+            line = f"{names(node)} = {call_source(node, names)[0]}"
+            if step.aten_op is not None:
+                externs.append(step.aten_op)
+        if line is not None:
+            body.append((line, [names(n) for n in plan.frees_after.get(index, [])]))
+    result = value_source(plan.output.args[0], names)
+    source = render_template(
+        "wrapper.py.jinja",
+        version=version,
+        imports=sorted(imports),
+        constants=constant_names,
+        inputs=inputs,
+        unused_inputs=[names(p) for p in plan.unused_inputs],
+        body=body,
+        result=result,
+    )
+    return GeneratedModule(source=source, constants=tuple(constants), aten_externs=tuple(externs))
+
+
+def _fetch_attr(gm: fx.GraphModule, target: str) -> Any:
+    value: Any = gm
+    for part in target.split("."):
+        value = getattr(value, part)
+    return value

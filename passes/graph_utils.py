@@ -1,0 +1,39 @@
+"""Small helpers over FX nodes shared by the passes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import fx
+from torch.fx.experimental.symbolic_shapes import statically_known_true
+
+
+def is_mutating(node: fx.Node) -> bool:
+    """True for an op that writes one of its inputs (``copy_``, ``add_``, ``set_``...)."""
+    target = node.target
+    if isinstance(target, torch._ops.OpOverload):
+        return any(arg.alias_info is not None and arg.alias_info.is_write for arg in target._schema.arguments)
+    return node.op == "call_function" and node.is_impure()
+
+
+def is_random(node: fx.Node) -> bool:
+    """True for an op whose result depends on the RNG state (two calls differ)."""
+    target = node.target
+    return isinstance(target, torch._ops.OpOverload) and torch.Tag.nondeterministic_seeded in target.tags
+
+
+def meta_value(node: Any) -> Any:
+    return node.meta.get("val") if isinstance(node, fx.Node) else None
+
+
+def same_tensor_layout(a: Any, b: Any) -> bool:
+    """Provably the same dtype, device, shape and strides (no guard is added for symbolic sizes)."""
+    if not (isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor)):
+        return False
+    if a.dtype != b.dtype or a.device != b.device or a.dim() != b.dim() or a.layout != b.layout:
+        return False
+    if a.layout != torch.strided:
+        return False
+    pairs = list(zip(a.shape, b.shape)) + list(zip(a.stride(), b.stride()))
+    return all(statically_known_true(x == y) for x, y in pairs)

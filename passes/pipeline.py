@@ -1,0 +1,45 @@
+"""The ordered list of graph passes and the driver that runs them.
+
+Every pass is ``def name(gm, config) -> gm``. The order matters:
+1. remove_noops first, so CSE sees the real producers and more expressions coincide;
+2. CSE before DCE, because merging duplicates leaves the later copies unused;
+3. DCE last, to drop everything the earlier passes orphaned.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Callable
+
+from torch import fx
+
+from ait_dynamo.passes.cse import common_subexpression_elimination
+from ait_dynamo.passes.dead_code import eliminate_dead_code
+from ait_dynamo.passes.remove_noops import remove_noops
+
+log = logging.getLogger("ait_dynamo")
+
+GraphPass = Callable[[fx.GraphModule, Any], fx.GraphModule]
+
+PASSES: list[GraphPass] = [
+    remove_noops,
+    common_subexpression_elimination,
+    eliminate_dead_code,
+]
+
+
+def run_passes(
+    gm: fx.GraphModule,
+    config: Any,
+    dump: Callable[[str, str], None] | None = None,
+    passes: list[GraphPass] | None = None,
+) -> fx.GraphModule:
+    """Run ``passes`` (default :data:`PASSES`) in order; ``dump(file_name, text)`` gets the graph
+    after each one as ``NN-name.txt`` (01 is the first pass; 00 is the input graph)."""
+    for index, graph_pass in enumerate(PASSES if passes is None else passes, start=1):
+        before = len(gm.graph.nodes)
+        gm = graph_pass(gm, config)
+        log.debug("pass %s: %d -> %d nodes", graph_pass.__name__, before, len(gm.graph.nodes))
+        if dump is not None:
+            dump(f"{index:02d}-{graph_pass.__name__}.txt", gm.print_readable(print_output=False))
+    return gm

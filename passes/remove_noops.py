@@ -1,0 +1,82 @@
+"""Drop ops that return their input unchanged: same values, dtype, device, shape and strides.
+
+An op is only dropped when its result is provably laid out like its input (a later ``view`` may
+depend on the strides) and the result is not a graph output (AOTAutograd decided at trace time
+whether each output aliases an input; returning the input itself would break that contract).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import fx
+
+from ait_dynamo.passes.graph_utils import meta_value, same_tensor_layout
+
+aten = torch.ops.aten
+
+# Ops that are the identity whenever the result has the input's layout.
+_LAYOUT_NOOPS = {
+    aten.view.default,
+    aten.reshape.default,
+    aten._unsafe_view.default,
+    aten.expand.default,
+    aten.clone.default,
+    aten.alias.default,
+    aten.detach.default,  # compiled graphs run without autograd: detach is the identity
+    aten._to_copy.default,
+    aten.permute.default,
+    aten.slice.Tensor,
+    aten.squeeze.dim,
+    aten.squeeze.dims,
+    aten.contiguous.default,
+    aten.as_strided.default,
+    torch.ops.prims.convert_element_type.default,
+}
+# Arithmetic identities that are exact in IEEE arithmetic, NaN and -0.0 included
+# (x + 0 is not: -0.0 + 0 is +0.0).
+_ARITHMETIC_NOOPS = {
+    aten.mul.Tensor: 1,
+    aten.mul.Scalar: 1,
+    aten.div.Tensor: 1,
+    aten.div.Scalar: 1,
+    aten.sub.Tensor: 0,
+    aten.sub.Scalar: 0,
+    aten.pow.Tensor_Scalar: 1,
+}
+
+
+def _is_noop(node: fx.Node) -> bool:
+    if node.op != "call_function" or not node.args or not isinstance(node.args[0], fx.Node):
+        return False
+    source = node.args[0]
+    if node.target in _LAYOUT_NOOPS:
+        pass
+    elif node.target in _ARITHMETIC_NOOPS:
+        if len(node.args) != 2 or node.kwargs.get("alpha", 1) != 1:
+            return False
+        other = node.args[1]
+        if isinstance(other, bool) or not isinstance(other, (int, float)):
+            return False
+        if other != _ARITHMETIC_NOOPS[node.target]:
+            return False
+    else:
+        return False
+    if node.target is aten._to_copy.default and node.kwargs.get("memory_format") not in (None, torch.preserve_format):
+        return False
+    return same_tensor_layout(meta_value(source), meta_value(node))
+
+
+def remove_noops(gm: fx.GraphModule, config: Any) -> fx.GraphModule:
+    output = next(n for n in reversed(gm.graph.nodes) if n.op == "output")
+    changed = False
+    for node in list(gm.graph.nodes):
+        if node in output.all_input_nodes or not _is_noop(node):
+            continue
+        node.replace_all_uses_with(node.args[0])
+        gm.graph.erase_node(node)
+        changed = True
+    if changed:
+        gm.recompile()
+    return gm

@@ -1,0 +1,144 @@
+"""``check_compiled``: eager vs ait, forward and backward, against an fp64 reference.
+
+The compiled result must be as close to the fp64 reference as eager is, up to the per-dtype
+tolerances in ``TOLERANCES``; integer and bool outputs must equal eager exactly.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any, Callable
+
+import torch
+import torch._dynamo
+from torch.utils._pytree import tree_flatten, tree_map
+
+# dtype → (rtol, atol) for compiled vs the fp64 reference, beyond eager's own error.
+TOLERANCES: dict[torch.dtype, tuple[float, float]] = {
+    torch.float64: (1e-7, 1e-7),
+    torch.float32: (1.3e-5, 1e-5),
+    torch.float16: (1e-3, 1e-3),
+    torch.bfloat16: (1.6e-2, 1e-2),
+}
+
+
+def _clone_inputs(inputs: tuple[Any, ...], dtype: torch.dtype | None = None) -> tuple[Any, ...]:
+    def clone(value: Any) -> Any:
+        if not isinstance(value, torch.Tensor):
+            return value
+        result = value.detach().clone()
+        # keep non-contiguous inputs non-contiguous
+        if not value.is_contiguous() and value.dim() > 1:
+            result = torch.empty_strided(value.shape, value.stride(), dtype=value.dtype, device=value.device)
+            result.copy_(value.detach())
+        if dtype is not None and result.is_floating_point():
+            result = result.to(dtype)
+        return result.requires_grad_(value.requires_grad)
+
+    return tuple(tree_map(clone, list(inputs)))
+
+
+def _to_fp64(fn: Callable[..., Any]) -> Callable[..., Any]:
+    if isinstance(fn, torch.nn.Module):
+        return copy.deepcopy(fn).double()
+    return fn
+
+
+def _grads(fn: Any, inputs: tuple[Any, ...]) -> list[torch.Tensor | None]:
+    leaves = [x for x in tree_flatten(list(inputs))[0] if isinstance(x, torch.Tensor) and x.requires_grad]
+    if isinstance(fn, torch.nn.Module):
+        leaves += [p for p in fn.parameters() if p.requires_grad]
+    return [leaf.grad for leaf in leaves]
+
+
+def _backward(outputs: Any, seed: int) -> bool:
+    tensors = [t for t in tree_flatten(outputs)[0] if isinstance(t, torch.Tensor) and t.requires_grad]
+    if not tensors:
+        return False
+    generator = torch.Generator().manual_seed(seed)
+    loss = sum(
+        (t.double() * torch.randn(t.shape, generator=generator, dtype=torch.float64).to(t.device)).sum()
+        for t in tensors
+    )
+    loss.backward()
+    return True
+
+
+def assert_close_to_reference(actual: Any, expected_eager: Any, reference: Any, what: str) -> None:
+    flat_actual, flat_eager, flat_ref = (tree_flatten(v)[0] for v in (actual, expected_eager, reference))
+    assert len(flat_actual) == len(flat_eager), f"{what}: {len(flat_actual)} outputs, eager has {len(flat_eager)}"
+    for index, (a, e, r) in enumerate(zip(flat_actual, flat_eager, flat_ref)):
+        label = f"{what}[{index}]"
+        if not isinstance(e, torch.Tensor):
+            assert a == e, f"{label}: {a!r} != eager {e!r}"
+            continue
+        assert isinstance(a, torch.Tensor), f"{label}: got {type(a).__name__}, eager returned a tensor"
+        assert a.shape == e.shape, f"{label}: shape {tuple(a.shape)} != eager {tuple(e.shape)}"
+        assert a.dtype == e.dtype, f"{label}: dtype {a.dtype} != eager {e.dtype}"
+        assert a.device == e.device, f"{label}: device {a.device} != eager {e.device}"
+        if not e.is_floating_point() and not e.is_complex():
+            assert torch.equal(a, e), f"{label}: integer/bool result differs from eager"
+            continue
+        rtol, atol = TOLERANCES[e.dtype]
+        a64, e64, r64 = a.double(), e.double(), r.double()
+        finite = torch.isfinite(e64) & torch.isfinite(r64)
+        # Where eager overflowed or produced NaN, the compiled result must do the same.
+        same_nonfinite = (a64 == e64) | (torch.isnan(a64) & torch.isnan(e64))
+        assert bool(torch.where(finite, True, same_nonfinite).all()), f"{label}: inf/NaN differ from eager"
+        eager_error = (e64 - r64).abs()
+        # Never stricter than eager's own distance to fp64 (twice it: errors may point either way).
+        allowed = atol + rtol * r64.abs() + 2 * eager_error
+        error = (a64 - r64).abs()
+        bad = finite & ~(error <= allowed)
+        if bool(bad.any()):
+            worst = int(torch.argmax(torch.where(bad, error - allowed, -1.0)).item())
+            raise AssertionError(
+                f"{label} ({e.dtype}): {int(bad.sum())} of {e.numel()} elements off the fp64 reference; "
+                f"worst at flat index {worst}: compiled {a64.flatten()[worst].item()!r}, "
+                f"eager {e64.flatten()[worst].item()!r}, fp64 {r64.flatten()[worst].item()!r}"
+            )
+
+
+def check_compiled(
+    fn: Callable[..., Any],
+    *inputs: Any,
+    backward: bool = True,
+    dynamic: bool | None = None,
+    options: dict[str, Any] | None = None,
+    compiler: Callable[[Callable[..., Any]], Callable[..., Any]] | None = None,
+    seed: int = 0,
+) -> Any:
+    """Run ``fn`` eagerly, compiled with ait, and in fp64; compare outputs (and input/parameter
+    gradients when ``backward``). Returns the compiled outputs."""
+    torch._dynamo.reset()
+    eager_fn, compiled_source, reference_fn = fn, (copy.deepcopy(fn) if isinstance(fn, torch.nn.Module) else fn), _to_fp64(fn)
+    if compiler is None:
+        compiled_fn = torch.compile(compiled_source, backend="ait", dynamic=dynamic, options=options)
+    else:
+        compiled_fn = compiler(compiled_source)
+
+    eager_inputs, compiled_inputs, reference_inputs = (
+        _clone_inputs(inputs),
+        _clone_inputs(inputs),
+        _clone_inputs(inputs, torch.float64),
+    )
+    torch.manual_seed(seed)
+    expected = eager_fn(*eager_inputs)
+    torch.manual_seed(seed)
+    actual = compiled_fn(*compiled_inputs)
+    torch.manual_seed(seed)
+    reference = reference_fn(*reference_inputs)
+    assert_close_to_reference(actual, expected, reference, "output")
+    # mutated inputs must match too
+    assert_close_to_reference(list(compiled_inputs), list(eager_inputs), list(reference_inputs), "input after call")
+
+    if backward and _backward(expected, seed):
+        assert _backward(actual, seed), "compiled outputs do not require grad, eager's do"
+        _backward(reference, seed)
+        assert_close_to_reference(
+            _grads(compiled_source, compiled_inputs),
+            _grads(eager_fn, eager_inputs),
+            _grads(reference_fn, reference_inputs),
+            "grad",
+        )
+    return actual
