@@ -79,6 +79,7 @@ def write_json(results: Results, path: str | os.PathLike[str]) -> None:
     with os.fdopen(descriptor, "w", encoding="utf-8") as file:
         json.dump(results, file, indent=1, sort_keys=False)
         file.write("\n")
+    os.chmod(temporary, 0o644)  # mkstemp makes it private; results are for sharing
     os.replace(temporary, path)
 
 

@@ -54,6 +54,8 @@ from benchmarks.measure import (
 from benchmarks.workloads import SCALES, WORKLOADS, Workload, default_workloads
 
 REPO = Path(__file__).resolve().parent.parent
+# Environment variables naming the on-disk compile caches, and their folder in a run's scratch space.
+_CACHE_VARIABLES = {"TORCHINDUCTOR_CACHE_DIR": "inductor", "TRITON_CACHE_DIR": "triton"}
 
 
 def _csv(value: str) -> list[str]:
@@ -76,7 +78,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--out", help="output folder (default: benchmarks/results/<device>/)")
     parser.add_argument("--warm-compile", choices=("first", "all", "none"), default="first",
                         help="measure warm compile time for the first batch size of a workload (default), all, none")
-    parser.add_argument("--time-budget", type=float, help="seconds; cases not started by then are recorded as not run")
+    parser.add_argument("--time-budget", type=float,
+                        help="seconds; a case is not started when it would likely end past the budget (judged by "
+                        "the previous batch size of its workload); cases not run are recorded as such")
     parser.add_argument("--keep-caches", action="store_true",
                         help="use the usual Inductor/Triton/ait caches instead of empty ones (cold compile then "
                         "is not cold)")
@@ -222,6 +226,7 @@ class CaseRunner:
         self._step = make_step(backend, built, self.compile_extra.get(backend.name, {}))
         record["compile_cold_s"] = run_once(self._step, self.device)
         error = max_relative_error(self._step.snapshot(), reference)
+        self._step.last = []  # drop outputs that may live in a CUDA-graph pool the next reset frees
         record["max_rel_error"] = error
         record["tolerance"] = tolerance
         if backend.name == "ait":
@@ -257,11 +262,12 @@ def main(argv: list[str] | None = None) -> int:
         torch.cuda.get_device_name(args.device) if args.device.type == "cuda" else "cpu")
     scratch = None
     compile_extra: dict[str, dict[str, Any]] = {}
+    saved_environ = {name: os.environ.get(name) for name in _CACHE_VARIABLES}
     if not args.keep_caches:
         # Empty caches so that the first compile of the run is really cold.
         scratch = tempfile.mkdtemp(prefix="ait_bench_caches_")
-        os.environ["TORCHINDUCTOR_CACHE_DIR"] = os.path.join(scratch, "inductor")
-        os.environ["TRITON_CACHE_DIR"] = os.path.join(scratch, "triton")
+        for name, folder in _CACHE_VARIABLES.items():
+            os.environ[name] = os.path.join(scratch, folder)
         compile_extra["ait"] = {"cache_dir": os.path.join(scratch, "ait")}
 
     cases = plan_cases(args)
@@ -276,15 +282,18 @@ def main(argv: list[str] | None = None) -> int:
     runner = CaseRunner(args, compile_extra)
     started = time.monotonic()
     measured_warm: set[str] = set()
+    last_cost: dict[str, float] = {}
     failed = False
     print(f"{len(cases)} cases x {len(args.backend_names)} backends on {results['environment']['device_name']} "
           f"(scale {args.scale}); results in {out_dir}", file=sys.stderr, flush=True)
     try:
         for index, (workload, batch) in enumerate(cases):
-            if args.time_budget is not None and time.monotonic() - started > args.time_budget:
-                print(f"time budget of {args.time_budget:.0f}s spent: {len(cases) - index} cases not run",
-                      file=sys.stderr, flush=True)
-                break
+            elapsed = time.monotonic() - started
+            if args.time_budget is not None and elapsed + last_cost.get(workload.name, 0.0) > args.time_budget:
+                # The last batch size of this workload took last_cost seconds: this one will not fit.
+                print(f"[{index + 1}/{len(cases)}] {workload.name} batch {batch}: not run (time budget of "
+                      f"{args.time_budget:.0f}s, {elapsed:.0f}s spent)", file=sys.stderr, flush=True)
+                continue
             case_started = time.monotonic()
             measure_warm = args.warm_compile == "all" or (args.warm_compile == "first" and workload.name not in measured_warm)
             measured_warm.add(workload.name)
@@ -298,10 +307,16 @@ def main(argv: list[str] | None = None) -> int:
             report.write_json(results, json_path)
             summary = ", ".join(f"{r['backend']} {r.get('median_ms', float('nan')):.3f} ms"
                                 if r["status"] == "ok" else f"{r['backend']} {r['status'].upper()}" for r in records)
+            last_cost[workload.name] = time.monotonic() - case_started
             print(f"[{index + 1}/{len(cases)}] {workload.name} batch {batch}: {summary} "
-                  f"({time.monotonic() - case_started:.1f}s)", file=sys.stderr, flush=True)
+                  f"({last_cost[workload.name]:.1f}s)", file=sys.stderr, flush=True)
     finally:
         if scratch is not None:
+            for name, value in saved_environ.items():
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value
             shutil.rmtree(scratch, ignore_errors=True)
 
     print(report.write_outputs(results, out_dir, plots=not args.no_plots))
