@@ -65,17 +65,21 @@ def run_once(step: Step, device: torch.device) -> float:
 def _one_timed_iteration(step: Step, device: torch.device) -> list[float]:
     """Phase durations in milliseconds."""
     if device.type == "cuda":
-        events = [torch.cuda.Event(enable_timing=True)]
+        # Created before the first record: nothing but the step runs between two events.
+        events = [torch.cuda.Event(enable_timing=True) for _ in range(len(step.phases) + 1)]
+        marked = 1
         events[0].record()
 
         def mark() -> None:
-            event = torch.cuda.Event(enable_timing=True)
-            event.record()
-            events.append(event)
+            nonlocal marked
+            if marked == len(events):
+                raise RuntimeError(f"step marked more phases than it declares: {step.phases}")
+            events[marked].record()
+            marked += 1
 
         step.run(mark)
         torch.cuda.synchronize(device)
-        return [start.elapsed_time(end) for start, end in zip(events, events[1:])]
+        return [start.elapsed_time(end) for start, end in zip(events[:marked], events[1:marked])]
     stamps = [time.perf_counter()]
     step.run(lambda: stamps.append(time.perf_counter()))
     return [(end - start) * 1e3 for start, end in zip(stamps, stamps[1:])]
@@ -126,7 +130,7 @@ def relative_error(actual: torch.Tensor, expected: torch.Tensor) -> float:
         return math.inf
     if not expected.is_floating_point():
         return 0.0 if torch.equal(actual, expected) else math.inf
-    a, e = actual.detach().double(), expected.detach().double()
+    a, e = actual.detach().double(), expected.detach().to(actual.device).double()
     error = ((a - e).norm() / e.norm().clamp_min(1e-30)).item()
     return error if math.isfinite(error) else math.inf
 

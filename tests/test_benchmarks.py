@@ -270,6 +270,49 @@ def test_time_step_reports_every_phase():
     assert timing.iters == 4 and step.calls == 6 and set(timing.phases_ms) == {"a", "b"}
 
 
+def test_cuda_event_timing_logic_with_fake_events(monkeypatch):
+    """The CUDA path of the timer (events between phases), run here with stand-in events."""
+    clock = {"now": 0.0}
+
+    class FakeEvent:
+        def __init__(self, enable_timing):
+            assert enable_timing
+            self.at = None
+
+        def record(self):
+            clock["now"] += 1.5
+            self.at = clock["now"]
+
+        def elapsed_time(self, end):
+            return end.at - self.at
+
+    monkeypatch.setattr(torch.cuda, "Event", FakeEvent)
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: None)
+
+    class ThreePhases:
+        phases = ("forward", "backward", "optimizer")
+
+        def run(self, mark):
+            for _ in self.phases:
+                clock["now"] += 1.0
+                mark()
+
+    policy = TimingPolicy(warmup_s=0.0, min_warmup_iters=1, measure_s=0.0, min_iters=3, max_iters=3)
+    timing = time_step(ThreePhases(), torch.device("cuda"), policy)
+    assert timing.phases_ms == {"forward": 2.5, "backward": 2.5, "optimizer": 2.5}
+    assert timing.median_ms == 7.5 and timing.iters == 3
+
+    class MarksTooOften:
+        phases = ("forward",)
+
+        def run(self, mark):
+            mark()
+            mark()
+
+    with pytest.raises(RuntimeError, match="more phases"):
+        time_step(MarksTooOften(), torch.device("cuda"), policy)
+
+
 # --- the ViT and the micro-benchmark cases -----------------------------------------------------
 
 
