@@ -22,7 +22,7 @@ from typing import Any, Iterable
 
 SCHEMA = 1
 RESULTS_ROOT = Path(__file__).resolve().parent / "results"
-BACKEND_ORDER = ("eager", "inductor", "inductor-reduce-overhead", "ait")
+BACKEND_ORDER = ("eager", "inductor", "inductor-reduce-overhead", "ait", "ait-cudagraphs")
 PLOT_FILES = ("speedup.png", "compile_time.png")
 
 Record = dict[str, Any]
@@ -172,14 +172,14 @@ def ait_table(results: Results) -> str:
     rows = [r for r in results["results"] if r.get("ait_metrics")]
     if not rows:
         return "(ait did not run)"
-    lines = ["| workload | batch | graphs | generated kernels | ATen externs | fallbacks | fallback reasons |",
-             "|---|---:|---:|---:|---:|---:|---|"]
+    lines = ["| workload | batch | graphs | generated kernels | fused ops | ATen externs | fallbacks | fallback reasons |",
+             "|---|---:|---:|---:|---:|---:|---:|---|"]
     for r in rows:
         m = r["ait_metrics"]
         reasons = "; ".join(m.get("fallback_reasons", [])) or "-"
         lines.append(f"| {r['workload']} | {_batch(r)} | {m.get('graphs_compiled', '-')} | "
-                     f"{m.get('generated_kernels', '-')} | {m.get('extern_calls', '-')} | {m.get('fallbacks', '-')} | "
-                     f"{reasons} |")
+                     f"{m.get('generated_kernels', '-')} | {m.get('fused_ops', '-')} | {m.get('extern_calls', '-')} | "
+                     f"{m.get('fallbacks', '-')} | {reasons} |")
     return "\n".join(lines)
 
 

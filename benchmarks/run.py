@@ -167,6 +167,8 @@ def _ait_metrics() -> dict[str, Any]:
     counters = {name: value for name, value in vars(metrics).items()
                 if not name.startswith("_") and isinstance(value, int) and not isinstance(value, bool)}
     counters["fallback_reasons"] = sorted({g.fallback_reason for g in metrics.compiled_graphs if g.fallback_reason})
+    if metrics.compiled_graphs and hasattr(metrics.compiled_graphs[0], "fused_ops"):
+        counters["fused_ops"] = sum(len(g.fused_ops) for g in metrics.compiled_graphs)
     return counters
 
 

@@ -213,7 +213,7 @@ def test_report_regenerates_markdown_and_plots_from_json(tmp_path):
     assert report.main([source, "--out", str(tmp_path / "out")]) == 0
     markdown = (tmp_path / "out" / "results.md").read_text()
     assert "| mlp | 8 | 8x16 | float32 | 10.000 ms | 5.000 ms (2.00x) |" in markdown
-    assert "| mlp | 8 | 1 | 2 | 3 | 0 | - |" in markdown
+    assert "| mlp | 8 | 1 | 2 | - | 3 | 0 | - |" in markdown
     assert (tmp_path / "out" / "speedup.png").exists() and (tmp_path / "out" / "compile_time.png").exists()
     assert _read(tmp_path / "out" / "results.json")["results"] == results["results"]
 
