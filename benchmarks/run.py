@@ -193,35 +193,43 @@ class CaseRunner:
         built = workload.build(self.args.scale, batch, self.device)
         base = {"workload": workload.name, "seed": workload.seed, "mode": built.mode, "batch": batch,
                 "input": built.input_desc, "precision": built.precision, "model_source": built.model_source}
-        tolerance = TOLERANCES[built.precision]
-        # eager always runs first: it is the reference every compiled result is checked against
+        # Eager runs first: it is the reference every compiled result is checked against. It is timed
+        # and released before the compiled backends run, so that its weights copy (training) and
+        # outputs do not count in their peak memory.
         eager = make_step(BACKENDS["eager"], built, {})
         run_once(eager, self.device)
-        # Kept in host memory so that it does not count in the backends' peak device memory.
-        reference = [t.cpu() for t in eager.snapshot()]
+        reference = [t.cpu() for t in eager.snapshot()]  # host memory: not in anyone's device peak
         eager.last = []
-        records = []
-        for name in self.args.backend_names:
-            backend = BACKENDS[name]
-            record = {**base, "backend": name, "status": "ok"}
-            try:
-                if backend.compiled:
-                    self._compile_and_check(backend, built, record, reference, tolerance, measure_warm)
-                    step = self._step
-                else:
-                    step = eager
-                self._time(step, record, batch)
-            except Exception as error:  # noqa: BLE001 - one backend failing must not stop the others
-                record.update(status="error", message=f"{type(error).__name__}: {error}".splitlines()[0][:300])
-                traceback.print_exc()
-            finally:
-                self._step = None
-                _reset_compile_state()
-                _cleanup(self.device)
-            records.append(record)
-        del eager, built, reference
+        records: dict[str, dict[str, Any]] = {}
+        if "eager" in self.args.backend_names:
+            records["eager"] = self._measure(BACKENDS["eager"], built, base, reference, measure_warm, eager)
+        del eager
         _cleanup(self.device)
-        return records
+        for name in self.args.backend_names:
+            if name != "eager":
+                records[name] = self._measure(BACKENDS[name], built, base, reference, measure_warm, None)
+        del built, reference
+        _cleanup(self.device)
+        return [records[name] for name in self.args.backend_names]
+
+    def _measure(self, backend: Backend, built: Any, base: dict[str, Any], reference: list[torch.Tensor],
+                 measure_warm: bool, eager_step: Any) -> dict[str, Any]:
+        record = {**base, "backend": backend.name, "status": "ok"}
+        try:
+            if backend.compiled:
+                self._compile_and_check(backend, built, record, reference, TOLERANCES[built.precision], measure_warm)
+                step = self._step
+            else:
+                step = eager_step
+            self._time(step, record, base["batch"])
+        except Exception as error:  # noqa: BLE001 - one backend failing must not stop the others
+            record.update(status="error", message=f"{type(error).__name__}: {error}".splitlines()[0][:300])
+            traceback.print_exc()
+        finally:
+            self._step = None
+            _reset_compile_state()
+            _cleanup(self.device)
+        return record
 
     def _compile_and_check(self, backend: Backend, built: Any, record: dict[str, Any], reference: list[torch.Tensor],
                            tolerance: float, measure_warm: bool) -> None:
@@ -233,7 +241,7 @@ class CaseRunner:
         self._step.last = []  # drop outputs that may live in a CUDA-graph pool the next reset frees
         record["max_rel_error"] = error
         record["tolerance"] = tolerance
-        if backend.name == "ait":
+        if backend.name.startswith("ait"):
             record["ait_metrics"] = _ait_metrics()
         if error > tolerance:
             record["status"] = "wrong"
