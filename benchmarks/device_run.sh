@@ -14,9 +14,9 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 
 OUT=${OUT:-/tmp/ait_bench_out}
-RUN_BUDGET=${RUN_BUDGET:-230}
-RUN_TIMEOUT=${RUN_TIMEOUT:-300}
-MICRO_TIMEOUT=${MICRO_TIMEOUT:-75}
+RUN_BUDGET=${RUN_BUDGET:-220}
+RUN_TIMEOUT=${RUN_TIMEOUT:-280}
+MICRO_TIMEOUT=${MICRO_TIMEOUT:-70}
 mkdir -p "$OUT"
 WORK=$(mktemp -d /tmp/ait_bench_work.XXXXXX)
 exec > >(tee -a "$OUT/log.txt") 2>&1

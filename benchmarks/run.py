@@ -51,7 +51,7 @@ from benchmarks.measure import (
     synchronize,
     time_step,
 )
-from benchmarks.workloads import SCALES, WORKLOADS, Workload, default_workloads
+from benchmarks.workloads import SCALES, WORKLOADS, Built, Workload, default_workloads
 
 REPO = Path(__file__).resolve().parent.parent
 # Environment variables naming the on-disk compile caches, and their folder in a run's scratch space.
@@ -170,6 +170,29 @@ def _ait_metrics() -> dict[str, Any]:
     if metrics.compiled_graphs and hasattr(metrics.compiled_graphs[0], "fused_ops"):
         counters["fused_ops"] = sum(len(g.fused_ops) for g in metrics.compiled_graphs)
     return counters
+
+
+def _trivial(t: torch.Tensor) -> torch.Tensor:
+    return (t + 1).relu()
+
+
+def _prewarm(backend_names: list[str], device: torch.device, compile_extra: dict[str, dict[str, Any]]) -> None:
+    """Compile a trivial function once per backend, so that one-time process costs (Inductor's
+    compile worker pool, lazy imports, CUDA context) do not land in the first workload's cold compile."""
+    x = torch.ones(8, device=device)
+    trivial = Built(_trivial, (x,), "inference", "float32", "8")
+    for name in backend_names:
+        backend = BACKENDS[name]
+        if backend.compile is None:
+            continue
+        _reset_compile_state()
+        try:
+            with torch.no_grad():
+                backend.compile(_trivial, trivial, compile_extra.get(name, {}))(x)
+            synchronize(device)
+        except Exception as error:  # noqa: BLE001 - the real cases will report the failure
+            print(f"warm-up compile with {name} failed: {error}", file=sys.stderr)
+    _reset_compile_state()
 
 
 def _cleanup(device: torch.device) -> None:
@@ -291,6 +314,7 @@ def main(argv: list[str] | None = None) -> int:
     json_path = out_dir / "results.json"
     report.write_json(results, json_path)
 
+    _prewarm(args.backend_names, args.device, compile_extra)
     runner = CaseRunner(args, compile_extra)
     started = time.monotonic()
     measured_warm: set[str] = set()
