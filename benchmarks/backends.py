@@ -1,0 +1,166 @@
+"""The backends the harness compares, and the steps (one benchmark iteration) each mode runs.
+
+``eager`` runs the module as written; ``inductor`` and ``inductor-reduce-overhead`` are
+``torch.compile``'s default backend without and with CUDA graphs; ``ait`` is this project. Each
+compiled backend gets ``dynamic=False``: every batch size is its own static-shape compile, as
+AITemplate's per-batch-size engines in the seed tables.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+
+from ait_dynamo.config import AitConfig
+from benchmarks.workloads import Built
+
+
+@dataclass(frozen=True)
+class Backend:
+    name: str
+    description: str
+    compile: Callable[[Callable[..., Any], Built, dict[str, Any]], Callable[..., Any]] | None  # None = eager
+    needs_cuda: bool = False
+    cudagraphs: bool = False  # steps call cudagraph_mark_step_begin()
+
+    @property
+    def compiled(self) -> bool:
+        return self.compile is not None
+
+
+def _inductor(fn: Callable[..., Any], built: Built, extra: dict[str, Any]) -> Callable[..., Any]:
+    return torch.compile(fn, backend="inductor", dynamic=False)
+
+
+def _inductor_reduce_overhead(fn: Callable[..., Any], built: Built, extra: dict[str, Any]) -> Callable[..., Any]:
+    return torch.compile(fn, backend="inductor", mode="reduce-overhead", dynamic=False)
+
+
+def _ait(fn: Callable[..., Any], built: Built, extra: dict[str, Any]) -> Callable[..., Any]:
+    options = {**built.ait_options, **extra}
+    return torch.compile(fn, backend="ait", options=options, dynamic=False)
+
+
+BACKENDS: dict[str, Backend] = {
+    b.name: b
+    for b in (
+        Backend("eager", "PyTorch eager", None),
+        Backend("inductor", 'torch.compile(backend="inductor")', _inductor),
+        Backend("inductor-reduce-overhead", 'torch.compile(mode="reduce-overhead"): Inductor + CUDA graphs',
+                _inductor_reduce_overhead, needs_cuda=True, cudagraphs=True),
+        Backend("ait", 'torch.compile(backend="ait")', _ait),
+    )
+}
+
+
+def _ait_cudagraphs(fn: Callable[..., Any], built: Built, extra: dict[str, Any]) -> Callable[..., Any]:
+    return _ait(fn, built, {**extra, "cudagraphs": True})
+
+
+# ait with CUDA graphs: listed only once ait has a real CUDA-graph mode (an AitConfig option
+# `cudagraphs`); until then there is nothing to measure, and the slot stays out of the tables.
+if "cudagraphs" in AitConfig.option_names():
+    BACKENDS["ait-cudagraphs"] = Backend("ait-cudagraphs", 'torch.compile(backend="ait", options={"cudagraphs": True})',
+                                         _ait_cudagraphs, needs_cuda=True, cudagraphs=True)
+
+
+def default_backends(device: torch.device) -> list[str]:
+    if device.type == "cuda":
+        return list(BACKENDS)
+    return ["eager", "ait"]
+
+
+@dataclass
+class _StepBase:
+    fn: Callable[..., Any]
+    built: Built
+    cudagraphs: bool
+    last: list[torch.Tensor] = field(default_factory=list)
+
+    def _begin(self) -> None:
+        if self.cudagraphs:
+            # Tell CUDA-graph trees a new iteration starts: the previous outputs may be overwritten.
+            torch.compiler.cudagraph_mark_step_begin()
+
+    def snapshot(self) -> list[torch.Tensor]:
+        """Copies of what the last ``run`` produced, to compare against eager."""
+        return [t.detach().clone() for t in self.last]
+
+
+class InferenceStep(_StepBase):
+    phases = ("forward",)
+
+    def run(self, mark: Callable[[], None]) -> None:
+        self._begin()
+        with torch.no_grad():
+            out = self.fn(*self.built.inputs)
+        mark()
+        self.last = [out] if isinstance(out, torch.Tensor) else [t for t in out if isinstance(t, torch.Tensor)]
+
+
+class FwdBwdStep(_StepBase):
+    """Seed 004's benchmark: ``fn(*inputs)``, then ``out.sum().backward()`` into the inputs."""
+
+    phases = ("forward", "backward")
+
+    def run(self, mark: Callable[[], None]) -> None:
+        self._begin()
+        for x in self.built.inputs:
+            x.grad = None
+        out = self.fn(*self.built.inputs)
+        mark()
+        out.sum().backward()
+        mark()
+        self.last = [out] + [x.grad for x in self.built.inputs if x.grad is not None]
+
+
+class TrainStep(_StepBase):
+    """zero_grad, forward + loss (under autocast for mixed precision), backward, SGD update."""
+
+    phases = ("forward", "backward", "optimizer")
+
+    def __init__(self, fn: Callable[..., Any], built: Built, cudagraphs: bool, module: torch.nn.Module):
+        super().__init__(fn, built, cudagraphs)
+        self.parameters = [p for p in module.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.SGD(self.parameters, lr=1e-3, momentum=0.9)
+
+    def _autocast(self) -> contextlib.AbstractContextManager[Any]:
+        dtype = self.built.autocast_dtype
+        if dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.built.inputs[0].device.type, dtype=dtype)
+
+    def run(self, mark: Callable[[], None]) -> None:
+        self._begin()
+        self.optimizer.zero_grad(set_to_none=True)
+        with self._autocast():
+            loss = self.fn(*self.built.inputs)
+        mark()
+        loss.backward()
+        mark()
+        self.optimizer.step()
+        mark()
+        self.last = [loss] + [p.grad for p in self.parameters if p.grad is not None]
+
+
+def make_step(backend: Backend, built: Built, compile_extra: dict[str, Any]) -> _StepBase:
+    """The step of ``built.mode`` running ``built.module`` through ``backend``.
+
+    Training steps update the weights, so each backend trains its own copy of the untouched module:
+    every backend's first step starts from the same weights and can be compared with eager's.
+    """
+    module: Any = built.module
+    if built.mode == "train":
+        module = copy.deepcopy(built.module)
+    fn = backend.compile(module, built, compile_extra) if backend.compile is not None else module
+    if built.mode == "inference":
+        return InferenceStep(fn, built, backend.cudagraphs)
+    if built.mode == "fwd_bwd":
+        return FwdBwdStep(fn, built, backend.cudagraphs)
+    if built.mode == "train":
+        return TrainStep(fn, built, backend.cudagraphs, module)
+    raise ValueError(f"unknown workload mode {built.mode!r}")

@@ -1,0 +1,141 @@
+"""Timing, memory and correctness primitives of the benchmark harness.
+
+A step is anything with ``phases`` (names) and ``run(mark)``, where ``run`` calls ``mark()`` once
+after each phase. On CUDA every mark records an event on the current stream, so one iteration is
+timed on the GPU from its first launch to its last kernel, gaps for Python launch overhead
+included (what a caller waiting on the result sees). On a CPU, marks read ``perf_counter``.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import time
+from dataclasses import dataclass
+from typing import Callable, Protocol, Sequence
+
+import torch
+
+
+class Step(Protocol):
+    phases: tuple[str, ...]
+
+    def run(self, mark: Callable[[], None]) -> None: ...
+
+
+@dataclass(frozen=True)
+class TimingPolicy:
+    """How long to warm up and to measure. Iteration counts adapt to the step's duration."""
+
+    warmup_s: float = 0.2
+    min_warmup_iters: int = 3
+    measure_s: float = 0.5
+    min_iters: int = 10
+    max_iters: int = 300
+
+    @staticmethod
+    def for_device(device: torch.device, quick: bool = False) -> "TimingPolicy":
+        if quick:
+            return TimingPolicy(warmup_s=0.0, min_warmup_iters=1, measure_s=0.0, min_iters=2, max_iters=2)
+        if device.type == "cuda":
+            return TimingPolicy()
+        return TimingPolicy(warmup_s=0.1, min_warmup_iters=2, measure_s=0.3, min_iters=5, max_iters=100)
+
+
+@dataclass(frozen=True)
+class Timing:
+    median_ms: float
+    phases_ms: dict[str, float]  # median of each phase
+    iters: int
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def run_once(step: Step, device: torch.device) -> float:
+    """Run one iteration; wall-clock seconds including synchronization."""
+    begin = time.perf_counter()
+    step.run(lambda: None)
+    synchronize(device)
+    return time.perf_counter() - begin
+
+
+def _one_timed_iteration(step: Step, device: torch.device) -> list[float]:
+    """Phase durations in milliseconds."""
+    if device.type == "cuda":
+        # Created before the first record: nothing but the step runs between two events.
+        events = [torch.cuda.Event(enable_timing=True) for _ in range(len(step.phases) + 1)]
+        marked = 1
+        events[0].record()
+
+        def mark() -> None:
+            nonlocal marked
+            if marked == len(events):
+                raise RuntimeError(f"step marked more phases than it declares: {step.phases}")
+            events[marked].record()
+            marked += 1
+
+        step.run(mark)
+        torch.cuda.synchronize(device)
+        return [start.elapsed_time(end) for start, end in zip(events[:marked], events[1:marked])]
+    stamps = [time.perf_counter()]
+    step.run(lambda: stamps.append(time.perf_counter()))
+    return [(end - start) * 1e3 for start, end in zip(stamps, stamps[1:])]
+
+
+def time_step(step: Step, device: torch.device, policy: TimingPolicy) -> Timing:
+    """Median time per iteration after warm-up."""
+    warmup_begin = time.perf_counter()
+    warmup_iters = 0
+    while warmup_iters < policy.min_warmup_iters or time.perf_counter() - warmup_begin < policy.warmup_s:
+        step.run(lambda: None)
+        synchronize(device)
+        warmup_iters += 1
+    per_iter_s = (time.perf_counter() - warmup_begin) / warmup_iters
+    iters = max(policy.min_iters, min(policy.max_iters, math.ceil(policy.measure_s / max(per_iter_s, 1e-6))))
+    samples = []
+    for _ in range(iters):
+        phases = _one_timed_iteration(step, device)
+        if len(phases) != len(step.phases):
+            raise RuntimeError(f"step marked {len(phases)} phases, declares {len(step.phases)}: {step.phases}")
+        samples.append(phases)
+    totals = [sum(sample) for sample in samples]
+    per_phase = {name: statistics.median(s[i] for s in samples) for i, name in enumerate(step.phases)}
+    return Timing(statistics.median(totals), per_phase, iters)
+
+
+def reset_peak_memory(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def peak_memory_mib(device: torch.device) -> float | None:
+    """Peak allocated memory since the last reset (CUDA only; the CPU allocator keeps no peak)."""
+    if device.type != "cuda":
+        return None
+    return torch.cuda.max_memory_allocated(device) / 2**20
+
+
+# Relative L2 error allowed between a compiled backend and eager, per precision. Loose enough for
+# a different summation order over dozens of layers, tight enough that a wrong op (a lost residual,
+# a wrong scale, a stale buffer) fails: those give errors of order 1.
+TOLERANCES = {"float32": 1e-4, "float16": 1e-2, "bfloat16": 3e-2, "amp-bfloat16": 5e-2}
+
+
+def relative_error(actual: torch.Tensor, expected: torch.Tensor) -> float:
+    """``||actual - expected|| / ||expected||`` in float64; ``inf`` for a shape mismatch or NaN."""
+    if actual.shape != expected.shape:
+        return math.inf
+    if not expected.is_floating_point():
+        return 0.0 if torch.equal(actual, expected) else math.inf
+    a, e = actual.detach().double(), expected.detach().to(actual.device).double()
+    error = ((a - e).norm() / e.norm().clamp_min(1e-30)).item()
+    return error if math.isfinite(error) else math.inf
+
+
+def max_relative_error(actual: Sequence[torch.Tensor], expected: Sequence[torch.Tensor]) -> float:
+    if len(actual) != len(expected):
+        return math.inf
+    return max((relative_error(a, e) for a, e in zip(actual, expected)), default=0.0)

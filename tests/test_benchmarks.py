@@ -1,0 +1,362 @@
+"""The benchmark harness on a CPU: the default run, correctness failures, report, compare, micro cases."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+
+import pytest
+import torch
+
+from benchmarks import compare, report
+from benchmarks import run as bench_run
+from benchmarks.backends import BACKENDS, Backend
+from benchmarks.measure import TimingPolicy, max_relative_error, relative_error, time_step
+from benchmarks.micro import __main__ as micro_main
+from benchmarks.micro.cases import CASES, FAMILIES, bench, cases_of, prepare
+from benchmarks.vit import VIT_B16_224, VIT_L16_384, VisionTransformer, build_vit
+from benchmarks.workloads import WORKLOADS, default_workloads
+
+TINY = ["--scale", "tiny", "--quick", "--warm-compile", "none"]
+
+
+def _read(path):
+    return json.loads(path.read_text())
+
+
+def test_cpu_default_run_writes_json_markdown_and_plots(tmp_path, capsys):
+    assert bench_run.main(["--scale", "tiny", "--quick", "--out", str(tmp_path)]) == 0
+    results = _read(tmp_path / "results.json")
+    cpu_workloads = default_workloads(torch.device("cpu"))
+    assert {r["workload"] for r in results["results"]} == set(cpu_workloads)
+    assert {r["backend"] for r in results["results"]} == {"eager", "ait"}
+    assert all(r["status"] == "ok" and r["median_ms"] > 0 for r in results["results"])
+    for record in results["results"]:
+        if record["backend"] == "ait":
+            assert record["compile_cold_s"] > 0 and record["compile_warm_s"] > 0
+            assert record["max_rel_error"] <= record["tolerance"]
+            assert record["ait_metrics"]["graphs_compiled"] >= 1
+            assert record["ait_metrics"]["fallbacks"] == 0
+    train = [r for r in results["results"] if r["mode"] == "train"]
+    assert train and set(train[0]["phases_ms"]) == {"forward", "backward", "optimizer"}
+    markdown = (tmp_path / "results.md").read_text()
+    assert "| simple_mlp | 2 |" in markdown and "## Compile time" in markdown
+    assert (tmp_path / "speedup.png").stat().st_size > 0 and (tmp_path / "compile_time.png").stat().st_size > 0
+    printed = capsys.readouterr().out
+    assert "Latency and speedup over eager" in printed and "tutorial_1024x2048" in printed
+
+
+def test_every_other_workload_runs_at_tiny_scale(tmp_path):
+    others = [name for name in WORKLOADS if name not in default_workloads(torch.device("cpu"))]
+    assert bench_run.main([*TINY, "--workload", ",".join(others), "--out", str(tmp_path), "--no-plots"]) == 0
+    results = _read(tmp_path / "results.json")["results"]
+    assert {r["workload"] for r in results} == set(others)
+    assert all(r["status"] == "ok" for r in results)
+
+
+def _broken_backend(factor):
+    def compile_broken(fn, built, extra):
+        def wrong(*args):
+            return fn(*args) * factor
+
+        return wrong
+
+    return Backend("broken", "multiplies the result", compile_broken)
+
+
+def test_a_wrong_result_fails_the_run_loudly(tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(BACKENDS, "broken", _broken_backend(1.5))
+    status = bench_run.main([*TINY, "--workload", "simple_mlp", "--backends", "eager,broken", "--out", str(tmp_path),
+                             "--no-plots"])
+    assert status == 1
+    record = next(r for r in _read(tmp_path / "results.json")["results"] if r["backend"] == "broken")
+    assert record["status"] == "wrong" and "relative error" in record["message"]
+    assert "WRONG RESULT" in capsys.readouterr().err
+    assert "**WRONG**" in (tmp_path / "results.md").read_text()
+
+
+def test_a_tiny_numerical_difference_passes(tmp_path, monkeypatch):
+    monkeypatch.setitem(BACKENDS, "broken", _broken_backend(1 + 1e-6))
+    assert bench_run.main([*TINY, "--workload", "simple_mlp", "--backends", "eager,broken", "--out", str(tmp_path),
+                           "--no-plots"]) == 0
+
+
+def test_a_backend_error_is_recorded_and_fails_the_run(tmp_path, monkeypatch):
+    def explode(fn, built, extra):
+        raise RuntimeError("compiler exploded")
+
+    monkeypatch.setitem(BACKENDS, "explodes", Backend("explodes", "raises", explode))
+    status = bench_run.main([*TINY, "--workload", "simple_mlp,tutorial_1024x2048", "--backends", "eager,explodes",
+                             "--out", str(tmp_path), "--no-plots"])
+    assert status == 1
+    records = _read(tmp_path / "results.json")["results"]
+    assert [r["status"] for r in records if r["backend"] == "explodes"] == ["error", "error"]
+    assert all(r["status"] == "ok" for r in records if r["backend"] == "eager")
+
+
+def test_time_budget_records_cases_not_run(tmp_path):
+    assert bench_run.main([*TINY, "--workload", "simple_mlp", "--batch", "2,3", "--time-budget", "0.2",
+                           "--out", str(tmp_path), "--no-plots"]) == 0
+    records = _read(tmp_path / "results.json")["results"]
+    assert len(records) == 4
+    # the first case always runs (nothing is known about its cost); the second would exceed the budget
+    assert [r["status"] for r in records if r["batch"] == 2] == ["ok", "ok"]
+    assert [r["status"] for r in records if r["batch"] == 3] == ["not run", "not run"]
+
+
+def test_plan_is_round_robin_and_batch_overrides_sweep():
+    args = bench_run.parse_args(["--workload", "encoder_block,simple_mlp,tutorial_1024x2048", "--scale", "seed"])
+    planned = [(w.name, b) for w, b in bench_run.plan_cases(args)]
+    assert planned[:3] == [("encoder_block", 1), ("simple_mlp", 1024), ("tutorial_1024x2048", None)]
+    assert planned[3:] == [("encoder_block", 32), ("encoder_block", 256)]
+    args = bench_run.parse_args(["--workload", "encoder_block,tutorial_1024x2048", "--batch", "7", "--scale", "seed"])
+    assert [(w.name, b) for w, b in bench_run.plan_cases(args)] == [("encoder_block", 7), ("tutorial_1024x2048", None)]
+    full = bench_run.parse_args(["--workload", "vit_b16_224", "--scale", "seed", "--sweep", "full"])
+    assert [b for _, b in bench_run.plan_cases(full)] == [1, 2, 4, 8, 16, 32, 64, 128, 256]
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--workload", "nope"], "unknown workload 'nope'"),
+        (["--backends", "eager,tvm"], "unknown backend 'tvm'"),
+        (["--backends", "inductor-reduce-overhead", "--device", "cpu"], "needs a CUDA device"),
+        (["--batch", "1,x"], "comma-separated integers"),
+        (["--batch", "0"], ">= 1"),
+    ],
+)
+def test_bad_arguments_are_rejected_with_a_clear_message(argv, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        bench_run.parse_args(argv)
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+# --- compare ---------------------------------------------------------------------------------
+
+
+def _results(times, statuses=None, device="cpu"):
+    statuses = statuses or {}
+    records = [{"workload": w, "batch": b, "backend": k, "status": statuses.get((w, b, k), "ok"), "median_ms": ms}
+               for (w, b, k), ms in times.items()]
+    return {"schema": report.SCHEMA, "environment": {"device_name": device}, "results": records}
+
+
+def _write(path, results):
+    path.write_text(json.dumps(results))
+    return str(path)
+
+
+BASE = {("mlp", 8, "eager"): 10.0, ("mlp", 8, "ait"): 5.0, ("tut", None, "ait"): 2.0}
+
+
+def test_compare_flags_a_workload_more_than_five_percent_slower(tmp_path, capsys):
+    new = dict(BASE)
+    new[("mlp", 8, "ait")] = 5.0 * 1.06
+    status = compare.main([_write(tmp_path / "old.json", _results(BASE)), _write(tmp_path / "new.json", _results(new))])
+    assert status == 1
+    captured = capsys.readouterr()
+    assert "**SLOWER**" in captured.out and "mlp/8/ait" in captured.err
+
+
+def test_compare_passes_within_five_percent_and_reports_speedups(tmp_path):
+    new = {key: ms * 1.04 for key, ms in BASE.items()}
+    new[("tut", None, "ait")] = 1.0
+    comparisons = compare.compare(_results(BASE), _results(new))
+    assert {c.verdict for c in comparisons} == {"same", "faster"}
+    assert compare.main([_write(tmp_path / "a.json", _results(BASE)), _write(tmp_path / "b.json", _results(new))]) == 0
+
+
+def test_compare_threshold_and_backend_filter(tmp_path):
+    new = dict(BASE)
+    new[("mlp", 8, "eager")] = 11.0  # 10% slower, eager only
+    old_path, new_path = _write(tmp_path / "a.json", _results(BASE)), _write(tmp_path / "b.json", _results(new))
+    assert compare.main([old_path, new_path]) == 1
+    assert compare.main([old_path, new_path, "--threshold", "0.2"]) == 0
+    assert compare.main([old_path, new_path, "--backends", "ait"]) == 0
+
+
+def test_compare_flags_a_result_that_became_wrong_but_not_a_missing_case():
+    new = dict(BASE)
+    broken = compare.compare(_results(BASE), _results(new, {("mlp", 8, "ait"): "wrong"}))
+    assert [c.verdict for c in broken if c.regression] == ["broken"]
+    del new[("tut", None, "ait")]
+    missing = compare.compare(_results(BASE), _results(new))
+    assert [c.verdict for c in missing if c.verdict != "same"] == ["missing"]
+    assert not any(c.regression for c in missing)
+
+
+def test_compare_rejects_bad_input(tmp_path, capsys):
+    good = _write(tmp_path / "good.json", _results(BASE))
+    (tmp_path / "bad.json").write_text("{not json")
+    assert compare.main([good, str(tmp_path / "bad.json")]) == 2
+    assert compare.main([good, str(tmp_path / "missing.json")]) == 2
+    other = _write(tmp_path / "other.json", _results({("vit", 1, "ait"): 1.0}))
+    assert compare.main([good, other]) == 2
+    assert "no measurement in common" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="threshold"):
+        compare.compare(_results(BASE), _results(BASE), threshold=-1)
+
+
+# --- report ----------------------------------------------------------------------------------
+
+
+def test_report_regenerates_markdown_and_plots_from_json(tmp_path):
+    results = _results(BASE)
+    for record in results["results"]:
+        record.update(input="8x16", precision="float32", phases_ms={"forward": record["median_ms"]}, iters=10)
+    results["results"][1].update(compile_cold_s=1.5, compile_warm_s=0.2,
+                                 ait_metrics={"graphs_compiled": 1, "generated_kernels": 2, "extern_calls": 3,
+                                              "fallbacks": 0, "fallback_reasons": []})
+    source = _write(tmp_path / "in.json", results)
+    assert report.main([source, "--out", str(tmp_path / "out")]) == 0
+    markdown = (tmp_path / "out" / "results.md").read_text()
+    assert "| mlp | 8 | 8x16 | float32 | 10.000 ms | 5.000 ms (2.00x) |" in markdown
+    assert "| mlp | 8 | 1 | 2 | - | 3 | 0 | - |" in markdown
+    assert (tmp_path / "out" / "speedup.png").exists() and (tmp_path / "out" / "compile_time.png").exists()
+    assert _read(tmp_path / "out" / "results.json")["results"] == results["results"]
+
+
+def test_report_merge_keeps_the_later_measurement_but_not_a_case_that_did_not_run():
+    first = _results(BASE)
+    second = _results({("mlp", 8, "ait"): 4.0, ("tut", None, "ait"): 9.0}, {("tut", None, "ait"): "not run"})
+    merged = report.merge_results([first, second])
+    times = {report.case_key(r): r["median_ms"] for r in merged["results"]}
+    assert times == {("mlp", 8, "eager"): 10.0, ("mlp", 8, "ait"): 4.0, ("tut", None, "ait"): 2.0}
+    assert len(merged["environment"]["merged_runs"]) == 2
+
+
+def test_report_rejects_files_that_are_not_results(tmp_path):
+    path = tmp_path / "x.json"
+    path.write_text(json.dumps({"hello": 1}))
+    with pytest.raises(ValueError, match="not a benchmark results file"):
+        report.load_results(path)
+    path.write_text(json.dumps({"schema": 99, "results": []}))
+    with pytest.raises(ValueError, match="schema"):
+        report.load_results(path)
+
+
+def test_device_slug():
+    assert report.device_slug("NVIDIA H200") == "nvidia-h200"
+    assert report.device_slug("cpu") == "cpu"
+
+
+# --- measurement primitives --------------------------------------------------------------------
+
+
+def test_relative_error():
+    x = torch.randn(100, dtype=torch.float16)
+    assert relative_error(x, x) == 0.0
+    assert math.isclose(relative_error(x * 1.1, x), 0.1, rel_tol=1e-2)
+    assert relative_error(x[:10], x) == math.inf
+    assert relative_error(torch.full((3,), float("nan")), torch.ones(3)) == math.inf
+    assert max_relative_error([x], [x, x]) == math.inf
+
+
+def test_time_step_reports_every_phase():
+    class TwoPhases:
+        phases = ("a", "b")
+        calls = 0
+
+        def run(self, mark):
+            self.calls += 1
+            mark()
+            mark()
+
+    step = TwoPhases()
+    policy = TimingPolicy(warmup_s=0.0, min_warmup_iters=2, measure_s=0.0, min_iters=4, max_iters=4)
+    timing = time_step(step, torch.device("cpu"), policy)
+    assert timing.iters == 4 and step.calls == 6 and set(timing.phases_ms) == {"a", "b"}
+
+
+def test_cuda_event_timing_logic_with_fake_events(monkeypatch):
+    """The CUDA path of the timer (events between phases), run here with stand-in events."""
+    clock = {"now": 0.0}
+
+    class FakeEvent:
+        def __init__(self, enable_timing):
+            assert enable_timing
+            self.at = None
+
+        def record(self):
+            clock["now"] += 1.5
+            self.at = clock["now"]
+
+        def elapsed_time(self, end):
+            return end.at - self.at
+
+    monkeypatch.setattr(torch.cuda, "Event", FakeEvent)
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: None)
+
+    class ThreePhases:
+        phases = ("forward", "backward", "optimizer")
+
+        def run(self, mark):
+            for _ in self.phases:
+                clock["now"] += 1.0
+                mark()
+
+    policy = TimingPolicy(warmup_s=0.0, min_warmup_iters=1, measure_s=0.0, min_iters=3, max_iters=3)
+    timing = time_step(ThreePhases(), torch.device("cuda"), policy)
+    assert timing.phases_ms == {"forward": 2.5, "backward": 2.5, "optimizer": 2.5}
+    assert timing.median_ms == 7.5 and timing.iters == 3
+
+    class MarksTooOften:
+        phases = ("forward",)
+
+        def run(self, mark):
+            mark()
+            mark()
+
+    with pytest.raises(RuntimeError, match="more phases"):
+        time_step(MarksTooOften(), torch.device("cuda"), policy)
+
+
+# --- the ViT and the micro-benchmark cases -----------------------------------------------------
+
+
+@pytest.mark.parametrize("config, parameters", [(VIT_B16_224, 86_567_656), (VIT_L16_384, 304_715_752)])
+def test_in_repo_vit_has_timm_shapes(config, parameters):
+    with torch.device("meta"):
+        model = VisionTransformer(config)
+    # timm's vit_base_patch16_224 and vit_large_patch16_384 have exactly these parameter counts
+    assert sum(p.numel() for p in model.parameters()) == parameters
+    assert model.pos_embed.shape == (1, config.tokens, config.dim)
+
+
+def test_build_vit_without_timm_is_in_repo():
+    model, source = build_vit(dataclasses.replace(VIT_B16_224, depth=1, dim=64, heads=2), prefer_timm=False)
+    assert source == "in-repo" and isinstance(model, VisionTransformer)
+    assert model(torch.randn(1, 3, 224, 224)).shape == (1, 1000)
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda case: case.id)
+def test_micro_case_compiles_correctly_with_ait(case):
+    fn, inputs = prepare(case, "ait", torch.device("cpu"), tiny=True)
+    torch.testing.assert_close(fn(*inputs), case.fn(*inputs))
+
+
+def test_micro_pytest_body_runs_with_a_benchmark_fixture():
+    class FakeBenchmark:
+        def __init__(self):
+            self.extra_info, self.group, self.calls = {}, None, 0
+
+        def pedantic(self, target, args, warmup_rounds, rounds, iterations):
+            self.calls += 1
+            target(*args)
+
+    fake = FakeBenchmark()
+    bench(fake, cases_of("gemm_epilogue")[0], "ait", device=torch.device("cpu"), tiny=True)
+    assert fake.calls == 1 and fake.group == "gemm_epilogue/linear_gelu" and fake.extra_info["backend"] == "ait"
+    assert {c.family for c in CASES} == set(FAMILIES)
+    with pytest.raises(ValueError, match="unknown kernel family"):
+        cases_of("conv")
+
+
+def test_micro_runner_writes_its_table(tmp_path):
+    assert micro_main.main(["--tiny", "--quick", "--backends", "eager,ait", "--families", "reduction",
+                            "--device", "cpu", "--out-dir", str(tmp_path)]) == 0
+    rows = _read(tmp_path / "micro.json")["results"]
+    assert {(r["case"], r["backend"]) for r in rows} == {(c.id, b) for c in cases_of("reduction") for b in ("eager", "ait")}
+    assert "reduction/scaled_softmax" in (tmp_path / "micro.md").read_text()
