@@ -14,6 +14,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 
 OUT=${OUT:-/tmp/ait_bench_out}
+PY=${PYTHON:-python3}  # the GPU machine: python3 is the interpreter that holds torch; its `pip` is another
 RUN_BUDGET=${RUN_BUDGET:-220}
 RUN_TIMEOUT=${RUN_TIMEOUT:-280}
 MICRO_TIMEOUT=${MICRO_TIMEOUT:-70}
@@ -25,31 +26,31 @@ started=$(date +%s)
 stamp() { echo "=== [$(( $(date +%s) - started ))s] $*"; }
 
 stamp "install (editable, no dependencies)"
-python -m pip install -q -e . --no-deps --no-build-isolation || { echo "pip install failed"; exit 1; }
+"$PY" -m pip install -q -e . --no-deps --no-build-isolation || { echo "pip install failed"; exit 1; }
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv 2>/dev/null || true
-python -c "import torch, triton, ait_dynamo; print('torch', torch.__version__, 'cuda', torch.version.cuda, \
+"$PY" -c "import torch, triton, ait_dynamo; print('torch', torch.__version__, 'cuda', torch.version.cuda, \
 'triton', triton.__version__, 'ait_dynamo', ait_dynamo.__file__, 'gpu', torch.cuda.get_device_name())"
 
 stamp "main benchmark: python -m benchmarks.run (budget ${RUN_BUDGET}s, hard limit ${RUN_TIMEOUT}s) $*"
-timeout -k 15 "$RUN_TIMEOUT" python -m benchmarks.run --time-budget "$RUN_BUDGET" --out "$WORK/run" --no-plots "$@"
+timeout -k 15 "$RUN_TIMEOUT" "$PY" -m benchmarks.run --time-budget "$RUN_BUDGET" --out "$WORK/run" --no-plots "$@"
 run_status=$?
 [ "$run_status" -eq 124 ] && echo "main benchmark hit the hard limit: the cases it finished are in results.json"
 
 stamp "report (markdown, plots) from results.json"
 if [ -f "$WORK/run/results.json" ]; then
-  python -m benchmarks.report "$WORK/run/results.json" --out "$OUT" > /dev/null || echo "report failed"
+  "$PY" -m benchmarks.report "$WORK/run/results.json" --out "$OUT" > /dev/null || echo "report failed"
 else
   echo "no results.json was written"
 fi
 
-if python -c "import pytest_benchmark" 2>/dev/null; then
+if "$PY" -c "import pytest_benchmark" 2>/dev/null; then
   stamp "micro-benchmarks: pytest benchmarks/micro --benchmark-only (limit ${MICRO_TIMEOUT}s)"
-  timeout -k 10 "$MICRO_TIMEOUT" python -m pytest benchmarks/micro --benchmark-only -q \
+  timeout -k 10 "$MICRO_TIMEOUT" "$PY" -m pytest benchmarks/micro --benchmark-only -q \
     --benchmark-json="$OUT/micro_pytest.json" --benchmark-columns=median,iqr,rounds --benchmark-sort=name
   micro_status=$?
 else
   stamp "micro-benchmarks: python -m benchmarks.micro (pytest-benchmark not installed; limit ${MICRO_TIMEOUT}s)"
-  timeout -k 10 "$MICRO_TIMEOUT" python -m benchmarks.micro --out-dir "$OUT"
+  timeout -k 10 "$MICRO_TIMEOUT" "$PY" -m benchmarks.micro --out-dir "$OUT"
   micro_status=$?
 fi
 
