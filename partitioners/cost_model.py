@@ -96,13 +96,15 @@ def _feeds_fusible_kernel(node: fx.Node, depth: int = 4) -> bool:
 
 def _has_fusible_backward_sibling(node: fx.Node, info: JointGraphInfo) -> bool:
     """Whether a backward kernel already reads one of ``node``'s inputs elementwise: a recompute
-    of ``node`` joins that kernel as a second output (the planner fuses consumers of one input)."""
+    of ``node`` joins that kernel as a second output (the planner fuses consumers of one input).
+    Backward kernels are those of the tangent-dependent nodes and of the nodes no forward output
+    needs (such as the tangent-free half of an activation's derivative)."""
     value = node.meta.get("val")
     if not isinstance(value, torch.Tensor):
         return False
     for arg in node.all_input_nodes:
         for sibling in arg.users:
-            if sibling is not node and sibling in info.required_bw and is_fusible(sibling):
+            if sibling is not node and sibling not in info.required_fw and is_fusible(sibling):
                 sibling_value = sibling.meta.get("val")
                 if isinstance(sibling_value, torch.Tensor) and sibling_value.shape == value.shape:
                     return True

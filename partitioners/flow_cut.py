@@ -16,6 +16,7 @@ infinite without a memory budget). The minimum cut minimizes saved bytes plus pr
 from __future__ import annotations
 
 import math
+import operator
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -24,10 +25,17 @@ from torch import fx
 
 from ait_dynamo.partitioners.cost_model import NodeCost, Recompute, node_cost
 from ait_dynamo.partitioners.graph_info import JointGraphInfo, value_bytes
+from ait_dynamo.partitioners.op_classes import OpClass, op_class
 from ait_dynamo.partitioners.maxflow import FlowNetwork, min_cut_source_side
 
 # How many priced cuts a memory budget may try at most (each is one max-flow solve).
 _MAX_PRICE_STEPS = 40
+# Capacities are bytes times BYTE_SCALE; between cuts that save the same bytes, one unit per node
+# decides: a forward node recomputed costs a unit (recompute as little as possible), and so does a
+# node no forward output needs computed in the forward (leave it to the backward, where it fuses
+# into the gradient kernel instead of adding an output to the forward).
+BYTE_SCALE = 64
+TIE_BREAK = 1.0
 
 
 @dataclass
@@ -83,7 +91,7 @@ class PartitionNetwork:
                 continue
             vout = network.add_vertex()
             self.out_vertex[node] = vout
-            network.add_edge(vin, vout, cost.save_bytes)
+            network.add_edge(vin, vout, cost.save_bytes * BYTE_SCALE)
             if node in info.required_bw:  # a gradient output computable without tangents
                 network.add_edge(vout, FlowNetwork.SINK, math.inf)
             if node in inputs:
@@ -94,12 +102,17 @@ class PartitionNetwork:
                 elif cost.recompute == Recompute.COSTLY:
                     self.priced_edges.append((len(network.capacities), node))
                     network.add_edge(FlowNetwork.SOURCE, vin, math.inf)
+                elif node.op == "call_function" and op_class(node) != OpClass.VIEW:
+                    network.add_edge(FlowNetwork.SOURCE, vin, TIE_BREAK)
+            elif node.op == "call_function":
+                network.add_edge(vin, FlowNetwork.SINK, TIE_BREAK)
 
     def cut(self, price: float) -> Cut:
         """The minimum cut with costly recomputes priced at ``price`` bytes per nanosecond."""
         capacities = self.network.capacities
         for index, node in self.priced_edges:
-            capacities[index] = price * self.costs[node].recompute_ns if math.isfinite(price) else math.inf
+            ns = self.costs[node].recompute_ns
+            capacities[index] = price * ns * BYTE_SCALE + TIE_BREAK if math.isfinite(price) else math.inf
         source_side = min_cut_source_side(self.network, self.solver)
         saved: list[fx.Node] = []
         recomputed: list[fx.Node] = []
@@ -143,16 +156,27 @@ class PartitionNetwork:
         return grid + [0.0]
 
 
+def _storage_root(node: fx.Node) -> fx.Node:
+    """The node whose storage a view chain aliases (a getitem is a tensor of its own)."""
+    while op_class(node) == OpClass.VIEW and node.target is not operator.getitem and node.all_input_nodes:
+        node = node.all_input_nodes[0]
+    return node
+
+
 def default_saved_bytes(info: JointGraphInfo) -> int:
-    """Bytes the default partition saves: every forward value the backward reads (parameters and
-    buffers excluded), nothing recomputed."""
-    total = 0
+    """Bytes the default partition saves: every forward value the backward reads (a view counts
+    as its base; parameters and buffers excluded), nothing recomputed."""
+    roots: set[fx.Node] = set()
     for node in info.required_fw:
-        read_by_backward = any(u.op != "output" and u not in info.required_fw for u in node.users)
-        if node in info.static_inputs or not read_by_backward:
-            continue
-        size = value_bytes(node)
-        if math.isfinite(size):
+        if any(u.op != "output" and u not in info.required_fw for u in node.users):
+            if math.isfinite(value_bytes(node)):
+                roots.add(_storage_root(node))
+            else:  # a tuple: its items are saved (each one a getitem)
+                roots.update(u for u in node.users if u.target is operator.getitem)
+    total = 0
+    for root in roots:
+        size = value_bytes(root)
+        if root not in info.static_inputs and math.isfinite(size):
             total += int(size)
     return total
 

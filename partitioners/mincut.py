@@ -8,11 +8,12 @@ forward and backward modules from that choice reuses functorch's graph extractio
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import itertools
 import logging
 import math
-import warnings
+from types import SimpleNamespace
 from typing import Any
 
 import torch
@@ -21,6 +22,7 @@ from torch._functorch import partitioners as functorch_partitioners
 
 from ait_dynamo.partitioners.flow_cut import choose_cut, default_saved_bytes
 from ait_dynamo.partitioners.graph_info import analyze_joint_graph, is_symbolic_node, is_tensor_node
+from ait_dynamo.partitioners.schedule import schedule_recomputation_late
 from ait_dynamo.partitioners.report import PartitionReport, publish, saved_bytes_of, saved_tensors
 
 log = logging.getLogger("ait_dynamo")
@@ -53,10 +55,11 @@ def _prepare_joint(joint_module: fx.GraphModule) -> None:
     """Clean-ups that make the flow network smaller and say which values must be saved."""
     from ait_dynamo.passes.cse import common_subexpression_elimination
 
-    joint_module.graph.eliminate_dead_code()
-    common_subexpression_elimination(joint_module, None)
-    joint_module.graph.eliminate_dead_code()
-    joint_module.recompile()
+    graph = joint_module.graph
+    graph.eliminate_dead_code()
+    # CSE works on the graph; the joint module's code is not regenerated (nobody runs it).
+    common_subexpression_elimination(SimpleNamespace(graph=graph, recompile=lambda: None), None)  # type: ignore[arg-type]
+    graph.eliminate_dead_code()
     # Effectful ops, collectives and inputs mutated in the backward must be computed in the
     # forward and saved: functorch marks them (node.meta["recompute"] = MUST_SAVE), our cost
     # model honours the mark.
@@ -83,22 +86,28 @@ def _extract_modules(
         static_set: Any = OrderedSet(static_nodes)
     except ImportError:  # pragma: no cover - older torch
         static_set = set(static_nodes)
-    fw_module, bw_module = _call_with_known_keywords(
-        functorch_partitioners._extract_fwd_bwd_modules,
-        joint_module,
-        saved_values,
-        saved_sym_nodes=saved_sym_nodes,
-        saved_opaque_nodes=[],
-        num_fwd_outputs=num_fwd_outputs,
-        static_lifetime_input_nodes=static_set,
-    )
-    reorder = getattr(functorch_partitioners, "reordering_to_mimic_autograd_engine", None)
-    if reorder is not None:
-        bw_module = reorder(bw_module)
-    raise_getitems = getattr(functorch_partitioners, "raise_getitems", None)
-    if raise_getitems is not None:
-        fw_module, bw_module = raise_getitems(fw_module), raise_getitems(bw_module)
-    return fw_module, bw_module
+    # Lazy graph modules generate their Python code on first use: our compiler reads the graph,
+    # so the two modules' code is usually never generated at all.
+    with _lazy_graph_modules():
+        fw_module, bw_module = _call_with_known_keywords(
+            functorch_partitioners._extract_fwd_bwd_modules,
+            joint_module,
+            saved_values,
+            saved_sym_nodes=saved_sym_nodes,
+            saved_opaque_nodes=[],
+            num_fwd_outputs=num_fwd_outputs,
+            static_lifetime_input_nodes=static_set,
+        )
+        return fw_module, schedule_recomputation_late(bw_module)
+
+
+def _lazy_graph_modules() -> Any:
+    try:
+        from torch.fx._lazy_graph_module import _use_lazy_graph_module
+
+        return _use_lazy_graph_module(True)
+    except ImportError:  # pragma: no cover - older torch
+        return contextlib.nullcontext()
 
 
 def _functorch_saved_bytes(joint_copy: fx.GraphModule, num_fwd_outputs: int, static: list[int],

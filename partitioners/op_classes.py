@@ -54,6 +54,10 @@ for _name in ("_scaled_mm", "_scaled_dot_product_attention_math", "_fused_sdp_ch
     if hasattr(aten, _name):
         _COMPUTE_INTENSIVE.add(getattr(aten, _name))
 
+# aten._unsafe_view returns a tensor sharing its input's data but carries no alias annotation:
+# as free as a view.
+_VIEW_LIKE = {aten._unsafe_view}
+
 # Reductions that torch does not tag, and normalizations whose ATen kernel is one fused pass; the
 # planner emits them as reduction kernels.
 _EXTRA_REDUCTIONS = {
@@ -138,9 +142,9 @@ def op_class(node: fx.Node) -> OpClass:
     schema = target._schema
     if schema.is_mutable or not schema.returns or torch.Tag.inplace_view in tags:
         return OpClass.IMPURE
-    if _is_view_overload(target):
-        return OpClass.VIEW
     packet = target.overloadpacket
+    if _is_view_overload(target) or packet in _VIEW_LIKE:
+        return OpClass.VIEW
     if packet in _COMPUTE_INTENSIVE:
         return OpClass.COMPUTE_INTENSIVE
     if torch.Tag.pointwise in tags or packet in _CONSTANT_FACTORIES:
