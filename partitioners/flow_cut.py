@@ -94,7 +94,9 @@ class PartitionNetwork:
             network.add_edge(vin, vout, cost.save_bytes * BYTE_SCALE)
             if node in info.required_bw:  # a gradient output computable without tangents
                 network.add_edge(vout, FlowNetwork.SINK, math.inf)
-            if node in inputs:
+            if node in inputs or cost.op_class == OpClass.RANDOM:
+                # Random ops run in the forward, where eager draws them, so that the RNG stream
+                # is consumed in the same order; the backward gets their values saved.
                 network.add_edge(FlowNetwork.SOURCE, vin, math.inf)
             elif node in info.required_fw:
                 if cost.recompute == Recompute.NEVER:

@@ -77,11 +77,13 @@ def _solve_scipy(network: FlowNetwork) -> set[int]:
 
     n = network.num_vertices
     capacity = csr_matrix(
-        (_int32_capacities(network.capacities), (np.asarray(network.tails), np.asarray(network.heads))),
+        (_int32_capacities(network.capacities).astype(np.int64), (np.asarray(network.tails), np.asarray(network.heads))),
         shape=(n, n),
-        dtype=np.int32,
+        dtype=np.int64,
     )
-    capacity.sum_duplicates()
+    capacity.sum_duplicates()  # parallel edges add up (in int64: an infinite one stays the largest)
+    np.minimum(capacity.data, INT32_MAX, out=capacity.data)
+    capacity = capacity.astype(np.int32)
     result = maximum_flow(capacity, FlowNetwork.SOURCE, FlowNetwork.SINK, method="dinic")
     if result.flow_value >= INT32_MAX:
         raise UnboundedCutError("the min cut crosses an infinite edge")

@@ -4,7 +4,8 @@ The extracted backward graph keeps joint-graph order, so every recomputed forwar
 computed at the very start of the backward and stay alive until its use: the memory that
 rematerialization saves would come back as backward peak memory. Emitting each backward node
 after only the inputs it needs (depth-first, in joint-graph order) keeps every recomputed value
-alive only as long as the backward step that consumes it, as the autograd engine would.
+alive only as long as the backward step that consumes it, as the autograd engine would. Nodes
+the backward does not need are dropped.
 """
 
 from __future__ import annotations
@@ -50,10 +51,15 @@ def schedule_recomputation_late(bw_module: fx.GraphModule) -> fx.GraphModule:
             for arg in sorted(node.all_input_nodes, key=order.__getitem__, reverse=True):
                 if arg not in emitted:
                     stack.append((arg, False))
-    dead = [n for n in nodes if n not in emitted]
+    # Nodes nothing in the backward needs: graph extraction keeps impure ones (a random op whose
+    # inputs happen to be saved) although their values are unused; running them would only
+    # advance the RNG. Drop them.
+    for node in reversed(nodes):
+        if node not in emitted and not node.users:
+            graph.erase_node(node)
     # Graph._root is fx's sentinel before the first node: appending to it puts a node first.
     cursor = next((n for n in reversed(nodes) if n.op == "placeholder"), graph._root)
-    for node in dead + schedule:
+    for node in schedule:
         if node is not cursor:
             cursor.append(node)
         cursor = node
