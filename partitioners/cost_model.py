@@ -22,7 +22,7 @@ import torch
 from torch import fx
 
 from ait_dynamo.partitioners.graph_info import JointGraphInfo, size_hint, value_bytes
-from ait_dynamo.partitioners.op_classes import FUSIBLE, OpClass, is_fusible, op_class
+from ait_dynamo.partitioners.op_classes import FUSIBLE, OpClass
 
 # A rough accelerator: enough to rank recomputes against each other, not to predict step time.
 BYTES_PER_NS = 2000.0  # ~2 TB/s of memory bandwidth
@@ -70,7 +70,7 @@ def _flops(node: fx.Node) -> float:
         return 0.0
 
 
-def estimate_recompute_ns(node: fx.Node) -> int:
+def estimate_recompute_ns(node: fx.Node, kind: OpClass) -> int:
     """Time to recompute ``node`` as a kernel of its own: read its inputs, write its output, do
     its FLOPs, plus one launch."""
     moved = sum(value_bytes(arg) for arg in node.all_input_nodes if math.isfinite(value_bytes(arg)))
@@ -78,18 +78,18 @@ def estimate_recompute_ns(node: fx.Node) -> int:
     if not math.isfinite(out):
         out = sum(value_bytes(user) for user in node.users if math.isfinite(value_bytes(user)))
     memory_ns = (moved + out) / BYTES_PER_NS
-    compute_ns = _flops(node) / FLOPS_PER_NS
+    compute_ns = _flops(node) / FLOPS_PER_NS if kind == OpClass.COMPUTE_INTENSIVE else 0.0
     return max(1, int(max(memory_ns, compute_ns) + LAUNCH_NS))
 
 
-def _feeds_fusible_kernel(node: fx.Node, depth: int = 4) -> bool:
+def _feeds_fusible_kernel(node: fx.Node, info: JointGraphInfo, depth: int = 4) -> bool:
     """Whether some consumer (looking through views) is a fusible op: then a recompute of
     ``node`` becomes part of that consumer's kernel."""
     for user in node.users:
-        kind = op_class(user)
+        kind = info.classes.get(user)
         if kind in FUSIBLE:
             return True
-        if kind == OpClass.VIEW and depth > 0 and _feeds_fusible_kernel(user, depth - 1):
+        if kind == OpClass.VIEW and depth > 0 and _feeds_fusible_kernel(user, info, depth - 1):
             return True
     return False
 
@@ -104,7 +104,7 @@ def _has_fusible_backward_sibling(node: fx.Node, info: JointGraphInfo) -> bool:
         return False
     for arg in node.all_input_nodes:
         for sibling in arg.users:
-            if sibling is not node and sibling not in info.required_fw and is_fusible(sibling):
+            if sibling is not node and sibling not in info.required_fw and info.classes.get(sibling) in FUSIBLE:
                 sibling_value = sibling.meta.get("val")
                 if isinstance(sibling_value, torch.Tensor) and sibling_value.shape == value.shape:
                     return True
@@ -112,7 +112,7 @@ def _has_fusible_backward_sibling(node: fx.Node, info: JointGraphInfo) -> bool:
 
 
 def node_cost(node: fx.Node, info: JointGraphInfo) -> NodeCost:
-    kind = op_class(node)
+    kind = info.classes[node]
     size = value_bytes(node)
     if node in info.static_inputs:
         size = 0.0  # parameters and buffers stay alive anyway: saving them costs nothing
@@ -131,9 +131,9 @@ def node_cost(node: fx.Node, info: JointGraphInfo) -> NodeCost:
         return NodeCost(kind, Recompute.NEVER, size, 0, "random op without replayable RNG state: saved")
     if kind == OpClass.IMPURE:
         return NodeCost(kind, Recompute.NEVER, size, 0, "side effects or unknown op: never recomputed")
-    recompute_ns = estimate_recompute_ns(node)
+    recompute_ns = estimate_recompute_ns(node, kind)
     if kind in FUSIBLE:
-        if _feeds_fusible_kernel(node) or _has_fusible_backward_sibling(node, info):
+        if _feeds_fusible_kernel(node, info) or _has_fusible_backward_sibling(node, info):
             return NodeCost(kind, Recompute.FREE, size, recompute_ns, "fusible: recompute fuses into a backward kernel")
         return NodeCost(kind, Recompute.COSTLY, size, recompute_ns, "recompute would not fuse into a backward kernel")
     if kind == OpClass.COMPUTE_INTENSIVE:

@@ -104,7 +104,7 @@ class PartitionNetwork:
                 elif cost.recompute == Recompute.COSTLY:
                     self.priced_edges.append((len(network.capacities), node))
                     network.add_edge(FlowNetwork.SOURCE, vin, math.inf)
-                elif node.op == "call_function" and op_class(node) != OpClass.VIEW:
+                elif node.op == "call_function" and cost.op_class != OpClass.VIEW:
                     network.add_edge(FlowNetwork.SOURCE, vin, TIE_BREAK)
             elif node.op == "call_function":
                 network.add_edge(vin, FlowNetwork.SINK, TIE_BREAK)

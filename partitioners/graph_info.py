@@ -11,6 +11,8 @@ import torch
 from torch import fx
 from torch.utils import _pytree as pytree
 
+from ait_dynamo.partitioners.op_classes import OpClass, op_class
+
 # Size assumed for a symbolic dimension that has no hint (an unbacked symbol).
 UNHINTED_DIM = 4096
 SYMBOLIC_SCALAR_BYTES = 8
@@ -93,6 +95,7 @@ class JointGraphInfo:
     tangents_closure: set[fx.Node] = field(default_factory=set)
     required_bw: set[fx.Node] = field(default_factory=set)
     order: dict[fx.Node, int] = field(default_factory=dict)
+    classes: dict[fx.Node, OpClass] = field(default_factory=dict)  # op_class of every node
 
     def is_unclaimed(self, node: fx.Node) -> bool:
         return node not in self.required_fw and node not in self.required_bw
@@ -117,6 +120,7 @@ def analyze_joint_graph(
     )
     for index, node in enumerate(graph.nodes):
         info.order[node] = index
+        info.classes[node] = op_class(node)
 
     # Forward propagation: everything downstream of a tangent (or of a node pinned to the backward).
     closure = info.tangents_closure
