@@ -44,8 +44,12 @@ def capture_joint_graph(model: nn.Module, *inputs: torch.Tensor) -> JointGraph:
     """The joint graph AOTAutograd builds for ``model(*inputs)`` (partitioned by default meanwhile)."""
     captured: list[JointGraph] = []
 
+    # aot_module passes parameters and buffers first; as under torch.compile, they are static
+    # inputs (alive anyway, free to save).
+    num_state = len(list(model.parameters())) + len(list(model.buffers()))
+
     def capture(joint_module: fx.GraphModule, joint_inputs: Any, **kwargs: Any):
-        static = list(kwargs.get("static_lifetime_input_indices") or [])
+        static = sorted(set(kwargs.get("static_lifetime_input_indices") or []) | set(range(num_state)))
         captured.append(JointGraph(_copy_joint(joint_module), kwargs["num_fwd_outputs"], static))
         return functorch_partitioners.default_partition(joint_module, joint_inputs, **kwargs)
 

@@ -202,7 +202,7 @@ def choose_cut(info: JointGraphInfo, budget_bytes: int | None, solver: str = "sc
             warnings.warn(
                 f"ait_dynamo: memory budget of {budget_bytes} bytes for saved activations cannot be met; "
                 f"the best achievable saves {chosen.saved_bytes} bytes "
-                f"(recomputing everything that can be recomputed; the default partition saves "
+                f"(recomputing everything that can be recomputed; without a budget it saves "
                 f"{default_cut.saved_bytes} bytes)",
                 RuntimeWarning,
                 stacklevel=3,

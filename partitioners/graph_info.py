@@ -45,11 +45,10 @@ def value_bytes(node: fx.Node) -> float:
     value = node.meta.get("val")
     if isinstance(value, torch.Tensor):
         return tensor_bytes(value)
-    if isinstance(value, (torch.SymInt, torch.SymFloat, torch.SymBool, int, float, bool)):
+    if isinstance(value, (torch.SymInt, torch.SymFloat, torch.SymBool)):
         return SYMBOLIC_SCALAR_BYTES
-    if isinstance(value, (list, tuple)):
-        return math.inf
-    return 0 if value is None else math.inf
+    # Tuples, None, Python constants, opaque objects: not something the forward can hand over.
+    return math.inf
 
 
 def is_tensor_node(node: fx.Node) -> bool:

@@ -13,6 +13,7 @@ import inspect
 import itertools
 import logging
 import math
+import warnings
 from typing import Any
 
 import torch
@@ -140,9 +141,46 @@ def min_cut_rematerialization_partition(
     to report its saved bytes (default: when a debug dir is set or INFO logging is on).
     Other keywords of functorch's signature (``recomputable_ops`` in older torch) are accepted and
     ignored: the cost model decides.
+
+    Should our partitioner fail on a graph, the default partition (save what the forward computed)
+    is used, with one warning: correct gradients, more memory.
     """
     if other_options:
         log.debug("min_cut_rematerialization_partition: ignoring %s", sorted(other_options))
+    if memory_budget is not None:
+        from ait_dynamo.config import _parse_memory_budget
+
+        memory_budget = _parse_memory_budget("memory_budget", memory_budget)
+    try:
+        return _partition(joint_module, _joint_inputs, num_fwd_outputs, static_lifetime_input_indices, config,
+                          memory_budget, solver, compare_with_functorch)
+    except Exception as error:  # noqa: BLE001 - a partitioner bug must cost memory, not the program
+        warnings.warn(
+            f"ait_dynamo: min-cut partitioner failed ({type(error).__name__}: {error}); "
+            "using the default partition (saves every forward value the backward reads)",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+        log.debug("partitioner failure", exc_info=True)
+        return _call_with_known_keywords(
+            functorch_partitioners.default_partition,
+            joint_module,  # our clean-ups (dead code removed, must-save marks) keep it valid
+            _joint_inputs,
+            num_fwd_outputs=num_fwd_outputs,
+            static_lifetime_input_indices=list(static_lifetime_input_indices or []),
+        )
+
+
+def _partition(
+    joint_module: fx.GraphModule,
+    _joint_inputs: Any,
+    num_fwd_outputs: int,
+    static_lifetime_input_indices: list[int] | None,
+    config: Any,
+    memory_budget: int | float | None,
+    solver: str,
+    compare_with_functorch: bool | None,
+) -> tuple[fx.GraphModule, fx.GraphModule]:
     if config is None:
         from ait_dynamo.config import AitConfig
 

@@ -62,9 +62,13 @@ _VIEW_LIKE = {aten._unsafe_view}
 # planner emits them as reduction kernels.
 _EXTRA_REDUCTIONS = {
     aten.native_layer_norm,
+    aten.native_layer_norm_backward,
     aten._softmax,
+    aten._softmax_backward_data,
     aten._log_softmax,
+    aten._log_softmax_backward_data,
     aten.native_group_norm,
+    aten.native_group_norm_backward,
     aten.var_mean,
     aten.logsumexp,
 }
@@ -104,6 +108,7 @@ def _replayable_random_targets() -> set[Any]:
 
 
 _REPLAYABLE_RANDOM = _replayable_random_targets()
+_REDUCTION_TAG = getattr(torch.Tag, "reduction", None)
 
 
 def _packet(target: Any) -> Any:
@@ -149,7 +154,7 @@ def op_class(node: fx.Node) -> OpClass:
         return OpClass.COMPUTE_INTENSIVE
     if torch.Tag.pointwise in tags or packet in _CONSTANT_FACTORIES:
         return OpClass.POINTWISE
-    if torch.Tag.reduction in tags or packet in _EXTRA_REDUCTIONS:
+    if (_REDUCTION_TAG is not None and _REDUCTION_TAG in tags) or packet in _EXTRA_REDUCTIONS:
         return OpClass.REDUCTION
     if target.namespace in ("aten", "prims"):
         return OpClass.OTHER

@@ -367,3 +367,35 @@ def test_partition_time_of_a_24_layer_transformer():
     print(f"\n24-layer transformer joint graph ({joint.num_nodes()} nodes): partitioned in {seconds:.3f} s")
     # Target is 1 s on the 2-core CI machine; the bound is generous for a loaded machine.
     assert seconds < 5.0
+
+
+def test_partitioner_failure_falls_back_to_the_default_partition(monkeypatch):
+    import ait_dynamo.partitioners.mincut as mincut
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("solver exploded")
+
+    monkeypatch.setattr(mincut, "choose_cut", broken)
+    inputs = [torch.randn(3, 3, requires_grad=True) for _ in range(4)]
+    with pytest.warns(RuntimeWarning, match="solver exploded"):
+        fw, bw = _partitioned_graphs(tutorial_fn, inputs)
+    # the default partition: the forward saves both the sum and the cos
+    assert len(next(iter(fw.graph.find_nodes(op="output"))).args[0]) == 3
+    with pytest.raises(ValueError, match="memory_budget"):
+        min_cut_rematerialization_partition(None, None, num_fwd_outputs=1, memory_budget=7.5)
+
+
+def test_train_bench_smoke(tmp_path):
+    """The GPU training benchmark runs end to end (tiny shapes, CPU, eager and ait, one budget)."""
+    from benchmarks import train_bench
+
+    assert train_bench.main(["--out", str(tmp_path), "--small", "--device", "cpu", "--dtype", "float32",
+                             "--workload", "encoder_block", "--modes", "eager,ait", "--budgets", "0.5",
+                             "--iters", "1"]) == 0
+    import json
+
+    results = json.loads((tmp_path / "train_bench.json").read_text())["results"]
+    assert [r["mode"] for r in results] == ["eager", "ait", "ait-budget"]
+    assert all(r["error"] is None and r["step_ms"] > 0 for r in results)
+    assert results[2]["saved_mib"] <= results[1]["saved_mib"]
+    assert (tmp_path / "budget_sweep.png").exists()
