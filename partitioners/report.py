@@ -93,7 +93,9 @@ def publish(report: PartitionReport, debug_dir: str | None) -> None:
     from ait_dynamo.debug import DebugDir
 
     REPORTS.append(report)
-    log.info("%s", report.text().rstrip())
-    debug = DebugDir(debug_dir, report.name)
-    debug.write("partition.txt", report.text())
-    debug.write("partition.json", report.to_json())
+    if log.isEnabledFor(logging.INFO):
+        log.info("%s", report.text().rstrip())
+    if debug_dir:
+        debug = DebugDir(debug_dir, report.name)
+        debug.write("partition.txt", report.text())
+        debug.write("partition.json", report.to_json())
