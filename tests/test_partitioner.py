@@ -3,6 +3,7 @@ the seed tutorial's partition, the memory budget, the report, and the partition 
 
 from __future__ import annotations
 
+import copy
 import functools
 import math
 import os
@@ -89,9 +90,7 @@ def _grads(fn, inputs, options, seed=0):
     """Output and gradients of torch.compile(fn, backend='ait', options) on fresh input copies."""
     torch._dynamo.reset()
     inputs = [x.detach().clone().requires_grad_(True) for x in inputs]
-    module = fn
-    if isinstance(fn, nn.Module):
-        module = __import__("copy").deepcopy(fn)
+    module = copy.deepcopy(fn) if isinstance(fn, nn.Module) else fn
     compiled = torch.compile(module, backend="ait", options=options)
     torch.manual_seed(seed)
     out = compiled(*inputs)
