@@ -29,7 +29,8 @@ from ait_dynamo.partitioners.op_classes import OpClass, op_class
 from ait_dynamo.partitioners.maxflow import FlowNetwork, min_cut_source_side
 
 # How many priced cuts a memory budget may try at most (each is one max-flow solve).
-_MAX_PRICE_STEPS = 40
+_MAX_PRICE_STEPS = 48
+_PRICE_STEP = 2.0**0.5
 # Capacities are bytes times BYTE_SCALE; between cuts that save the same bytes, one unit per node
 # decides: a forward node recomputed costs a unit (recompute as little as possible), and so does a
 # node no forward output needs computed in the forward (leave it to the backward, where it fuses
@@ -138,24 +139,29 @@ class PartitionNetwork:
     def price_grid(self) -> list[float]:
         """Recompute prices to try under a memory budget, highest (least recompute) first.
 
-        Spans the bytes-saved-per-nanosecond ratios of the costly recomputes in factors of two;
-        depends on the graph only, never on the budget, so every budget picks from the same cuts
-        (that is what makes a smaller budget never save more)."""
-        ratios = []
+        A geometric grid (factors of sqrt(2)) over the bytes-saved-per-nanosecond ratios of the
+        costly recomputes, plus prices just above and below each distinct ratio (where the
+        minimum cut changes as one more op becomes worth recomputing). Depends on the graph only,
+        never on the budget, so every budget picks from the same cuts: that is what makes a
+        smaller budget never save more."""
+        ratios = set()
         for _, node in self.priced_edges:
             cost = self.costs[node]
             if math.isfinite(cost.save_bytes) and cost.save_bytes > 0:
-                ratios.append(cost.save_bytes / cost.recompute_ns)
+                ratios.add(float(f"{cost.save_bytes / cost.recompute_ns:.3g}"))
         if not ratios:
             return [0.0]
         high, low = 2.0 * max(ratios), 0.5 * min(ratios)
-        steps = max(1, math.ceil(math.log2(high / low)))
-        factor = 2.0 ** (math.log2(high / low) / min(steps, _MAX_PRICE_STEPS))
-        grid, price = [], high
-        while price >= low * 0.999 and len(grid) <= _MAX_PRICE_STEPS:
-            grid.append(price)
-            price /= factor
-        return grid + [0.0]
+        steps = min(max(1, math.ceil(math.log(high / low, _PRICE_STEP))), _MAX_PRICE_STEPS)
+        factor = (high / low) ** (1.0 / steps)
+        prices = {high / factor**i for i in range(steps + 1)}
+        around = sorted(ratios, reverse=True)
+        if len(around) > _MAX_PRICE_STEPS // 2:  # keep an even spread of them
+            stride = len(around) / (_MAX_PRICE_STEPS // 2)
+            around = [around[int(i * stride)] for i in range(_MAX_PRICE_STEPS // 2)]
+        for ratio in around:
+            prices.update((ratio * 1.001, ratio * 0.999))
+        return sorted(prices, reverse=True) + [0.0]
 
 
 def _storage_root(node: fx.Node) -> fx.Node:

@@ -123,6 +123,21 @@ def _is_view_overload(target: torch._ops.OpOverload) -> bool:
     return alias is not None and not alias.is_write
 
 
+def _has_zero_dropout(node: fx.Node, target: torch._ops.OpOverload) -> bool:
+    """Attention ops are tagged random because of their dropout; with ``dropout_p == 0`` they
+    draw nothing and a recompute gives the same values."""
+    for index, argument in enumerate(target._schema.arguments):
+        if argument.name == "dropout_p":
+            if argument.name in node.kwargs:
+                value = node.kwargs[argument.name]
+            elif index < len(node.args):
+                value = node.args[index]
+            else:
+                value = argument.default_value
+            return isinstance(value, (int, float)) and value == 0
+    return False
+
+
 def op_class(node: fx.Node) -> OpClass:
     """The recompute class of ``node`` (the one place that decides it)."""
     if node.op == "placeholder":
@@ -142,7 +157,7 @@ def op_class(node: fx.Node) -> OpClass:
             return OpClass.POINTWISE
         return OpClass.IMPURE
     tags = target.tags
-    if torch.Tag.nondeterministic_seeded in tags:
+    if torch.Tag.nondeterministic_seeded in tags and not _has_zero_dropout(node, target):
         return OpClass.RANDOM
     schema = target._schema
     if schema.is_mutable or not schema.returns or torch.Tag.inplace_view in tags:

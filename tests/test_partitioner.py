@@ -398,3 +398,26 @@ def test_train_bench_smoke(tmp_path):
     assert all(r["error"] is None and r["step_ms"] > 0 for r in results)
     assert results[2]["saved_mib"] <= results[1]["saved_mib"]
     assert (tmp_path / "budget_sweep.png").exists()
+
+
+def test_attention_without_dropout_is_compute_intensive_with_dropout_random():
+    graph = torch.fx.Graph()
+    q = graph.placeholder("q")
+    sdpa = aten._scaled_dot_product_flash_attention_for_cpu.default
+    assert op_class(graph.call_function(sdpa, (q, q, q))) == OpClass.COMPUTE_INTENSIVE
+    assert op_class(graph.call_function(sdpa, (q, q, q, 0.0))) == OpClass.COMPUTE_INTENSIVE
+    assert op_class(graph.call_function(sdpa, (q, q, q), {"dropout_p": 0.1})) == OpClass.RANDOM
+
+
+def test_attention_recomputed_under_a_tight_budget_with_exact_gradients():
+    model = Attention()
+    x = torch.randn(2, 6, 32, requires_grad=True)
+    out_default, grads_default = _grads(model, [x], {"partitioner": "default"})
+    REPORTS.clear()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        out_tight, grads_tight = _grads(model, [x], {"memory_budget": 0.01})
+    assert any("attention" in entry for entry in REPORTS[-1].recomputed), REPORTS[-1].recomputed
+    assert torch.equal(out_tight, out_default)
+    for tight, default in zip(grads_tight, grads_default):
+        assert torch.equal(tight, default)
