@@ -12,11 +12,9 @@ import contextlib
 import inspect
 import itertools
 import logging
-import math
 import warnings
 from typing import Any
 
-import torch
 from torch import fx
 from torch._functorch import partitioners as functorch_partitioners
 
