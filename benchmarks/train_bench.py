@@ -275,23 +275,30 @@ def main(argv: list[str] | None = None) -> int:
               f"dtype {args.dtype}, {args.iters} timed steps (median)")
     print(header, flush=True)
     results: list[Result] = []
+
+    def write_outputs() -> str:
+        # Written after every measurement, so a run cut short still leaves its numbers.
+        with open(os.path.join(args.out, "train_bench.json"), "w") as file:
+            json.dump({"header": header, "results": [asdict(r) for r in results]}, file, indent=1)
+        table = _markdown(results, header)
+        with open(os.path.join(args.out, "train_bench.md"), "w") as file:
+            file.write(table)
+        return table
+
     for name in [w for w in args.workload.split(",") if w]:
         workload = build_workload(name, device, dtype, args.small)
         print(f"{name}:", flush=True)
         for mode in [m for m in args.modes.split(",") if m]:
             results.append(run_mode(workload, mode, None, device, args.iters))
+            write_outputs()
         for budget in [b for b in args.budgets.split(",") if b]:
             result = run_mode(workload, "ait", budget, device, args.iters)
             result.mode = "ait-budget"
             results.append(result)
+            write_outputs()
         del workload
-    with open(os.path.join(args.out, "train_bench.json"), "w") as file:
-        json.dump({"header": header, "results": [asdict(r) for r in results]}, file, indent=1)
-    table = _markdown(results, header)
-    with open(os.path.join(args.out, "train_bench.md"), "w") as file:
-        file.write(table)
-    plot_sweep(results, os.path.join(args.out, "budget_sweep.png"))
-    print(table)
+        plot_sweep(results, os.path.join(args.out, "budget_sweep.png"))
+    print(write_outputs())
     return 0
 
 
