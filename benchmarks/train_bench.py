@@ -111,7 +111,7 @@ class Result:
     peak_mib: float | None = None
     saved_mib: float | None = None  # ait: bytes the partition saves for the backward
     compile_s: float | None = None
-    error: str | None = None
+    error: str | None = None  # the exception, or ait_dynamo's warnings during the run
 
 
 def _synchronize(device: torch.device) -> None:
@@ -190,10 +190,14 @@ def run_mode(workload: Workload, mode: str, budget: str | None, device: torch.de
             fn = torch.compile(model, backend="ait", options=options)
         else:
             raise ValueError(f"unknown mode {mode!r}")
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
             result.compile_s, result.step_ms, result.peak_mib = measure_step(
                 fn, list(model.parameters()), workload.inputs, device, iters)
+        # ait's own warnings (a graph falling back to ATen, the partitioner falling back to the
+        # default partition, a budget that cannot be met) belong in the results
+        notes = sorted({str(w.message)[:160] for w in caught if "ait_dynamo" in str(w.message)})
+        result.error = "; ".join(notes) or None
         if REPORTS:
             result.saved_mib = sum(r.saved_bytes for r in REPORTS) / 2**20
     except Exception as error:  # noqa: BLE001 - one failing mode must not stop the others
