@@ -212,7 +212,7 @@ def run_mode(workload: Workload, mode: str, budget: str | None, device: torch.de
 
 
 def _markdown(results: list[Result], header: str) -> str:
-    lines = [header, "", "| workload | mode | memory budget | step ms | peak MiB above inputs | saved MiB | compile s | error |",
+    lines = [header, "", "| workload | mode | memory budget | step ms | peak MiB above inputs | saved MiB | compile s | error or ait warnings |",
              "|---|---|---|---|---|---|---|---|"]
 
     def fmt(value: float | None, digits: int) -> str:
