@@ -17,7 +17,7 @@ import torch
 
 log = logging.getLogger("ait_dynamo")
 
-PARTITIONERS = ("min_cut", "default")
+PARTITIONERS = ("min_cut", "default", "functorch")
 MODES = ("default",)
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off", "")
@@ -35,8 +35,12 @@ class AitConfig:
     Attributes:
         debug_dir: folder that receives, per compiled graph, the input graph, the graph after each
             pass, the plan and the generated module. ``None`` writes nothing.
-        partitioner: how AOTAutograd splits the joint graph: ``"min_cut"`` (recompute cheap ops to
-            save memory) or ``"default"`` (save what the forward computed).
+        partitioner: how AOTAutograd splits the joint graph: ``"min_cut"`` (ours: recompute cheap ops
+            to save memory), ``"default"`` (save what the forward computed) or ``"functorch"``
+            (functorch's min-cut partitioner, for comparison).
+        memory_budget: most bytes the forward may save for the backward (parameters excluded):
+            an ``int`` of bytes (from ``"2GiB"``, ``"512MB"``, ``1000000``) or a ``float`` in (0, 1],
+            a fraction of what the default partition saves. ``None``: no budget.
         fusion: group fusible ops into generated kernels; ``False`` runs every op through ATen.
         fallback_ops: aten ops (``"aten.mm"`` or ``"aten.mm.default"``) always run through ATen.
         cache_dir: on-disk cache of generated modules.
@@ -46,6 +50,7 @@ class AitConfig:
     partitioner: str = "min_cut"
     fusion: bool = True
     fallback_ops: tuple[str, ...] = ()
+    memory_budget: int | float | None = None
     cache_dir: str = field(default_factory=_default_cache_dir)
 
     @staticmethod
@@ -173,11 +178,62 @@ def _parse_fallback_ops(name: str, value: Any) -> tuple[str, ...]:
     return tuple(sorted(set(names)))
 
 
+_BYTE_UNITS = {
+    "b": 1,
+    "kb": 10**3,
+    "mb": 10**6,
+    "gb": 10**9,
+    "tb": 10**12,
+    "kib": 2**10,
+    "mib": 2**20,
+    "gib": 2**30,
+    "tib": 2**40,
+}
+
+
+def _parse_memory_budget(name: str, value: Any) -> int | float | None:
+    """Bytes (int, or a string with a unit: "2GiB", "512MB") or a fraction in (0, 1] (float, or a
+    string "0.5" / "50%")."""
+    bad = (
+        f"ait backend: option {name!r} got {value!r}; give bytes (an int, or a string like '2GiB', "
+        "'512MB') or a fraction of the default partition's saved bytes (a float in (0, 1] or '50%')"
+    )
+    if value is None or (isinstance(value, str) and value.strip().lower() in ("", "none")):
+        return None
+    if isinstance(value, bool):
+        raise ValueError(bad)
+    if isinstance(value, str):
+        text = value.strip().lower().replace(" ", "").replace("_", "")
+        try:
+            if text.endswith("%"):
+                value = float(text[:-1]) / 100.0
+            else:
+                unit = next((u for u in sorted(_BYTE_UNITS, key=len, reverse=True) if text.endswith(u)), None)
+                if unit is not None:
+                    value = int(float(text[: -len(unit)]) * _BYTE_UNITS[unit])
+                elif "." in text or "e" in text:
+                    value = float(text)
+                else:
+                    value = int(text)
+        except ValueError:
+            raise ValueError(bad) from None
+    if isinstance(value, float) and value > 1.0 and value.is_integer():
+        value = int(value)  # 2e9: bytes written as a float
+    if isinstance(value, float):
+        if not 0.0 < value <= 1.0:
+            raise ValueError(bad)
+        return value
+    if isinstance(value, int) and value >= 0:
+        return value
+    raise ValueError(bad)
+
+
 _PARSERS: dict[str, Callable[[str, Any], Any]] = {
     "debug_dir": _parse_str_or_none,
     "partitioner": _parse_partitioner,
     "fusion": _parse_bool,
     "fallback_ops": _parse_fallback_ops,
+    "memory_budget": _parse_memory_budget,
     "cache_dir": _parse_path,
 }
 assert set(_PARSERS) == set(AitConfig.option_names()), "every option needs a parser"

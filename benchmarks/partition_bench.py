@@ -1,0 +1,115 @@
+"""Time the min-cut partitioner on the joint graph of a 24-layer transformer.
+
+    python -m benchmarks.partition_bench [--layers 24] [--dim 64] [--repeat 3]
+
+Traces a stack of seed encoder blocks (benchmarks/models.py) through AOTAutograd once, keeps the
+joint forward+backward graph, then partitions copies of it with our partitioner (scipy and networkx
+max-flow) and with functorch's, printing the time of each and the bytes each saves. The graph's
+structure does not depend on ``--dim``; a small one keeps tracing fast on a CPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch
+from torch import fx, nn
+from torch._functorch import partitioners as functorch_partitioners
+from torch._functorch.aot_autograd import aot_module
+
+from ait_dynamo.partitioners.mincut import _copy_joint, min_cut_rematerialization_partition
+from ait_dynamo.partitioners.report import REPORTS, saved_bytes_of
+from benchmarks.models import EncoderBlock
+
+
+@dataclass
+class JointGraph:
+    module: fx.GraphModule
+    num_fwd_outputs: int
+    static_lifetime_input_indices: list[int]
+
+    def copy(self) -> fx.GraphModule:
+        return _copy_joint(self.module)
+
+    def num_nodes(self) -> int:
+        return len(self.module.graph.nodes)
+
+
+def capture_joint_graph(model: nn.Module, *inputs: torch.Tensor) -> JointGraph:
+    """The joint graph AOTAutograd builds for ``model(*inputs)`` (partitioned by default meanwhile)."""
+    captured: list[JointGraph] = []
+
+    # aot_module passes parameters and buffers first; as under torch.compile, they are static
+    # inputs (alive anyway, free to save).
+    num_state = len(list(model.parameters())) + len(list(model.buffers()))
+
+    def capture(joint_module: fx.GraphModule, joint_inputs: Any, **kwargs: Any):
+        static = sorted(set(kwargs.get("static_lifetime_input_indices") or []) | set(range(num_state)))
+        captured.append(JointGraph(_copy_joint(joint_module), kwargs["num_fwd_outputs"], static))
+        return functorch_partitioners.default_partition(joint_module, joint_inputs, **kwargs)
+
+    def nop(gm: fx.GraphModule, _: Any) -> Callable[..., Any]:
+        from functorch.compile import make_boxed_func
+
+        return make_boxed_func(gm)
+
+    compiled = aot_module(model, fw_compiler=nop, bw_compiler=nop, partition_fn=capture)
+    compiled(*inputs).sum().backward()
+    assert captured, "AOTAutograd built no joint graph"
+    return captured[-1]
+
+
+def transformer_joint_graph(layers: int = 24, dim: int = 64, heads: int = 4, batch: int = 2, seq: int = 16) -> JointGraph:
+    torch.manual_seed(0)
+    model = nn.Sequential(*[EncoderBlock(dim, heads, 4 * dim) for _ in range(layers)])
+    x = torch.randn(batch, seq, dim, requires_grad=True)
+    return capture_joint_graph(model, x)
+
+
+def time_partition(joint: JointGraph, partition_fn: Callable[..., Any], repeat: int = 3, **options: Any) -> tuple[float, Any]:
+    """Median seconds of one partition of a fresh copy; returns it and the last (fw, bw) result."""
+    samples, result = [], None
+    for _ in range(repeat):
+        module = joint.copy()
+        begin = time.perf_counter()
+        result = partition_fn(
+            module,
+            None,
+            num_fwd_outputs=joint.num_fwd_outputs,
+            static_lifetime_input_indices=joint.static_lifetime_input_indices,
+            **options,
+        )
+        samples.append(time.perf_counter() - begin)
+    return statistics.median(samples), result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--layers", type=int, default=24)
+    parser.add_argument("--dim", type=int, default=64)
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args(argv)
+    begin = time.perf_counter()
+    joint = transformer_joint_graph(args.layers, args.dim)
+    print(f"{args.layers}-layer transformer joint graph: {joint.num_nodes()} nodes, traced in {time.perf_counter() - begin:.1f} s")
+    print("| partitioner | max-flow | partition s (median) | of which choosing the cut s | saved bytes |")
+    print("|---|---|---|---|---|")
+    for solver in ("scipy", "networkx"):
+        seconds, _ = time_partition(joint, min_cut_rematerialization_partition, args.repeat, solver=solver,
+                                    compare_with_functorch=False)
+        report = REPORTS[-1]
+        print(f"| ait min_cut | {solver} | {seconds:.3f} | {report.solve_seconds:.3f} | {report.saved_bytes} |")
+    seconds, (_, bw_module) = time_partition(joint, functorch_partitioners.min_cut_rematerialization_partition, args.repeat)
+    params = {n.name for i, n in enumerate(p for p in joint.module.graph.find_nodes(op="placeholder")
+                                          if "tangents" not in str(p.target)) if i in joint.static_lifetime_input_indices}
+    print(f"| functorch min_cut | networkx | {seconds:.3f} | | {saved_bytes_of(bw_module, params)} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
