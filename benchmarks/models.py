@@ -57,22 +57,9 @@ def unsupported_attention_op(f: nn.MultiheadAttention, x: torch.Tensor) -> torch
     return attn_out
 
 
-class LoweringModel(nn.Module):
+class LoweringModel(EncoderBlock):
     """Seed 000 ``LowerModule``: the encoder block with attention behind a wrapped function, the
     part AITemplate's lowerer leaves to eager. With ait, ``fallback_ops`` plays that role."""
-
-    def __init__(self, input_dim: int, num_heads: int, dim_feedforward: int, dropout: float = 0.0):
-        super().__init__()
-        self.attn = nn.MultiheadAttention(embed_dim=input_dim, num_heads=num_heads, batch_first=True)
-        self.linear_net = nn.Sequential(
-            nn.Linear(input_dim, dim_feedforward),
-            nn.Dropout(dropout),
-            nn.ReLU(inplace=True),
-            nn.Linear(dim_feedforward, input_dim),
-        )
-        self.norm1 = nn.LayerNorm(input_dim)
-        self.norm2 = nn.LayerNorm(input_dim)
-        self.dropout = nn.Dropout(dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         attn_out = unsupported_attention_op(self.attn, x)
