@@ -9,14 +9,14 @@ set -u
 OUT=${OUT:-/tmp/ait_train}
 WORKLOAD=${WORKLOAD:-encoder_block,vit_b16}
 mkdir -p "$OUT"
-python -c "import scipy, networkx, matplotlib, jinja2" 2>/dev/null || pip install -q scipy networkx matplotlib jinja2
-python -c "import ait_dynamo.partitioners" 2>/dev/null || pip install -q --no-deps --no-build-isolation -e .
-python -c "import torch; print(torch.__version__, torch.cuda.get_device_name())" | tee "$OUT/env.log"
+python3 -c "import scipy, networkx, matplotlib, jinja2" 2>/dev/null || python3 -m pip install -q scipy networkx matplotlib jinja2
+python3 -c "import ait_dynamo.partitioners" 2>/dev/null || python3 -m pip install -q --no-deps --no-build-isolation -e .
+python3 -c "import torch; print(torch.__version__, torch.cuda.get_device_name())" | tee "$OUT/env.log"
 if [ "${SKIP_TESTS:-0}" != 1 ]; then
-  timeout 100 python -m pytest -q -x tests/test_partitioner.py > "$OUT/test_partitioner.log" 2>&1
+  timeout 100 python3 -m pytest -q -x tests/test_partitioner.py > "$OUT/test_partitioner.log" 2>&1
   echo "partitioner tests rc=$? ($(tail -1 "$OUT/test_partitioner.log"))"
-  timeout 60 python -m benchmarks.partition_bench --repeat 1 > "$OUT/partition_bench.log" 2>&1
+  timeout 60 python3 -m benchmarks.partition_bench --repeat 1 > "$OUT/partition_bench.log" 2>&1
   echo "partition bench rc=$?"; cat "$OUT/partition_bench.log"
 fi
-timeout 300 python -m benchmarks.train_bench --out "$OUT" --workload "$WORKLOAD" > "$OUT/train_bench.log" 2>&1
+timeout 300 python3 -m benchmarks.train_bench --out "$OUT" --workload "$WORKLOAD" > "$OUT/train_bench.log" 2>&1
 echo "train bench rc=$?"; cat "$OUT/train_bench.md" 2>/dev/null || tail -30 "$OUT/train_bench.log"
