@@ -80,6 +80,7 @@ def compile_graph(
         module, record.cache_hit = load_module(generated.source, config.cache_dir)
         compiled: BoxedCallable = module.make_call(generated.constants)
         record.externs = list(generated.aten_externs)
+        record.kernels = [kernel.name for kernel in generated.kernels]
     except Exception as error:  # noqa: BLE001 - any compile failure must degrade, not crash
         message = f"ait_dynamo: compiling {name} failed ({type(error).__name__}: {error}); running it through ATen"
         warnings.warn(message, RuntimeWarning, stacklevel=2)

@@ -40,6 +40,20 @@ _DECOMPOSED_OPS = [
     aten.addcdiv,
     aten.lerp,
     aten.xlogy,
+    # Row ops: decomposed into reductions + pointwise so that the fusion planner builds one row
+    # kernel each (with their prologue and epilogue) instead of calling ATen's fused kernel.
+    aten._softmax,
+    aten._log_softmax,
+    aten._softmax_backward_data,
+    aten._log_softmax_backward_data,
+    aten.native_layer_norm,
+    aten.native_layer_norm_backward,
+    aten.var,
+    aten.var_mean,
+    aten.std,
+    aten.std_mean,
+    aten.logsumexp,
+    *[getattr(aten, name) for name in ("_fused_rms_norm", "_fused_rms_norm_backward") if hasattr(aten, name)],
 ]
 
 

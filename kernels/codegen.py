@@ -1,0 +1,465 @@
+"""FusionGroup → Triton kernel source (from ``templates/*.py.jinja``) and its launch arguments.
+
+Index arithmetic: the kernel walks the group's iteration space; ``xindex`` runs over the kept
+dims (row-major), ``rindex`` over the reduced dims. ``x<d>`` / ``r<d>`` are the per-dim indices,
+derived by div/mod only where an access needs them: an access whose strides are contiguous over
+the iteration space uses the flat index directly, which keeps Triton's loads vectorised.
+Every expression comes from the op table; this module only wires loads, stores and reductions.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+from torch import fx
+
+from ait_dynamo.kernels import op_table
+from ait_dynamo.kernels.op_table import Operand, compute_dtype, literal, triton_type
+from ait_dynamo.passes.plan import FusionGroup
+from ait_dynamo.passes.sizes import is_one, same_size, static_int
+
+aten = torch.ops.aten
+_INT32_LIMIT = 2**31 - 1
+PERSISTENT_MAX_ROW = 8192  # rows up to this many elements stay in registers (one pass)
+
+
+@dataclass
+class KernelArgs:
+    """What the wrapper passes: tensors (by node or output buffer name) then integer sizes."""
+
+    tensors: list[str] = field(default_factory=list)  # wrapper expressions
+    ints: list[Any] = field(default_factory=list)  # ("size", value) | ("stride", tensor_expr, dim) | ("prod", [values])
+
+
+@dataclass
+class GeneratedKernel:
+    name: str
+    source: str
+    kind: str  # "pointwise" | "reduction"
+    persistent: bool
+    args: KernelArgs
+    xnumel: list[Any]  # factors of the kept-space size
+    rnumel: list[Any]  # factors of the reduced-space size
+    out_buffers: list[tuple[fx.Node, str]]  # (node, wrapper name of the buffer it writes)
+    bytes_moved: int | None
+
+
+def _numel_factors(sizes: list[Any]) -> list[Any]:
+    return [s for s in sizes if not is_one(s)]
+
+
+class _Access:
+    """Offsets into one tensor at the iteration indices, given the tensor's dim map."""
+
+    def __init__(self, kernel: "KernelWriter", tensor: str, meta: torch.Tensor, dim_map: tuple):
+        self.kernel, self.tensor, self.meta, self.dim_map = kernel, tensor, meta, dim_map
+
+    def _stride(self, k: int) -> str:
+        stride = self.meta.stride()[k]
+        value = static_int(stride)
+        if value is not None:
+            return str(value)
+        return self.kernel.int_arg(("stride", self.kernel.param_source[self.tensor], k))
+
+    def offset(self) -> tuple[str, bool, bool]:
+        """(offset expression, uses x dims, uses r dims)."""
+        kernel = self.kernel
+        covered = {m: k for k, m in enumerate(self.dim_map) if m is not None}
+        x_dims = [d for d in kernel.x_dims if d in covered]
+        r_dims = [d for d in kernel.r_dims if d in covered]
+        parts: list[str] = []
+        inner: Any = 1
+        r_fast = bool(r_dims) and set(r_dims) == set(kernel.r_nonunit) and all(
+            same_size(self.meta.stride()[covered[d]], kernel.r_contig[d]) for d in r_dims
+        )
+        if r_fast:
+            parts.append("rindex")
+            inner = kernel.rnumel_product
+        else:
+            parts += [f"r{d} * {self._stride(covered[d])}" for d in r_dims]
+            for d in r_dims:
+                kernel.used_dims.add(("r", d))
+        x_fast = bool(x_dims) and set(x_dims) == set(kernel.x_nonunit) and (r_fast or not r_dims) and all(
+            same_size(self.meta.stride()[covered[d]], _times(kernel.x_contig[d], inner)) for d in x_dims
+        )
+        if x_fast:
+            parts.append("xindex" if inner == 1 else f"xindex * {kernel.rnumel_name}")
+        else:
+            parts += [f"x{d} * {self._stride(covered[d])}" for d in x_dims]
+            for d in x_dims:
+                kernel.used_dims.add(("x", d))
+        return (" + ".join(parts) or "0"), bool(x_dims), bool(r_dims)
+
+
+def _times(a: Any, b: Any) -> Any:
+    if isinstance(b, int) and b == 1:
+        return a
+    return a * b
+
+
+class KernelWriter:
+    """Writes the body of one kernel: loads, op-table expressions, reductions, stores."""
+
+    def __init__(self, group: FusionGroup, name: str, tensor_name: Callable[[fx.Node], str]):
+        self.group, self.name, self.tensor_name = group, name, tensor_name
+        space = list(group.space)
+        self.space = space
+        reduced = set(group.reduced)
+        self.r_dims = [d for d in range(len(space)) if d in reduced]
+        self.x_dims = [d for d in range(len(space)) if d not in reduced]
+        self.x_nonunit = [d for d in self.x_dims if not is_one(space[d])]
+        self.r_nonunit = [d for d in self.r_dims if not is_one(space[d])]
+        self.x_contig = _contiguous(space, self.x_dims)
+        self.r_contig = _contiguous(space, self.r_dims)
+        self.rnumel_product = math.prod([1] + [space[d] for d in self.r_dims]) if self.r_dims else 1
+        self.rnumel_name = "rnumel"
+        self.is_reduction = bool(self.r_dims)
+        rsize = static_int(self.rnumel_product) if self.is_reduction else None
+        self.persistent = not self.is_reduction or (rsize is not None and rsize <= PERSISTENT_MAX_ROW)
+        self.args = KernelArgs()
+        self.tensor_params: list[str] = []
+        self.int_params: list[str] = []
+        self.int_keys: dict[Any, str] = {}
+        self.used_dims: set[tuple[str, int]] = set()
+        self.members = set(group.nodes)
+        self.counter = 0
+        self.outer: list[str] = []
+        self.loop: list[str] | None = None
+        self.row_cache: dict[Any, tuple[str, bool]] = {}
+        self.full_cache: dict[Any, tuple[str, bool]] = {}
+        self.reduction_vars: dict[fx.Node, str] = {}
+        self.input_params: dict[fx.Node, str] = {}
+        self.param_source: dict[str, str] = {}
+        for index, node in enumerate(group.inputs):
+            param = f"in_ptr{index}"
+            self.input_params[node] = param
+            self.tensor_params.append(param)
+            self.args.tensors.append(tensor_name(node))
+            self.param_source[param] = tensor_name(node)
+        self.out_buffers: list[tuple[fx.Node, str]] = []
+        for node in group.outputs:
+            for copy in range(group.output_copies.get(node, 1)):
+                buffer = tensor_name(node) if copy == 0 else f"{tensor_name(node)}__copy{copy}"
+                self.out_buffers.append((node, buffer))
+                self.tensor_params.append(f"out_ptr{len(self.out_buffers) - 1}")
+                self.args.tensors.append(buffer)
+                self.param_source[f"out_ptr{len(self.out_buffers) - 1}"] = buffer
+        self.int64 = self._needs_int64()
+
+    # -- arguments ----------------------------------------------------------------------------
+
+    def int_arg(self, key: Any) -> str:
+        if key not in self.int_keys:
+            name = f"ks{len(self.int_keys)}"
+            self.int_keys[key] = name
+            self.int_params.append(name)
+            self.args.ints.append(key)
+        return self.int_keys[key]
+
+    def size(self, d: int) -> str:
+        value = static_int(self.space[d])
+        return str(value) if value is not None else self.int_arg(("size", self.space[d]))
+
+    def _needs_int64(self) -> bool:
+        tensors = [n.meta["val"] for n in list(self.group.inputs) + list(self.group.outputs)]
+        sizes = [math.prod([1] + list(self.space))]
+        for meta in tensors:
+            sizes.append(meta.storage_offset() + sum((s - 1) * abs(st) for s, st in zip(meta.shape, meta.stride())) + 1)
+        for size in sizes:
+            value = static_int(size)
+            if value is None or value > _INT32_LIMIT:
+                return True
+        return False
+
+    # -- scopes -------------------------------------------------------------------------------
+
+    def _lines(self) -> list[str]:
+        return self.loop if self.loop is not None else self.outer
+
+    def _cache(self, full: bool) -> dict[Any, tuple[str, bool]]:
+        if full and not self.persistent and self.loop is not None:
+            return self.full_cache
+        return self.row_cache
+
+    def _tmp(self, expr: str, full: bool) -> str:
+        self.counter += 1
+        var = f"tmp{self.counter}"
+        target = self.loop if (full and self.loop is not None) else self.outer
+        target.append(f"{var} = {expr}")
+        return var
+
+    def _is_full(self, node: fx.Node) -> bool:
+        return any(m in self.r_dims for m in self.group.dim_maps[node] if m is not None)
+
+    # -- values -------------------------------------------------------------------------------
+
+    def load(self, node: fx.Node, dim_map: tuple) -> tuple[str, bool]:
+        meta = node.meta["val"]
+        access = _Access(self, self.input_params[node], meta, dim_map)
+        offset, uses_x, uses_r = access.offset()
+        full = uses_r
+        cache = self._cache(full)
+        key = ("load", node, dim_map)
+        if key in cache:
+            return cache[key]
+        if not uses_x and not uses_r:
+            expr = f"tl.load({self.input_params[node]} + {offset})"
+            constant = True
+        else:
+            mask = " & ".join(m for m, used in (("xmask", uses_x), ("rmask", uses_r)) if used)
+            expr = f"tl.load({self.input_params[node]} + ({offset}), {mask}, other=0)"
+            constant = False
+        if compute_dtype(meta.dtype) != meta.dtype:
+            expr += ".to(tl.float32)"
+        if full and not self.persistent and self.loop is None:
+            raise AssertionError("full-level load outside a loop")
+        var = self._tmp(expr, full)
+        cache[key] = (var, constant)
+        return var, constant
+
+    def value(self, node: fx.Node) -> tuple[str, bool]:
+        """(variable, is_constant) of a member node at the current scope's indices."""
+        full = self._is_full(node)
+        cache = self._cache(full)
+        if node in cache:
+            return cache[node]
+        if node.target in op_table.REDUCTIONS:
+            result = (self.reduction(node), False)
+            self.row_cache[node] = result
+            return result
+        if node.target in op_table.VIEWS:
+            result = self.value(node.args[0])
+            cache[node] = result
+            return result
+        constant = True
+
+        def operand(arg: Any) -> Any:
+            nonlocal constant
+            if isinstance(arg, fx.Node):
+                meta = arg.meta["val"]
+                if arg in self.members:
+                    var, is_constant = self.value(arg)
+                else:
+                    from ait_dynamo.passes.fusion import _broadcast_map
+
+                    dim_map = _broadcast_map(tuple(meta.shape), tuple(node.meta["val"].shape), self.group.dim_maps[node])
+                    var, is_constant = self.load(arg, dim_map)
+                constant = constant and is_constant
+                return Operand(var, meta.dtype)
+            if isinstance(arg, (list, tuple)):
+                return type(arg)(operand(a) for a in arg)
+            return arg
+
+        args = [operand(a) for a in node.args]
+        kwargs = {k: operand(v) for k, v in node.kwargs.items()}
+        expr = op_table.POINTWISE[node.target].emit(*args, **kwargs)
+        var = self._tmp(expr, full)
+        cache[node] = (var, constant)
+        return var, constant
+
+    # -- reductions ---------------------------------------------------------------------------
+
+    def reduction(self, node: fx.Node) -> str:
+        if node in self.reduction_vars:
+            return self.reduction_vars[node]
+        kind = op_table.REDUCTIONS[node.target]
+        out_dtype = node.meta["val"].dtype
+        source = node.args[0]
+        source_dtype = source.meta["val"].dtype
+        acc_dtype = compute_dtype(out_dtype if kind in ("sum", "mean") else source_dtype)
+        acc_type = triton_type(acc_dtype)
+        if kind in ("sum", "mean"):
+            neutral = literal(0, acc_dtype)
+        elif acc_dtype.is_floating_point:
+            neutral = 'float("-inf")' if kind == "max" else 'float("inf")'
+        else:
+            info = torch.iinfo(acc_dtype)
+            neutral = literal(info.min if kind == "max" else info.max, acc_dtype)
+        saved_loop, saved_cache = self.loop, self.full_cache
+        if not self.persistent:
+            self.loop, self.full_cache = [], {}
+        if source in self.members:
+            var, _ = self.value(source)
+        else:
+            var, _ = self.load(source, _source_identity(self, source))
+        value = f"{var}.to({acc_type})" if compute_dtype(source_dtype) != acc_dtype else var
+        self.counter += 1
+        out = f"red{self.counter}"
+        masked = f"tl.where(xmask & rmask, {value}, {neutral})"
+        is_float = acc_dtype.is_floating_point
+        combine = {"sum": "tl.sum", "mean": "tl.sum", "max": "tl.max", "min": "tl.min"}[kind]
+        if self.persistent:
+            lines = self.outer
+            lines.append(f"{out}_in = {masked}")
+            lines.append(f"{out} = {combine}({out}_in, 1)[:, None]")
+            if kind in ("max", "min") and is_float:
+                lines.append(
+                    f"{out} = tl.where(tl.max(({out}_in != {out}_in).to(tl.int32), 1)[:, None] > 0, float(\"nan\"), {out})"
+                )
+        else:
+            body = self.loop
+            assert body is not None
+            self.outer.append(f"{out}_acc = tl.full([XBLOCK, RBLOCK], {neutral}, {acc_type})")
+            if kind in ("sum", "mean"):
+                update = f"{out}_acc = {out}_acc + {masked}"
+            else:
+                pick = "tl.maximum" if kind == "max" else "tl.minimum"
+                nan = ", propagate_nan=tl.PropagateNan.ALL" if is_float else ""
+                update = f"{out}_acc = {pick}({out}_acc, {masked}{nan})"
+            self.outer.extend(self._loop_header())
+            self.outer.extend("    " + line for line in body + [update])
+            self.outer.append(f"{out} = {combine}({out}_acc, 1)[:, None]")
+            if kind in ("max", "min") and is_float:
+                self.outer.append(
+                    f"{out} = tl.where(tl.max(({out}_acc != {out}_acc).to(tl.int32), 1)[:, None] > 0, float(\"nan\"), {out})"
+                )
+        if kind == "mean":
+            self.outer.append(f"{out} = {out} / {self.rnumel_name}")
+        self.loop, self.full_cache = saved_loop, saved_cache
+        self.reduction_vars[node] = out
+        return out
+
+    def _loop_header(self) -> list[str]:
+        return [
+            f"for roffset in range(0, {self.rnumel_name}, RBLOCK):",
+            "    rindex = roffset + tl.arange(0, RBLOCK)[None, :]",
+            f"    rmask = rindex < {self.rnumel_name}",
+            "    #R_DIMS#",
+        ]
+
+    # -- stores -------------------------------------------------------------------------------
+
+    def store(self, node: fx.Node, buffer_index: int) -> None:
+        meta = node.meta["val"]
+        dim_map = self.group.dim_maps[node]
+        access = _Access(self, f"out_ptr{buffer_index}", meta, dim_map)
+        # every copy of a value returned several times is laid out alike
+        offset, uses_x, uses_r = access.offset()
+        var, constant = self.value(node)
+        shape = "[XBLOCK, RBLOCK]" if uses_r else ("[XBLOCK, 1]" if self.is_reduction else "[XBLOCK]")
+        if constant or (self.is_reduction and not uses_r and not uses_x):
+            var = f"({var} + tl.zeros({shape}, {triton_type(compute_dtype(meta.dtype))}))"
+        mask = "xmask & rmask" if uses_r else "xmask"
+        if not uses_x:
+            offset = f"{offset} + 0 * xindex"  # the pointer takes the mask's shape
+        if uses_r and not uses_x:
+            pass
+        covered = {m for m in dim_map if m is not None}
+        for d in self.x_nonunit:
+            if d not in covered:  # broadcast along d: the element is written once, at index 0
+                mask += f" & (x{d} == 0)"
+                self.used_dims.add(("x", d))
+        value = var if meta.dtype == compute_dtype(meta.dtype) else f"{var}.to({triton_type(meta.dtype)})"
+        if meta.dtype == torch.bool:
+            value = f"{var}.to(tl.int1)"
+        self._lines().append(f"tl.store(out_ptr{buffer_index} + ({offset}), {value}, {mask})")
+
+    # -- driver -------------------------------------------------------------------------------
+
+    def body(self) -> list[str]:
+        full_outputs = [(i, n) for i, (n, _) in enumerate(self.out_buffers) if self._is_full(n)]
+        row_outputs = [(i, n) for i, (n, _) in enumerate(self.out_buffers) if not self._is_full(n)]
+        if self.persistent:
+            for index, node in full_outputs + row_outputs:
+                self.store(node, index)
+            return self.outer
+        for index, node in row_outputs:
+            self.value(node)  # runs the reduction loops this output needs
+        if full_outputs:
+            self.loop, self.full_cache = [], {}
+            for index, node in full_outputs:
+                self.store(node, index)
+            body = self.loop
+            self.loop = None
+            self.outer.extend(self._loop_header())
+            self.outer.extend("    " + line for line in body)
+        for index, node in row_outputs:
+            self.store(node, index)
+        return self.outer
+
+    def index_lines(self, level: str) -> list[str]:
+        """Per-dim indices x<d> (level "x") or r<d> (level "r") the body uses."""
+        dims = self.x_dims if level == "x" else self.r_dims
+        flat = "xindex" if level == "x" else "rindex"
+        lines = []
+        for position, d in enumerate(dims):
+            if (level, d) not in self.used_dims:
+                continue
+            later = [e for e in dims[position + 1:] if not is_one(self.space[e])]
+            expr = flat
+            if later:
+                expr = f"({flat} // ({' * '.join(self.size(e) for e in later)}))"
+            earlier = [e for e in dims[:position] if not is_one(self.space[e])]
+            if earlier and not is_one(self.space[d]):
+                expr = f"{expr} % {self.size(d)}"
+            if is_one(self.space[d]):
+                expr = "0"
+            lines.append(f"{level}{d} = {expr}")
+        return lines
+
+
+def _contiguous(space: list[Any], dims: list[int]) -> dict[int, Any]:
+    strides: dict[int, Any] = {}
+    running: Any = 1
+    for d in reversed(dims):
+        strides[d] = running
+        running = _times(space[d], running) if not is_one(space[d]) else running
+    return strides
+
+
+def _source_identity(kernel: KernelWriter, source: fx.Node) -> tuple:
+    shape = tuple(source.meta["val"].shape)
+    return tuple(None if is_one(s) else d for d, s in enumerate(shape))
+
+
+def generate_kernel(group: FusionGroup, tensor_name: Callable[[fx.Node], str]) -> GeneratedKernel:
+    from ait_dynamo.kernels.wrapper import render_template
+
+    name = group.name
+    kernel = KernelWriter(group, name, tensor_name)
+    body = kernel.body()
+    x_index = kernel.index_lines("x")
+    r_index = kernel.index_lines("r")
+    if not kernel.persistent:
+        body = [line.replace("#R_DIMS#", "; ".join(r_index) or "pass") for line in body]
+    xnumel_factors = _numel_factors([group.space[d] for d in kernel.x_dims])
+    rnumel_factors = _numel_factors([group.space[d] for d in kernel.r_dims])
+    template = "reduction.py.jinja" if kernel.is_reduction else "pointwise.py.jinja"
+    source = render_template(
+        template,
+        name=name,
+        tensor_params=kernel.tensor_params,
+        int_params=kernel.int_params,
+        int64=kernel.int64,
+        persistent=kernel.persistent,
+        x_index=x_index,
+        r_index=r_index,
+        body=body,
+        ops=", ".join(str(n.target) for n in group.nodes),
+    )
+    moved = _bytes_moved(group)
+    return GeneratedKernel(
+        name=name,
+        source=source,
+        kind="reduction" if kernel.is_reduction else "pointwise",
+        persistent=kernel.persistent,
+        args=kernel.args,
+        xnumel=xnumel_factors,
+        rnumel=rnumel_factors,
+        out_buffers=kernel.out_buffers,
+        bytes_moved=moved,
+    )
+
+
+def _bytes_moved(group: FusionGroup) -> int | None:
+    total = 0
+    for node in list(group.inputs) + [n for n in group.outputs for _ in range(group.output_copies.get(n, 1))]:
+        meta = node.meta["val"]
+        numel = static_int(meta.numel())
+        if numel is None:
+            return None
+        total += numel * meta.element_size()
+    return total

@@ -1,0 +1,83 @@
+"""Run-time helpers the generated wrapper modules call: where Triton runs, block sizes, launches.
+
+Block sizes come from a heuristic on the sizes of the call (``pointwise_config`` /
+``reduction_config``); with the ``autotune`` option, :mod:`ait_dynamo.kernels.autotune` picks among
+a few configurations once per kernel and device and remembers the choice on disk.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Callable, Sequence
+
+import torch
+
+try:
+    import triton
+
+    HAS_TRITON = True
+except ImportError:  # pragma: no cover - triton ships with torch on Linux
+    triton = None  # type: ignore[assignment]
+    HAS_TRITON = False
+
+INTERPRETING = os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+
+
+def triton_runs_on(device_type: str) -> bool:
+    """CUDA tensors run generated Triton kernels; CPU tensors only under Triton's interpreter."""
+    if not HAS_TRITON:
+        return False
+    if device_type == "cuda":
+        return not INTERPRETING and torch.cuda.is_available()
+    if device_type == "cpu":
+        return INTERPRETING
+    return False
+
+
+def _next_power_of_2(n: int) -> int:
+    return 1 << max(0, int(n) - 1).bit_length()
+
+
+def pointwise_config(xnumel: int) -> tuple[int, int]:
+    """(XBLOCK, num_warps)."""
+    if INTERPRETING:  # numpy runs one program at a time: few large programs are fastest
+        return min(_next_power_of_2(xnumel), 1 << 16), 1
+    if xnumel >= 1 << 20:
+        return 1024, 4
+    block = max(128, min(1024, _next_power_of_2(xnumel)))
+    return block, max(1, min(4, block // 256))
+
+
+def reduction_config(xnumel: int, rnumel: int, persistent: bool) -> tuple[int, int, int]:
+    """(XBLOCK, RBLOCK, num_warps)."""
+    if persistent:
+        rblock = _next_power_of_2(max(rnumel, 1))
+        if INTERPRETING:
+            return max(1, min(_next_power_of_2(xnumel), (1 << 16) // rblock)), rblock, 1
+        xblock = max(1, min(_next_power_of_2(xnumel), 2048 // rblock if rblock <= 2048 else 1))
+        elements = xblock * rblock
+        warps = 2 if elements <= 512 else 4 if elements <= 2048 else 8 if elements <= 4096 else 16
+        return xblock, rblock, warps
+    if INTERPRETING:
+        return max(1, min(_next_power_of_2(xnumel), 64)), 1024, 1
+    return 1, 2048, 8
+
+
+def launch_pointwise(kernel: Any, tensors: Sequence[Any], ints: Sequence[int], xnumel: int) -> None:
+    if xnumel == 0:
+        return
+    block, warps = pointwise_config(xnumel)
+    grid = (triton.cdiv(xnumel, block),)
+    kernel[grid](*tensors, *ints, xnumel, XBLOCK=block, num_warps=warps)
+
+
+def launch_reduction(kernel: Any, tensors: Sequence[Any], ints: Sequence[int], xnumel: int, rnumel: int,
+                     persistent: bool) -> None:
+    if xnumel == 0:
+        return
+    xblock, rblock, warps = reduction_config(xnumel, rnumel, persistent)
+    grid = (triton.cdiv(xnumel, xblock),)
+    kernel[grid](*tensors, *ints, xnumel, rnumel, XBLOCK=xblock, RBLOCK=rblock, num_warps=warps)
+
+
+Launcher = Callable[..., None]
