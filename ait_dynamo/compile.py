@@ -22,6 +22,7 @@ from ait_dynamo.config import AitConfig
 from ait_dynamo.debug import DebugDir
 from ait_dynamo.kernels.wrapper import generate_wrapper
 from ait_dynamo.passes.fusion import build_plan
+from ait_dynamo.passes.plan import FusionGroup
 from ait_dynamo.passes.pipeline import run_passes
 
 log = logging.getLogger("ait_dynamo")
@@ -73,7 +74,8 @@ def compile_graph(
     debug.write("00-input.txt", gm.print_readable(print_output=False))
     try:
         work = run_passes(_copy_graph_module(gm), config, dump=debug.write if debug else None)
-        plan, _refusals = build_plan(work, config)
+        plan, refusals = build_plan(work, config)
+        record.refused = dict(refusals)
         debug.write("plan.txt", plan.describe())
         generated = generate_wrapper(plan, work, __version__)
         debug.write("module.py", generated.source)
@@ -81,6 +83,7 @@ def compile_graph(
         compiled: BoxedCallable = module.make_call(generated.constants)
         record.externs = list(generated.aten_externs)
         record.kernels = [kernel.name for kernel in generated.kernels]
+        record.fused_ops = [str(n.target) for s in plan.steps if isinstance(s, FusionGroup) for n in s.nodes]
     except Exception as error:  # noqa: BLE001 - any compile failure must degrade, not crash
         message = f"ait_dynamo: compiling {name} failed ({type(error).__name__}: {error}); running it through ATen"
         warnings.warn(message, RuntimeWarning, stacklevel=2)

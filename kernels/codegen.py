@@ -352,9 +352,7 @@ class KernelWriter:
             if d not in covered:  # broadcast along d: the element is written once, at index 0
                 mask += f" & (x{d} == 0)"
                 self.used_dims.add(("x", d))
-        value = var if meta.dtype == compute_dtype(meta.dtype) else f"{var}.to({triton_type(meta.dtype)})"
-        if meta.dtype == torch.bool:
-            value = f"{var}.to(tl.int1)"
+        value = op_table.to_storage(var, meta.dtype)
         self._lines().append(f"tl.store(out_ptr{buffer_index} + ({offset}), {value}, {mask})")
 
     # -- driver -------------------------------------------------------------------------------

@@ -64,6 +64,19 @@ FUSIBLE_DTYPES = frozenset(TRITON_DTYPES)
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
 
 
+def to_storage(expr: str, dtype: torch.dtype) -> str:
+    """A compute-dtype expression converted to ``dtype`` for a store (or an explicit cast).
+    bfloat16 goes through ``tmath.to_bf16``: Triton's interpreter truncates float32 → bfloat16,
+    where the GPU (and ATen) round to nearest even."""
+    if dtype == torch.bfloat16:
+        return f"tmath.to_bf16({expr})"
+    if dtype == torch.float16:
+        return f"{expr}.to(tl.float16)"
+    if dtype == torch.bool:
+        return f"{expr}.to(tl.int1)"
+    return expr if compute_dtype(dtype) == dtype else f"{expr}.to({triton_type(dtype)})"
+
+
 def compute_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float32 if dtype in _LOW_PRECISION else dtype
 
@@ -279,7 +292,7 @@ def _convert(a: Any, dtype: torch.dtype) -> str:
     expr = cast(a, dtype)
     if dtype in _LOW_PRECISION and a.dtype != dtype:
         # an explicit cast to half precision rounds, as in eager
-        expr = f"{expr}.to({triton_type(dtype)}).to(tl.float32)"
+        expr = f"{to_storage(expr, dtype)}.to(tl.float32)"
     return expr
 
 

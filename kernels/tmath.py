@@ -23,7 +23,20 @@ if not INTERPRETING:
     expm1 = libdevice.expm1
     pow = libdevice.pow  # noqa: A001 - libdevice's name
     trunc = libdevice.trunc
+
+    @triton.jit
+    def to_bf16(x):
+        return x.to(tl.bfloat16)
+
 else:
+
+    @triton.jit
+    def to_bf16(x):
+        # round to nearest even on the bits (the interpreter's own conversion truncates)
+        bits = x.to(tl.float32).to(tl.uint32, bitcast=True)
+        rounded = bits + 0x7FFF + ((bits >> 16) & 1)
+        rounded = tl.where(x != x, bits, rounded)
+        return (rounded & 0xFFFF0000).to(tl.float32, bitcast=True).to(tl.bfloat16)
 
     @triton.jit
     def tanh(x):
