@@ -79,7 +79,7 @@ class _Access:
             parts.append("rindex")
             inner = kernel.rnumel_product
         else:
-            parts += [f"r{d} * {self._stride(covered[d])}" for d in r_dims]
+            parts += [_scaled(f"r{d}", self._stride(covered[d])) for d in r_dims]
             for d in r_dims:
                 kernel.used_dims.add(("r", d))
         x_fast = bool(x_dims) and set(x_dims) == set(kernel.x_nonunit) and (r_fast or not r_dims) and all(
@@ -88,10 +88,14 @@ class _Access:
         if x_fast:
             parts.append("xindex" if inner == 1 else f"xindex * {kernel.rnumel_name}")
         else:
-            parts += [f"x{d} * {self._stride(covered[d])}" for d in x_dims]
+            parts += [_scaled(f"x{d}", self._stride(covered[d])) for d in x_dims]
             for d in x_dims:
                 kernel.used_dims.add(("x", d))
         return (" + ".join(parts) or "0"), bool(x_dims), bool(r_dims)
+
+
+def _scaled(index: str, stride: str) -> str:
+    return index if stride == "1" else f"{index} * {stride}"
 
 
 def _times(a: Any, b: Any) -> Any:

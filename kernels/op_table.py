@@ -248,7 +248,9 @@ def _pow(a: Any, b: Any) -> str:
         return _to_result(f"{x} * {x}", computation, result)
     if not isinstance(b, Operand) and float(b) == 0.5:
         return _to_result(f"tl.sqrt_rn({cast(a, computation)})", computation, result)
-    return _to_result(f"tmath.pow({cast(a, computation)}, {cast(b, computation)})", computation, result)
+    base = cast(a, computation) if isinstance(a, Operand) else f"tl.full([], {literal(a, computation)}, tl.float32)"
+    exponent = cast(b, computation) if isinstance(b, Operand) else f"tl.full([], {literal(b, computation)}, tl.float32)"
+    return _to_result(f"tmath.pow({base}, {exponent})", computation, result)
 
 
 def _where(condition: Any, a: Any, b: Any) -> str:

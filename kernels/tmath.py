@@ -66,15 +66,16 @@ else:
         return tl.where(u == float("inf"), u, r).to(x.dtype)
 
     @triton.jit
-    def pow(x, y):  # noqa: A001
+    def pow(x, y):  # noqa: A001 - libdevice's name
         a = x.to(tl.float64)
         b = y.to(tl.float64)
         b_int = tl.floor(b) == b
         half = b * 0.5
-        b_odd = b_int & (tl.floor(half) != half)
+        b_odd = tl.where(b_int, tl.floor(half) != half, b != b)
         magnitude = tl.exp(b * tl.log(tl.abs(a)))
-        signed = tl.where((a < 0) & b_odd, -magnitude, magnitude)
-        r = tl.where((a < 0) & ~b_int, float("nan"), signed)
+        negative = a < 0
+        signed = tl.where(negative, tl.where(b_odd, -magnitude, magnitude), magnitude)
+        r = tl.where(negative, tl.where(b_int, signed, float("nan")), signed)
         r = tl.where(b == 0, 1.0, r)
         r = tl.where(a == 1, 1.0, r)
         return r.to(x.dtype)

@@ -432,10 +432,34 @@ class Planner:
                 self._note_dependencies(node)
                 order.append(node)
         assert output is not None, "an FX graph always ends in an output node"
+        if self.config.fusion:
+            self._fuse_horizontally()
         steps = self._steps(order, output)
         plan = Plan(graph=graph, placeholders=placeholders, steps=steps, output=output)
         compute_lifetimes(plan)
         return plan, self.refusals
+
+    def _depends(self, group: _Group, other: _Group) -> bool:
+        return any(other.ident in self._group_ids(node) for node in group.nodes)
+
+    def _fuse_horizontally(self) -> None:
+        """Merge independent groups over the same iteration space (and reduced dims): one launch
+        instead of several, and inputs they share are read once."""
+        groups = sorted(self.groups.values(), key=lambda g: g.ident)
+        merged = True
+        while merged:
+            merged = False
+            for first, second in itertools.combinations(groups, 2):
+                if first.reduced != second.reduced or len(first.space) != len(second.space):
+                    continue
+                if not all(same_size(a, b) for a, b in zip(first.space, second.space)):
+                    continue
+                if self._depends(first, second) or self._depends(second, first):
+                    continue
+                self._merge(first, second)
+                groups.remove(second)
+                merged = True
+                break
 
     def _steps(self, order: list[fx.Node], output: fx.Node) -> list[Step]:
         """Groups become one step each, placed where their last member was; members nobody

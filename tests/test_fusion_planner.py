@@ -1,0 +1,227 @@
+"""Fusion planner and generated kernels: kernel counts, reductions, row patterns, odd shapes,
+strides, dynamic shapes, the duplicated-output backward, a golden kernel, ATen fallback."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch.fx.experimental.proxy_tensor import make_fx
+
+from ait_dynamo import metrics
+from ait_dynamo.compile import compile_graph
+from ait_dynamo.config import AitConfig
+from ait_dynamo.kernels.runtime import triton_runs_on
+from utils import check_compiled
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+FLOATS = [torch.float32, torch.float16, torch.bfloat16]
+needs_triton = pytest.mark.skipif(not triton_runs_on(DEVICE), reason="Triton cannot run here (set TRITON_INTERPRET=1)")
+GOLDEN = os.path.join(os.path.dirname(__file__), "golden", "pointwise_kernel.py.txt")
+
+
+def _kernels() -> list[int]:
+    return [len(g.kernels) for g in metrics.compiled_graphs]
+
+
+def _no_fallback() -> None:
+    for graph in metrics.compiled_graphs:
+        assert graph.fallback_reason is None, graph.fallback_reason
+
+
+def tutorial_fn(a, b, c, d):
+    x = a + b + c + d
+    return x.cos().cos()
+
+
+@needs_triton
+def test_tutorial_one_kernel_forward_one_backward():
+    inputs = [torch.randn(33, 17, device=DEVICE, requires_grad=True) for _ in range(4)]
+    check_compiled(tutorial_fn, *inputs)
+    _no_fallback()
+    assert _kernels() == [1, 1]
+    forward, backward = metrics.compiled_graphs
+    assert not forward.externs and not backward.externs
+
+
+@needs_triton
+@pytest.mark.parametrize("dtype", FLOATS, ids=str)
+def test_softmax_one_kernel(dtype):
+    x = torch.randn(9, 37, device=DEVICE, dtype=dtype, requires_grad=True)
+    check_compiled(lambda t: torch.softmax(t, -1), x)
+    _no_fallback()
+    assert _kernels() == [1, 1]
+
+
+@needs_triton
+@pytest.mark.parametrize("dtype", FLOATS, ids=str)
+def test_layer_norm_one_kernel_forward(dtype):
+    model = torch.nn.LayerNorm(45).to(DEVICE, dtype)
+    x = torch.randn(3, 5, 45, device=DEVICE, dtype=dtype, requires_grad=True)
+    check_compiled(model, x)
+    _no_fallback()
+    kernels = _kernels()
+    assert kernels[0] == 1
+    assert not metrics.compiled_graphs[0].externs
+
+
+@needs_triton
+def test_log_softmax_and_rms_norm():
+    x = torch.randn(6, 29, device=DEVICE, requires_grad=True)
+    w = torch.randn(29, device=DEVICE, requires_grad=True)
+    check_compiled(lambda t: torch.log_softmax(t * 2, -1), x)
+    assert _kernels()[0] == 1
+    metrics.reset()
+
+    def rms_norm(t, weight):
+        return t * torch.rsqrt(t.pow(2).mean(-1, keepdim=True) + 1e-6) * weight
+
+    check_compiled(rms_norm, x, w)
+    assert _kernels()[0] == 1
+
+
+@needs_triton
+@pytest.mark.parametrize(
+    "shape,dims,keepdim",
+    [((7, 13), [-1], False), ((7, 13), [0], True), ((3, 5, 7), [0, 2], False), ((4, 6), None, False),
+     ((1, 9), [1], True), ((11, 1), [1], False), ((2, 9000), [1], False), ((5, 3, 4), [1], True)],
+)
+def test_reductions(shape, dims, keepdim):
+    def fn(x):
+        if dims is None:
+            return x.sum() * 2, x.amax(), x.mean()
+        return (
+            (x * 2).sum(dims, keepdim=keepdim), x.mean(dims, keepdim=keepdim) + 1,
+            x.amax(dims, keepdim=keepdim), x.amin(dims, keepdim=keepdim),
+        )
+
+    check_compiled(fn, torch.randn(shape, device=DEVICE, requires_grad=True))
+    _no_fallback()
+    assert _kernels()[0] >= 1
+
+
+@needs_triton
+@pytest.mark.parametrize("dtype", FLOATS, ids=str)
+def test_var_std_logsumexp(dtype):
+    def fn(x):
+        return (
+            x.var(-1), x.std(0, correction=0), torch.var_mean(x, -1, keepdim=True)[0],
+            torch.logsumexp(x, -1),
+        )
+
+    check_compiled(fn, torch.randn(6, 23, device=DEVICE, dtype=dtype, requires_grad=True))
+    _no_fallback()
+    # only metadata ops (detach of values saved for backward) stay outside the kernels
+    assert set(metrics.compiled_graphs[0].externs) <= {"aten.detach.default"}
+
+
+@needs_triton
+def test_softmax_over_a_leading_dim_and_looped_rows():
+    check_compiled(lambda t: torch.softmax(t, 0), torch.randn(17, 6, device=DEVICE, requires_grad=True))
+    metrics.reset()
+    # a row longer than the persistent limit: looped multi-pass kernel
+    check_compiled(lambda t: torch.softmax(t, -1), torch.randn(2, 8200, device=DEVICE, requires_grad=True))
+    assert _kernels() == [1, 1]
+
+
+@needs_triton
+@pytest.mark.parametrize("shape", [(0,), (1,), (1, 1), (97,), (1023,), (3, 1023), (0, 5), (5, 7, 1)], ids=str)
+def test_odd_shapes(shape):
+    def fn(x, y):
+        return torch.sigmoid(x * 2 + y) * y - x
+
+    x = torch.randn(shape, device=DEVICE, requires_grad=True)
+    y = torch.randn(shape, device=DEVICE, requires_grad=True)
+    check_compiled(fn, x, y)
+    _no_fallback()
+
+
+@needs_triton
+def test_broadcasts_and_non_contiguous_inputs():
+    def fn(x, y, z):
+        return (x.t() * y + z).exp() * x.t()
+
+    x = torch.randn(13, 7, device=DEVICE, requires_grad=True)
+    y = torch.randn(7, 1, device=DEVICE, requires_grad=True)
+    z = torch.randn(13, device=DEVICE, requires_grad=True)
+    check_compiled(fn, x, y, z)
+    _no_fallback()
+    metrics.reset()
+    base = torch.randn(6, 20, device=DEVICE)
+    check_compiled(lambda a, b: (a * 3 + b).tanh(), base[:, ::2], base.t()[:10, :6].t(), backward=False)
+    _no_fallback()
+
+
+@needs_triton
+def test_views_inside_a_group():
+    def fn(x, y):
+        h = (x * 2).permute(1, 0)  # a view of a computed value: index arithmetic, no copy
+        return (h + y).sum(-1, keepdim=True).unsqueeze(0) * 3, h.unsqueeze(-1).expand(7, 5, 2) + 1
+
+    check_compiled(fn, torch.randn(5, 7, device=DEVICE, requires_grad=True), torch.randn(7, 5, device=DEVICE))
+    _no_fallback()
+
+
+@needs_triton
+def test_dynamic_shapes():
+    def fn(x, y):
+        return (x * y).sigmoid() + 1, torch.softmax(x, -1)
+
+    check_compiled(fn, torch.randn(5, 12, device=DEVICE, requires_grad=True), torch.randn(5, 12, device=DEVICE), dynamic=True)
+    _no_fallback()
+    assert sum(_kernels()) >= 2
+
+
+@needs_triton
+def test_several_outputs_and_horizontal_work():
+    def fn(x, y):
+        a = x.sin()
+        return a * 2, a + y, (y * 3).cos()
+
+    check_compiled(fn, torch.randn(8, 5, device=DEVICE, requires_grad=True), torch.randn(8, 5, device=DEVICE, requires_grad=True))
+    assert _kernels()[0] <= 2
+
+
+def test_groups_run_through_aten_without_triton(monkeypatch):
+    """On CPU without TRITON_INTERPRET the same plan runs each group's nodes as ATen calls."""
+    from ait_dynamo.kernels import runtime
+
+    monkeypatch.setattr(runtime, "INTERPRETING", False)
+    x = torch.randn(4, 6, requires_grad=True)
+    check_compiled(lambda t: torch.softmax(t.cos() * 2, -1), x)
+    _no_fallback()
+    assert _kernels() == [1, 1]
+
+
+def test_refusals_are_recorded():
+    def fn(x, w):
+        return (x @ w).relu() + 1
+
+    x, w = torch.randn(4, 5), torch.randn(5, 3)
+    gm = make_fx(fn)(x, w)
+    compile_graph(gm, (x, w), AitConfig.create({}, environ={}))
+    record = metrics.compiled_graphs[-1]
+    assert any("not in the op table" in reason or "compute" in reason for reason in record.refused.values())
+
+
+@needs_triton
+def test_golden_pointwise_kernel(tmp_path):
+    def fn(x, y):
+        return torch.relu(x * y + 1.5), (x - y).exp()
+
+    x, y = torch.randn(8, 4), torch.randn(4)
+    gm = make_fx(fn)(x, y)
+    config = AitConfig.create({"debug_dir": str(tmp_path), "cache_dir": str(tmp_path / "c")}, environ={})
+    compiled = compile_graph(gm, (x, y), config)
+    for got, want in zip(compiled([x, y]), fn(x, y)):
+        torch.testing.assert_close(got, want)
+    source = (tmp_path / metrics.compiled_graphs[-1].name / "module.py").read_text()
+    kernel = source[source.index("    @triton.jit\n    def kernel_0"):source.index("    @triton.jit\n    def _ait_floor_divide")]
+    if os.environ.get("AIT_UPDATE_GOLDEN"):
+        os.makedirs(os.path.dirname(GOLDEN), exist_ok=True)
+        with open(GOLDEN, "w") as file:
+            file.write(kernel)
+    with open(GOLDEN) as file:
+        assert kernel == file.read()
