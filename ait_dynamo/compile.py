@@ -21,6 +21,7 @@ from ait_dynamo.cache import load_module
 from ait_dynamo.config import AitConfig
 from ait_dynamo.debug import DebugDir
 from ait_dynamo.kernels.wrapper import generate_wrapper
+from ait_dynamo.fusion_report import build_report, emit_report
 from ait_dynamo.passes.fusion import build_plan
 from ait_dynamo.passes.plan import FusionGroup
 from ait_dynamo.passes.pipeline import run_passes
@@ -77,6 +78,7 @@ def compile_graph(
         plan, refusals = build_plan(work, config)
         record.refused = dict(refusals)
         debug.write("plan.txt", plan.describe())
+        emit_report(build_report(name, plan, refusals), debug)
         generated = generate_wrapper(plan, work, __version__)
         debug.write("module.py", generated.source)
         module, record.cache_hit = load_module(generated.source, config.cache_dir)

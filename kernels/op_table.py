@@ -420,6 +420,7 @@ def _register(ops: Sequence[Any], emit: Emitter) -> None:
 
 _register([aten.add.Tensor, aten.add.Scalar], _with_alpha("+"))
 _register([aten.sub.Tensor, aten.sub.Scalar], _with_alpha("-"))
+_register([aten.rsub.Tensor, aten.rsub.Scalar], lambda a, b, alpha=1: _with_alpha("-")(b, a, alpha=alpha))
 _register([aten.mul.Tensor, aten.mul.Scalar], _binary(lambda x, y, t: f"{x} * {y}"))
 _register([aten.div.Tensor, aten.div.Scalar], _binary(lambda x, y, t: f"{x} / {y}", _FLOAT))
 _register([aten.div.Tensor_mode, aten.div.Scalar_mode], _div_mode)

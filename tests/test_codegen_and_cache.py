@@ -56,6 +56,8 @@ def test_passes_and_generated_source(tmp_path):
         "01-remove_noops.txt",
         "02-common_subexpression_elimination.txt",
         "03-eliminate_dead_code.txt",
+        "fusion_report.html",
+        "fusion_report.txt",
         "module.py",
         "plan.txt",
     ]

@@ -86,6 +86,7 @@ def test_unary(name, dtype):
 BINARY = {
     "add_alpha": (lambda x, y: torch.add(x, y, alpha=0.5), "aten.add"),
     "sub": (lambda x, y: x - y, "aten.sub"),
+    "rsub": (lambda x, y: torch.rsub(x, y, alpha=2) + torch.rsub(x, 1.5), "aten.rsub"),
     "mul": (lambda x, y: x * y, "aten.mul"),
     "div": (lambda x, y: x / (y.abs() + 0.5), "aten.div"),
     "div_floor": (lambda x, y: torch.div(x * 4, y, rounding_mode="floor"), "aten.div"),

@@ -225,3 +225,16 @@ def test_golden_pointwise_kernel(tmp_path):
             file.write(kernel)
     with open(GOLDEN) as file:
         assert kernel == file.read()
+
+
+@needs_triton
+def test_fusion_report_html(tmp_path):
+    x = torch.randn(6, 10, device=DEVICE, requires_grad=True)
+    w = torch.randn(10, 4, device=DEVICE)
+    check_compiled(lambda t, v: torch.softmax(t @ v, -1) * 2, x, w, options={"debug_dir": str(tmp_path)})
+    forward = metrics.compiled_graphs[0]
+    page = (tmp_path / forward.name / "fusion_report.html").read_text()
+    assert page.startswith("<!DOCTYPE html>") and "kernel_0" in page and "aten.amax" in page
+    assert "aten.mm.default" in page and "not in the op table" in page
+    text = (tmp_path / forward.name / "fusion_report.txt").read_text()
+    assert "reads" in text and "writes" in text
