@@ -40,6 +40,7 @@ class GeneratedKernel:
     source: str
     kind: str  # "pointwise" | "reduction"
     persistent: bool
+    column: bool
     args: KernelArgs
     xnumel: list[Any]  # factors of the kept-space size
     rnumel: list[Any]  # factors of the reduced-space size
@@ -122,7 +123,11 @@ class KernelWriter:
         self.rnumel_name = "rnumel"
         self.is_reduction = bool(self.r_dims)
         rsize = static_int(self.rnumel_product) if self.is_reduction else None
-        self.persistent = not self.is_reduction or (rsize is not None and rsize <= PERSISTENT_MAX_ROW)
+        self.column = self.is_reduction and self._column_layout()
+        # a column reduction walks rows in chunks with many columns per program (coalesced loads)
+        self.persistent = not self.is_reduction or (
+            rsize is not None and rsize <= PERSISTENT_MAX_ROW and not self.column
+        )
         self.args = KernelArgs()
         self.tensor_params: list[str] = []
         self.int_params: list[str] = []
@@ -152,6 +157,23 @@ class KernelWriter:
                 self.args.tensors.append(buffer)
                 self.param_source[f"out_ptr{len(self.out_buffers) - 1}"] = buffer
         self.int64 = self._needs_int64()
+
+    def _column_layout(self) -> bool:
+        """True when the inputs laid out like the iteration space are contiguous along a kept dim
+        (reducing over rows of a row-major tensor: a bias gradient, a layer_norm weight grad)."""
+        if not self.x_nonunit or not self.r_nonunit:
+            return False
+        inner_x = self.x_nonunit[-1]
+        for node in self.group.inputs:
+            meta = node.meta.get("val")
+            if not isinstance(meta, torch.Tensor) or meta.dim() != len(self.space):
+                continue
+            if not all(same_size(a, b) for a, b in zip(meta.shape, self.space)):
+                continue
+            strides = meta.stride()
+            if same_size(strides[inner_x], 1) and not any(same_size(strides[d], 1) for d in self.r_nonunit):
+                return True
+        return False
 
     # -- arguments ----------------------------------------------------------------------------
 
@@ -448,6 +470,7 @@ def generate_kernel(group: FusionGroup, tensor_name: Callable[[fx.Node], str]) -
         source=source,
         kind="reduction" if kernel.is_reduction else "pointwise",
         persistent=kernel.persistent,
+        column=kernel.column,
         args=kernel.args,
         xnumel=xnumel_factors,
         rnumel=rnumel_factors,

@@ -77,7 +77,7 @@ def group_call_source(group: FusionGroup, kernel: GeneratedKernel, names: Callab
         rnumel = _product(kernel.rnumel, symbols)
         lines.append(
             f"    _rt.launch_reduction({kernel.name}, ({tensors},), ({int_args}{',' if ints else ''}), "
-            f"{xnumel}, {rnumel}, {kernel.persistent})"
+            f"{xnumel}, {rnumel}, {kernel.persistent}{', column=True' if kernel.column else ''})"
         )
     lines.append("else:")
     outputs = [names(n) for n in group.outputs]

@@ -48,8 +48,13 @@ def pointwise_config(xnumel: int) -> tuple[int, int]:
     return block, max(1, min(4, block // 256))
 
 
-def reduction_config(xnumel: int, rnumel: int, persistent: bool) -> tuple[int, int, int]:
+def reduction_config(xnumel: int, rnumel: int, persistent: bool, column: bool = False) -> tuple[int, int, int]:
     """(XBLOCK, RBLOCK, num_warps)."""
+    if column and not persistent:
+        if INTERPRETING:
+            return max(1, min(_next_power_of_2(xnumel), 256)), 64, 1
+        xblock = 64 if xnumel >= 64 * 132 else max(16, min(64, _next_power_of_2(xnumel)))
+        return xblock, 64, 8
     if persistent:
         rblock = _next_power_of_2(max(rnumel, 1))
         if INTERPRETING:
@@ -72,10 +77,10 @@ def launch_pointwise(kernel: Any, tensors: Sequence[Any], ints: Sequence[int], x
 
 
 def launch_reduction(kernel: Any, tensors: Sequence[Any], ints: Sequence[int], xnumel: int, rnumel: int,
-                     persistent: bool) -> None:
+                     persistent: bool, column: bool = False) -> None:
     if xnumel == 0:
         return
-    xblock, rblock, warps = reduction_config(xnumel, rnumel, persistent)
+    xblock, rblock, warps = reduction_config(xnumel, rnumel, persistent, column)
     grid = (triton.cdiv(xnumel, xblock),)
     kernel[grid](*tensors, *ints, xnumel, rnumel, XBLOCK=xblock, RBLOCK=rblock, num_warps=warps)
 
