@@ -20,6 +20,7 @@ from ait_dynamo._version import __version__
 from ait_dynamo.cache import load_module
 from ait_dynamo.config import AitConfig
 from ait_dynamo.debug import DebugDir
+from ait_dynamo.kernels import autotune
 from ait_dynamo.kernels.wrapper import generate_wrapper
 from ait_dynamo.fusion_report import build_report, emit_report
 from ait_dynamo.passes.fusion import build_plan
@@ -79,7 +80,9 @@ def compile_graph(
         record.refused = dict(refusals)
         debug.write("plan.txt", plan.describe())
         emit_report(build_report(name, plan, refusals), debug)
-        generated = generate_wrapper(plan, work, __version__)
+        if config.autotune:
+            autotune.set_directory(config.cache_dir)
+        generated = generate_wrapper(plan, work, __version__, autotune=config.autotune)
         debug.write("module.py", generated.source)
         module, record.cache_hit = load_module(generated.source, config.cache_dir)
         compiled: BoxedCallable = module.make_call(generated.constants)

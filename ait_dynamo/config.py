@@ -40,6 +40,9 @@ class AitConfig:
         fusion: group fusible ops into generated kernels; ``False`` runs every op through ATen.
         fallback_ops: aten ops (``"aten.mm"`` or ``"aten.mm.default"``) always run through ATen.
         cache_dir: on-disk cache of generated modules.
+        autotune: benchmark a few block sizes of each generated kernel once (CUDA, with
+            ``triton.testing.do_bench``) and keep the fastest, persisted per kernel and device
+            under ``cache_dir``; ``False`` uses the block-size heuristic.
     """
 
     debug_dir: str | None = None
@@ -47,6 +50,7 @@ class AitConfig:
     fusion: bool = True
     fallback_ops: tuple[str, ...] = ()
     cache_dir: str = field(default_factory=_default_cache_dir)
+    autotune: bool = False
 
     @staticmethod
     def option_names() -> tuple[str, ...]:
@@ -92,7 +96,7 @@ class AitConfig:
 
     def cache_token(self) -> str:
         """The options that change generated code (the cache key includes them)."""
-        return repr((self.fusion, self.fallback_ops))
+        return repr((self.fusion, self.fallback_ops, self.autotune))
 
 
 def _parse_str_or_none(name: str, value: Any) -> str | None:
@@ -179,6 +183,7 @@ _PARSERS: dict[str, Callable[[str, Any], Any]] = {
     "fusion": _parse_bool,
     "fallback_ops": _parse_fallback_ops,
     "cache_dir": _parse_path,
+    "autotune": _parse_bool,
 }
 assert set(_PARSERS) == set(AitConfig.option_names()), "every option needs a parser"
 

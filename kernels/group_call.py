@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any, Callable
 
 import torch
@@ -44,11 +45,16 @@ class SymbolLocals:
 def _product(factors: list[Any], symbols: SymbolLocals) -> str:
     if not factors:
         return "1"
+    if all(isinstance(f, int) for f in factors):
+        product = 1
+        for f in factors:
+            product *= f
+        return str(product)
     return " * ".join(symbols.source(f) for f in factors)
 
 
 def group_call_source(group: FusionGroup, kernel: GeneratedKernel, names: Callable[[fx.Node], str],
-                      symbols: SymbolLocals) -> str:
+                      symbols: SymbolLocals, autotune: bool = False) -> str:
     inputs = [names(n) for n in group.inputs]
     device_type = group.outputs[0].meta["val"].device.type
     lines = [f"# {group.name}: {group.kind}, {len(group.nodes)} ops"]
@@ -71,13 +77,16 @@ def group_call_source(group: FusionGroup, kernel: GeneratedKernel, names: Callab
     tensors = ", ".join(kernel.args.tensors)
     int_args = ", ".join(ints)
     xnumel = _product(kernel.xnumel, symbols)
+    tune = f", tune={hashlib.sha256(kernel.source.encode()).hexdigest()[:20]!r}" if autotune else ""
     if kernel.kind == "pointwise":
-        lines.append(f"    _rt.launch_pointwise({kernel.name}, ({tensors},), ({int_args}{',' if ints else ''}), {xnumel})")
+        lines.append(
+            f"    _rt.launch_pointwise({kernel.name}, ({tensors},), ({int_args}{',' if ints else ''}), {xnumel}{tune})"
+        )
     else:
         rnumel = _product(kernel.rnumel, symbols)
         lines.append(
             f"    _rt.launch_reduction({kernel.name}, ({tensors},), ({int_args}{',' if ints else ''}), "
-            f"{xnumel}, {rnumel}, {kernel.persistent}{', column=True' if kernel.column else ''})"
+            f"{xnumel}, {rnumel}, {kernel.persistent}{', column=True' if kernel.column else ''}{tune})"
         )
     lines.append("else:")
     outputs = [names(n) for n in group.outputs]

@@ -68,21 +68,55 @@ def reduction_config(xnumel: int, rnumel: int, persistent: bool, column: bool = 
     return 1, 2048, 8
 
 
-def launch_pointwise(kernel: Any, tensors: Sequence[Any], ints: Sequence[int], xnumel: int) -> None:
+def _tuning(tune: str | None, tensors: Sequence[Any]) -> bool:
+    return bool(tune) and not INTERPRETING and tensors[0].is_cuda
+
+
+def launch_pointwise(kernel: Any, tensors: Sequence[Any], ints: Sequence[int], xnumel: int,
+                     tune: str | None = None) -> None:
+    """Launch a pointwise kernel; ``tune`` (the kernel's source hash) turns on autotuning."""
     if xnumel == 0:
         return
-    block, warps = pointwise_config(xnumel)
-    grid = (triton.cdiv(xnumel, block),)
-    kernel[grid](*tensors, *ints, xnumel, XBLOCK=block, num_warps=warps)
+
+    def run(config: tuple[int, ...]) -> None:
+        block, warps = config
+        kernel[(triton.cdiv(xnumel, block),)](*tensors, *ints, xnumel, XBLOCK=block, num_warps=warps)
+
+    config = pointwise_config(xnumel)
+    if _tuning(tune, tensors):
+        from ait_dynamo.kernels import autotune
+
+        candidates = [config] + [c for c in ((512, 4), (1024, 4), (2048, 8), (4096, 8)) if c != config]
+        config = autotune.choose(tune, (xnumel,), candidates, run)
+    run(config)
 
 
 def launch_reduction(kernel: Any, tensors: Sequence[Any], ints: Sequence[int], xnumel: int, rnumel: int,
-                     persistent: bool, column: bool = False) -> None:
+                     persistent: bool, column: bool = False, tune: str | None = None) -> None:
+    """Launch a reduction kernel; a persistent kernel needs RBLOCK >= rnumel (every candidate has it)."""
     if xnumel == 0:
         return
-    xblock, rblock, warps = reduction_config(xnumel, rnumel, persistent, column)
-    grid = (triton.cdiv(xnumel, xblock),)
-    kernel[grid](*tensors, *ints, xnumel, rnumel, XBLOCK=xblock, RBLOCK=rblock, num_warps=warps)
+
+    def run(config: tuple[int, ...]) -> None:
+        xblock, rblock, warps = config
+        grid = (triton.cdiv(xnumel, xblock),)
+        kernel[grid](*tensors, *ints, xnumel, rnumel, XBLOCK=xblock, RBLOCK=rblock, num_warps=warps)
+
+    config = reduction_config(xnumel, rnumel, persistent, column)
+    if _tuning(tune, tensors):
+        from ait_dynamo.kernels import autotune
+
+        xblock, rblock, warps = config
+        if persistent:
+            variants = [(max(1, xblock // 2), rblock, warps), (xblock * 2, rblock, warps),
+                        (xblock, rblock, max(1, warps // 2)), (xblock, rblock, min(32, warps * 2))]
+        elif column:
+            variants = [(16, 64, 4), (32, 64, 8), (64, 32, 8), (128, 16, 8), (64, 64, 8)]
+        else:
+            variants = [(1, 1024, 4), (1, 2048, 8), (1, 4096, 8), (2, 1024, 8)]
+        candidates = [config] + [v for v in variants if v != config and v[0] * v[1] <= 32768]
+        config = autotune.choose(tune, (xnumel, rnumel), candidates, run)
+    run(config)
 
 
 Launcher = Callable[..., None]

@@ -67,7 +67,7 @@ class _Names:
         return name
 
 
-def generate_wrapper(plan: Plan, gm: fx.GraphModule, version: str) -> GeneratedModule:
+def generate_wrapper(plan: Plan, gm: fx.GraphModule, version: str, autotune: bool = False) -> GeneratedModule:
     # Imports first: their top-level names must not be taken by graph values.
     call_nodes = [
         node
@@ -96,7 +96,7 @@ def generate_wrapper(plan: Plan, gm: fx.GraphModule, version: str) -> GeneratedM
         if isinstance(step, FusionGroup):
             kernel = generate_kernel(step, names)
             kernels.append(kernel)
-            body.append((group_call_source(step, kernel, names, symbols), [names(n) for n in plan.frees_after.get(index, [])]))
+            body.append((group_call_source(step, kernel, names, symbols, autotune), [names(n) for n in plan.frees_after.get(index, [])]))
             continue
         node = step.node
         if node.op == "get_attr":

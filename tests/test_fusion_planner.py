@@ -238,3 +238,26 @@ def test_fusion_report_html(tmp_path):
     assert "aten.mm.default" in page and "not in the op table" in page
     text = (tmp_path / forward.name / "fusion_report.txt").read_text()
     assert "reads" in text and "writes" in text
+
+
+def test_autotune_choice_is_persisted(tmp_path):
+    from ait_dynamo.kernels import autotune
+
+    autotune.set_directory(str(tmp_path))
+    autotune._memory.clear()
+    ran = []
+    speed = {(1024, 4): 3.0, (2048, 8): 1.0, (512, 4): 2.0}
+    choice = autotune.choose("abc123", (5000,), list(speed), ran.append, device="dev", bench=lambda fn: (fn(), speed[ran[-1]])[1])
+    assert choice == (2048, 8) and len(ran) == 3
+    autotune._memory.clear()
+    again = autotune.choose("abc123", (6000,), list(speed), ran.append, device="dev", bench=lambda fn: 0.0)
+    assert again == (2048, 8) and len(ran) == 3  # same size bucket: read from disk, nothing re-run
+    assert (tmp_path / "autotune" / "abc123.json").exists()
+
+
+@needs_triton
+def test_autotune_option_generates_tuned_launches(tmp_path):
+    x = torch.randn(5, 8, device=DEVICE, requires_grad=True)
+    check_compiled(lambda t: torch.softmax(t.sin(), -1), x, options={"autotune": True, "debug_dir": str(tmp_path)})
+    source = (tmp_path / metrics.compiled_graphs[0].name / "module.py").read_text()
+    assert "tune='" in source
