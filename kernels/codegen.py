@@ -295,10 +295,15 @@ class KernelWriter:
         out_dtype = node.meta["val"].dtype
         source = node.args[0]
         source_dtype = source.meta["val"].dtype
-        acc_dtype = compute_dtype(out_dtype if kind in ("sum", "mean") else source_dtype)
+        if kind in ("any", "all"):
+            acc_dtype = torch.int32
+        else:
+            acc_dtype = compute_dtype(out_dtype if kind in ("sum", "mean", "prod") else source_dtype)
         acc_type = triton_type(acc_dtype)
-        if kind in ("sum", "mean"):
+        if kind in ("sum", "mean", "any"):
             neutral = literal(0, acc_dtype)
+        elif kind in ("prod", "all"):
+            neutral = literal(1, acc_dtype)
         elif acc_dtype.is_floating_point:
             neutral = 'float("-inf")' if kind == "max" else 'float("inf")'
         else:
@@ -311,37 +316,47 @@ class KernelWriter:
             var, _ = self.value(source)
         else:
             var, _ = self.load(source, _source_identity(self, source))
-        value = f"{var}.to({acc_type})" if compute_dtype(source_dtype) != acc_dtype else var
+        if kind in ("any", "all"):
+            value = f"({var} != 0).to(tl.int32)"
+        else:
+            value = f"{var}.to({acc_type})" if compute_dtype(source_dtype) != acc_dtype else var
         self.counter += 1
         out = f"red{self.counter}"
         masked = f"tl.where(xmask & rmask, {value}, {neutral})"
         is_float = acc_dtype.is_floating_point
-        combine = {"sum": "tl.sum", "mean": "tl.sum", "max": "tl.max", "min": "tl.min"}[kind]
+        nan_check = kind in ("max", "min") and is_float
+
+        def combine(tile: str) -> str:
+            if kind == "prod":
+                return f"tl.reduce({tile}, 1, _ait_multiply)[:, None]"
+            name = {"sum": "tl.sum", "mean": "tl.sum", "max": "tl.max", "min": "tl.min", "any": "tl.max", "all": "tl.min"}[kind]
+            return f"{name}({tile}, 1)[:, None]"
+
         if self.persistent:
-            lines = self.outer
-            lines.append(f"{out}_in = {masked}")
-            lines.append(f"{out} = {combine}({out}_in, 1)[:, None]")
-            if kind in ("max", "min") and is_float:
-                lines.append(
-                    f"{out} = tl.where(tl.max(({out}_in != {out}_in).to(tl.int32), 1)[:, None] > 0, float(\"nan\"), {out})"
-                )
+            tile = f"{out}_in"
+            self.outer.append(f"{tile} = {masked}")
         else:
             body = self.loop
             assert body is not None
-            self.outer.append(f"{out}_acc = tl.full([XBLOCK, RBLOCK], {neutral}, {acc_type})")
+            tile = f"{out}_acc"
+            self.outer.append(f"{tile} = tl.full([XBLOCK, RBLOCK], {neutral}, {acc_type})")
             if kind in ("sum", "mean"):
-                update = f"{out}_acc = {out}_acc + {masked}"
+                update = f"{tile} = {tile} + {masked}"
+            elif kind == "prod":
+                update = f"{tile} = {tile} * {masked}"
             else:
-                pick = "tl.maximum" if kind == "max" else "tl.minimum"
+                pick = "tl.maximum" if kind in ("max", "any") else "tl.minimum"
                 nan = ", propagate_nan=tl.PropagateNan.ALL" if is_float else ""
-                update = f"{out}_acc = {pick}({out}_acc, {masked}{nan})"
+                update = f"{tile} = {pick}({tile}, {masked}{nan})"
             self.outer.extend(self._loop_header())
             self.outer.extend("    " + line for line in body + [update])
-            self.outer.append(f"{out} = {combine}({out}_acc, 1)[:, None]")
-            if kind in ("max", "min") and is_float:
-                self.outer.append(
-                    f"{out} = tl.where(tl.max(({out}_acc != {out}_acc).to(tl.int32), 1)[:, None] > 0, float(\"nan\"), {out})"
-                )
+        self.outer.append(f"{out} = {combine(tile)}")
+        if nan_check:
+            self.outer.append(
+                f"{out} = tl.where(tl.max(({tile} != {tile}).to(tl.int32), 1)[:, None] > 0, float(\"nan\"), {out})"
+            )
+        if kind in ("any", "all"):
+            self.outer.append(f"{out} = {out} > 0")
         if kind == "mean":
             self.outer.append(f"{out} = {out} / {self.rnumel_name}")
         self.loop, self.full_cache = saved_loop, saved_cache

@@ -403,6 +403,11 @@ def _ait_floor_divide(a, b):
 
 
 @triton.jit
+def _ait_multiply(a, b):
+    return a * b
+
+
+@triton.jit
 def _ait_remainder(a, b):
     # Python's modulo: the result has the sign of the divisor
     mod = a % b
@@ -484,6 +489,13 @@ REDUCTIONS: dict[Any, str] = {
     aten.mean.dim: "mean",
     aten.amax.default: "max",
     aten.amin.default: "min",
+    aten.prod.dim_int: "prod",
+    aten.prod.default: "prod",
+    aten.any.dim: "any",
+    aten.any.default: "any",
+    aten.all.dim: "all",
+    aten.all.default: "all",
+    **{getattr(aten, name).dims: name for name in ("any", "all") if "dims" in getattr(aten, name).overloads()},
 }
 
 # View ops the planner folds into index arithmetic (no data is moved).

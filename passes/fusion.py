@@ -302,10 +302,7 @@ class Planner:
                 self.group_of[node] = group
 
     def _reduction_dims(self, node: fx.Node, rank: int) -> tuple[list[int], bool]:
-        target = node.target
-        if target is aten.sum.default:
-            if node.kwargs.get("dtype") is not None:
-                pass
+        if node.target._overloadname == "default":  # sum/prod/any/all over everything
             return list(range(rank)), False
         dims = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim")
         keepdim = node.args[2] if len(node.args) > 2 else node.kwargs.get("keepdim", False)
@@ -329,7 +326,9 @@ class Planner:
             raise _Refused("reduction of a 0-dim tensor")
         if source_meta.dtype == torch.bool and op_table.REDUCTIONS[node.target] in ("max", "min"):
             raise _Refused("amax/amin of bool")
-        if value.dtype.is_floating_point != source_meta.dtype.is_floating_point and op_table.REDUCTIONS[node.target] != "sum":
+        if value.dtype.is_floating_point != source_meta.dtype.is_floating_point and op_table.REDUCTIONS[node.target] not in (
+            "sum", "prod", "any", "all"
+        ):
             raise _Refused("reduction changes the dtype class")
         dims, keepdim = self._reduction_dims(node, source_meta.dim())
         if op_table.REDUCTIONS[node.target] in ("max", "min"):

@@ -281,3 +281,17 @@ def test_int64_indexing_past_2_pow_31(tmp_path):
     compile_graph(small, (), AitConfig.create({"debug_dir": str(tmp_path / "s"), "cache_dir": str(tmp_path / "c")}, environ={}))
     source = (tmp_path / "s" / metrics.compiled_graphs[-1].name / "module.py").read_text()
     assert "tl.int64" not in source
+
+
+@needs_triton
+@pytest.mark.parametrize("shape,dim", [((6, 11), -1), ((6, 11), 0), ((2, 8200), 1)], ids=str)
+def test_prod_any_all(shape, dim):
+    def fn(x):
+        return (x * 0.5 + 1).prod(dim), (x > 1.5).any(dim), (x > -2.5).all(dim), x.prod(), (x > 0).all()
+
+    x = torch.randn(shape, device=DEVICE)
+    x[0, 0] = 0.0
+    check_compiled(fn, x, backward=False)
+    _no_fallback()
+    assert "aten.prod.dim_int" in metrics.compiled_graphs[0].fused_ops
+    assert any(op.startswith("aten.any") for op in metrics.compiled_graphs[0].fused_ops)
