@@ -302,8 +302,8 @@ class Planner:
                 self.group_of[node] = group
 
     def _reduction_dims(self, node: fx.Node, rank: int) -> tuple[list[int], bool]:
-        if node.target._overloadname == "default":  # sum/prod/any/all over everything
-            return list(range(rank)), False
+        if node.target in (aten.sum.default, aten.prod.default, aten.any.default, aten.all.default):
+            return list(range(rank)), False  # over everything
         dims = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim")
         keepdim = node.args[2] if len(node.args) > 2 else node.kwargs.get("keepdim", False)
         if dims is None or (isinstance(dims, (list, tuple)) and len(dims) == 0):
