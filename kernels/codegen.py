@@ -260,6 +260,14 @@ class KernelWriter:
             result = self.value(node.args[0])
             cache[node] = result
             return result
+        if node.target in op_table.RANDOM_UNIFORM:
+            meta = node.meta["val"]
+            layout = torch.empty(tuple(meta.shape), device="meta")  # the linear index is the Philox offset
+            offset, _, _ = _Access(self, "", layout, self.group.dim_maps[node]).offset()
+            seed = self.int_arg(("seed", node.name))
+            var = self._tmp(op_table.uniform(seed, f"({offset})", meta.dtype), full)
+            cache[node] = (var, False)
+            return var, False
         constant = True
 
         def operand(arg: Any) -> Any:

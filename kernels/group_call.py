@@ -71,6 +71,8 @@ def group_call_source(group: FusionGroup, kernel: GeneratedKernel, names: Callab
     for key in kernel.args.ints:
         if key[0] == "size":
             ints.append(symbols.source(key[1]))
+        elif key[0] == "seed":
+            ints.append("_rt.next_seed()")
         else:
             _, tensor, dim = key
             ints.append(f"{tensor}.stride({dim})")

@@ -300,8 +300,9 @@ def _convert(a: Any, dtype: torch.dtype) -> str:
 
 def _to_copy(a: Any, dtype: torch.dtype | None = None, layout: Any = None, device: Any = None,
              pin_memory: Any = None, non_blocking: bool = False, memory_format: Any = None) -> str:
-    if layout not in (None, torch.strided) or device is not None or pin_memory:
-        raise Unsupported("_to_copy that changes device or layout")
+    # the planner checks that the result stays on its input's device
+    if layout not in (None, torch.strided) or pin_memory:
+        raise Unsupported("_to_copy that changes layout or pins memory")
     if not isinstance(a, Operand):
         raise Unsupported("_to_copy of a scalar")
     return _convert(a, dtype or a.dtype)
@@ -480,6 +481,25 @@ _register([aten.full.default], _full)
 _register([aten.scalar_tensor.default], _scalar_tensor)
 
 
+# ---------------------------------------------------------------------------- random numbers
+
+# Uniform [0, 1) random tensors, generated in the kernel with Triton's Philox (``tl.rand``).
+# Seed/offset scheme: every call of the compiled graph draws one 31-bit seed per random node from
+# torch's default CPU generator (so ``torch.manual_seed`` makes runs reproducible and each call
+# differs); the Philox counter (offset) is the element's linear index in the random tensor. Values
+# follow the same distribution as eager's, not eager's exact stream.
+RANDOM_UNIFORM = frozenset({aten.rand_like.default, aten.rand.default})
+_BELOW_ONE = {torch.float16: 1.0 - 2.0**-11, torch.bfloat16: 1.0 - 2.0**-9}
+
+
+def uniform(seed: str, offset: str, dtype: torch.dtype) -> str:
+    """Expression of a uniform [0, 1) value of ``dtype`` (computed in float32)."""
+    expr = f"tl.rand({seed}, {offset})"
+    if dtype in _BELOW_ONE:  # rounding to half precision must not reach 1.0
+        expr = f"tl.minimum({expr}, {_BELOW_ONE[dtype]!r})"
+    return expr
+
+
 # ---------------------------------------------------------------------------- other classes
 
 # Reductions the kernel templates implement; value = the combine name the codegen uses.
@@ -538,14 +558,17 @@ def op_class(target: Any) -> OpClass:
         return OpClass.VIEW
     if target in COMPUTE_INTENSIVE:
         return OpClass.COMPUTE_INTENSIVE
+    if target in RANDOM_UNIFORM:
+        return OpClass.RANDOM
     if isinstance(target, torch._ops.OpOverload) and torch.Tag.nondeterministic_seeded in target.tags:
         return OpClass.RANDOM
     return OpClass.OTHER
 
 
 def is_fusible(target: Any) -> bool:
-    """True if generated kernels can compute ``target`` (pointwise, reduction or foldable view).
+    """True if generated kernels can compute ``target`` (pointwise, reduction, foldable view, or a
+    uniform random tensor). A random op is fusible but must never be recomputed.
 
     Dtypes and arguments are checked per node when the planner emits it; a node the table cannot
     reproduce exactly still stays an extern."""
-    return op_class(target) in (OpClass.POINTWISE, OpClass.REDUCTION, OpClass.VIEW)
+    return op_class(target) in (OpClass.POINTWISE, OpClass.REDUCTION, OpClass.VIEW) or target in RANDOM_UNIFORM

@@ -34,6 +34,12 @@ def triton_runs_on(device_type: str) -> bool:
     return False
 
 
+def next_seed() -> int:
+    """One Philox seed per random node per call, from torch's default CPU generator (see the
+    seed/offset scheme in ``kernels/op_table.py``)."""
+    return int(torch.randint(0, 2**31 - 1, ()).item())
+
+
 def _next_power_of_2(n: int) -> int:
     return 1 << max(0, int(n) - 1).bit_length()
 

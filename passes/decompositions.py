@@ -49,6 +49,9 @@ _DECOMPOSED_OPS = [
     aten.native_layer_norm,
     aten.native_layer_norm_backward,
     aten.logsumexp,
+    # Dropout: rand_like + compare + scale, generated in-kernel with Philox (kernels/op_table.py).
+    aten.native_dropout,
+    aten.native_dropout_backward,
     *[getattr(aten, name) for name in ("_fused_rms_norm", "_fused_rms_norm_backward") if hasattr(aten, name)],
 ]
 

@@ -249,9 +249,26 @@ class Planner:
         except TypeError as error:
             raise _Refused(f"arguments not understood ({error})") from None
 
-    def _pointwise(self, node: fx.Node) -> None:
+    def _random(self, node: fx.Node) -> None:
         value = _check_tensor(node, self.known_symbols)
-        self._try_emit(node)
+        if not value.dtype.is_floating_point:
+            raise _Refused(f"random {value.dtype}")
+        if any(not isinstance(s, int) for s in value.shape):
+            raise _Refused("random tensor of symbolic shape")
+        if node.kwargs.get("generator") is not None:
+            raise _Refused("random op with an explicit generator")
+        if node.kwargs.get("layout") not in (None, torch.strided) or node.kwargs.get("pin_memory"):
+            raise _Refused("random op with a layout or pinned memory")
+        self._pointwise(node, emit_check=False)
+
+    def _pointwise(self, node: fx.Node, emit_check: bool = True) -> None:
+        value = _check_tensor(node, self.known_symbols)
+        for used in node.all_input_nodes:
+            meta = _tensor_meta(used)
+            if meta is not None and meta.device != value.device:
+                raise _Refused("moves data between devices")
+        if emit_check:
+            self._try_emit(node)
         shape = tuple(value.shape)
         producers = []
         for used in node.all_input_nodes:
@@ -408,6 +425,8 @@ class Planner:
                 self._reduction(node)
             elif kind is OpClass.VIEW:
                 self._view(node)
+            elif node.target in op_table.RANDOM_UNIFORM:
+                self._random(node)
             elif node.target is operator.getitem or kind is OpClass.OTHER:
                 if node.target is not operator.getitem and isinstance(node.target, torch._ops.OpOverload):
                     refuse(self.refusals, node, "not in the op table")

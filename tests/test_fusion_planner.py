@@ -295,3 +295,33 @@ def test_prod_any_all(shape, dim):
     _no_fallback()
     assert "aten.prod.dim_int" in metrics.compiled_graphs[0].fused_ops
     assert any(op.startswith("aten.any") for op in metrics.compiled_graphs[0].fused_ops)
+
+
+@needs_triton
+@pytest.mark.parametrize("dtype", FLOATS, ids=str)
+def test_dropout_philox(dtype):
+    """Dropout runs in the kernel (Philox): values differ from eager's stream, so check what
+    must hold: kept elements scaled by 1/(1-p), the drop rate, the backward's use of the same
+    mask, reproducibility under torch.manual_seed and fresh masks on each call."""
+    p = 0.3
+
+    def fn(x):
+        return F.dropout(x, p, training=True) * 2
+
+    compiled = torch.compile(fn, backend="ait")
+    x = torch.ones(64, 97, device=DEVICE, dtype=dtype, requires_grad=True)
+    torch.manual_seed(1)
+    out = compiled(x)
+    out.sum().backward()
+    _no_fallback()
+    assert _kernels() == [1, 1]
+    assert "aten.rand_like.default" in metrics.compiled_graphs[0].fused_ops
+    scale = 2 / (1 - p)
+    kept = out != 0
+    torch.testing.assert_close(out[kept].float(), torch.full_like(out[kept].float(), scale), rtol=1e-2, atol=0)
+    rate = 1 - kept.float().mean().item()
+    assert abs(rate - p) < 0.05, rate
+    torch.testing.assert_close(x.grad.float(), kept.float() * scale, rtol=1e-2, atol=0)  # same mask backward
+    torch.manual_seed(1)
+    assert torch.equal(compiled(x), out)
+    assert not torch.equal(compiled(x), out)
