@@ -43,6 +43,9 @@ class AitConfig:
         autotune: benchmark a few block sizes of each generated kernel once (CUDA, with
             ``triton.testing.do_bench``) and keep the fastest, persisted per kernel and device
             under ``cache_dir``; ``False`` uses the block-size heuristic.
+        fallback_random: random ops (dropout) run through ATen, so results equal eager's under
+            the same ``torch.manual_seed``; ``False`` generates them inside the fused kernels with
+            Philox (faster; same distribution, a different stream: see ``kernels/op_table.py``).
     """
 
     debug_dir: str | None = None
@@ -51,6 +54,7 @@ class AitConfig:
     fallback_ops: tuple[str, ...] = ()
     cache_dir: str = field(default_factory=_default_cache_dir)
     autotune: bool = False
+    fallback_random: bool = True
 
     @staticmethod
     def option_names() -> tuple[str, ...]:
@@ -96,7 +100,7 @@ class AitConfig:
 
     def cache_token(self) -> str:
         """The options that change generated code (the cache key includes them)."""
-        return repr((self.fusion, self.fallback_ops, self.autotune))
+        return repr((self.fusion, self.fallback_ops, self.autotune, self.fallback_random))
 
 
 def _parse_str_or_none(name: str, value: Any) -> str | None:
@@ -184,6 +188,7 @@ _PARSERS: dict[str, Callable[[str, Any], Any]] = {
     "fallback_ops": _parse_fallback_ops,
     "cache_dir": _parse_path,
     "autotune": _parse_bool,
+    "fallback_random": _parse_bool,
 }
 assert set(_PARSERS) == set(AitConfig.option_names()), "every option needs a parser"
 

@@ -49,9 +49,6 @@ _DECOMPOSED_OPS = [
     aten.native_layer_norm,
     aten.native_layer_norm_backward,
     aten.logsumexp,
-    # Dropout: rand_like + compare + scale, generated in-kernel with Philox (kernels/op_table.py).
-    aten.native_dropout,
-    aten.native_dropout_backward,
     *[getattr(aten, name) for name in ("_fused_rms_norm", "_fused_rms_norm_backward") if hasattr(aten, name)],
 ]
 
@@ -112,4 +109,7 @@ def decomposition_table(config: Any = None) -> dict[torch._ops.OpOverload, Calla
         return {}
     table = get_decompositions(_DECOMPOSED_OPS)
     table.update(_OWN_DECOMPOSITIONS)
+    if config is not None and not config.fallback_random:
+        # dropout → rand_like + compare + scale, generated in-kernel with Philox (kernels/op_table.py)
+        table.update(get_decompositions([aten.native_dropout, aten.native_dropout_backward]))
     return table

@@ -250,6 +250,8 @@ class Planner:
             raise _Refused(f"arguments not understood ({error})") from None
 
     def _random(self, node: fx.Node) -> None:
+        if getattr(self.config, "fallback_random", True):
+            raise _Refused("random op kept in ATen (fallback_random=True: results match eager's seed)")
         value = _check_tensor(node, self.known_symbols)
         if not value.dtype.is_floating_point:
             raise _Refused(f"random {value.dtype}")
