@@ -18,6 +18,7 @@ from torch import fx
 
 from ait_dynamo.kernels import op_table
 from ait_dynamo.kernels.op_table import Operand, compute_dtype, literal, triton_type
+from ait_dynamo.passes.fusion_maps import broadcast_map
 from ait_dynamo.passes.plan import FusionGroup
 from ait_dynamo.passes.sizes import is_one, same_size, static_int
 
@@ -93,6 +94,11 @@ class _Access:
             for d in x_dims:
                 kernel.used_dims.add(("x", d))
         return (" + ".join(parts) or "0"), bool(x_dims), bool(r_dims)
+
+
+def _hashable(size: Any) -> Any:
+    """A SymInt is not hashable: key sizes by their sympy expression."""
+    return size.node.expr if isinstance(size, torch.SymInt) else size
 
 
 def _scaled(index: str, stride: str) -> str:
@@ -187,7 +193,7 @@ class KernelWriter:
 
     def size(self, d: int) -> str:
         value = static_int(self.space[d])
-        return str(value) if value is not None else self.int_arg(("size", self.space[d]))
+        return str(value) if value is not None else self.int_arg(("size", _hashable(self.space[d])))
 
     def _needs_int64(self) -> bool:
         tensors = [n.meta["val"] for n in list(self.group.inputs) + list(self.group.outputs)]
@@ -277,9 +283,7 @@ class KernelWriter:
                 if arg in self.members:
                     var, is_constant = self.value(arg)
                 else:
-                    from ait_dynamo.passes.fusion import _broadcast_map
-
-                    dim_map = _broadcast_map(tuple(meta.shape), tuple(node.meta["val"].shape), self.group.dim_maps[node])
+                    dim_map = broadcast_map(tuple(meta.shape), tuple(node.meta["val"].shape), self.group.dim_maps[node])
                     var, is_constant = self.load(arg, dim_map)
                 constant = constant and is_constant
                 return Operand(var, meta.dtype)

@@ -25,12 +25,12 @@ from ait_dynamo.kernels import op_table
 from ait_dynamo.kernels.op_table import OpClass, Operand, Unsupported
 from ait_dynamo.passes.graph_utils import is_mutating, meta_value
 from ait_dynamo.passes.plan import ExternCall, FusionGroup, Plan, Step, compute_lifetimes
+from ait_dynamo.passes.fusion_maps import DimMap, Refused, flatten, order_steps, view_map
 from ait_dynamo.passes.sizes import SizeError, free_symbols, is_one, same_size, size_source_ok, symbol_sources
 
 log = logging.getLogger("ait_dynamo")
 aten = torch.ops.aten
 
-DimMap = tuple  # tuple[int | None, ...]
 
 
 def refuse(refusals: dict[str, str], node: fx.Node, reason: str) -> None:
@@ -39,8 +39,6 @@ def refuse(refusals: dict[str, str], node: fx.Node, reason: str) -> None:
     log.debug("not fused: %s (%s): %s", node.name, node.target, reason)
 
 
-class _Refused(Exception):
-    pass
 
 
 @dataclass
@@ -64,32 +62,15 @@ def _tensor_meta(node: Any) -> torch.Tensor | None:
 def _check_tensor(node: fx.Node, known_symbols: set) -> torch.Tensor:
     value = _tensor_meta(node)
     if value is None:
-        raise _Refused("result is not a single tensor")
+        raise Refused("result is not a single tensor")
     if value.dtype not in op_table.FUSIBLE_DTYPES:
-        raise _Refused(f"dtype {value.dtype} is not fused")
+        raise Refused(f"dtype {value.dtype} is not fused")
     if value.layout != torch.strided:
-        raise _Refused("non-strided layout")
+        raise Refused("non-strided layout")
     for size in list(value.shape) + list(value.stride()) + [value.storage_offset()]:
         if not size_source_ok(size) or not free_symbols(size) <= known_symbols:
-            raise _Refused(f"size expression {size} cannot be computed at run time")
+            raise Refused(f"size expression {size} cannot be computed at run time")
     return value
-
-
-def _broadcast_map(operand_shape: tuple, node_shape: tuple, node_map: DimMap) -> DimMap:
-    """The dim map of an operand broadcast (right-aligned, as ATen does) to a node's shape."""
-    offset = len(node_shape) - len(operand_shape)
-    if offset < 0:
-        raise _Refused("operand has more dims than the result")
-    result = []
-    for k, size in enumerate(operand_shape):
-        target = node_map[k + offset]
-        if is_one(size):
-            result.append(None)
-        elif target is None or not same_size(size, node_shape[k + offset]):
-            raise _Refused("operand does not broadcast to the result")
-        else:
-            result.append(target)
-    return tuple(result)
 
 
 class Planner:
@@ -175,9 +156,9 @@ class Planner:
             elif not second.is_reduction and self._regrow(second, first.space):
                 pass
             else:
-                raise _Refused("producer groups have different iteration spaces")
+                raise Refused("producer groups have different iteration spaces")
         if first.is_reduction and second.is_reduction and first.reduced != second.reduced:
-            raise _Refused("producer groups reduce different dims")
+            raise Refused("producer groups reduce different dims")
         first.reduced = first.reduced or second.reduced
         for node in second.nodes:
             self._add(first, node, second.maps[node])
@@ -198,13 +179,13 @@ class Planner:
             used_shape = tuple(_tensor_meta(used).shape)
             offset = len(shape) - len(used_shape)
             if offset < 0:
-                raise _Refused("operand has more dims than the result")
+                raise Refused("operand has more dims than the result")
             for k, target in enumerate(group.maps[used]):
                 if target is None:
                     continue
                 position = k + offset
                 if known[position] and dims[position] != target:
-                    raise _Refused("operands run along different iteration dims")
+                    raise Refused("operands run along different iteration dims")
                 dims[position], known[position] = target, True
         offset = len(group.space) - len(shape)
         for k, size in enumerate(shape):
@@ -214,14 +195,14 @@ class Planner:
                 continue
             target = k + offset
             if target < 0 or not same_size(size, group.space[target]):
-                raise _Refused("result does not line up with the group's iteration space")
+                raise Refused("result does not line up with the group's iteration space")
             dims[k] = target
         mapped = [d for d in dims if d is not None]
         if len(set(mapped)) != len(mapped):
-            raise _Refused("two dims of the result run along one iteration dim")
+            raise Refused("two dims of the result run along one iteration dim")
         for k, target in enumerate(dims):
             if target is not None and not same_size(shape[k], group.space[target]):
-                raise _Refused("size differs from the iteration space")
+                raise Refused("size differs from the iteration space")
         return tuple(dims)
 
     def _try_emit(self, node: fx.Node) -> None:
@@ -232,9 +213,9 @@ class Planner:
             if isinstance(value, fx.Node):
                 meta = _tensor_meta(value)
                 if meta is None:
-                    raise _Refused("operand is not a tensor (a symbolic scalar)")
+                    raise Refused("operand is not a tensor (a symbolic scalar)")
                 if meta.dtype not in op_table.FUSIBLE_DTYPES:
-                    raise _Refused(f"operand dtype {meta.dtype} is not fused")
+                    raise Refused(f"operand dtype {meta.dtype} is not fused")
                 return Operand("v", meta.dtype)
             if isinstance(value, (list, tuple)):
                 return type(value)(operand(v) for v in value)
@@ -245,22 +226,22 @@ class Planner:
         try:
             rule.emit(*args, **kwargs)
         except Unsupported as error:
-            raise _Refused(str(error)) from None
+            raise Refused(str(error)) from None
         except TypeError as error:
-            raise _Refused(f"arguments not understood ({error})") from None
+            raise Refused(f"arguments not understood ({error})") from None
 
     def _random(self, node: fx.Node) -> None:
         if getattr(self.config, "fallback_random", True):
-            raise _Refused("random op kept in ATen (fallback_random=True: results match eager's seed)")
+            raise Refused("random op kept in ATen (fallback_random=True: results match eager's seed)")
         value = _check_tensor(node, self.known_symbols)
         if not value.dtype.is_floating_point:
-            raise _Refused(f"random {value.dtype}")
+            raise Refused(f"random {value.dtype}")
         if any(not isinstance(s, int) for s in value.shape):
-            raise _Refused("random tensor of symbolic shape")
+            raise Refused("random tensor of symbolic shape")
         if node.kwargs.get("generator") is not None:
-            raise _Refused("random op with an explicit generator")
+            raise Refused("random op with an explicit generator")
         if node.kwargs.get("layout") not in (None, torch.strided) or node.kwargs.get("pin_memory"):
-            raise _Refused("random op with a layout or pinned memory")
+            raise Refused("random op with a layout or pinned memory")
         self._pointwise(node, emit_check=False)
 
     def _pointwise(self, node: fx.Node, emit_check: bool = True) -> None:
@@ -268,7 +249,7 @@ class Planner:
         for used in node.all_input_nodes:
             meta = _tensor_meta(used)
             if meta is not None and meta.device != value.device:
-                raise _Refused("moves data between devices")
+                raise Refused("moves data between devices")
         if emit_check:
             self._try_emit(node)
         shape = tuple(value.shape)
@@ -304,7 +285,7 @@ class Planner:
                 ):
                     self._regrow(group, tuple(shape))  # a no-op when the node is the smaller one
                 dim_map = self._node_map(node, group, shape)
-            except _Refused as error:
+            except Refused as error:
                 self._restore(snapshot)
                 log.debug("%s does not join %s: %s", node.name, [g.ident for g in chosen], error)
                 continue
@@ -336,24 +317,24 @@ class Planner:
         value = _check_tensor(node, self.known_symbols)
         source = node.args[0]
         if not isinstance(source, fx.Node):
-            raise _Refused("reduction of a non-tensor")
+            raise Refused("reduction of a non-tensor")
         source_meta = _check_tensor(source, self.known_symbols)
         extra = [a for a in node.all_input_nodes if a is not source]
         if extra:
-            raise _Refused("reduction with symbolic arguments")
+            raise Refused("reduction with symbolic arguments")
         if source_meta.dim() == 0:
-            raise _Refused("reduction of a 0-dim tensor")
+            raise Refused("reduction of a 0-dim tensor")
         if source_meta.dtype == torch.bool and op_table.REDUCTIONS[node.target] in ("max", "min"):
-            raise _Refused("amax/amin of bool")
+            raise Refused("amax/amin of bool")
         if value.dtype.is_floating_point != source_meta.dtype.is_floating_point and op_table.REDUCTIONS[node.target] not in (
             "sum", "prod", "any", "all"
         ):
-            raise _Refused("reduction changes the dtype class")
+            raise Refused("reduction changes the dtype class")
         dims, keepdim = self._reduction_dims(node, source_meta.dim())
         if op_table.REDUCTIONS[node.target] in ("max", "min"):
             reduced_sizes = [source_meta.shape[d] for d in dims]
             if any(isinstance(s, int) and s == 0 for s in reduced_sizes):
-                raise _Refused("amax/amin over an empty dim (ATen raises)")
+                raise Refused("amax/amin over an empty dim (ATen raises)")
         group = self.group_of.get(source)
         source_shape = tuple(source_meta.shape)
         if group is not None:
@@ -377,7 +358,7 @@ class Planner:
         reduced = frozenset(identity[d] for d in dims if identity[d] is not None)
         if not reduced:
             self._forget(group)
-            raise _Refused("reduces only size-1 dims")
+            raise Refused("reduces only size-1 dims")
         group.reduced = reduced
         self._add(group, node, self._reduced_map(identity, dims, keepdim))
 
@@ -395,14 +376,14 @@ class Planner:
         source = node.args[0]
         group = self.group_of.get(source) if isinstance(source, fx.Node) else None
         if group is None:
-            raise _Refused("view of a tensor computed outside any group (a metadata-only ATen call)")
+            raise Refused("view of a tensor computed outside any group (a metadata-only ATen call)")
         source_map = group.maps[source]
         source_shape = tuple(_tensor_meta(source).shape)
         shape = tuple(value.shape)
-        dim_map = _view_map(node, source_shape, source_map, shape)
+        dim_map = view_map(node, source_shape, source_map, shape)
         for k, target in enumerate(dim_map):
             if target is not None and not same_size(shape[k], group.space[target]):
-                raise _Refused("view result does not line up with the iteration space")
+                raise Refused("view result does not line up with the iteration space")
         self._add(group, node, dim_map)
 
     # -- driver -------------------------------------------------------------------------------
@@ -434,7 +415,7 @@ class Planner:
                     refuse(self.refusals, node, "not in the op table")
             else:
                 refuse(self.refusals, node, f"{kind.value} op")
-        except (_Refused, SizeError) as error:
+        except (Refused, SizeError) as error:
             refuse(self.refusals, node, str(error))
 
     def run(self) -> tuple[Plan, dict[str, str]]:
@@ -485,7 +466,7 @@ class Planner:
         """Groups become one step each, placed where their last member was; members nobody
         outside reads are not outputs. A group with no output (dead) is dropped."""
         users_outside: dict[fx.Node, int] = {}
-        returned = [a for a in _flatten(output.args[0]) if isinstance(a, fx.Node)]
+        returned = [a for a in flatten(output.args[0]) if isinstance(a, fx.Node)]
         for node in order:
             group = self.group_of.get(node)
             if group is None:
@@ -529,86 +510,7 @@ class Planner:
                     output_copies=copies,
                 )
             )
-        return _order_steps(steps)
-
-
-def _order_steps(steps: list[Step]) -> list[Step]:
-    """Topological order of the steps: a group sits at its last member, but an extern that reads
-    an earlier member's value would then come before the group: move such externs after it."""
-    produced_by: dict[fx.Node, int] = {}
-    for index, step in enumerate(steps):
-        for node in step.produces() if isinstance(step, FusionGroup) else [step.node]:
-            produced_by[node] = index
-    placed: list[Step] = []
-    done: set[int] = set()
-
-    def reads(step: Step) -> list[fx.Node]:
-        return step.reads() if isinstance(step, FusionGroup) else step.node.all_input_nodes
-
-    def place(index: int, visiting: set[int]) -> None:
-        if index in done:
-            return
-        if index in visiting:
-            raise RuntimeError("fusion plan has a cycle")
-        visiting.add(index)
-        for used in reads(steps[index]):
-            if used in produced_by:
-                place(produced_by[used], visiting)
-        visiting.discard(index)
-        done.add(index)
-        placed.append(steps[index])
-
-    for index in range(len(steps)):
-        place(index, set())
-    return placed
-
-
-def _flatten(value: Any) -> list[Any]:
-    if isinstance(value, (list, tuple)):
-        return [item for v in value for item in _flatten(v)]
-    return [value]
-
-
-def _view_map(node: fx.Node, source_shape: tuple, source_map: DimMap, shape: tuple) -> DimMap:
-    """Dim map of a view of an in-group value; raises when the view is not plain re-indexing."""
-    target = node.target
-    if target in (aten.permute.default, aten.transpose.int, aten.t.default):
-        rank = len(source_shape)
-        if target is aten.permute.default:
-            perm = [d % rank for d in node.args[1]]
-        elif target is aten.t.default:
-            perm = list(reversed(range(rank)))
-        else:
-            a, b = node.args[1] % rank, node.args[2] % rank
-            perm = list(range(rank))
-            perm[a], perm[b] = perm[b], perm[a]
-        return tuple(source_map[p] for p in perm)
-    if target is aten.expand.default:
-        offset = len(shape) - len(source_shape)
-        result: list[int | None] = [None] * offset
-        for k, size in enumerate(source_shape):
-            if is_one(size) and not is_one(shape[k + offset]):
-                raise _Refused("expand of a computed value into a new iteration dim")
-            result.append(source_map[k])
-        if any(not is_one(s) for s in shape[:offset]):
-            raise _Refused("expand of a computed value into a new iteration dim")
-        return tuple(result)
-    if target is aten.alias.default:
-        return source_map
-    if target in (aten.view.default, aten._unsafe_view.default, aten.reshape.default, aten.unsqueeze.default,
-                  aten.squeeze.dim, aten.squeeze.dims, aten.squeeze.default):
-        # only inserting or dropping size-1 dims keeps the index arithmetic trivial
-        kept_source = [(s, m) for s, m in zip(source_shape, source_map) if not is_one(s)]
-        kept_result = [k for k, s in enumerate(shape) if not is_one(s)]
-        if len(kept_source) != len(kept_result) or not all(
-            same_size(s, shape[k]) for (s, _), k in zip(kept_source, kept_result)
-        ):
-            raise _Refused("reshape of a computed value (would need a copy or div/mod indexing)")
-        result = [None] * len(shape)
-        for (_, m), k in zip(kept_source, kept_result):
-            result[k] = m
-        return tuple(result)
-    raise _Refused(f"view {target} of a computed value")
+        return order_steps(steps)
 
 
 def build_plan(gm: fx.GraphModule, config: Any) -> tuple[Plan, dict[str, str]]:

@@ -325,3 +325,30 @@ def test_dropout_philox(dtype):
     torch.manual_seed(1)
     assert torch.equal(compiled(x), out)
     assert not torch.equal(compiled(x), out)
+
+
+@needs_triton
+def test_dynamic_batch_sizes_reuse_one_compile():
+    def fn(x, w, b):
+        h = F.layer_norm(x, (x.shape[-1],), w, b)
+        return torch.softmax(h * 2, -1) + torch.sigmoid(x)
+
+    w = torch.randn(24, device=DEVICE, requires_grad=True)
+    b = torch.randn(24, device=DEVICE, requires_grad=True)
+    compiled = torch.compile(fn, backend="ait", dynamic=True)
+    for batch in (3, 7, 16):
+        x = torch.randn(batch, 24, device=DEVICE, requires_grad=True)
+        got = compiled(x, w, b)
+        torch.testing.assert_close(got, fn(x, w, b), rtol=1e-4, atol=1e-5)
+        got.sum().backward()
+    _no_fallback()
+    assert metrics.graphs_compiled == 2  # one forward, one backward for every batch size
+    assert metrics.compiled_graphs[0].kernels
+
+
+@needs_triton
+def test_layer_norm_looped_row():
+    model = torch.nn.LayerNorm(8200).to(DEVICE)
+    check_compiled(model, torch.randn(2, 8200, device=DEVICE, requires_grad=True))
+    _no_fallback()
+    assert _kernels()[0] == 1
