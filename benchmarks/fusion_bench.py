@@ -238,15 +238,6 @@ def main(argv: list[str] | None = None) -> int:
         wanted = [w for w in args.only.split(",") if w]
         workloads = [w for w in workloads if any(k in w.name for k in wanted)]
     copy_gbps = copy_bandwidth(args.device, args.quick)
-    results: list[Result] = []
-    for work in workloads:
-        for backend in backends:
-            result = run_one(work, backend, args.device, args.iterations, copy_gbps)
-            results.append(result)
-            print(_format([result], copy_gbps).splitlines()[-1], flush=True)
-    table = _format(results, copy_gbps)
-    print()
-    print(table)
     environment = {
         "torch": torch.__version__,
         "device": torch.cuda.get_device_name() if args.device == "cuda" else "cpu",
@@ -259,11 +250,23 @@ def main(argv: list[str] | None = None) -> int:
         environment["triton"] = triton.__version__
     except ImportError:
         pass
-    with open(os.path.join(args.out, "fusion_bench.json"), "w") as file:
-        json.dump({"environment": environment, "results": [asdict(r) for r in results]}, file, indent=1)
-    with open(os.path.join(args.out, "fusion_bench.txt"), "w") as file:
-        file.write(table + "\n")
+    results: list[Result] = []
+    for work in workloads:
+        for backend in backends:
+            result = run_one(work, backend, args.device, args.iterations, copy_gbps)
+            results.append(result)
+            print(_format([result], copy_gbps).splitlines()[-1], flush=True)
+            _write(args.out, environment, results, copy_gbps)  # partial results survive a timeout
+    print()
+    print(_format(results, copy_gbps))
     return 0
+
+
+def _write(out: str, environment: dict[str, Any], results: list[Result], copy_gbps: float) -> None:
+    with open(os.path.join(out, "fusion_bench.json"), "w") as file:
+        json.dump({"environment": environment, "results": [asdict(r) for r in results]}, file, indent=1)
+    with open(os.path.join(out, "fusion_bench.txt"), "w") as file:
+        file.write(_format(results, copy_gbps) + "\n")
 
 
 if __name__ == "__main__":

@@ -444,23 +444,25 @@ class Planner:
         return any(other.ident in self._group_ids(node) for node in group.nodes)
 
     def _fuse_horizontally(self) -> None:
-        """Merge independent groups over the same iteration space (and reduced dims): one launch
-        instead of several, and inputs they share are read once."""
-        groups = sorted(self.groups.values(), key=lambda g: g.ident)
-        merged = True
-        while merged:
-            merged = False
-            for first, second in itertools.combinations(groups, 2):
-                if first.reduced != second.reduced or len(first.space) != len(second.space):
-                    continue
-                if not all(same_size(a, b) for a, b in zip(first.space, second.space)):
-                    continue
-                if self._depends(first, second) or self._depends(second, first):
-                    continue
-                self._merge(first, second)
-                groups.remove(second)
-                merged = True
-                break
+        """Merge independent groups over the same iteration space, reduced dims and device: one
+        launch instead of several, and inputs they share are read once."""
+        buckets: dict[Any, list[_Group]] = {}
+        for group in sorted(self.groups.values(), key=lambda g: g.ident):
+            device = _tensor_meta(group.nodes[0]).device
+            key = (tuple(str(s) for s in group.space), group.reduced, str(device))
+            buckets.setdefault(key, []).append(group)
+        for candidates in buckets.values():
+            merged: list[_Group] = []
+            for group in candidates:
+                for target in merged:
+                    if not all(same_size(a, b) for a, b in zip(group.space, target.space)):
+                        continue
+                    if self._depends(group, target) or self._depends(target, group):
+                        continue
+                    self._merge(target, group)
+                    break
+                else:
+                    merged.append(group)
 
     def _steps(self, order: list[fx.Node], output: fx.Node) -> list[Step]:
         """Groups become one step each, placed where their last member was; members nobody
