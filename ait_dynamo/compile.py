@@ -21,6 +21,7 @@ from ait_dynamo.cache import load_module
 from ait_dynamo.config import AitConfig
 from ait_dynamo.debug import DebugDir
 from ait_dynamo.kernels import autotune
+from ait_dynamo.kernels.precompile import precompile
 from ait_dynamo.kernels.wrapper import generate_wrapper
 from ait_dynamo.fusion_report import build_report, emit_report
 from ait_dynamo.passes.fusion import build_plan
@@ -85,6 +86,8 @@ def compile_graph(
         generated = generate_wrapper(plan, work, __version__, autotune=config.autotune)
         debug.write("module.py", generated.source)
         module, record.cache_hit = load_module(generated.source, config.cache_dir)
+        if config.compile_workers and not record.cache_hit:
+            precompile(module, generated.kernels, config.compile_workers)
         compiled: BoxedCallable = module.make_call(generated.constants)
         record.externs = list(generated.aten_externs)
         record.kernels = [kernel.name for kernel in generated.kernels]

@@ -43,6 +43,8 @@ class AitConfig:
         autotune: benchmark a few block sizes of each generated kernel once (CUDA, with
             ``triton.testing.do_bench``) and keep the fastest, persisted per kernel and device
             under ``cache_dir``; ``False`` uses the block-size heuristic.
+        compile_workers: threads compiling a graph's CUDA kernels ahead of their first launch
+            (static shapes); ``0`` compiles each kernel at its first launch instead.
         fallback_random: random ops (dropout) run through ATen, so results equal eager's under
             the same ``torch.manual_seed``; ``False`` generates them inside the fused kernels with
             Philox (faster; same distribution, a different stream: see ``kernels/op_table.py``).
@@ -55,6 +57,7 @@ class AitConfig:
     cache_dir: str = field(default_factory=_default_cache_dir)
     autotune: bool = False
     fallback_random: bool = True
+    compile_workers: int = 4
 
     @staticmethod
     def option_names() -> tuple[str, ...]:
@@ -116,6 +119,14 @@ def _parse_path(name: str, value: Any) -> str:
     if parsed is None:
         raise ValueError(f"ait backend: option {name!r} needs a folder path, got {value!r}")
     return parsed
+
+
+def _parse_workers(name: str, value: Any) -> int:
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value.strip())
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 64:
+        raise ValueError(f"ait backend: option {name!r} must be an int from 0 to 64, got {value!r}")
+    return value
 
 
 def _parse_partitioner(name: str, value: Any) -> str:
@@ -189,6 +200,7 @@ _PARSERS: dict[str, Callable[[str, Any], Any]] = {
     "cache_dir": _parse_path,
     "autotune": _parse_bool,
     "fallback_random": _parse_bool,
+    "compile_workers": _parse_workers,
 }
 assert set(_PARSERS) == set(AitConfig.option_names()), "every option needs a parser"
 

@@ -47,6 +47,10 @@ class GeneratedKernel:
     rnumel: list[Any]  # factors of the reduced-space size
     out_buffers: list[tuple[fx.Node, str]]  # (node, wrapper name of the buffer it writes)
     bytes_moved: int | None
+    device_type: str = "cuda"
+    # (tensor dtypes, int args) with every value known statically, for compiling the kernel ahead
+    # of its first launch (kernels/precompile.py); None under symbolic sizes
+    warmup: tuple[tuple[torch.dtype, ...], tuple[int, ...]] | None = None
 
 
 def _numel_factors(sizes: list[Any]) -> list[Any]:
@@ -148,12 +152,14 @@ class KernelWriter:
         self.reduction_vars: dict[fx.Node, str] = {}
         self.input_params: dict[fx.Node, str] = {}
         self.param_source: dict[str, str] = {}
+        self.param_meta: dict[str, torch.Tensor] = {}
         for index, node in enumerate(group.inputs):
             param = f"in_ptr{index}"
             self.input_params[node] = param
             self.tensor_params.append(param)
             self.args.tensors.append(tensor_name(node))
             self.param_source[param] = tensor_name(node)
+            self.param_meta[param] = node.meta["val"]
         self.out_buffers: list[tuple[fx.Node, str]] = []
         for node in group.outputs:
             for copy in range(group.output_copies.get(node, 1)):
@@ -162,6 +168,7 @@ class KernelWriter:
                 self.tensor_params.append(f"out_ptr{len(self.out_buffers) - 1}")
                 self.args.tensors.append(buffer)
                 self.param_source[f"out_ptr{len(self.out_buffers) - 1}"] = buffer
+                self.param_meta[f"out_ptr{len(self.out_buffers) - 1}"] = node.meta["val"]
         self.int64 = self._needs_int64()
 
     def _column_layout(self) -> bool:
@@ -502,8 +509,35 @@ def generate_kernel(group: FusionGroup, tensor_name: Callable[[fx.Node], str]) -
         xnumel=xnumel_factors,
         rnumel=rnumel_factors,
         out_buffers=kernel.out_buffers,
+        device_type=group.outputs[0].meta["val"].device.type,
+        warmup=_warmup_args(kernel, xnumel_factors, rnumel_factors),
         bytes_moved=moved,
     )
+
+
+def _warmup_args(kernel: KernelWriter, xnumel: list[Any], rnumel: list[Any]) -> tuple | None:
+    dtypes = tuple(kernel.param_meta[p].dtype for p in kernel.tensor_params)
+    ints: list[int] = []
+    source_to_param = {v: k for k, v in kernel.param_source.items()}
+    for key in kernel.args.ints:
+        if key[0] == "size":
+            value = static_int(key[1])
+        elif key[0] == "seed":
+            value = 3  # any value neither 1 nor a multiple of 16, like most seeds
+        else:
+            value = static_int(kernel.param_meta[source_to_param[key[1]]].stride()[key[2]])
+        if value is None:
+            return None
+        ints.append(value)
+    for factors in (xnumel, rnumel) if kernel.is_reduction else (xnumel,):
+        total = 1
+        for factor in factors:
+            value = static_int(factor)
+            if value is None:
+                return None
+            total *= value
+        ints.append(total)
+    return dtypes, tuple(ints)
 
 
 def _bytes_moved(group: FusionGroup) -> int | None:

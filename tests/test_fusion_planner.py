@@ -352,3 +352,48 @@ def test_layer_norm_looped_row():
     check_compiled(model, torch.randn(2, 8200, device=DEVICE, requires_grad=True))
     _no_fallback()
     assert _kernels()[0] == 1
+
+
+def test_precompile_arguments_match_the_launch(monkeypatch, tmp_path):
+    """Ahead-of-launch compilation must specialise exactly like the launch: same dtypes and ints."""
+    from ait_dynamo.cache import load_module
+    from ait_dynamo.kernels import precompile as precompile_module
+    from ait_dynamo.kernels import runtime
+    from ait_dynamo.kernels.wrapper import generate_wrapper
+    from ait_dynamo.passes.fusion import build_plan
+    from ait_dynamo.passes.pipeline import run_passes
+
+    def fn(x, y):
+        return torch.softmax(x.t() * 2, -1), (x + y.t()).sum(0), torch.sigmoid(x)
+
+    x, y = torch.randn(6, 10), torch.randn(10, 6)
+    gm = make_fx(fn)(x, y)
+    config = AitConfig.create({"cache_dir": str(tmp_path)}, environ={})
+    plan, _ = build_plan(run_passes(gm, config), config)
+    generated = generate_wrapper(plan, gm, "test")
+    module, _ = load_module(generated.source, str(tmp_path))
+    launched = {}
+
+    def record_pointwise(kernel, tensors, ints, xnumel, tune=None):
+        launched[kernel] = (tuple(t.dtype for t in tensors), (*ints, xnumel))
+
+    def record_reduction(kernel, tensors, ints, xnumel, rnumel, persistent, column=False, tune=None):
+        launched[kernel] = (tuple(t.dtype for t in tensors), (*ints, xnumel, rnumel))
+
+    monkeypatch.setattr(runtime, "launch_pointwise", record_pointwise)
+    monkeypatch.setattr(runtime, "launch_reduction", record_reduction)
+    monkeypatch.setitem(module._TRITON_ON, "cpu", True)
+    module.make_call(generated.constants)([x, y])
+    assert len(launched) == len(generated.kernels) >= 2
+    for kernel in generated.kernels:
+        assert launched[getattr(module, kernel.name)] == kernel.warmup
+
+    warmed = []
+
+    class FakeKernel:
+        def warmup(self, *args, grid, **kwargs):
+            warmed.append((args, kwargs))
+
+    for kernel in generated.kernels:
+        precompile_module._warm(FakeKernel(), kernel.warmup, kernel.kind, kernel.persistent, kernel.column)
+    assert len(warmed) == len(generated.kernels) and all("num_warps" in kw for _, kw in warmed)
