@@ -100,6 +100,14 @@ class _Access:
         return (" + ".join(parts) or "0"), bool(x_dims), bool(r_dims)
 
 
+class _UnitStride:
+    """Layout of a 1-D contiguous value (an arange): its linear index is the element index."""
+
+    @staticmethod
+    def stride() -> tuple[int]:
+        return (1,)
+
+
 def _hashable(size: Any) -> Any:
     """A SymInt is not hashable: key sizes by their sympy expression."""
     return size.node.expr if isinstance(size, torch.SymInt) else size
@@ -273,6 +281,12 @@ class KernelWriter:
             result = self.value(node.args[0])
             cache[node] = result
             return result
+        if node.target in op_table.IOTA:
+            start, step = op_table.iota_arguments(node.target, node.args)
+            offset, _, _ = _Access(self, "", _UnitStride(), self.group.dim_maps[node]).offset()
+            var = self._tmp(op_table.iota(offset, start, step, node.meta["val"].dtype), full)
+            cache[node] = (var, False)
+            return var, False
         if node.target in op_table.RANDOM_UNIFORM:
             meta = node.meta["val"]
             layout = torch.empty(tuple(meta.shape), device="meta")  # the linear index is the Philox offset

@@ -500,6 +500,31 @@ def uniform(seed: str, offset: str, dtype: torch.dtype) -> str:
     return expr
 
 
+# ---------------------------------------------------------------------------- iota
+
+# arange: element i is start + i * step, exact for integer dtypes (float aranges stay in ATen:
+# ATen accumulates them in a wider type).
+IOTA = frozenset({aten.arange.default, aten.arange.start, aten.arange.start_step})
+
+
+def iota_arguments(target: Any, args: Sequence[Any]) -> tuple[Any, Any]:
+    """(start, step) of an arange call."""
+    if target is aten.arange.default:
+        return 0, 1
+    if target is aten.arange.start:
+        return args[0], 1
+    return args[0], (args[2] if len(args) > 2 else 1)
+
+
+def iota(index: str, start: int, step: int, dtype: torch.dtype) -> str:
+    expr = f"({index}).to(tl.int64)"
+    if step != 1:
+        expr = f"{expr} * {literal(step, torch.int64)}"
+    if start != 0:
+        expr = f"{expr} + {literal(start, torch.int64)}"
+    return expr if dtype == torch.int64 else f"({expr}).to({triton_type(dtype)})"
+
+
 # ---------------------------------------------------------------------------- other classes
 
 # Reductions the kernel templates implement; value = the combine name the codegen uses.
@@ -560,6 +585,8 @@ def op_class(target: Any) -> OpClass:
         return OpClass.COMPUTE_INTENSIVE
     if target in RANDOM_UNIFORM:
         return OpClass.RANDOM
+    if target in IOTA:
+        return OpClass.POINTWISE
     if isinstance(target, torch._ops.OpOverload) and torch.Tag.nondeterministic_seeded in target.tags:
         return OpClass.RANDOM
     return OpClass.OTHER

@@ -230,6 +230,17 @@ class Planner:
         except TypeError as error:
             raise Refused(f"arguments not understood ({error})") from None
 
+    def _iota(self, node: fx.Node) -> None:
+        value = _check_tensor(node, self.known_symbols)
+        if value.dtype.is_floating_point or value.dtype == torch.bool:
+            raise Refused(f"arange of {value.dtype} (ATen accumulates float aranges in a wider type)")
+        start, step = op_table.iota_arguments(node.target, node.args)
+        if not all(isinstance(v, int) and not isinstance(v, bool) for v in (start, step)):
+            raise Refused("arange with symbolic or non-integer start/step")
+        if node.kwargs.get("layout") not in (None, torch.strided) or node.kwargs.get("pin_memory"):
+            raise Refused("arange with a layout or pinned memory")
+        self._pointwise(node, emit_check=False)
+
     def _random(self, node: fx.Node) -> None:
         if getattr(self.config, "fallback_random", True):
             raise Refused("random op kept in ATen (fallback_random=True: results match eager's seed)")
@@ -402,7 +413,9 @@ class Planner:
             return
         kind = op_table.op_class(node.target)
         try:
-            if kind is OpClass.POINTWISE:
+            if node.target in op_table.IOTA:
+                self._iota(node)
+            elif kind is OpClass.POINTWISE:
                 self._pointwise(node)
             elif kind is OpClass.REDUCTION:
                 self._reduction(node)

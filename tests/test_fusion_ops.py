@@ -183,3 +183,13 @@ def test_ops_classes():
     assert op_table.op_class(aten.mm.default) is op_table.OpClass.COMPUTE_INTENSIVE
     assert op_table.op_class(aten.native_dropout.default) is op_table.OpClass.RANDOM
     assert op_table.op_class(aten.amax.default) is op_table.OpClass.REDUCTION
+
+
+def test_arange_iota():
+    def fn(x):
+        positions = torch.arange(x.shape[-1], device=x.device)
+        odd = torch.arange(3, 3 + 2 * x.shape[-1], 2, device=x.device, dtype=torch.int32)
+        return x * positions, (positions * 3 + odd) % 7, x + torch.arange(x.shape[0], device=x.device)[:, None]
+
+    check_compiled(fn, _x(torch.float32))
+    _fused("aten.arange")
