@@ -42,6 +42,7 @@ class GeneratedKernel:
     kind: str  # "pointwise" | "reduction"
     persistent: bool
     column: bool
+    split: bool
     args: KernelArgs
     xnumel: list[Any]  # factors of the kept-space size
     rnumel: list[Any]  # factors of the reduced-space size
@@ -146,6 +147,9 @@ class KernelWriter:
         self.persistent = not self.is_reduction or (
             rsize is not None and rsize <= PERSISTENT_MAX_ROW and not self.column
         )
+        # few long columns (a bias gradient): split the rows over program_id(1) into float32
+        # partial sums that the wrapper adds up; only when the outputs are the sums themselves
+        self.split = self.column and self._splittable()
         self.args = KernelArgs()
         self.tensor_params: list[str] = []
         self.int_params: list[str] = []
@@ -178,6 +182,27 @@ class KernelWriter:
                 self.param_source[f"out_ptr{len(self.out_buffers) - 1}"] = buffer
                 self.param_meta[f"out_ptr{len(self.out_buffers) - 1}"] = node.meta["val"]
         self.int64 = self._needs_int64()
+
+    def _splittable(self) -> bool:
+        group = self.group
+        if group.output_copies:
+            return False
+        reductions = [n for n in group.nodes if n.target in op_table.REDUCTIONS]
+        for node in group.outputs:
+            if node not in reductions or op_table.REDUCTIONS[node.target] not in ("sum", "mean"):
+                return False
+            meta = node.meta["val"]
+            if not meta.dtype.is_floating_point or not meta.is_contiguous():
+                return False
+            covered = [m for m in group.dim_maps[node] if m is not None]
+            if covered != self.x_nonunit:
+                return False
+        for node in group.nodes:  # no epilogue: nothing in the group reads a reduction
+            if node in reductions:
+                continue
+            if any(used in reductions for used in node.all_input_nodes):
+                return False
+        return True
 
     def _column_layout(self) -> bool:
         """True when the inputs laid out like the iteration space are contiguous along a kept dim
@@ -397,6 +422,13 @@ class KernelWriter:
         return out
 
     def _loop_header(self) -> list[str]:
+        if self.split:
+            return [
+                "for roffset in range(r_begin, r_end, RBLOCK):",
+                "    rindex = roffset + tl.arange(0, RBLOCK)[None, :]",
+                "    rmask = rindex < r_end",
+                "    #R_DIMS#",
+            ]
         return [
             f"for roffset in range(0, {self.rnumel_name}, RBLOCK):",
             "    rindex = roffset + tl.arange(0, RBLOCK)[None, :]",
@@ -426,6 +458,9 @@ class KernelWriter:
             if d not in covered:  # broadcast along d: the element is written once, at index 0
                 mask += f" & (x{d} == 0)"
                 self.used_dims.add(("x", d))
+        if self.split:  # float32 partial sums, one row of xnumel per split
+            self._lines().append(f"tl.store(out_ptr{buffer_index} + split_offset + ({offset}), {var}, {mask})")
+            return
         value = op_table.to_storage(var, meta.dtype)
         self._lines().append(f"tl.store(out_ptr{buffer_index} + ({offset}), {value}, {mask})")
 
@@ -438,6 +473,11 @@ class KernelWriter:
             for index, node in full_outputs + row_outputs:
                 self.store(node, index)
             return self.outer
+        if self.split:
+            rsplit = self.int_arg(("rsplit",))
+            self.outer.append(f"r_begin = tl.program_id(1) * {rsplit}")
+            self.outer.append(f"r_end = tl.minimum(r_begin + {rsplit}, {self.rnumel_name})")
+            self.outer.append("split_offset = tl.program_id(1).to(tl.int64) * xnumel")
         for index, node in row_outputs:
             self.value(node)  # runs the reduction loops this output needs
         if full_outputs:
@@ -519,6 +559,7 @@ def generate_kernel(group: FusionGroup, tensor_name: Callable[[fx.Node], str]) -
         kind="reduction" if kernel.is_reduction else "pointwise",
         persistent=kernel.persistent,
         column=kernel.column,
+        split=kernel.split,
         args=kernel.args,
         xnumel=xnumel_factors,
         rnumel=rnumel_factors,
@@ -530,19 +571,13 @@ def generate_kernel(group: FusionGroup, tensor_name: Callable[[fx.Node], str]) -
 
 
 def _warmup_args(kernel: KernelWriter, xnumel: list[Any], rnumel: list[Any]) -> tuple | None:
-    dtypes = tuple(kernel.param_meta[p].dtype for p in kernel.tensor_params)
-    ints: list[int] = []
-    source_to_param = {v: k for k, v in kernel.param_source.items()}
-    for key in kernel.args.ints:
-        if key[0] == "size":
-            value = static_int(key[1])
-        elif key[0] == "seed":
-            value = 3  # any value neither 1 nor a multiple of 16, like most seeds
-        else:
-            value = static_int(kernel.param_meta[source_to_param[key[1]]].stride()[key[2]])
-        if value is None:
-            return None
-        ints.append(value)
+    from ait_dynamo.kernels import runtime
+
+    dtypes = tuple(
+        torch.float32 if kernel.split and p.startswith("out_ptr") else kernel.param_meta[p].dtype
+        for p in kernel.tensor_params
+    )
+    numels: list[int] = []
     for factors in (xnumel, rnumel) if kernel.is_reduction else (xnumel,):
         total = 1
         for factor in factors:
@@ -550,8 +585,22 @@ def _warmup_args(kernel: KernelWriter, xnumel: list[Any], rnumel: list[Any]) -> 
             if value is None:
                 return None
             total *= value
-        ints.append(total)
-    return dtypes, tuple(ints)
+        numels.append(total)
+    ints: list[int] = []
+    source_to_param = {v: k for k, v in kernel.param_source.items()}
+    for key in kernel.args.ints:
+        if key[0] == "size":
+            value = static_int(key[1])
+        elif key[0] == "seed":
+            value = 3  # any value neither 1 nor a multiple of 16, like most seeds
+        elif key[0] == "rsplit":
+            value = runtime.column_split(numels[0], numels[1])[0]
+        else:
+            value = static_int(kernel.param_meta[source_to_param[key[1]]].stride()[key[2]])
+        if value is None:
+            return None
+        ints.append(value)
+    return dtypes, tuple(ints + numels)
 
 
 def _bytes_moved(group: FusionGroup) -> int | None:

@@ -59,8 +59,19 @@ def group_call_source(group: FusionGroup, kernel: GeneratedKernel, names: Callab
     device_type = group.outputs[0].meta["val"].device.type
     lines = [f"# {group.name}: {group.kind}, {len(group.nodes)} ops"]
     lines.append(f"if _TRITON_ON[{device_type!r}]:")
+    xnumel = _product(kernel.xnumel, symbols)
+    rnumel = _product(kernel.rnumel, symbols) if kernel.kind == "reduction" else "1"
+    split = f"split_{kernel.name}"
+    if kernel.split:
+        lines.append(f"    r{split}, {split} = _rt.column_split({xnumel}, {rnumel})")
     for node, buffer in kernel.out_buffers:
         meta = node.meta["val"]
+        if kernel.split:
+            device = f"{inputs[0]}.device" if inputs else value_source(meta.device, names)
+            lines.append(
+                f"    {buffer}__partial = torch.empty(({split}, {xnumel}), dtype=torch.float32, device={device})"
+            )
+            continue
         shape = value_source(tuple(symbols.source(s) for s in meta.shape), lambda n: n).replace("'", "")
         stride = value_source(tuple(symbols.source(s) for s in meta.stride()), lambda n: n).replace("'", "")
         device = f"{inputs[0]}.device" if inputs else value_source(meta.device, names)
@@ -73,23 +84,30 @@ def group_call_source(group: FusionGroup, kernel: GeneratedKernel, names: Callab
             ints.append(symbols.source(key[1]))
         elif key[0] == "seed":
             ints.append("_rt.next_seed()")
+        elif key[0] == "rsplit":
+            ints.append(f"r{split}")
         else:
             _, tensor, dim = key
             ints.append(f"{tensor}.stride({dim})")
-    tensors = ", ".join(kernel.args.tensors)
+    buffers = {buffer for _, buffer in kernel.out_buffers}
+    tensors = ", ".join(f"{t}__partial" if kernel.split and t in buffers else t for t in kernel.args.tensors)
     int_args = ", ".join(ints)
-    xnumel = _product(kernel.xnumel, symbols)
     tune = f", tune={hashlib.sha256(kernel.source.encode()).hexdigest()[:20]!r}" if autotune else ""
     if kernel.kind == "pointwise":
         lines.append(
             f"    _rt.launch_pointwise({kernel.name}, ({tensors},), ({int_args}{',' if ints else ''}), {xnumel}{tune})"
         )
     else:
-        rnumel = _product(kernel.rnumel, symbols)
         lines.append(
             f"    _rt.launch_reduction({kernel.name}, ({tensors},), ({int_args}{',' if ints else ''}), "
-            f"{xnumel}, {rnumel}, {kernel.persistent}{', column=True' if kernel.column else ''}{tune})"
+            f"{xnumel}, {rnumel}, {kernel.persistent}{', column=True' if kernel.column else ''}"
+            f"{f', splits={split}' if kernel.split else ''}{tune})"
         )
+    if kernel.split:
+        for node, buffer in kernel.out_buffers:
+            meta = node.meta["val"]
+            shape = value_source(tuple(symbols.source(s) for s in meta.shape), lambda n: n).replace("'", "")
+            lines.append(f"    {buffer} = {buffer}__partial.sum(0).to({meta.dtype}).reshape({shape})")
     lines.append("else:")
     outputs = [names(n) for n in group.outputs]
     lines.append(f"    {', '.join(outputs)}, = {group.name}_aten({', '.join(inputs)})")

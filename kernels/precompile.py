@@ -25,11 +25,11 @@ def _warm(kernel: Any, spec: Any, kind: str, persistent: bool, column: bool) -> 
     if kind == "pointwise":
         xnumel = ints[-1]
         block, warps = runtime.pointwise_config(xnumel)
-        kernel.warmup(*dtypes, *ints, XBLOCK=block, num_warps=warps, grid=(1,))
+        kernel.warmup(*dtypes, *ints, XBLOCK=block, num_warps=warps, grid=(1, 1))
     else:
         xnumel, rnumel = ints[-2], ints[-1]
         xblock, rblock, warps = runtime.reduction_config(xnumel, rnumel, persistent, column)
-        kernel.warmup(*dtypes, *ints, XBLOCK=xblock, RBLOCK=rblock, num_warps=warps, grid=(1,))
+        kernel.warmup(*dtypes, *ints, XBLOCK=xblock, RBLOCK=rblock, num_warps=warps, grid=(1, 1))
 
 
 def precompile(module: ModuleType, kernels: Sequence[Any], workers: int) -> int:

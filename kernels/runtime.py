@@ -97,15 +97,32 @@ def launch_pointwise(kernel: Any, tensors: Sequence[Any], ints: Sequence[int], x
     run(config)
 
 
+def column_split(xnumel: int, rnumel: int) -> tuple[int, int]:
+    """(rows per split, splits) for a split column reduction: enough programs to fill the GPU."""
+    if rnumel <= 0:
+        return 0, 1
+    if INTERPRETING:  # a few splits, so that CI exercises the partial sums
+        splits = max(1, min(3, rnumel // 4))
+    else:
+        xblock = reduction_config(xnumel, rnumel, False, True)[0]
+        programs = max(1, -(-xnumel // xblock))
+        splits = max(1, min(1024 // programs, rnumel // 512))
+    rows = -(-rnumel // splits)
+    if not INTERPRETING:
+        rows = -(-rows // 64) * 64  # whole RBLOCK chunks
+    return rows, -(-rnumel // rows)
+
+
 def launch_reduction(kernel: Any, tensors: Sequence[Any], ints: Sequence[int], xnumel: int, rnumel: int,
-                     persistent: bool, column: bool = False, tune: str | None = None) -> None:
-    """Launch a reduction kernel; a persistent kernel needs RBLOCK >= rnumel (every candidate has it)."""
+                     persistent: bool, column: bool = False, tune: str | None = None, splits: int = 1) -> None:
+    """Launch a reduction kernel; a persistent kernel needs RBLOCK >= rnumel (every candidate has it).
+    ``splits`` > 1 (split column reductions) runs that many programs along grid axis 1."""
     if xnumel == 0:
         return
 
     def run(config: tuple[int, ...]) -> None:
         xblock, rblock, warps = config
-        grid = (triton.cdiv(xnumel, xblock),)
+        grid = (triton.cdiv(xnumel, xblock), splits)
         kernel[grid](*tensors, *ints, xnumel, rnumel, XBLOCK=xblock, RBLOCK=rblock, num_warps=warps)
 
     config = reduction_config(xnumel, rnumel, persistent, column)

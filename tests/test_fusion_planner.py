@@ -366,7 +366,7 @@ def test_precompile_arguments_match_the_launch(monkeypatch, tmp_path):
     def fn(x, y):
         return torch.softmax(x.t() * 2, -1), (x + y.t()).sum(0), torch.sigmoid(x)
 
-    x, y = torch.randn(6, 10), torch.randn(10, 6)
+    x, y = torch.randn(16, 10), torch.randn(10, 16)
     gm = make_fx(fn)(x, y)
     config = AitConfig.create({"cache_dir": str(tmp_path)}, environ={})
     plan, _ = build_plan(run_passes(gm, config), config)
@@ -377,7 +377,7 @@ def test_precompile_arguments_match_the_launch(monkeypatch, tmp_path):
     def record_pointwise(kernel, tensors, ints, xnumel, tune=None):
         launched[kernel] = (tuple(t.dtype for t in tensors), (*ints, xnumel))
 
-    def record_reduction(kernel, tensors, ints, xnumel, rnumel, persistent, column=False, tune=None):
+    def record_reduction(kernel, tensors, ints, xnumel, rnumel, persistent, column=False, tune=None, splits=1):
         launched[kernel] = (tuple(t.dtype for t in tensors), (*ints, xnumel, rnumel))
 
     monkeypatch.setattr(runtime, "launch_pointwise", record_pointwise)
@@ -385,6 +385,7 @@ def test_precompile_arguments_match_the_launch(monkeypatch, tmp_path):
     monkeypatch.setitem(module._TRITON_ON, "cpu", True)
     module.make_call(generated.constants)([x, y])
     assert len(launched) == len(generated.kernels) >= 2
+    assert any(kernel.split for kernel in generated.kernels)  # (x + y.t()).sum(0): split columns
     for kernel in generated.kernels:
         assert launched[getattr(module, kernel.name)] == kernel.warmup
 
@@ -397,3 +398,21 @@ def test_precompile_arguments_match_the_launch(monkeypatch, tmp_path):
     for kernel in generated.kernels:
         precompile_module._warm(FakeKernel(), kernel.warmup, kernel.kind, kernel.persistent, kernel.column)
     assert len(warmed) == len(generated.kernels) and all("num_warps" in kw for _, kw in warmed)
+
+
+@needs_triton
+@pytest.mark.parametrize("dtype", FLOATS, ids=str)
+def test_split_column_reductions(dtype):
+    """Few long columns (bias / layer_norm weight gradients): rows split over programs, float32
+    partial sums added by the wrapper."""
+
+    def fn(x, w, b):
+        return (x @ w + b).relu(), (x * 2).sum(0), x.mean(0, keepdim=True)
+
+    x = torch.randn(40, 6, device=DEVICE, dtype=dtype, requires_grad=True)
+    w = torch.randn(6, 5, device=DEVICE, dtype=dtype, requires_grad=True)
+    b = torch.randn(5, device=DEVICE, dtype=dtype, requires_grad=True)
+    check_compiled(fn, x, w, b)
+    _no_fallback()
+    source_ops = [op for g in metrics.compiled_graphs for op in g.fused_ops]
+    assert source_ops.count("aten.sum.dim_IntList") >= 2
