@@ -116,7 +116,12 @@ def _compile(backend: str, fn: Callable[..., Any]) -> Callable[..., Any]:
         return torch.compile(fn)
     if backend == "ait":
         return torch.compile(fn, backend="ait")
-    raise ValueError(f"unknown backend {backend!r}; valid: eager, inductor, ait")
+    if backend == "ait_autotune":
+        return torch.compile(fn, backend="ait", options={"autotune": True})
+    raise ValueError(f"unknown backend {backend!r}; valid: {', '.join(BACKENDS)}")
+
+
+BACKENDS = ("eager", "inductor", "ait", "ait_autotune")
 
 
 def _step(work: Workload, compiled: Callable[..., Any], inputs: list[torch.Tensor], grad: torch.Tensor | None) -> Any:
@@ -194,7 +199,7 @@ def run_one(work: Workload, backend: str, device: str, iterations: int, copy_gbp
         result.ms = _time(device, lambda: _step(work, compiled, inputs, grad), iterations)
         result.gbps = work.bytes_moved / result.ms / 1e6
         result.copy_fraction = result.gbps / copy_gbps if copy_gbps else None
-        if backend == "ait":
+        if backend.startswith("ait"):
             result.kernels = sum(len(g.kernels) for g in metrics.compiled_graphs)
             result.extra["externs"] = [e for g in metrics.compiled_graphs for e in g.externs]
             result.extra["fallbacks"] = [g.fallback_reason for g in metrics.compiled_graphs if g.fallback_reason]
@@ -224,14 +229,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", required=True, help="folder for fusion_bench.json and fusion_bench.txt")
     parser.add_argument("--quick", action="store_true", help="small sizes (smoke test)")
     parser.add_argument("--only", default="", help="comma-separated substrings of workload names")
-    parser.add_argument("--backends", default="eager,inductor,ait")
+    parser.add_argument("--backends", default="eager,inductor,ait", help=f"comma-separated, from {', '.join(BACKENDS)}")
     parser.add_argument("--iterations", type=int, default=20)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args(argv)
     backends = [b for b in args.backends.split(",") if b]
     for backend in backends:
-        if backend not in ("eager", "inductor", "ait"):
-            parser.error(f"unknown backend {backend!r}; valid: eager, inductor, ait")
+        if backend not in BACKENDS:
+            parser.error(f"unknown backend {backend!r}; valid: {', '.join(BACKENDS)}")
     os.makedirs(args.out, exist_ok=True)
     workloads = _workloads(args.device, args.quick)
     if args.only:
