@@ -57,8 +57,12 @@ def group_call_source(group: FusionGroup, kernel: GeneratedKernel, names: Callab
                       symbols: SymbolLocals, autotune: bool = False) -> str:
     inputs = [names(n) for n in group.inputs]
     device_type = group.outputs[0].meta["val"].device.type
-    lines = [f"# {group.name}: {group.kind}, {len(group.nodes)} ops"]
-    lines.append(f"if _TRITON_ON[{device_type!r}]:")
+    header = [f"# {group.name}: {group.kind}, {len(group.nodes)} ops"]
+    launched = f"launched_{group.name}"
+    header.append(f"{launched} = False")
+    header.append(f"if _TRITON_ON[{device_type!r}] and {kernel.name} not in _rt.BROKEN:")
+    header.append("    try:")
+    lines: list[str] = []
     xnumel = _product(kernel.xnumel, symbols)
     rnumel = _product(kernel.rnumel, symbols) if kernel.kind == "reduction" else "1"
     split = f"split_{kernel.name}"
@@ -108,7 +112,12 @@ def group_call_source(group: FusionGroup, kernel: GeneratedKernel, names: Callab
             meta = node.meta["val"]
             shape = value_source(tuple(symbols.source(s) for s in meta.shape), lambda n: n).replace("'", "")
             lines.append(f"    {buffer} = {buffer}__partial.sum(0).to({meta.dtype}).reshape({shape})")
-    lines.append("else:")
+    lines.append(f"    {launched} = True")
+    # a kernel that fails to compile or launch is reported once, then its ops run through ATen
+    lines = header + ["    " + line for line in lines]
+    lines.append("    except Exception as error:  # noqa: BLE001")
+    lines.append(f"        _rt.mark_broken({kernel.name}, error)")
+    lines.append(f"if not {launched}:")
     outputs = [names(n) for n in group.outputs]
     lines.append(f"    {', '.join(outputs)}, = {group.name}_aten({', '.join(inputs)})")
     for node, buffer in kernel.out_buffers:

@@ -8,6 +8,7 @@ a few configurations once per kernel and device and remembers the choice on disk
 from __future__ import annotations
 
 import os
+import warnings
 from typing import Any, Callable, Sequence
 
 import torch
@@ -32,6 +33,26 @@ def triton_runs_on(device_type: str) -> bool:
     if device_type == "cpu":
         return INTERPRETING
     return False
+
+
+BROKEN: set[Any] = set()  # kernels that failed to compile or launch: their groups run through ATen
+
+
+def mark_broken(kernel: Any, error: BaseException) -> None:
+    """Remember a kernel that failed (a Triton compile error, a launch error) and warn once.
+    Running out of memory is not the kernel's fault: that error propagates."""
+    if isinstance(error, torch.cuda.OutOfMemoryError):
+        raise error
+    if kernel in BROKEN:
+        return
+    BROKEN.add(kernel)
+    name = getattr(kernel, "__name__", None) or getattr(getattr(kernel, "fn", None), "__name__", "kernel")
+    warnings.warn(
+        f"ait_dynamo: generated kernel {name} failed ({type(error).__name__}: {str(error)[:300]}); "
+        "its ops run through ATen from now on",
+        RuntimeWarning,
+        stacklevel=3,
+    )
 
 
 def next_seed() -> int:

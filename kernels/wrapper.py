@@ -19,7 +19,7 @@ from ait_dynamo.kernels.source import call_source, target_source, value_source
 from ait_dynamo.passes.plan import FusionGroup, Plan
 
 # Names the generated module uses itself; graph values never take them.
-_RESERVED = {"torch", "args", "call", "make_call", "constants", "triton", "tl", "tmath", "_rt"}
+_RESERVED = {"torch", "args", "call", "make_call", "constants", "triton", "tl", "tmath", "_rt", "error"}
 
 
 @dataclass(frozen=True)
@@ -92,6 +92,7 @@ def generate_wrapper(plan: Plan, gm: fx.GraphModule, version: str, autotune: boo
     for group in (s for s in plan.steps if isinstance(s, FusionGroup)):
         names.taken.add(group.name)
         names.taken.add(f"{group.name}_aten")
+        names.taken.add(f"launched_{group.name}")
     for index, step in enumerate(plan.steps):
         if isinstance(step, FusionGroup):
             kernel = generate_kernel(step, names)

@@ -416,3 +416,19 @@ def test_split_column_reductions(dtype):
     _no_fallback()
     source_ops = [op for g in metrics.compiled_graphs for op in g.fused_ops]
     assert source_ops.count("aten.sum.dim_IntList") >= 2
+
+
+@needs_triton
+def test_a_failing_kernel_falls_back_to_aten(monkeypatch):
+    """A kernel that fails to compile or launch warns once; its group then runs through ATen."""
+    from ait_dynamo.kernels import runtime
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("simulated Triton compile error")
+
+    monkeypatch.setattr(runtime, "launch_pointwise", broken)
+    monkeypatch.setattr(runtime, "BROKEN", set())
+    x = torch.randn(5, 7, device=DEVICE, requires_grad=True)
+    with pytest.warns(RuntimeWarning, match="simulated Triton compile error"):
+        check_compiled(lambda t: (t * 2).cos() + 1, x)
+    assert len(runtime.BROKEN) == 2  # forward and backward kernels
