@@ -12,7 +12,7 @@ what="${1:-all}"
 nvidia-smi --query-gpu=name,memory.total --format=csv > "$OUT/gpu.txt" 2>&1 || true
 python -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)" | tee -a "$OUT/gpu.txt"
 if [ "$what" = all ] || [ "$what" = tests ]; then
-  timeout 420 python -m pytest -q -ra -p no:cacheprovider tests/test_fusion_ops.py tests/test_fusion_planner.py \
+  timeout 420 python -m pytest -q -ra -p no:cacheprovider tests/test_fusion_ops.py tests/test_fusion_planner.py tests/test_fusion_gpu.py \
     tests/test_seed_models.py tests/test_backend.py > "$OUT/tests.log" 2>&1
   echo "tests exit $?" | tee -a "$OUT/tests.log"
   tail -5 "$OUT/tests.log"
