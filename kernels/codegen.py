@@ -79,26 +79,35 @@ class _Access:
         r_dims = [d for d in kernel.r_dims if d in covered]
         parts: list[str] = []
         inner: Any = 1
+        uses_x = uses_r = False
         r_fast = bool(r_dims) and set(r_dims) == set(kernel.r_nonunit) and all(
             same_size(self.meta.stride()[covered[d]], kernel.r_contig[d]) for d in r_dims
         )
         if r_fast:
             parts.append("rindex")
             inner = kernel.rnumel_product
+            uses_r = True
         else:
-            parts += [_scaled(f"r{d}", self._stride(covered[d])) for d in r_dims]
             for d in r_dims:
-                kernel.used_dims.add(("r", d))
+                stride = self._stride(covered[d])
+                if stride != "0":  # an expanded dim adds nothing to the address
+                    parts.append(_scaled(f"r{d}", stride))
+                    kernel.used_dims.add(("r", d))
+                    uses_r = True
         x_fast = bool(x_dims) and set(x_dims) == set(kernel.x_nonunit) and (r_fast or not r_dims) and all(
             same_size(self.meta.stride()[covered[d]], _times(kernel.x_contig[d], inner)) for d in x_dims
         )
         if x_fast:
             parts.append("xindex" if inner == 1 else f"xindex * {kernel.rnumel_name}")
+            uses_x = True
         else:
-            parts += [_scaled(f"x{d}", self._stride(covered[d])) for d in x_dims]
             for d in x_dims:
-                kernel.used_dims.add(("x", d))
-        return (" + ".join(parts) or "0"), bool(x_dims), bool(r_dims)
+                stride = self._stride(covered[d])
+                if stride != "0":
+                    parts.append(_scaled(f"x{d}", stride))
+                    kernel.used_dims.add(("x", d))
+                    uses_x = True
+        return (" + ".join(parts) or "0"), uses_x, uses_r
 
 
 class _UnitStride:
@@ -165,12 +174,16 @@ class KernelWriter:
         self.input_params: dict[fx.Node, str] = {}
         self.param_source: dict[str, str] = {}
         self.param_meta: dict[str, torch.Tensor] = {}
+        self.input_offsets: dict[fx.Node, int] = {}
         for index, node in enumerate(group.inputs):
             param = f"in_ptr{index}"
+            read = node
+            if node in group.input_views:  # a view read in place: the base's pointer + offset
+                read, self.input_offsets[node] = group.input_views[node]
             self.input_params[node] = param
             self.tensor_params.append(param)
-            self.args.tensors.append(tensor_name(node))
-            self.param_source[param] = tensor_name(node)
+            self.args.tensors.append(tensor_name(read))
+            self.param_source[param] = tensor_name(read)
             self.param_meta[param] = node.meta["val"]
         self.out_buffers: list[tuple[fx.Node, str]] = []
         for node in group.outputs:
@@ -277,6 +290,8 @@ class KernelWriter:
         key = ("load", node, dim_map)
         if key in cache:
             return cache[key]
+        if self.input_offsets.get(node):
+            offset = f"{self.input_offsets[node]} + {offset}"
         if not uses_x and not uses_r:
             expr = f"tl.load({self.input_params[node]} + {offset})"
             constant = True

@@ -55,7 +55,7 @@ def _product(factors: list[Any], symbols: SymbolLocals) -> str:
 
 def group_call_source(group: FusionGroup, kernel: GeneratedKernel, names: Callable[[fx.Node], str],
                       symbols: SymbolLocals, autotune: bool = False) -> str:
-    inputs = [names(n) for n in group.inputs]
+    inputs = [names(n) for n in group.reads()]
     device_type = group.outputs[0].meta["val"].device.type
     header = [f"# {group.name}: {group.kind}, {len(group.nodes)} ops"]
     launched = f"launched_{group.name}"
@@ -129,7 +129,13 @@ def group_call_source(group: FusionGroup, kernel: GeneratedKernel, names: Callab
 def aten_function_source(group: FusionGroup, names: Callable[[fx.Node], str]) -> str:
     """``def <group>_aten(inputs): ...`` running the group's nodes through ATen (CPU without the
     Triton interpreter, or no Triton at all)."""
-    lines = [f"def {group.name}_aten({', '.join(names(n) for n in group.inputs)}):"]
+    lines = [f"def {group.name}_aten({', '.join(names(n) for n in group.reads())}):"]
+    done: set[fx.Node] = set()
+    for node in group.inputs:  # views the kernel reads in place are rebuilt from their bases
+        for view in group.view_chains.get(node, []):
+            if view not in done:
+                done.add(view)
+                lines.append(f"    {names(view)} = {call_source(view, names)[0]}")
     for node in group.nodes:
         lines.append(f"    {names(node)} = {call_source(node, names)[0]}")
     lines.append(f"    return {', '.join(names(n) for n in group.outputs)},")

@@ -46,6 +46,10 @@ class FusionGroup:
     reduced: tuple[int, ...]
     dim_maps: dict[fx.Node, tuple]
     output_copies: dict[fx.Node, int] = field(default_factory=dict)
+    # inputs that are views of another tensor, read in place: view → (base, element offset of
+    # the view in the base); the kernel indexes the base with the view's strides
+    input_views: dict[fx.Node, tuple[fx.Node, int]] = field(default_factory=dict)
+    view_chains: dict[fx.Node, list[fx.Node]] = field(default_factory=dict)  # view → views from its base
 
     @property
     def node(self) -> fx.Node:
@@ -56,7 +60,13 @@ class FusionGroup:
         return None
 
     def reads(self) -> list[fx.Node]:
-        return list(self.inputs)
+        """The buffers the kernel reads (the base of a view read in place)."""
+        result: list[fx.Node] = []
+        for node in self.inputs:
+            read = self.input_views[node][0] if node in self.input_views else node
+            if read not in result:
+                result.append(read)
+        return result
 
     def produces(self) -> list[fx.Node]:
         return list(self.outputs)
@@ -112,7 +122,7 @@ def compute_lifetimes(plan: Plan) -> None:
         if isinstance(step, FusionGroup):
             for produced in step.outputs:
                 produced_by[produced] = index
-            for used in step.inputs:
+            for used in step.reads():
                 last_use[used] = index
             continue
         produced_by[step.node] = index

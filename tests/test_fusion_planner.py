@@ -432,3 +432,28 @@ def test_a_failing_kernel_falls_back_to_aten(monkeypatch):
     with pytest.warns(RuntimeWarning, match="simulated Triton compile error"):
         check_compiled(lambda t: (t * 2).cos() + 1, x)
     assert len(runtime.BROKEN) == 2  # forward and backward kernels
+
+
+@needs_triton
+def test_views_of_inputs_are_read_in_place():
+    """Slices, transposes, expands and view chains of kernel inputs: no ATen call, the kernel
+    indexes the base tensor with the view's strides and offset."""
+
+    def fn(x, y):
+        return x[:, 2:9].t() * 2 + y.unsqueeze(0).expand(7, 7), (x[1:4, ::2] + 1).sum(-1)
+
+    x = torch.randn(7, 12, device=DEVICE, requires_grad=True)
+    y = torch.randn(7, device=DEVICE, requires_grad=True)
+    check_compiled(fn, x, y)
+    _no_fallback()
+    forward = metrics.compiled_graphs[0]
+    assert not [e for e in forward.externs if "slice" in e or "permute" in e or "expand" in e], forward.externs
+
+
+def test_views_read_in_place_also_run_through_aten(monkeypatch):
+    from ait_dynamo.kernels import runtime
+
+    monkeypatch.setattr(runtime, "INTERPRETING", False)
+    x = torch.randn(6, 10, requires_grad=True)
+    check_compiled(lambda t: (t[:, 1:7].t() * 3).exp(), x)
+    _no_fallback()
