@@ -80,9 +80,9 @@ class Planner:
         self.refusals: dict[str, str] = {}
         self.group_of: dict[fx.Node, _Group] = {}
         self.groups: dict[int, _Group] = {}
-        self.depends_on: dict[fx.Node, frozenset] = {}  # node → group ids it (transitively) reads
         self.ids = itertools.count()
         self.merged_into: dict[int, int] = {}
+        self.index: dict[fx.Node, int] = {}
         placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
         self.known_symbols = set(symbol_sources(placeholders, lambda n: n.name))
 
@@ -93,24 +93,38 @@ class Planner:
             ident = self.merged_into[ident]
         return ident
 
-    def _group_ids(self, node: fx.Node) -> set[int]:
-        return {self._root(i) for i in self.depends_on.get(node, frozenset())}
-
-    def _note_dependencies(self, node: fx.Node) -> None:
-        ids: set[int] = set()
-        for used in node.all_input_nodes:
-            ids |= self.depends_on.get(used, frozenset())
-            if used in self.group_of:
-                ids.add(self.group_of[used].ident)
-        self.depends_on[node] = frozenset(ids)
-
     def _would_cycle(self, members: list[fx.Node], joining: set[int]) -> bool:
-        """True if some input of ``members`` outside the joined groups depends on one of them."""
+        """True if running ``members`` as one kernel would close a cycle between kernels: some
+        input of theirs (through ATen calls and through whole other kernels, which run
+        atomically) depends on one of them. The search goes backwards from their inputs; nodes
+        that precede every member cannot depend on them and are not explored."""
         member_set = set(members)
-        for member in members:
-            for used in member.all_input_nodes:
-                if used not in member_set and self._group_ids(used) & joining:
-                    return True
+        first = min(self.index[m] for m in members)
+        seen_nodes: set[fx.Node] = set()
+        seen_groups: set[int] = set()
+        stack = [u for m in members for u in m.all_input_nodes if u not in member_set]
+        while stack:
+            node = stack.pop()
+            if node in member_set:
+                return True
+            if node in seen_nodes:
+                continue
+            seen_nodes.add(node)
+            group = self.group_of.get(node)
+            if group is None:
+                if self.index.get(node, -1) > first:
+                    stack.extend(node.all_input_nodes)
+                continue
+            root = self._root(group.ident)
+            if root in joining:
+                return True
+            if root in seen_groups:
+                continue
+            seen_groups.add(root)
+            if max(self.index[n] for n in group.nodes) < first:
+                continue
+            for member in group.nodes:
+                stack.extend(u for u in member.all_input_nodes if self.group_of.get(u) is not group)
         return False
 
     def _new_group(self, space: tuple) -> _Group:
@@ -436,6 +450,7 @@ class Planner:
         placeholders: list[fx.Node] = []
         output: fx.Node | None = None
         order: list[fx.Node] = []
+        self.index = {node: position for position, node in enumerate(graph.nodes)}
         for node in graph.nodes:
             if node.op == "placeholder":
                 placeholders.append(node)
@@ -443,7 +458,6 @@ class Planner:
                 output = node
             else:
                 self.visit(node)
-                self._note_dependencies(node)
                 order.append(node)
         assert output is not None, "an FX graph always ends in an output node"
         if self.config.fusion:
@@ -452,9 +466,6 @@ class Planner:
         plan = Plan(graph=graph, placeholders=placeholders, steps=steps, output=output)
         compute_lifetimes(plan)
         return plan, self.refusals
-
-    def _depends(self, group: _Group, other: _Group) -> bool:
-        return any(other.ident in self._group_ids(node) for node in group.nodes)
 
     def _fuse_horizontally(self) -> None:
         """Merge independent groups over the same iteration space, reduced dims and device: one
@@ -470,7 +481,7 @@ class Planner:
                 for target in merged:
                     if not all(same_size(a, b) for a, b in zip(group.space, target.space)):
                         continue
-                    if self._depends(group, target) or self._depends(target, group):
+                    if self._would_cycle(group.nodes + target.nodes, {group.ident, target.ident}):
                         continue
                     self._merge(target, group)
                     break
