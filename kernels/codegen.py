@@ -356,6 +356,9 @@ class KernelWriter(ReductionWriter):
         args = [operand(a) for a in node.args]
         kwargs = {k: operand(v) for k, v in node.kwargs.items()}
         expr = op_table.POINTWISE[node.target].emit(*args, **kwargs)
+        if constant:  # only Python scalars: make it a tensor before any .to()
+            expr = f"tl.full([], 0, {triton_type(compute_dtype(node.meta['val'].dtype))}) + ({expr})"
+        expr = op_table.round_to(expr, node.meta["val"].dtype)
         var = self._tmp(expr, full)
         cache[node] = (var, constant)
         return var, constant

@@ -89,6 +89,9 @@ class ReductionWriter:
             self.outer.append(f"{out} = {out} > 0")
         if kind == "mean":
             self.outer.append(f"{out} = {out} / {self.rnumel_name}")
+        dtype = plan["node"].meta["val"].dtype
+        if op_table.round_to("v", dtype) != "v":  # half-precision results are rounded, as in eager
+            self.outer.append(f"{out} = {op_table.round_to(out, dtype)}")
         self.reduction_vars[plan["node"]] = out
 
     def _ready_reductions(self, node: fx.Node) -> list[fx.Node]:

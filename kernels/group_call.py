@@ -56,6 +56,7 @@ def _product(factors: list[Any], symbols: SymbolLocals) -> str:
 def group_call_source(group: FusionGroup, kernel: GeneratedKernel, names: Callable[[fx.Node], str],
                       symbols: SymbolLocals, autotune: bool = False) -> str:
     inputs = [names(n) for n in group.reads()]
+    tensors_read = [names(n) for n in group.reads() if isinstance(n.meta.get("val"), torch.Tensor)]
     device_type = group.outputs[0].meta["val"].device.type
     header = [f"# {group.name}: {group.kind}, {len(group.nodes)} ops"]
     launched = f"launched_{group.name}"
@@ -71,14 +72,14 @@ def group_call_source(group: FusionGroup, kernel: GeneratedKernel, names: Callab
     for node, buffer in kernel.out_buffers:
         meta = node.meta["val"]
         if kernel.split:
-            device = f"{inputs[0]}.device" if inputs else value_source(meta.device, names)
+            device = f"{tensors_read[0]}.device" if tensors_read else value_source(meta.device, names)
             lines.append(
                 f"    {buffer}__partial = torch.empty(({split}, {xnumel}), dtype=torch.float32, device={device})"
             )
             continue
         shape = value_source(tuple(symbols.source(s) for s in meta.shape), lambda n: n).replace("'", "")
         stride = value_source(tuple(symbols.source(s) for s in meta.stride()), lambda n: n).replace("'", "")
-        device = f"{inputs[0]}.device" if inputs else value_source(meta.device, names)
+        device = f"{tensors_read[0]}.device" if tensors_read else value_source(meta.device, names)
         lines.append(
             f"    {buffer} = torch.empty_strided({shape}, {stride}, dtype={meta.dtype}, device={device})"
         )

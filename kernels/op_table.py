@@ -71,10 +71,18 @@ def to_storage(expr: str, dtype: torch.dtype) -> str:
     if dtype == torch.bfloat16:
         return f"tmath.to_bf16({expr})"
     if dtype == torch.float16:
-        return f"{expr}.to(tl.float16)"
+        return f"({expr}).to(tl.float16)"
     if dtype == torch.bool:
-        return f"{expr}.to(tl.int1)"
-    return expr if compute_dtype(dtype) == dtype else f"{expr}.to({triton_type(dtype)})"
+        return f"({expr}).to(tl.int1)"
+    return expr if compute_dtype(dtype) == dtype else f"({expr}).to({triton_type(dtype)})"
+
+
+def round_to(expr: str, dtype: torch.dtype) -> str:
+    """A float32 value rounded to half precision ``dtype`` and back: eager rounds every op's
+    result, and a later comparison (amax's backward: ``x == max``) depends on that rounding."""
+    if dtype not in _LOW_PRECISION:
+        return expr
+    return f"({to_storage(expr, dtype)}).to(tl.float32)"
 
 
 def compute_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -294,7 +302,7 @@ def _convert(a: Any, dtype: torch.dtype) -> str:
     expr = cast(a, dtype)
     if dtype in _LOW_PRECISION and a.dtype != dtype:
         # an explicit cast to half precision rounds, as in eager
-        expr = f"{to_storage(expr, dtype)}.to(tl.float32)"
+        expr = f"({to_storage(expr, dtype)}).to(tl.float32)"
     return expr
 
 

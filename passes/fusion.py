@@ -516,10 +516,12 @@ class Planner:
             members = [n for n in order if self.group_of.get(n) is group]
             outputs = [n for n in members if n in users_outside]
             inputs: list[fx.Node] = []
+            scalars: list[fx.Node] = []
             for member in members:
                 for used in member.all_input_nodes:
-                    if self.group_of.get(used) is not group and used not in inputs:
-                        inputs.append(used)
+                    if self.group_of.get(used) is group or used in inputs or used in scalars:
+                        continue
+                    (inputs if isinstance(_tensor_meta(used), torch.Tensor) else scalars).append(used)
             if not outputs:
                 continue
             copies = {n: returned.count(n) for n in outputs if returned.count(n) > 1}
@@ -541,6 +543,7 @@ class Planner:
                     output_copies=copies,
                     input_views=input_views,
                     view_chains=view_chains,
+                    scalar_inputs=scalars,
                 )
             )
         return order_steps(_drop_folded_views(steps, returned))

@@ -50,6 +50,8 @@ class FusionGroup:
     # the view in the base); the kernel indexes the base with the view's strides
     input_views: dict[fx.Node, tuple[fx.Node, int]] = field(default_factory=dict)
     view_chains: dict[fx.Node, list[fx.Node]] = field(default_factory=dict)  # view → views from its base
+    # non-tensor values members take (symbolic sizes of a view): only the ATen path needs them
+    scalar_inputs: list[fx.Node] = field(default_factory=list)
 
     @property
     def node(self) -> fx.Node:
@@ -66,7 +68,7 @@ class FusionGroup:
             read = self.input_views[node][0] if node in self.input_views else node
             if read not in result:
                 result.append(read)
-        return result
+        return result + [n for n in self.scalar_inputs if n not in result]
 
     def produces(self) -> list[fx.Node]:
         return list(self.outputs)

@@ -17,6 +17,16 @@ FLOATS = [torch.float32, torch.float16, torch.bfloat16]
 pytestmark = pytest.mark.skipif(not triton_runs_on(DEVICE), reason="Triton cannot run here (set TRITON_INTERPRET=1)")
 
 
+@pytest.fixture(autouse=True)
+def _kernels_must_not_fail():
+    """A generated kernel that fails falls back to ATen with a warning: here that is an error."""
+    from ait_dynamo.kernels import runtime
+
+    runtime.BROKEN.clear()
+    yield
+    assert not runtime.BROKEN, f"generated kernels failed: {runtime.BROKEN}"
+
+
 def _fused(op_name: str) -> None:
     """The op ran inside a generated kernel in the first (forward) graph, not through ATen."""
     forward = metrics.compiled_graphs[0]

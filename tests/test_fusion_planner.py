@@ -22,6 +22,16 @@ needs_triton = pytest.mark.skipif(not triton_runs_on(DEVICE), reason="Triton can
 GOLDEN = os.path.join(os.path.dirname(__file__), "golden", "pointwise_kernel.py.txt")
 
 
+@pytest.fixture(autouse=True)
+def _kernels_must_not_fail():
+    """A generated kernel that fails falls back to ATen with a warning: here that is an error."""
+    from ait_dynamo.kernels import runtime
+
+    runtime.BROKEN.clear()
+    yield
+    assert not runtime.BROKEN, f"generated kernels failed: {runtime.BROKEN}"
+
+
 def _kernels() -> list[int]:
     return [len(g.kernels) for g in metrics.compiled_graphs]
 
@@ -427,11 +437,11 @@ def test_a_failing_kernel_falls_back_to_aten(monkeypatch):
         raise RuntimeError("simulated Triton compile error")
 
     monkeypatch.setattr(runtime, "launch_pointwise", broken)
-    monkeypatch.setattr(runtime, "BROKEN", set())
     x = torch.randn(5, 7, device=DEVICE, requires_grad=True)
     with pytest.warns(RuntimeWarning, match="simulated Triton compile error"):
         check_compiled(lambda t: (t * 2).cos() + 1, x)
     assert len(runtime.BROKEN) == 2  # forward and backward kernels
+    runtime.BROKEN.clear()  # expected failures: the autouse check is for unexpected ones
 
 
 @needs_triton
