@@ -8,6 +8,7 @@ its name: a corrupt or truncated file is rewritten, never executed.
 from __future__ import annotations
 
 import hashlib
+import linecache
 import logging
 import os
 import tempfile
@@ -69,6 +70,9 @@ def load_module(source: str, cache_dir: str) -> tuple[types.ModuleType, bool]:
         path = f"<ait_dynamo generated {key[:16]}>"
     module = types.ModuleType(f"ait_dynamo_generated_{key[:16]}")
     module.__file__ = path
+    # Triton reads each kernel's source through inspect/linecache: serve it from memory, so a
+    # module that could not be written to disk still compiles.
+    linecache.cache[path] = (len(source), None, source.splitlines(True), path)
     exec(compile(source, path, "exec"), module.__dict__)
     with _lock:
         module = _loaded.setdefault(key, module)

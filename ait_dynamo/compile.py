@@ -20,8 +20,12 @@ from ait_dynamo._version import __version__
 from ait_dynamo.cache import load_module
 from ait_dynamo.config import AitConfig
 from ait_dynamo.debug import DebugDir
+from ait_dynamo.kernels import autotune
+from ait_dynamo.kernels.precompile import precompile
 from ait_dynamo.kernels.wrapper import generate_wrapper
+from ait_dynamo.fusion_report import build_report, emit_report
 from ait_dynamo.passes.fusion import build_plan
+from ait_dynamo.passes.plan import FusionGroup
 from ait_dynamo.passes.pipeline import run_passes
 
 log = logging.getLogger("ait_dynamo")
@@ -73,13 +77,21 @@ def compile_graph(
     debug.write("00-input.txt", gm.print_readable(print_output=False))
     try:
         work = run_passes(_copy_graph_module(gm), config, dump=debug.write if debug else None)
-        plan, _refusals = build_plan(work, config)
+        plan, refusals = build_plan(work, config)
+        record.refused = dict(refusals)
         debug.write("plan.txt", plan.describe())
-        generated = generate_wrapper(plan, work, __version__)
+        emit_report(build_report(name, plan, refusals), debug)
+        if config.autotune:
+            autotune.set_directory(config.cache_dir)
+        generated = generate_wrapper(plan, work, __version__, autotune=config.autotune)
         debug.write("module.py", generated.source)
         module, record.cache_hit = load_module(generated.source, config.cache_dir)
+        if config.compile_workers and not record.cache_hit:
+            precompile(module, generated.kernels, config.compile_workers)
         compiled: BoxedCallable = module.make_call(generated.constants)
         record.externs = list(generated.aten_externs)
+        record.kernels = [kernel.name for kernel in generated.kernels]
+        record.fused_ops = [str(n.target) for s in plan.steps if isinstance(s, FusionGroup) for n in s.nodes]
     except Exception as error:  # noqa: BLE001 - any compile failure must degrade, not crash
         message = f"ait_dynamo: compiling {name} failed ({type(error).__name__}: {error}); running it through ATen"
         warnings.warn(message, RuntimeWarning, stacklevel=2)

@@ -44,6 +44,14 @@ class AitConfig:
         fusion: group fusible ops into generated kernels; ``False`` runs every op through ATen.
         fallback_ops: aten ops (``"aten.mm"`` or ``"aten.mm.default"``) always run through ATen.
         cache_dir: on-disk cache of generated modules.
+        autotune: benchmark a few block sizes of each generated kernel once (CUDA, with
+            ``triton.testing.do_bench``) and keep the fastest, persisted per kernel and device
+            under ``cache_dir``; ``False`` uses the block-size heuristic.
+        compile_workers: threads compiling a graph's CUDA kernels ahead of their first launch
+            (static shapes); ``0`` compiles each kernel at its first launch instead.
+        fallback_random: random ops (dropout) run through ATen, so results equal eager's under
+            the same ``torch.manual_seed``; ``False`` generates them inside the fused kernels with
+            Philox (faster; same distribution, a different stream: see ``kernels/op_table.py``).
     """
 
     debug_dir: str | None = None
@@ -52,6 +60,9 @@ class AitConfig:
     fallback_ops: tuple[str, ...] = ()
     memory_budget: int | float | None = None
     cache_dir: str = field(default_factory=_default_cache_dir)
+    autotune: bool = False
+    fallback_random: bool = True
+    compile_workers: int = 4
 
     @staticmethod
     def option_names() -> tuple[str, ...]:
@@ -97,7 +108,7 @@ class AitConfig:
 
     def cache_token(self) -> str:
         """The options that change generated code (the cache key includes them)."""
-        return repr((self.fusion, self.fallback_ops))
+        return repr((self.fusion, self.fallback_ops, self.autotune, self.fallback_random))
 
 
 def _parse_str_or_none(name: str, value: Any) -> str | None:
@@ -113,6 +124,14 @@ def _parse_path(name: str, value: Any) -> str:
     if parsed is None:
         raise ValueError(f"ait backend: option {name!r} needs a folder path, got {value!r}")
     return parsed
+
+
+def _parse_workers(name: str, value: Any) -> int:
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value.strip())
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 64:
+        raise ValueError(f"ait backend: option {name!r} must be an int from 0 to 64, got {value!r}")
+    return value
 
 
 def _parse_partitioner(name: str, value: Any) -> str:
@@ -235,6 +254,9 @@ _PARSERS: dict[str, Callable[[str, Any], Any]] = {
     "fallback_ops": _parse_fallback_ops,
     "memory_budget": _parse_memory_budget,
     "cache_dir": _parse_path,
+    "autotune": _parse_bool,
+    "fallback_random": _parse_bool,
+    "compile_workers": _parse_workers,
 }
 assert set(_PARSERS) == set(AitConfig.option_names()), "every option needs a parser"
 

@@ -23,6 +23,8 @@ class GraphRecord:
     kind: str  # "forward" | "backward" | "inference" | "graph"
     kernels: list[str] = field(default_factory=list)
     externs: list[str] = field(default_factory=list)
+    fused_ops: list[str] = field(default_factory=list)  # aten ops computed inside the kernels
+    refused: dict[str, str] = field(default_factory=dict)  # node name → why it was not fused
     fallback_reason: str | None = None
     cache_hit: bool = False
     compile_seconds: float = 0.0

@@ -11,11 +11,15 @@ from typing import Any
 import jinja2
 from torch import fx
 
+from ait_dynamo.kernels.codegen import generate_kernel
+from ait_dynamo.kernels.group_call import SymbolLocals, aten_function_source, group_call_source
+from ait_dynamo.kernels.op_table import HELPERS_SOURCE
+
 from ait_dynamo.kernels.source import call_source, target_source, value_source
-from ait_dynamo.passes.plan import Plan
+from ait_dynamo.passes.plan import FusionGroup, Plan
 
 # Names the generated module uses itself; graph values never take them.
-_RESERVED = {"torch", "args", "call", "make_call", "constants"}
+_RESERVED = {"torch", "args", "call", "make_call", "constants", "triton", "tl", "tmath", "_rt", "error"}
 
 
 @dataclass(frozen=True)
@@ -23,6 +27,7 @@ class GeneratedModule:
     source: str
     constants: tuple[Any, ...]  # bound to make_call; not part of the source (nor the cache key)
     aten_externs: tuple[str, ...]
+    kernels: tuple[Any, ...] = ()  # GeneratedKernel per fusion group, in plan order
 
 
 @lru_cache(maxsize=1)
@@ -37,8 +42,8 @@ def _environment() -> jinja2.Environment:
     )
 
 
-def render_template(name: str, **parameters: Any) -> str:
-    return _environment().get_template(name).render(**parameters)
+def render_template(template_name: str, **parameters: Any) -> str:
+    return _environment().get_template(template_name).render(**parameters)
 
 
 class _Names:
@@ -62,22 +67,38 @@ class _Names:
         return name
 
 
-def generate_wrapper(plan: Plan, gm: fx.GraphModule, version: str) -> GeneratedModule:
+def generate_wrapper(plan: Plan, gm: fx.GraphModule, version: str, autotune: bool = False) -> GeneratedModule:
     # Imports first: their top-level names must not be taken by graph values.
+    call_nodes = [
+        node
+        for step in plan.steps
+        for node in (step.nodes if isinstance(step, FusionGroup) else [step.node])
+        if node.op == "call_function"
+    ]
     imports = {
         module
-        for step in plan.steps
-        if step.node.op == "call_function"
-        for module in [target_source(step.node.target)[1]]
+        for node in call_nodes
+        for module in [target_source(node.target)[1]]
         if module is not None and module != "torch"
     }
     names = _Names(_RESERVED | {module.split(".")[0] for module in imports})
     inputs = [names(p) for p in plan.placeholders]
+    symbols = SymbolLocals(plan.placeholders, names)
     constants: list[Any] = []
     constant_names: list[str] = []
     body: list[tuple[str, list[str]]] = []
     externs: list[str] = []
+    kernels: list[Any] = []
+    for group in (s for s in plan.steps if isinstance(s, FusionGroup)):
+        names.taken.add(group.name)
+        names.taken.add(f"{group.name}_aten")
+        names.taken.add(f"launched_{group.name}")
     for index, step in enumerate(plan.steps):
+        if isinstance(step, FusionGroup):
+            kernel = generate_kernel(step, names)
+            kernels.append(kernel)
+            body.append((group_call_source(step, kernel, names, symbols, autotune), [names(n) for n in plan.frees_after.get(index, [])]))
+            continue
         node = step.node
         if node.op == "get_attr":
             constants.append(_fetch_attr(gm, str(node.target)))
@@ -97,7 +118,7 @@ def generate_wrapper(plan: Plan, gm: fx.GraphModule, version: str) -> GeneratedM
                 externs.append(step.aten_op)
         if line is not None:
             body.append((line, [names(n) for n in plan.frees_after.get(index, [])]))
-    result = value_source(plan.output.args[0], names)
+    result = value_source(plan.output.args[0], _returned_names(plan, names))
     source = render_template(
         "wrapper.py.jinja",
         version=version,
@@ -105,10 +126,35 @@ def generate_wrapper(plan: Plan, gm: fx.GraphModule, version: str) -> GeneratedM
         constants=constant_names,
         inputs=inputs,
         unused_inputs=[names(p) for p in plan.unused_inputs],
+        symbols=symbols.lines(),
+        kernels=[k.source for k in kernels],
+        aten_functions=[aten_function_source(g, names) for g in plan.steps if isinstance(g, FusionGroup)],
+        helpers=HELPERS_SOURCE if kernels else "",
         body=body,
         result=result,
     )
-    return GeneratedModule(source=source, constants=tuple(constants), aten_externs=tuple(externs))
+    return GeneratedModule(
+        source=source, constants=tuple(constants), aten_externs=tuple(externs), kernels=tuple(kernels)
+    )
+
+
+def _returned_names(plan: Plan, names: _Names) -> Any:
+    """Names for the returned values: the k-th return of a value a kernel writes several times
+    is its k-th buffer, so autograd gets distinct tensors and never clones them."""
+    copies: dict[fx.Node, int] = {}
+    for step in plan.steps:
+        if isinstance(step, FusionGroup):
+            copies.update(step.output_copies)
+    seen: dict[fx.Node, int] = {}
+
+    def name(node: fx.Node) -> str:
+        if node not in copies:
+            return names(node)
+        index = seen.get(node, 0)
+        seen[node] = index + 1
+        return names(node) if index == 0 else f"{names(node)}__copy{index}"
+
+    return name
 
 
 def _fetch_attr(gm: fx.GraphModule, target: str) -> Any:

@@ -40,7 +40,66 @@ _DECOMPOSED_OPS = [
     aten.addcdiv,
     aten.lerp,
     aten.xlogy,
+    # Row ops: decomposed into reductions + pointwise so that the fusion planner builds one row
+    # kernel each (with their prologue and epilogue) instead of calling ATen's fused kernel.
+    aten._softmax,
+    aten._log_softmax,
+    aten._softmax_backward_data,
+    aten._log_softmax_backward_data,
+    aten.native_layer_norm,
+    aten.native_layer_norm_backward,
+    aten.logsumexp,
+    *[getattr(aten, name) for name in ("_fused_rms_norm", "_fused_rms_norm_backward") if hasattr(aten, name)],
 ]
+
+
+def _reduced_count(x: torch.Tensor, dims: Any) -> Any:
+    if dims is None or (isinstance(dims, (list, tuple)) and len(dims) == 0):
+        return x.numel()
+    dims = [dims] if isinstance(dims, int) else dims
+    count = 1
+    for d in dims:
+        count = count * x.shape[d]
+    return count
+
+
+def _var_mean(x: torch.Tensor, dim: Any = None, *, correction: Any = None, keepdim: bool = False) -> tuple:
+    """Two-pass variance in aten sum/sub/mul (torch's own decomposition emits prims.var, which
+    the planner cannot fuse). Low-precision inputs are computed in float32, as ATen does."""
+    dims = list(range(x.dim())) if dim is None or (isinstance(dim, (list, tuple)) and len(dim) == 0) else dim
+    dims = [dims] if isinstance(dims, int) else list(dims)
+    source = x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+    count = _reduced_count(x, dims)
+    mean = aten.sum.dim_IntList(source, dims, True) / count
+    centered = source - mean
+    total = aten.sum.dim_IntList(centered * centered, dims, keepdim)
+    divisor = count - (1 if correction is None else correction)
+    var = total / (divisor if not isinstance(divisor, (int, float)) or divisor > 0 else 0)
+    if not keepdim:
+        mean = aten.squeeze.dims(mean, dims)
+    return var.to(x.dtype), mean.to(x.dtype)
+
+
+def _var(x: torch.Tensor, dim: Any = None, *, correction: Any = None, keepdim: bool = False) -> torch.Tensor:
+    return _var_mean(x, dim, correction=correction, keepdim=keepdim)[0]
+
+
+def _std(x: torch.Tensor, dim: Any = None, *, correction: Any = None, keepdim: bool = False) -> torch.Tensor:
+    var = _var_mean(x, dim, correction=correction, keepdim=keepdim)[0]
+    return aten.sqrt.default(var.float() if var.dtype in (torch.float16, torch.bfloat16) else var).to(x.dtype)
+
+
+def _std_mean(x: torch.Tensor, dim: Any = None, *, correction: Any = None, keepdim: bool = False) -> tuple:
+    var, mean = _var_mean(x, dim, correction=correction, keepdim=keepdim)
+    return aten.sqrt.default(var.float() if var.dtype in (torch.float16, torch.bfloat16) else var).to(x.dtype), mean
+
+
+_OWN_DECOMPOSITIONS: dict[Any, Callable[..., Any]] = {
+    aten.var_mean.correction: _var_mean,
+    aten.var.correction: _var,
+    aten.std.correction: _std,
+    aten.std_mean.correction: _std_mean,
+}
 
 
 def decomposition_table(config: Any = None) -> dict[torch._ops.OpOverload, Callable[..., Any]]:
@@ -48,4 +107,9 @@ def decomposition_table(config: Any = None) -> dict[torch._ops.OpOverload, Calla
     and a decomposed activation would only cost extra kernel launches."""
     if config is not None and not config.fusion:
         return {}
-    return get_decompositions(_DECOMPOSED_OPS)
+    table = get_decompositions(_DECOMPOSED_OPS)
+    table.update(_OWN_DECOMPOSITIONS)
+    if config is not None and not config.fallback_random:
+        # dropout → rand_like + compare + scale, generated in-kernel with Philox (kernels/op_table.py)
+        table.update(get_decompositions([aten.native_dropout, aten.native_dropout_backward]))
+    return table

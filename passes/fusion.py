@@ -1,20 +1,36 @@
-"""The fusion planner: graph → :class:`~ait_dynamo.passes.plan.Plan`.
+"""The fusion planner: graph → :class:`~ait_dynamo.passes.plan.Plan` of fusion groups and externs.
 
-At this stage every node becomes an :class:`ExternCall` run through ATen; fusion groups are added
-by the fusion planner work (kernels generated from templates). ``refuse`` is the one place that
-records why a node was not fused, so the fusion report can show every reason.
+Nodes are visited in graph order. A fusible node (see ``kernels/op_table.py``) joins the groups of
+its producers when their iteration spaces agree, else starts a group; reductions turn a group into
+a REDUCTION group over ``(space, reduced dims)``, and later pointwise consumers of the reduced rows
+(softmax's division, layer_norm's scaling) join it as an epilogue. Each member carries a *dim map*:
+for each of its dims, the iteration dim it runs along (``None`` for a size-1 broadcast dim), which
+is how broadcasting and views inside a group become index arithmetic instead of copies.
+
+``refuse`` is the one place that records why a node was not fused; the fusion report shows them.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
+import operator
+from dataclasses import dataclass, field
 from typing import Any
 
+import torch
 from torch import fx
 
-from ait_dynamo.passes.plan import ExternCall, Plan, compute_lifetimes
+from ait_dynamo.kernels import op_table
+from ait_dynamo.kernels.op_table import OpClass, Operand, Unsupported
+from ait_dynamo.passes.graph_utils import is_mutating, meta_value
+from ait_dynamo.passes.plan import ExternCall, FusionGroup, Plan, Step, compute_lifetimes
+from ait_dynamo.passes.fusion_maps import DimMap, Refused, flatten, order_steps, view_map
+from ait_dynamo.passes.sizes import SizeError, free_symbols, is_one, same_size, size_source_ok, symbol_sources
 
 log = logging.getLogger("ait_dynamo")
+aten = torch.ops.aten
+
 
 
 def refuse(refusals: dict[str, str], node: fx.Node, reason: str) -> None:
@@ -23,22 +39,567 @@ def refuse(refusals: dict[str, str], node: fx.Node, reason: str) -> None:
     log.debug("not fused: %s (%s): %s", node.name, node.target, reason)
 
 
+
+
+@dataclass
+class _Group:
+    ident: int
+    space: tuple
+    reduced: frozenset = frozenset()
+    nodes: list[fx.Node] = field(default_factory=list)
+    maps: dict[fx.Node, DimMap] = field(default_factory=dict)
+
+    @property
+    def is_reduction(self) -> bool:
+        return bool(self.reduced)
+
+
+def _tensor_meta(node: Any) -> torch.Tensor | None:
+    value = meta_value(node)
+    return value if isinstance(value, torch.Tensor) else None
+
+
+def _check_tensor(node: fx.Node, known_symbols: set) -> torch.Tensor:
+    value = _tensor_meta(node)
+    if value is None:
+        raise Refused("result is not a single tensor")
+    if value.dtype not in op_table.FUSIBLE_DTYPES:
+        raise Refused(f"dtype {value.dtype} is not fused")
+    if value.layout != torch.strided:
+        raise Refused("non-strided layout")
+    for size in list(value.shape) + list(value.stride()) + [value.storage_offset()]:
+        if not size_source_ok(size) or not free_symbols(size) <= known_symbols:
+            raise Refused(f"size expression {size} cannot be computed at run time")
+    return value
+
+
+class Planner:
+    def __init__(self, gm: fx.GraphModule, config: Any):
+        self.gm = gm
+        self.config = config
+        self.refusals: dict[str, str] = {}
+        self.group_of: dict[fx.Node, _Group] = {}
+        self.groups: dict[int, _Group] = {}
+        self.ids = itertools.count()
+        self.merged_into: dict[int, int] = {}
+        self.index: dict[fx.Node, int] = {}
+        placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
+        self.known_symbols = set(symbol_sources(placeholders, lambda n: n.name))
+
+    # -- group bookkeeping --------------------------------------------------------------------
+
+    def _root(self, ident: int) -> int:
+        while ident in self.merged_into:
+            ident = self.merged_into[ident]
+        return ident
+
+    def _would_cycle(self, members: list[fx.Node], joining: set[int]) -> bool:
+        """True if running ``members`` as one kernel would close a cycle between kernels: some
+        input of theirs (through ATen calls and through whole other kernels, which run
+        atomically) depends on one of them. The search goes backwards from their inputs; nodes
+        that precede every member cannot depend on them and are not explored."""
+        member_set = set(members)
+        first = min(self.index[m] for m in members)
+        seen_nodes: set[fx.Node] = set()
+        seen_groups: set[int] = set()
+        stack = [u for m in members for u in m.all_input_nodes if u not in member_set]
+        while stack:
+            node = stack.pop()
+            if node in member_set:
+                return True
+            if node in seen_nodes:
+                continue
+            seen_nodes.add(node)
+            group = self.group_of.get(node)
+            if group is None:
+                if self.index.get(node, -1) > first:
+                    stack.extend(node.all_input_nodes)
+                continue
+            root = self._root(group.ident)
+            if root in joining:
+                return True
+            if root in seen_groups:
+                continue
+            seen_groups.add(root)
+            if max(self.index[n] for n in group.nodes) < first:
+                continue
+            for member in group.nodes:
+                stack.extend(u for u in member.all_input_nodes if self.group_of.get(u) is not group)
+        return False
+
+    def _new_group(self, space: tuple) -> _Group:
+        group = _Group(next(self.ids), tuple(space))
+        self.groups[group.ident] = group
+        return group
+
+    def _add(self, group: _Group, node: fx.Node, dim_map: DimMap) -> None:
+        group.nodes.append(node)
+        group.maps[node] = tuple(dim_map)
+        self.group_of[node] = group
+
+    # -- space arithmetic ---------------------------------------------------------------------
+
+    @staticmethod
+    def _regrow(group: _Group, space: tuple) -> bool:
+        """Widen a pointwise group's space to ``space`` (its old space broadcasts to it)."""
+        offset = len(space) - len(group.space)
+        if offset < 0 or group.is_reduction:
+            return False
+        remap: list[int | None] = []
+        for d, size in enumerate(group.space):
+            if same_size(size, space[d + offset]):
+                remap.append(d + offset)
+            elif is_one(size):
+                remap.append(None)
+            else:
+                return False
+        group.maps = {
+            n: tuple(None if m is None else remap[m] for m in dim_map) for n, dim_map in group.maps.items()
+        }
+        group.space = tuple(space)
+        return True
+
+    def _merge(self, first: _Group, second: _Group) -> _Group:
+        if first is second:
+            return first
+        if len(first.space) != len(second.space) or not all(
+            same_size(a, b) for a, b in zip(first.space, second.space)
+        ):
+            if not first.is_reduction and self._regrow(first, second.space):
+                pass
+            elif not second.is_reduction and self._regrow(second, first.space):
+                pass
+            else:
+                raise Refused("producer groups have different iteration spaces")
+        if first.is_reduction and second.is_reduction and first.reduced != second.reduced:
+            raise Refused("producer groups reduce different dims")
+        first.reduced = first.reduced or second.reduced
+        for node in second.nodes:
+            self._add(first, node, second.maps[node])
+        self.merged_into[second.ident] = first.ident
+        del self.groups[second.ident]
+        return first
+
+    # -- node kinds ---------------------------------------------------------------------------
+
+    def _node_map(self, node: fx.Node, group: _Group, shape: tuple) -> DimMap:
+        """Dim map of a pointwise ``node`` joining ``group``: from its in-group operands where they
+        say, else by right-aligned broadcasting against the group's space."""
+        dims: list[int | None] = [None] * len(shape)
+        known = [False] * len(shape)
+        for used in node.all_input_nodes:
+            if self.group_of.get(used) is not group:
+                continue
+            used_shape = tuple(_tensor_meta(used).shape)
+            offset = len(shape) - len(used_shape)
+            if offset < 0:
+                raise Refused("operand has more dims than the result")
+            for k, target in enumerate(group.maps[used]):
+                if target is None:
+                    continue
+                position = k + offset
+                if known[position] and dims[position] != target:
+                    raise Refused("operands run along different iteration dims")
+                dims[position], known[position] = target, True
+        offset = len(group.space) - len(shape)
+        for k, size in enumerate(shape):
+            if known[k]:
+                continue
+            if is_one(size):
+                continue
+            target = k + offset
+            if target < 0 or not same_size(size, group.space[target]):
+                raise Refused("result does not line up with the group's iteration space")
+            dims[k] = target
+        mapped = [d for d in dims if d is not None]
+        if len(set(mapped)) != len(mapped):
+            raise Refused("two dims of the result run along one iteration dim")
+        for k, target in enumerate(dims):
+            if target is not None and not same_size(shape[k], group.space[target]):
+                raise Refused("size differs from the iteration space")
+        return tuple(dims)
+
+    def _try_emit(self, node: fx.Node) -> None:
+        """Run the op table's emitter on placeholder operands: raises if the node is unsupported."""
+        rule = op_table.POINTWISE[node.target]
+
+        def operand(value: Any) -> Any:
+            if isinstance(value, fx.Node):
+                meta = _tensor_meta(value)
+                if meta is None:
+                    raise Refused("operand is not a tensor (a symbolic scalar)")
+                if meta.dtype not in op_table.FUSIBLE_DTYPES:
+                    raise Refused(f"operand dtype {meta.dtype} is not fused")
+                return Operand("v", meta.dtype)
+            if isinstance(value, (list, tuple)):
+                return type(value)(operand(v) for v in value)
+            return value
+
+        args = [operand(a) for a in node.args]
+        kwargs = {k: operand(v) for k, v in node.kwargs.items()}
+        try:
+            rule.emit(*args, **kwargs)
+        except Unsupported as error:
+            raise Refused(str(error)) from None
+        except TypeError as error:
+            raise Refused(f"arguments not understood ({error})") from None
+
+    def _iota(self, node: fx.Node) -> None:
+        value = _check_tensor(node, self.known_symbols)
+        if value.dtype.is_floating_point or value.dtype == torch.bool:
+            raise Refused(f"arange of {value.dtype} (ATen accumulates float aranges in a wider type)")
+        start, step = op_table.iota_arguments(node.target, node.args)
+        if not all(isinstance(v, int) and not isinstance(v, bool) for v in (start, step)):
+            raise Refused("arange with symbolic or non-integer start/step")
+        if node.kwargs.get("layout") not in (None, torch.strided) or node.kwargs.get("pin_memory"):
+            raise Refused("arange with a layout or pinned memory")
+        self._pointwise(node, emit_check=False)
+
+    def _random(self, node: fx.Node) -> None:
+        if getattr(self.config, "fallback_random", True):
+            raise Refused("random op kept in ATen (fallback_random=True: results match eager's seed)")
+        value = _check_tensor(node, self.known_symbols)
+        if not value.dtype.is_floating_point:
+            raise Refused(f"random {value.dtype}")
+        if any(not isinstance(s, int) for s in value.shape):
+            raise Refused("random tensor of symbolic shape")
+        if node.kwargs.get("generator") is not None:
+            raise Refused("random op with an explicit generator")
+        if node.kwargs.get("layout") not in (None, torch.strided) or node.kwargs.get("pin_memory"):
+            raise Refused("random op with a layout or pinned memory")
+        self._pointwise(node, emit_check=False)
+
+    def _pointwise(self, node: fx.Node, emit_check: bool = True) -> None:
+        value = _check_tensor(node, self.known_symbols)
+        for used in node.all_input_nodes:
+            meta = _tensor_meta(used)
+            if meta is not None and meta.device != value.device:
+                raise Refused("moves data between devices")
+        if emit_check:
+            self._try_emit(node)
+        shape = tuple(value.shape)
+        producers = []
+        for used in node.all_input_nodes:
+            group = self.group_of.get(used)
+            if group is not None and group not in producers:
+                producers.append(group)
+        candidates = [g for g in producers]
+        joined: _Group | None = None
+        if candidates:
+            joined = self._join(node, candidates, shape)
+        if joined is None:
+            group = self._new_group(shape)
+            self._add(group, node, tuple(None if is_one(s) else d for d, s in enumerate(shape)))
+
+    def _join(self, node: fx.Node, candidates: list[_Group], shape: tuple) -> _Group | None:
+        """Join ``node`` to as many producer groups as can be merged, largest first."""
+        ordered = sorted(candidates, key=lambda g: -len(g.nodes))
+        for count in range(len(ordered), 0, -1):
+            chosen = ordered[:count]
+            ids = {g.ident for g in chosen}
+            members = [n for g in chosen for n in g.nodes] + [node]
+            if self._would_cycle(members, ids):
+                continue
+            snapshot = [(g, g.space, g.reduced, list(g.nodes), dict(g.maps)) for g in chosen]
+            try:
+                group = chosen[0]
+                for other in chosen[1:]:
+                    group = self._merge(group, other)
+                if not group.is_reduction and not (
+                    len(shape) == len(group.space) and all(same_size(a, b) for a, b in zip(shape, group.space))
+                ):
+                    self._regrow(group, tuple(shape))  # a no-op when the node is the smaller one
+                dim_map = self._node_map(node, group, shape)
+            except Refused as error:
+                self._restore(snapshot)
+                log.debug("%s does not join %s: %s", node.name, [g.ident for g in chosen], error)
+                continue
+            self._add(group, node, dim_map)
+            return group
+        return None
+
+    def _restore(self, snapshot: list) -> None:
+        for group, space, reduced, nodes, maps in snapshot:
+            group.space, group.reduced, group.nodes, group.maps = space, reduced, nodes, maps
+            self.groups[group.ident] = group
+            self.merged_into.pop(group.ident, None)
+            for node in nodes:
+                self.group_of[node] = group
+
+    def _reduction_dims(self, node: fx.Node, rank: int) -> tuple[list[int], bool]:
+        if node.target in (aten.sum.default, aten.prod.default, aten.any.default, aten.all.default):
+            return list(range(rank)), False  # over everything
+        dims = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim")
+        keepdim = node.args[2] if len(node.args) > 2 else node.kwargs.get("keepdim", False)
+        if dims is None or (isinstance(dims, (list, tuple)) and len(dims) == 0):
+            dims = list(range(rank))
+        if isinstance(dims, int):
+            dims = [dims]
+        dims = sorted({d % rank if rank else 0 for d in dims})
+        return dims, bool(keepdim)
+
+    def _reduction(self, node: fx.Node) -> None:
+        value = _check_tensor(node, self.known_symbols)
+        source = node.args[0]
+        if not isinstance(source, fx.Node):
+            raise Refused("reduction of a non-tensor")
+        source_meta = _check_tensor(source, self.known_symbols)
+        extra = [a for a in node.all_input_nodes if a is not source]
+        if extra:
+            raise Refused("reduction with symbolic arguments")
+        if source_meta.dim() == 0:
+            raise Refused("reduction of a 0-dim tensor")
+        if source_meta.dtype == torch.bool and op_table.REDUCTIONS[node.target] in ("max", "min"):
+            raise Refused("amax/amin of bool")
+        if value.dtype.is_floating_point != source_meta.dtype.is_floating_point and op_table.REDUCTIONS[node.target] not in (
+            "sum", "prod", "any", "all"
+        ):
+            raise Refused("reduction changes the dtype class")
+        dims, keepdim = self._reduction_dims(node, source_meta.dim())
+        if op_table.REDUCTIONS[node.target] in ("max", "min"):
+            reduced_sizes = [source_meta.shape[d] for d in dims]
+            if any(isinstance(s, int) and s == 0 for s in reduced_sizes):
+                raise Refused("amax/amin over an empty dim (ATen raises)")
+        group = self.group_of.get(source)
+        source_shape = tuple(source_meta.shape)
+        if group is not None:
+            source_map = group.maps[source]
+            full = {m for m in source_map if m is not None}
+            non_unit = {d for d, s in enumerate(group.space) if not is_one(s)}
+            reduced = frozenset(source_map[d] for d in dims if source_map[d] is not None)
+            joinable = (
+                full >= non_unit
+                and not self._would_cycle(group.nodes + [node], {group.ident})
+                and (not group.is_reduction or group.reduced == reduced)
+                and reduced
+            )
+            if joinable:
+                group.reduced = reduced
+                self._add(group, node, self._reduced_map(source_map, dims, keepdim))
+                return
+            log.debug("%s starts its own group (source group space differs)", node.name)
+        group = self._new_group(source_shape)
+        identity = tuple(None if is_one(s) else d for d, s in enumerate(source_shape))
+        reduced = frozenset(identity[d] for d in dims if identity[d] is not None)
+        if not reduced:
+            self._forget(group)
+            raise Refused("reduces only size-1 dims")
+        group.reduced = reduced
+        self._add(group, node, self._reduced_map(identity, dims, keepdim))
+
+    @staticmethod
+    def _reduced_map(source_map: DimMap, dims: list[int], keepdim: bool) -> DimMap:
+        if keepdim:
+            return tuple(None if k in dims else m for k, m in enumerate(source_map))
+        return tuple(m for k, m in enumerate(source_map) if k not in dims)
+
+    def _forget(self, group: _Group) -> None:
+        self.groups.pop(group.ident, None)
+
+    def _view(self, node: fx.Node) -> None:
+        value = _check_tensor(node, self.known_symbols)
+        source = node.args[0]
+        group = self.group_of.get(source) if isinstance(source, fx.Node) else None
+        if group is None:
+            raise Refused("view of a tensor computed outside any group (a metadata-only ATen call)")
+        source_map = group.maps[source]
+        source_shape = tuple(_tensor_meta(source).shape)
+        shape = tuple(value.shape)
+        dim_map = view_map(node, source_shape, source_map, shape)
+        for k, target in enumerate(dim_map):
+            if target is not None and not same_size(shape[k], group.space[target]):
+                raise Refused("view result does not line up with the iteration space")
+        self._add(group, node, dim_map)
+
+    # -- driver -------------------------------------------------------------------------------
+
+    def visit(self, node: fx.Node) -> None:
+        if not self.config.fusion:
+            return
+        if self.config.is_fallback(node.target):
+            refuse(self.refusals, node, "listed in fallback_ops")
+            return
+        if node.op != "call_function":
+            refuse(self.refusals, node, f"{node.op} node")
+            return
+        if is_mutating(node):
+            refuse(self.refusals, node, "mutates an input (kept in ATen)")
+            return
+        kind = op_table.op_class(node.target)
+        try:
+            if node.target in op_table.IOTA:
+                self._iota(node)
+            elif kind is OpClass.POINTWISE:
+                self._pointwise(node)
+            elif kind is OpClass.REDUCTION:
+                self._reduction(node)
+            elif kind is OpClass.VIEW:
+                self._view(node)
+            elif node.target in op_table.RANDOM_UNIFORM:
+                self._random(node)
+            elif node.target is operator.getitem or kind is OpClass.OTHER:
+                if node.target is not operator.getitem and isinstance(node.target, torch._ops.OpOverload):
+                    refuse(self.refusals, node, "not in the op table")
+            else:
+                refuse(self.refusals, node, f"{kind.value} op")
+        except (Refused, SizeError) as error:
+            refuse(self.refusals, node, str(error))
+
+    def run(self) -> tuple[Plan, dict[str, str]]:
+        graph = self.gm.graph
+        placeholders: list[fx.Node] = []
+        output: fx.Node | None = None
+        order: list[fx.Node] = []
+        self.index = {node: position for position, node in enumerate(graph.nodes)}
+        for node in graph.nodes:
+            if node.op == "placeholder":
+                placeholders.append(node)
+            elif node.op == "output":
+                output = node
+            else:
+                self.visit(node)
+                order.append(node)
+        assert output is not None, "an FX graph always ends in an output node"
+        if self.config.fusion:
+            self._fuse_horizontally()
+        steps = self._steps(order, output)
+        plan = Plan(graph=graph, placeholders=placeholders, steps=steps, output=output)
+        compute_lifetimes(plan)
+        return plan, self.refusals
+
+    def _fuse_horizontally(self) -> None:
+        """Merge independent groups over the same iteration space, reduced dims and device: one
+        launch instead of several, and inputs they share are read once."""
+        buckets: dict[Any, list[_Group]] = {}
+        for group in sorted(self.groups.values(), key=lambda g: g.ident):
+            device = _tensor_meta(group.nodes[0]).device
+            key = (tuple(str(s) for s in group.space), group.reduced, str(device))
+            buckets.setdefault(key, []).append(group)
+        for candidates in buckets.values():
+            merged: list[_Group] = []
+            for group in candidates:
+                for target in merged:
+                    if not all(same_size(a, b) for a, b in zip(group.space, target.space)):
+                        continue
+                    if self._would_cycle(group.nodes + target.nodes, {group.ident, target.ident}):
+                        continue
+                    self._merge(target, group)
+                    break
+                else:
+                    merged.append(group)
+
+    def _steps(self, order: list[fx.Node], output: fx.Node) -> list[Step]:
+        """Groups become one step each, placed where their last member was; members nobody
+        outside reads are not outputs. A group with no output (dead) is dropped."""
+        users_outside: dict[fx.Node, int] = {}
+        returned = [a for a in flatten(output.args[0]) if isinstance(a, fx.Node)]
+        for node in order:
+            group = self.group_of.get(node)
+            if group is None:
+                continue
+            for user in node.users:
+                if self.group_of.get(user) is not group:
+                    users_outside[node] = users_outside.get(node, 0) + 1
+        last_member: dict[int, fx.Node] = {}
+        for node in order:
+            if node in self.group_of:
+                last_member[self.group_of[node].ident] = node
+        steps: list[Step] = []
+        kernel_names = itertools.count()
+        for node in order:
+            group = self.group_of.get(node)
+            if group is None:
+                steps.append(ExternCall(node))
+                continue
+            if last_member[group.ident] is not node:
+                continue
+            members = [n for n in order if self.group_of.get(n) is group]
+            outputs = [n for n in members if n in users_outside]
+            inputs: list[fx.Node] = []
+            scalars: list[fx.Node] = []
+            for member in members:
+                for used in member.all_input_nodes:
+                    if self.group_of.get(used) is group or used in inputs or used in scalars:
+                        continue
+                    (inputs if isinstance(_tensor_meta(used), torch.Tensor) else scalars).append(used)
+            if not outputs:
+                continue
+            copies = {n: returned.count(n) for n in outputs if returned.count(n) > 1}
+            input_views, view_chains = {}, {}
+            for used in inputs:
+                folded = _fold_view(used, self.group_of)
+                if folded is not None:
+                    input_views[used], view_chains[used] = folded[:2], folded[2]
+            steps.append(
+                FusionGroup(
+                    name=f"kernel_{next(kernel_names)}",
+                    kind="reduction" if group.is_reduction else "pointwise",
+                    nodes=members,
+                    inputs=inputs,
+                    outputs=outputs,
+                    space=group.space,
+                    reduced=tuple(sorted(group.reduced)),
+                    dim_maps={n: group.maps[n] for n in members},
+                    output_copies=copies,
+                    input_views=input_views,
+                    view_chains=view_chains,
+                    scalar_inputs=scalars,
+                )
+            )
+        return order_steps(_drop_folded_views(steps, returned))
+
+
+_FOLDED_VIEWS = frozenset({
+    aten.view.default, aten._unsafe_view.default, aten.expand.default, aten.permute.default,
+    aten.transpose.int, aten.t.default, aten.unsqueeze.default, aten.squeeze.dim, aten.squeeze.dims,
+    aten.squeeze.default, aten.slice.Tensor, aten.alias.default,
+})
+
+
+def _static_layout(meta: Any) -> bool:
+    if not isinstance(meta, torch.Tensor) or meta.layout != torch.strided:
+        return False
+    return all(isinstance(v, int) for v in (*meta.shape, *meta.stride(), meta.storage_offset()))
+
+
+def _fold_view(node: fx.Node, group_of: dict) -> tuple[fx.Node, int, list[fx.Node]] | None:
+    """(base, element offset, view chain) when a group input is a chain of views of a tensor
+    with static layouts: the kernel then reads the base in place through the view's strides."""
+    chain: list[fx.Node] = []
+    current = node
+    while (
+        current.op == "call_function" and current.target in _FOLDED_VIEWS and current not in group_of
+        and isinstance(current.args[0], fx.Node)
+    ):
+        chain.append(current)
+        current = current.args[0]
+    if not chain or not _static_layout(node.meta.get("val")) or not _static_layout(current.meta.get("val")):
+        return None
+    base_meta, view_meta = current.meta["val"], node.meta["val"]
+    if base_meta.device != view_meta.device or base_meta.dtype != view_meta.dtype:
+        return None
+    return current, view_meta.storage_offset() - base_meta.storage_offset(), list(reversed(chain))
+
+
+def _drop_folded_views(steps: list[Step], returned: list[fx.Node]) -> list[Step]:
+    """A view step is not run when the graph does not return it and each of its readers is a
+    kernel reading it in place (or another such view)."""
+    folded_in: dict[fx.Node, list[FusionGroup]] = {}
+    for step in steps:
+        if isinstance(step, FusionGroup):
+            for chain in step.view_chains.values():
+                for view in chain:
+                    folded_in.setdefault(view, []).append(step)
+    dropped: set[fx.Node] = set()
+    for step in reversed(steps):
+        if not isinstance(step, ExternCall) or step.node not in folded_in or step.node in returned:
+            continue
+        groups = folded_in[step.node]
+        if all(user in dropped or any(user in group.nodes for group in groups) for user in step.node.users):
+            dropped.add(step.node)
+    return [s for s in steps if not (isinstance(s, ExternCall) and s.node in dropped)]
+
+
 def build_plan(gm: fx.GraphModule, config: Any) -> tuple[Plan, dict[str, str]]:
-    """Steps in graph order; returns the plan and the refusals (node name → reason)."""
-    refusals: dict[str, str] = {}
-    placeholders: list[fx.Node] = []
-    steps: list[ExternCall] = []
-    output: fx.Node | None = None
-    for node in gm.graph.nodes:
-        if node.op == "placeholder":
-            placeholders.append(node)
-        elif node.op == "output":
-            output = node
-        else:
-            if config.is_fallback(node.target):
-                refuse(refusals, node, "listed in fallback_ops")
-            steps.append(ExternCall(node))
-    assert output is not None, "an FX graph always ends in an output node"
-    plan = Plan(graph=gm.graph, placeholders=placeholders, steps=steps, output=output)
-    compute_lifetimes(plan)
-    return plan, refusals
+    """Steps in dependency order; returns the plan and the refusals (node name → reason)."""
+    return Planner(gm, config).run()

@@ -27,7 +27,57 @@ class ExternCall:
         return None
 
 
-Step = ExternCall
+@dataclass
+class FusionGroup:
+    """Nodes computed by one generated kernel.
+
+    ``space`` is the iteration space (sizes, ints or SymInts); ``reduced`` the iteration dims a
+    REDUCTION group reduces. ``dim_maps[node][k]`` is the iteration dim that the node's dim ``k``
+    runs along, or ``None`` where the node has size 1 (broadcast). ``outputs`` are the members read
+    outside the group; ``output_copies[node]`` > 1 when the graph returns that value several times
+    (the kernel writes one buffer per occurrence, so autograd never clones them)."""
+
+    name: str
+    kind: str  # "pointwise" | "reduction"
+    nodes: list[fx.Node]
+    inputs: list[fx.Node]
+    outputs: list[fx.Node]
+    space: tuple
+    reduced: tuple[int, ...]
+    dim_maps: dict[fx.Node, tuple]
+    output_copies: dict[fx.Node, int] = field(default_factory=dict)
+    # inputs that are views of another tensor, read in place: view → (base, element offset of
+    # the view in the base); the kernel indexes the base with the view's strides
+    input_views: dict[fx.Node, tuple[fx.Node, int]] = field(default_factory=dict)
+    view_chains: dict[fx.Node, list[fx.Node]] = field(default_factory=dict)  # view → views from its base
+    # non-tensor values members take (symbolic sizes of a view): only the ATen path needs them
+    scalar_inputs: list[fx.Node] = field(default_factory=list)
+
+    @property
+    def node(self) -> fx.Node:
+        return self.outputs[0]
+
+    @property
+    def aten_op(self) -> str | None:
+        return None
+
+    def reads(self) -> list[fx.Node]:
+        """The buffers the kernel reads (the base of a view read in place)."""
+        result: list[fx.Node] = []
+        for node in self.inputs:
+            read = self.input_views[node][0] if node in self.input_views else node
+            if read not in result:
+                result.append(read)
+        return result + [n for n in self.scalar_inputs if n not in result]
+
+    def produces(self) -> list[fx.Node]:
+        return list(self.outputs)
+
+    def op_names(self) -> list[str]:
+        return [str(n.target) for n in self.nodes]
+
+
+Step = ExternCall | FusionGroup
 
 
 @dataclass
@@ -44,6 +94,16 @@ class Plan:
     def describe(self) -> str:
         lines = [f"inputs: {', '.join(p.name for p in self.placeholders)}"]
         for index, step in enumerate(self.steps):
+            if isinstance(step, FusionGroup):
+                line = (
+                    f"{index:4d} {step.kind} {step.name}: {', '.join(n.name for n in step.outputs)} = "
+                    f"[{', '.join(n.name for n in step.nodes)}] over {tuple(step.space)}"
+                    + (f" reducing dims {list(step.reduced)}" if step.reduced else "")
+                )
+                if self.frees_after.get(index):
+                    line += f"   free: {', '.join(n.name for n in self.frees_after[index])}"
+                lines.append(line)
+                continue
             op = step.aten_op or getattr(step.node.target, "__name__", str(step.node.target))
             line = f"{index:4d} extern {step.name} = {op}"
             if self.frees_after.get(index):
@@ -61,6 +121,12 @@ def compute_lifetimes(plan: Plan) -> None:
     produced_by: dict[fx.Node, int] = {}
     last_use: dict[fx.Node, int] = {}
     for index, step in enumerate(plan.steps):
+        if isinstance(step, FusionGroup):
+            for produced in step.outputs:
+                produced_by[produced] = index
+            for used in step.reads():
+                last_use[used] = index
+            continue
         produced_by[step.node] = index
         for used in step.node.all_input_nodes:
             last_use[used] = index

@@ -1,0 +1,166 @@
+"""Run-time helpers the generated wrapper modules call: where Triton runs, block sizes, launches.
+
+Block sizes come from a heuristic on the sizes of the call (``pointwise_config`` /
+``reduction_config``); with the ``autotune`` option, :mod:`ait_dynamo.kernels.autotune` picks among
+a few configurations once per kernel and device and remembers the choice on disk.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from typing import Any, Callable, Sequence
+
+import torch
+
+try:
+    import triton
+
+    HAS_TRITON = True
+except ImportError:  # pragma: no cover - triton ships with torch on Linux
+    triton = None  # type: ignore[assignment]
+    HAS_TRITON = False
+
+INTERPRETING = os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+
+
+def triton_runs_on(device_type: str) -> bool:
+    """CUDA tensors run generated Triton kernels; CPU tensors only under Triton's interpreter."""
+    if not HAS_TRITON:
+        return False
+    if device_type == "cuda":
+        return not INTERPRETING and torch.cuda.is_available()
+    if device_type == "cpu":
+        return INTERPRETING
+    return False
+
+
+BROKEN: set[Any] = set()  # kernels that failed to compile or launch: their groups run through ATen
+
+
+def mark_broken(kernel: Any, error: BaseException) -> None:
+    """Remember a kernel that failed (a Triton compile error, a launch error) and warn once.
+    Running out of memory is not the kernel's fault: that error propagates."""
+    if isinstance(error, torch.cuda.OutOfMemoryError):
+        raise error
+    if kernel in BROKEN:
+        return
+    BROKEN.add(kernel)
+    name = getattr(kernel, "__name__", None) or getattr(getattr(kernel, "fn", None), "__name__", "kernel")
+    warnings.warn(
+        f"ait_dynamo: generated kernel {name} failed ({type(error).__name__}: {str(error)[:300]}); "
+        "its ops run through ATen from now on",
+        RuntimeWarning,
+        stacklevel=3,
+    )
+
+
+def next_seed() -> int:
+    """One Philox seed per random node per call, from torch's default CPU generator (see the
+    seed/offset scheme in ``kernels/op_table.py``)."""
+    return int(torch.randint(0, 2**31 - 1, ()).item())
+
+
+def _next_power_of_2(n: int) -> int:
+    return 1 << max(0, int(n) - 1).bit_length()
+
+
+def pointwise_config(xnumel: int) -> tuple[int, int]:
+    """(XBLOCK, num_warps)."""
+    if INTERPRETING:  # numpy runs one program at a time: few large programs are fastest
+        return min(_next_power_of_2(xnumel), 1 << 16), 1
+    if xnumel >= 1 << 20:
+        return 1024, 4
+    block = max(128, min(1024, _next_power_of_2(xnumel)))
+    return block, max(1, min(4, block // 256))
+
+
+def reduction_config(xnumel: int, rnumel: int, persistent: bool, column: bool = False) -> tuple[int, int, int]:
+    """(XBLOCK, RBLOCK, num_warps)."""
+    if column and not persistent:
+        if INTERPRETING:
+            return max(1, min(_next_power_of_2(xnumel), 256)), 64, 1
+        xblock = 64 if xnumel >= 64 * 132 else max(16, min(64, _next_power_of_2(xnumel)))
+        return xblock, 64, 8
+    if persistent:
+        rblock = _next_power_of_2(max(rnumel, 1))
+        if INTERPRETING:
+            return max(1, min(_next_power_of_2(xnumel), (1 << 16) // rblock)), rblock, 1
+        xblock = max(1, min(_next_power_of_2(xnumel), 2048 // rblock if rblock <= 2048 else 1))
+        elements = xblock * rblock
+        warps = 2 if elements <= 512 else 4 if elements <= 2048 else 8 if elements <= 4096 else 16
+        return xblock, rblock, warps
+    if INTERPRETING:
+        return max(1, min(_next_power_of_2(xnumel), 64)), 1024, 1
+    return 1, 2048, 8
+
+
+def _tuning(tune: str | None, tensors: Sequence[Any]) -> bool:
+    return bool(tune) and not INTERPRETING and tensors[0].is_cuda
+
+
+def launch_pointwise(kernel: Any, tensors: Sequence[Any], ints: Sequence[int], xnumel: int,
+                     tune: str | None = None) -> None:
+    """Launch a pointwise kernel; ``tune`` (the kernel's source hash) turns on autotuning."""
+    if xnumel == 0:
+        return
+
+    def run(config: tuple[int, ...]) -> None:
+        block, warps = config
+        kernel[(triton.cdiv(xnumel, block),)](*tensors, *ints, xnumel, XBLOCK=block, num_warps=warps)
+
+    config = pointwise_config(xnumel)
+    if _tuning(tune, tensors):
+        from ait_dynamo.kernels import autotune
+
+        candidates = [config] + [c for c in ((512, 4), (1024, 4), (2048, 8), (4096, 8)) if c != config]
+        config = autotune.choose(tune, (xnumel,), candidates, run)
+    run(config)
+
+
+def column_split(xnumel: int, rnumel: int) -> tuple[int, int]:
+    """(rows per split, splits) for a split column reduction: enough programs to fill the GPU."""
+    if rnumel <= 0:
+        return 0, 1
+    if INTERPRETING:  # a few splits, so that CI exercises the partial sums
+        splits = max(1, min(3, rnumel // 4))
+    else:
+        xblock = reduction_config(xnumel, rnumel, False, True)[0]
+        programs = max(1, -(-xnumel // xblock))
+        splits = max(1, min(1024 // programs, rnumel // 512))
+    rows = -(-rnumel // splits)
+    if not INTERPRETING:
+        rows = -(-rows // 64) * 64  # whole RBLOCK chunks
+    return rows, -(-rnumel // rows)
+
+
+def launch_reduction(kernel: Any, tensors: Sequence[Any], ints: Sequence[int], xnumel: int, rnumel: int,
+                     persistent: bool, column: bool = False, tune: str | None = None, splits: int = 1) -> None:
+    """Launch a reduction kernel; a persistent kernel needs RBLOCK >= rnumel (every candidate has it).
+    ``splits`` > 1 (split column reductions) runs that many programs along grid axis 1."""
+    if xnumel == 0:
+        return
+
+    def run(config: tuple[int, ...]) -> None:
+        xblock, rblock, warps = config
+        grid = (triton.cdiv(xnumel, xblock), splits)
+        kernel[grid](*tensors, *ints, xnumel, rnumel, XBLOCK=xblock, RBLOCK=rblock, num_warps=warps)
+
+    config = reduction_config(xnumel, rnumel, persistent, column)
+    if _tuning(tune, tensors):
+        from ait_dynamo.kernels import autotune
+
+        xblock, rblock, warps = config
+        if persistent:
+            variants = [(max(1, xblock // 2), rblock, warps), (xblock * 2, rblock, warps),
+                        (xblock, rblock, max(1, warps // 2)), (xblock, rblock, min(32, warps * 2))]
+        elif column:
+            variants = [(16, 64, 4), (32, 64, 8), (64, 32, 8), (128, 16, 8), (64, 64, 8)]
+        else:
+            variants = [(1, 1024, 4), (1, 2048, 8), (1, 4096, 8), (2, 1024, 8)]
+        candidates = [config] + [v for v in variants if v != config and v[0] * v[1] <= 32768]
+        config = autotune.choose(tune, (xnumel, rnumel), candidates, run)
+    run(config)
+
+
+Launcher = Callable[..., None]

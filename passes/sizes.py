@@ -1,0 +1,111 @@
+"""Sizes and strides that may be symbolic (SymInt): static comparisons and run-time source.
+
+Kernels take sizes as arguments; the generated wrapper computes each one from the graph inputs at
+run time. A symbolic size prints as Python over *symbol sources*: ``s0`` → ``primals_1.size(0)``
+or a SymInt placeholder, found once per graph from the placeholders' meta values.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Iterable
+
+import sympy
+import torch
+from torch import fx
+from torch.fx.experimental.symbolic_shapes import statically_known_true
+
+
+class SizeError(Exception):
+    """A size expression the wrapper cannot compute at run time."""
+
+
+def _expr(size: Any) -> Any:
+    if isinstance(size, torch.SymInt):
+        return size.node.expr
+    return size
+
+
+def same_size(a: Any, b: Any) -> bool:
+    """Provably equal (no guard is added)."""
+    if isinstance(a, int) and isinstance(b, int):
+        return a == b
+    try:
+        return bool(statically_known_true(a == b))
+    except Exception:  # noqa: BLE001 - a comparison sympy cannot decide is "not provably equal"
+        return False
+
+
+def is_one(size: Any) -> bool:
+    return same_size(size, 1)
+
+
+def static_int(size: Any) -> int | None:
+    if isinstance(size, int):
+        return size
+    expr = _expr(size)
+    if isinstance(expr, sympy.Integer):
+        return int(expr)
+    return None
+
+
+def _printable(expr: Any) -> bool:
+    if isinstance(expr, (sympy.Symbol, sympy.Integer)):
+        return True
+    if isinstance(expr, (sympy.Add, sympy.Mul)):
+        return all(_printable(a) for a in expr.args)
+    if isinstance(expr, sympy.Pow):
+        base, exponent = expr.args
+        return isinstance(exponent, sympy.Integer) and int(exponent) > 0 and _printable(base)
+    return False
+
+
+def size_source_ok(size: Any) -> bool:
+    """True if the wrapper can print ``size`` as Python (ints, and +, * and powers of symbols)."""
+    if isinstance(size, int):
+        return True
+    return _printable(_expr(size))
+
+
+def symbol_sources(placeholders: Iterable[fx.Node], name: Callable[[fx.Node], str]) -> dict[Any, str]:
+    """Symbol → Python source reading it from an input (SymInt placeholder, tensor size/stride)."""
+    sources: dict[Any, str] = {}
+    for node in placeholders:
+        value = node.meta.get("val")
+        if isinstance(value, torch.SymInt) and isinstance(_expr(value), sympy.Symbol):
+            sources.setdefault(_expr(value), name(node))
+        elif isinstance(value, torch.Tensor):
+            for d, size in enumerate(value.shape):
+                if isinstance(_expr(size), sympy.Symbol):
+                    sources.setdefault(_expr(size), f"{name(node)}.size({d})")
+            for d, stride in enumerate(value.stride()):
+                if isinstance(_expr(stride), sympy.Symbol):
+                    sources.setdefault(_expr(stride), f"{name(node)}.stride({d})")
+    return sources
+
+
+def size_source(size: Any, symbol_names: dict[Any, str]) -> str:
+    """Python source of a size, given names of local variables holding each symbol."""
+    if isinstance(size, int):
+        return repr(size)
+    return _print(_expr(size), symbol_names)
+
+
+def _print(expr: Any, names: dict[Any, str]) -> str:
+    if isinstance(expr, sympy.Integer):
+        return repr(int(expr))
+    if isinstance(expr, sympy.Symbol):
+        if expr not in names:
+            raise SizeError(f"symbol {expr} is not available from the graph inputs")
+        return names[expr]
+    if isinstance(expr, sympy.Add):
+        return "(" + " + ".join(_print(a, names) for a in sorted(expr.args, key=str)) + ")"
+    if isinstance(expr, sympy.Mul):
+        return "(" + " * ".join(_print(a, names) for a in sorted(expr.args, key=str)) + ")"
+    if isinstance(expr, sympy.Pow):
+        return f"({_print(expr.args[0], names)} ** {int(expr.args[1])})"
+    raise SizeError(f"size expression {expr} cannot be computed at run time")
+
+
+def free_symbols(size: Any) -> set[Any]:
+    expr = _expr(size)
+    return set(getattr(expr, "free_symbols", set()))

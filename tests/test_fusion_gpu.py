@@ -1,0 +1,53 @@
+"""GPU-only checks of generated kernels at sizes the CPU interpreter cannot afford."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from ait_dynamo import metrics
+from utils import check_compiled
+
+pytestmark = pytest.mark.gpu
+
+
+def test_int64_indexing_on_device():
+    n = 2**31 + 4099  # past int32 offsets
+    x = torch.zeros(n, dtype=torch.int8, device="cuda")
+    x[-3:] = 7
+    out = torch.compile(lambda t: t + 1, backend="ait")(x)
+    assert metrics.compiled_graphs[-1].kernels
+    assert out[-3:].tolist() == [8, 8, 8] and int(out[0]) == 1 and int(out[n // 2]) == 1
+    del x, out
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32], ids=str)
+@pytest.mark.parametrize("shape", [(32768, 768), (4096, 4096), (64, 20000)], ids=str)
+def test_row_kernels_at_benchmark_sizes(shape, dtype):
+    x = torch.randn(shape, device="cuda", dtype=dtype, requires_grad=True)
+    w = torch.randn(shape[-1], device="cuda", dtype=dtype, requires_grad=True)
+    b = torch.randn(shape[-1], device="cuda", dtype=dtype, requires_grad=True)
+    check_compiled(lambda t: torch.softmax(t, -1), x)
+    assert [len(g.kernels) for g in metrics.compiled_graphs] == [1, 1]
+    metrics.reset()
+    check_compiled(lambda t, weight, bias: F.layer_norm(t, t.shape[-1:], weight, bias), x, w, b)
+    assert len(metrics.compiled_graphs[0].kernels) == 1
+
+
+def test_tutorial_at_benchmark_size():
+    inputs = [torch.randn(8192, 8192, device="cuda", requires_grad=True) for _ in range(4)]
+
+    def fn(a, b, c, d):
+        return (a + b + c + d).cos().cos()
+
+    check_compiled(fn, *inputs)
+    assert [len(g.kernels) for g in metrics.compiled_graphs] == [1, 1]
+
+
+def test_dropout_on_device():
+    compiled = torch.compile(lambda t: F.dropout(t, 0.2, training=True), backend="ait", options={"fallback_random": False})
+    out = compiled(torch.ones(4096, 1000, device="cuda"))
+    kept = (out != 0).float().mean().item()
+    assert abs(kept - 0.8) < 0.01
+    torch.testing.assert_close(out[out != 0], torch.full_like(out[out != 0], 1 / 0.8))

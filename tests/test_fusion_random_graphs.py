@@ -1,0 +1,73 @@
+"""Seeded random programs (pointwise chains, broadcasts, transposes, reductions, row ops) through
+the planner and generated kernels, against eager and the fp64 reference, forward and backward."""
+
+from __future__ import annotations
+
+import os
+import random
+
+import pytest
+import torch
+
+from ait_dynamo import metrics
+from ait_dynamo.kernels.runtime import triton_runs_on
+from utils import check_compiled
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+pytestmark = pytest.mark.skipif(not triton_runs_on(DEVICE), reason="Triton cannot run here (set TRITON_INTERPRET=1)")
+
+UNARY = [torch.sin, torch.tanh, torch.sigmoid, lambda t: t * 1.5, lambda t: t.abs() + 0.1, torch.neg,
+         lambda t: torch.relu(t) - 0.3, lambda t: t.exp() * 0.1]
+BINARY = [torch.add, torch.mul, torch.sub, torch.maximum, lambda a, b: a / (b.abs() + 1)]
+
+
+@pytest.fixture(autouse=True)
+def _kernels_must_not_fail():
+    """A generated kernel that fails falls back to ATen with a warning: here that is an error."""
+    from ait_dynamo.kernels import runtime
+
+    runtime.BROKEN.clear()
+    yield
+    assert not runtime.BROKEN, f"generated kernels failed: {runtime.BROKEN}"
+
+
+def _program(seed: int):
+    rng = random.Random(seed)
+    steps = [(rng.randrange(10), rng.random(), rng.random()) for _ in range(rng.randrange(4, 9))]
+
+    def fn(x, row, col):
+        values = [x]
+        for kind, p, q in steps:
+            a = values[int(p * len(values))]
+            if kind < 3:
+                out = UNARY[int(q * len(UNARY))](a)
+            elif kind < 5:
+                other = row if q < 0.5 else col
+                out = BINARY[int(p * len(BINARY))](a, other)
+            elif kind == 5:
+                out = a - a.amax(-1, keepdim=True) if q < 0.5 else a * a.mean(0, keepdim=True)
+            elif kind == 6:
+                out = torch.softmax(a, -1 if q < 0.5 else 0)
+            elif kind == 7:
+                out = (a.t() * 2).t() + a
+            elif kind == 8:
+                out = BINARY[int(q * len(BINARY))](a, values[-1])
+            else:
+                out = a.sum(-1, keepdim=True) * a if q < 0.5 else a.var(0, keepdim=True) + a
+            values.append(out)
+        return values[-1], values[len(values) // 2]
+
+    return fn
+
+
+@pytest.mark.parametrize("seed", range(int(os.environ.get("AIT_RANDOM_PROGRAMS", "40"))))
+def test_random_program(seed):
+    shape = [(6, 11), (9, 4), (1, 7), (13, 1), (5, 33)][seed % 5]
+    dtype = [torch.float32, torch.float16, torch.bfloat16][seed % 3]
+    x = torch.randn(shape, device=DEVICE, dtype=dtype, requires_grad=True)
+    row = torch.randn(shape[-1], device=DEVICE, dtype=dtype, requires_grad=True)
+    col = torch.randn(shape[0], 1, device=DEVICE, dtype=dtype, requires_grad=True)
+    check_compiled(_program(seed), x, row, col, dynamic=True if seed % 7 == 3 else None)
+    for graph in metrics.compiled_graphs:
+        assert graph.fallback_reason is None, graph.fallback_reason
+    assert metrics.compiled_graphs[0].kernels
