@@ -22,8 +22,10 @@ from torch import fx, nn
 from torch._functorch import partitioners as functorch_partitioners
 from torch._functorch.aot_autograd import aot_module
 
+from ait_dynamo.config import AitConfig
 from ait_dynamo.partitioners.mincut import _copy_joint, min_cut_rematerialization_partition
 from ait_dynamo.partitioners.report import REPORTS, saved_bytes_of
+from ait_dynamo.passes.decompositions import decomposition_table
 from benchmarks.models import EncoderBlock
 
 
@@ -58,7 +60,9 @@ def capture_joint_graph(model: nn.Module, *inputs: torch.Tensor) -> JointGraph:
 
         return make_boxed_func(gm)
 
-    compiled = aot_module(model, fw_compiler=nop, bw_compiler=nop, partition_fn=capture)
+    # Trace with the backend's decompositions, so the joint graph is the one ait partitions.
+    decompositions = decomposition_table(AitConfig.create(environ={}))
+    compiled = aot_module(model, fw_compiler=nop, bw_compiler=nop, partition_fn=capture, decompositions=decompositions)
     compiled(*inputs).sum().backward()
     assert captured, "AOTAutograd built no joint graph"
     return captured[-1]

@@ -1,9 +1,9 @@
 """What kind of op a joint-graph node is, as far as recomputation is concerned.
 
-One function, :func:`op_class`, answers for the partitioner. Until the fusion planner's op table
-exists it reads torch's own op tags (``Tag.pointwise``, ``Tag.reduction``, ``Tag.nondeterministic_seeded``),
-the schema's alias information (views) and the short lists below; switching to the op table is a
-change to :func:`op_class` alone.
+One function, :func:`op_class`, answers for the partitioner. What is cheap to recompute (it fuses
+into a backward kernel) comes from the fusion planner's op table (``kernels/op_table.py``); views,
+randomness and purity come from torch's op tags and schemas; compute-intensive ops from the list
+below.
 """
 
 from __future__ import annotations
@@ -14,6 +14,9 @@ from typing import Any
 
 import torch
 from torch import fx
+
+from ait_dynamo.kernels.op_table import OpClass as FusedClass
+from ait_dynamo.kernels.op_table import op_class as fusion_op_class
 
 aten = torch.ops.aten
 
@@ -58,21 +61,6 @@ for _name in ("_scaled_mm", "_scaled_dot_product_attention_math", "_fused_sdp_ch
 # as free as a view.
 _VIEW_LIKE = {aten._unsafe_view}
 
-# Reductions that torch does not tag, and normalizations whose ATen kernel is one fused pass; the
-# planner emits them as reduction kernels.
-_EXTRA_REDUCTIONS = {
-    aten.native_layer_norm,
-    aten.native_layer_norm_backward,
-    aten._softmax,
-    aten._softmax_backward_data,
-    aten._log_softmax,
-    aten._log_softmax_backward_data,
-    aten.native_group_norm,
-    aten.native_group_norm_backward,
-    aten.var_mean,
-    aten.logsumexp,
-}
-
 # Ops whose outputs are fresh tensors computed without reading any data (fills, aranges): as cheap
 # to recompute as a pointwise op.
 _CONSTANT_FACTORIES = {
@@ -108,7 +96,6 @@ def _replayable_random_targets() -> set[Any]:
 
 
 _REPLAYABLE_RANDOM = _replayable_random_targets()
-_REDUCTION_TAG = getattr(torch.Tag, "reduction", None)
 
 
 def _packet(target: Any) -> Any:
@@ -167,9 +154,12 @@ def op_class(node: fx.Node) -> OpClass:
         return OpClass.VIEW
     if packet in _COMPUTE_INTENSIVE:
         return OpClass.COMPUTE_INTENSIVE
-    if torch.Tag.pointwise in tags or packet in _CONSTANT_FACTORIES:
+    # What generated kernels compute is the fusion op table's word: an op torch tags pointwise but
+    # the table lacks would run as an ATen kernel of its own when recomputed, so it is not cheap.
+    fused_as = fusion_op_class(target)
+    if fused_as is FusedClass.POINTWISE or packet in _CONSTANT_FACTORIES:
         return OpClass.POINTWISE
-    if (_REDUCTION_TAG is not None and _REDUCTION_TAG in tags) or packet in _EXTRA_REDUCTIONS:
+    if fused_as is FusedClass.REDUCTION:
         return OpClass.REDUCTION
     if target.namespace in ("aten", "prims"):
         return OpClass.OTHER

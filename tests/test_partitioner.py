@@ -22,6 +22,7 @@ from ait_dynamo import AitConfig, memory_efficient_fusion
 from ait_dynamo.partitioners import REPORTS, min_cut_rematerialization_partition
 from ait_dynamo.partitioners.maxflow import FlowNetwork, min_cut_source_side
 from ait_dynamo.partitioners.op_classes import OpClass, op_class
+from ait_dynamo.passes.decompositions import decomposition_table
 from benchmarks.models import EncoderBlock, LoweringModel, SimpleMLP, tutorial_fn
 from benchmarks.partition_bench import capture_joint_graph, time_partition, transformer_joint_graph
 
@@ -169,7 +170,9 @@ def _partitioned_graphs(fn, inputs, **options):
     config = AitConfig.create(options, environ={})
     partition = functools.partial(min_cut_rematerialization_partition, config=config)
     wrap = aot_module if isinstance(fn, nn.Module) else aot_function
-    compiled = wrap(fn, fw_compiler=keep, bw_compiler=keep, partition_fn=partition)
+    # the backend's decompositions, so the joint graph is the one ait partitions
+    compiled = wrap(fn, fw_compiler=keep, bw_compiler=keep, partition_fn=partition,
+                    decompositions=decomposition_table(config))
     out = compiled(*inputs)
     out.sum().backward()
     return graphs[0], graphs[1]
