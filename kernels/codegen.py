@@ -18,7 +18,7 @@ from torch import fx
 
 from ait_dynamo.kernels import op_table
 from ait_dynamo.kernels.codegen_reductions import ReductionWriter
-from ait_dynamo.kernels.op_table import Operand, compute_dtype, triton_type
+from ait_dynamo.kernels.triton_values import Operand, compute_dtype, triton_type
 from ait_dynamo.passes.fusion_maps import broadcast_map
 from ait_dynamo.passes.plan import FusionGroup
 from ait_dynamo.passes.sizes import is_one, same_size, static_int

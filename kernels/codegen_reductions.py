@@ -14,7 +14,7 @@ import torch
 from torch import fx
 
 from ait_dynamo.kernels import op_table
-from ait_dynamo.kernels.op_table import compute_dtype, literal, triton_type
+from ait_dynamo.kernels.triton_values import compute_dtype, literal, triton_type
 from ait_dynamo.passes.sizes import is_one
 
 

@@ -10,19 +10,32 @@ its scalar arguments as Python values, and returns an expression in the compute 
 result. When an emitter cannot reproduce ATen exactly for the given dtypes or arguments it raises
 :class:`Unsupported`, and the planner leaves the node an extern with that reason.
 
+The value helpers (casts, literals, stores) are in ``kernels/triton_values.py``.
 Float64 and complex values are not fused (the table's expressions are written for float32 opmath).
 """
 
 from __future__ import annotations
 
 import enum
-import math
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 import torch
 from torch._prims_common import ELEMENTWISE_TYPE_PROMOTION_KIND as Promotion
 from torch._prims_common import elementwise_dtypes
+
+from ait_dynamo.kernels.triton_values import (  # noqa: F401 - re-exported: the table's value helpers
+    FUSIBLE_DTYPES,
+    LOW_PRECISION,
+    Operand,
+    Unsupported,
+    cast,
+    compute_dtype,
+    literal,
+    round_to,
+    to_storage,
+    triton_type,
+)
 
 aten = torch.ops.aten
 prims = torch.ops.prims
@@ -35,98 +48,6 @@ class OpClass(enum.Enum):
     RANDOM = "random"
     COMPUTE_INTENSIVE = "compute_intensive"
     OTHER = "other"
-
-
-class Unsupported(Exception):
-    """This node (dtype, argument) is not reproduced exactly by the table: keep it in ATen."""
-
-
-@dataclass(frozen=True)
-class Operand:
-    """A tensor operand inside a kernel: a Triton expression in the compute dtype of ``dtype``."""
-
-    expr: str
-    dtype: torch.dtype
-
-
-TRITON_DTYPES: dict[torch.dtype, str] = {
-    torch.float32: "tl.float32",
-    torch.float16: "tl.float16",
-    torch.bfloat16: "tl.bfloat16",
-    torch.int64: "tl.int64",
-    torch.int32: "tl.int32",
-    torch.int16: "tl.int16",
-    torch.int8: "tl.int8",
-    torch.uint8: "tl.uint8",
-    torch.bool: "tl.int1",
-}
-FUSIBLE_DTYPES = frozenset(TRITON_DTYPES)
-_LOW_PRECISION = (torch.float16, torch.bfloat16)
-
-
-def to_storage(expr: str, dtype: torch.dtype) -> str:
-    """A compute-dtype expression converted to ``dtype`` for a store (or an explicit cast).
-    bfloat16 goes through ``tmath.to_bf16``: Triton's interpreter truncates float32 → bfloat16,
-    where the GPU (and ATen) round to nearest even."""
-    if dtype == torch.bfloat16:
-        return f"tmath.to_bf16({expr})"
-    if dtype == torch.float16:
-        return f"({expr}).to(tl.float16)"
-    if dtype == torch.bool:
-        return f"({expr}).to(tl.int1)"
-    return expr if compute_dtype(dtype) == dtype else f"({expr}).to({triton_type(dtype)})"
-
-
-def round_to(expr: str, dtype: torch.dtype) -> str:
-    """A float32 value rounded to half precision ``dtype`` and back: eager rounds every op's
-    result, and a later comparison (amax's backward: ``x == max``) depends on that rounding."""
-    if dtype not in _LOW_PRECISION:
-        return expr
-    return f"({to_storage(expr, dtype)}).to(tl.float32)"
-
-
-def compute_dtype(dtype: torch.dtype) -> torch.dtype:
-    return torch.float32 if dtype in _LOW_PRECISION else dtype
-
-
-def triton_type(dtype: torch.dtype) -> str:
-    if dtype not in TRITON_DTYPES:
-        raise Unsupported(f"dtype {dtype} is not fused")
-    return TRITON_DTYPES[dtype]
-
-
-def cast(value: Any, to: torch.dtype) -> str:
-    """Operand or Python scalar → expression in the compute dtype of ``to`` (ATen cast rules)."""
-    target = compute_dtype(to)
-    if isinstance(value, Operand):
-        source = compute_dtype(value.dtype)
-        if source == target:
-            return value.expr
-        if target == torch.bool:
-            return f"({value.expr} != 0)"
-        return f"{value.expr}.to({triton_type(target)})"
-    return literal(value, target)
-
-
-def literal(value: Any, dtype: torch.dtype) -> str:
-    """A Python scalar as a Triton expression of the compute dtype of ``dtype``."""
-    dtype = compute_dtype(dtype)
-    if dtype == torch.bool:
-        return "1" if bool(value) else "0"
-    if dtype.is_floating_point:
-        value = float(value)
-        if math.isnan(value):
-            return 'float("nan")'
-        if math.isinf(value):
-            return 'float("inf")' if value > 0 else 'float("-inf")'
-        return repr(value)
-    if isinstance(value, float) and not value.is_integer():
-        raise Unsupported(f"non-integral scalar {value!r} for {dtype}")
-    info = torch.iinfo(dtype)
-    value = int(value)
-    if not info.min <= value <= info.max:
-        raise Unsupported(f"scalar {value} does not fit {dtype}")
-    return f"tl.full([], {value}, {triton_type(dtype)})"
 
 
 # ---------------------------------------------------------------------------- type promotion
@@ -300,7 +221,7 @@ def _convert(a: Any, dtype: torch.dtype) -> str:
     if dtype not in FUSIBLE_DTYPES:
         raise Unsupported(f"cast to {dtype}")
     expr = cast(a, dtype)
-    if dtype in _LOW_PRECISION and a.dtype != dtype:
+    if dtype in LOW_PRECISION and a.dtype != dtype:
         # an explicit cast to half precision rounds, as in eager
         expr = f"({to_storage(expr, dtype)}).to(tl.float32)"
     return expr

@@ -23,6 +23,7 @@ from torch import fx
 
 from ait_dynamo.kernels import op_table
 from ait_dynamo.kernels.op_table import OpClass, Operand, Unsupported
+from ait_dynamo.passes.fold_views import drop_folded_views, fold_view
 from ait_dynamo.passes.graph_utils import is_mutating, meta_value
 from ait_dynamo.passes.plan import ExternCall, FusionGroup, Plan, Step, compute_lifetimes
 from ait_dynamo.passes.fusion_maps import DimMap, Refused, flatten, order_steps, view_map
@@ -527,7 +528,7 @@ class Planner:
             copies = {n: returned.count(n) for n in outputs if returned.count(n) > 1}
             input_views, view_chains = {}, {}
             for used in inputs:
-                folded = _fold_view(used, self.group_of)
+                folded = fold_view(used, self.group_of)
                 if folded is not None:
                     input_views[used], view_chains[used] = folded[:2], folded[2]
             steps.append(
@@ -546,58 +547,7 @@ class Planner:
                     scalar_inputs=scalars,
                 )
             )
-        return order_steps(_drop_folded_views(steps, returned))
-
-
-_FOLDED_VIEWS = frozenset({
-    aten.view.default, aten._unsafe_view.default, aten.expand.default, aten.permute.default,
-    aten.transpose.int, aten.t.default, aten.unsqueeze.default, aten.squeeze.dim, aten.squeeze.dims,
-    aten.squeeze.default, aten.slice.Tensor, aten.alias.default,
-})
-
-
-def _static_layout(meta: Any) -> bool:
-    if not isinstance(meta, torch.Tensor) or meta.layout != torch.strided:
-        return False
-    return all(isinstance(v, int) for v in (*meta.shape, *meta.stride(), meta.storage_offset()))
-
-
-def _fold_view(node: fx.Node, group_of: dict) -> tuple[fx.Node, int, list[fx.Node]] | None:
-    """(base, element offset, view chain) when a group input is a chain of views of a tensor
-    with static layouts: the kernel then reads the base in place through the view's strides."""
-    chain: list[fx.Node] = []
-    current = node
-    while (
-        current.op == "call_function" and current.target in _FOLDED_VIEWS and current not in group_of
-        and isinstance(current.args[0], fx.Node)
-    ):
-        chain.append(current)
-        current = current.args[0]
-    if not chain or not _static_layout(node.meta.get("val")) or not _static_layout(current.meta.get("val")):
-        return None
-    base_meta, view_meta = current.meta["val"], node.meta["val"]
-    if base_meta.device != view_meta.device or base_meta.dtype != view_meta.dtype:
-        return None
-    return current, view_meta.storage_offset() - base_meta.storage_offset(), list(reversed(chain))
-
-
-def _drop_folded_views(steps: list[Step], returned: list[fx.Node]) -> list[Step]:
-    """A view step is not run when the graph does not return it and each of its readers is a
-    kernel reading it in place (or another such view)."""
-    folded_in: dict[fx.Node, list[FusionGroup]] = {}
-    for step in steps:
-        if isinstance(step, FusionGroup):
-            for chain in step.view_chains.values():
-                for view in chain:
-                    folded_in.setdefault(view, []).append(step)
-    dropped: set[fx.Node] = set()
-    for step in reversed(steps):
-        if not isinstance(step, ExternCall) or step.node not in folded_in or step.node in returned:
-            continue
-        groups = folded_in[step.node]
-        if all(user in dropped or any(user in group.nodes for group in groups) for user in step.node.users):
-            dropped.add(step.node)
-    return [s for s in steps if not (isinstance(s, ExternCall) and s.node in dropped)]
+        return order_steps(drop_folded_views(steps, returned))
 
 
 def build_plan(gm: fx.GraphModule, config: Any) -> tuple[Plan, dict[str, str]]:
