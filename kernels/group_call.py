@@ -54,7 +54,11 @@ def _product(factors: list[Any], symbols: SymbolLocals) -> str:
 
 
 def group_call_source(group: FusionGroup, kernel: GeneratedKernel, names: Callable[[fx.Node], str],
-                      symbols: SymbolLocals, autotune: bool = False) -> str:
+                      symbols: SymbolLocals, autotune: bool = False,
+                      reuse: dict[str, tuple[str, bool]] | None = None) -> str:
+    """``reuse``: output buffer → (the name of a dying input whose buffer it is written into,
+    whether that input has another shape: a contiguous base read through a view)."""
+    reuse = reuse or {}
     inputs = [names(n) for n in group.reads()]
     tensors_read = [names(n) for n in group.reads() if isinstance(n.meta.get("val"), torch.Tensor)]
     device_type = group.outputs[0].meta["val"].device.type
@@ -78,6 +82,10 @@ def group_call_source(group: FusionGroup, kernel: GeneratedKernel, names: Callab
             )
             continue
         shape = value_source(tuple(symbols.source(s) for s in meta.shape), lambda n: n).replace("'", "")
+        if buffer in reuse:  # same elements, strides and dtype; each is read before it is written
+            source, reshaped = reuse[buffer]
+            lines.append(f"    {buffer} = {source}.view({shape})" if reshaped else f"    {buffer} = {source}")
+            continue
         stride = value_source(tuple(symbols.source(s) for s in meta.stride()), lambda n: n).replace("'", "")
         device = f"{tensors_read[0]}.device" if tensors_read else value_source(meta.device, names)
         lines.append(
@@ -112,7 +120,8 @@ def group_call_source(group: FusionGroup, kernel: GeneratedKernel, names: Callab
         for node, buffer in kernel.out_buffers:
             meta = node.meta["val"]
             shape = value_source(tuple(symbols.source(s) for s in meta.shape), lambda n: n).replace("'", "")
-            lines.append(f"    {buffer} = {buffer}__partial.sum(0).to({meta.dtype}).reshape({shape})")
+            casts = "".join(f".to({dtype})" for dtype in kernel.split_casts.get(buffer, ())) or f".to({meta.dtype})"
+            lines.append(f"    {buffer} = {buffer}__partial.sum(0){casts}.reshape({shape})")
     lines.append(f"    {launched} = True")
     # a kernel that fails to compile or launch is reported once, then its ops run through ATen
     lines = header + ["    " + line for line in lines]

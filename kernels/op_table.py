@@ -472,6 +472,9 @@ REDUCTIONS: dict[Any, str] = {
     **{getattr(aten, name).dims: name for name in ("any", "all") if "dims" in getattr(aten, name).overloads()},
 }
 
+# Element-type conversions: a split column reduction applies them after adding its partial sums.
+CASTS = frozenset({aten._to_copy.default, prims.convert_element_type.default})
+
 # View ops the planner folds into index arithmetic (no data is moved).
 VIEWS = frozenset({
     aten.view.default,

@@ -14,6 +14,7 @@ from torch import fx
 from ait_dynamo.kernels.codegen import generate_kernel
 from ait_dynamo.kernels.group_call import SymbolLocals, aten_function_source, group_call_source
 from ait_dynamo.kernels.op_table import HELPERS_SOURCE
+from ait_dynamo.kernels.reuse import choose_reuse
 
 from ait_dynamo.kernels.source import call_source, target_source, value_source
 from ait_dynamo.passes.plan import FusionGroup, Plan
@@ -97,7 +98,13 @@ def generate_wrapper(plan: Plan, gm: fx.GraphModule, version: str, autotune: boo
         if isinstance(step, FusionGroup):
             kernel = generate_kernel(step, names)
             kernels.append(kernel)
-            body.append((group_call_source(step, kernel, names, symbols, autotune), [names(n) for n in plan.frees_after.get(index, [])]))
+            outputs_by_buffer = {buffer: node for node, buffer in kernel.out_buffers}
+            reuse = {
+                buffer: (names(node), tuple(node.meta["val"].shape) != tuple(outputs_by_buffer[buffer].meta["val"].shape))
+                for buffer, node in choose_reuse(plan, index, step, kernel.inplace_candidates, kernel.out_buffers).items()
+            }
+            call = group_call_source(step, kernel, names, symbols, autotune, reuse)
+            body.append((call, [names(n) for n in plan.frees_after.get(index, [])]))
             continue
         node = step.node
         if node.op == "get_attr":

@@ -51,3 +51,17 @@ def test_dropout_on_device():
     kept = (out != 0).float().mean().item()
     assert abs(kept - 0.8) < 0.01
     torch.testing.assert_close(out[out != 0], torch.full_like(out[out != 0], 1 / 0.8))
+
+
+def test_direct_launches_respecialize_on_alignment_and_sizes():
+    """After its first launch a kernel is called through its compiled launcher, keyed by what
+    Triton specializes on: a misaligned input (a view at an odd offset) or a size of 1 must get
+    its own compiled kernel, not the aligned one's (which assumes 16-byte aligned vector loads)."""
+    from ait_dynamo.kernels import runtime
+
+    fn = torch.compile(lambda t: t * 2 + 1, backend="ait", dynamic=True)
+    base = torch.randn(4 * 4096 + 1, device="cuda")
+    for x in (base[:4096], base[:4096], base[1:4097], base[3:3 + 4096], base[:1], base[:4097]):
+        torch.testing.assert_close(fn(x), x * 2 + 1)
+    assert runtime._DIRECT["on"], "the direct launch path turned itself off"
+    assert runtime._COMPILED, "no launch went through the direct path"
