@@ -120,7 +120,10 @@ def group_call_source(group: FusionGroup, kernel: GeneratedKernel, names: Callab
         for node, buffer in kernel.out_buffers:
             meta = node.meta["val"]
             shape = value_source(tuple(symbols.source(s) for s in meta.shape), lambda n: n).replace("'", "")
-            casts = "".join(f".to({dtype})" for dtype in kernel.split_casts.get(buffer, ())) or f".to({meta.dtype})"
+            chain = list(kernel.split_casts.get(buffer, ())) or [meta.dtype]
+            while chain and chain[0] == torch.float32:  # the partial sums are float32 already
+                chain.pop(0)
+            casts = "".join(f".to({dtype})" for dtype in chain)
             lines.append(f"    {buffer} = {buffer}__partial.sum(0){casts}.reshape({shape})")
     lines.append(f"    {launched} = True")
     # a kernel that fails to compile or launch is reported once, then its ops run through ATen

@@ -177,6 +177,11 @@ def _pow(a: Any, b: Any) -> str:
         return _to_result(f"{x} * {x}", computation, result)
     if not isinstance(b, Operand) and float(b) == 0.5:
         return _to_result(f"tl.sqrt_rn({cast(a, computation)})", computation, result)
+    # ATen's CUDA pow with these scalar exponents multiplies instead of calling pow (which is
+    # ~10x the instructions: a libdevice pow made a pointwise backward compute-bound)
+    special = {3.0: "{x} * {x} * {x}", -0.5: "tl.math.rsqrt({x})", -1.0: "1.0 / {x}", -2.0: "1.0 / ({x} * {x})"}
+    if not isinstance(b, Operand) and float(b) in special:
+        return _to_result(special[float(b)].format(x=cast(a, computation)), computation, result)
     base = cast(a, computation) if isinstance(a, Operand) else f"tl.full([], {literal(a, computation)}, tl.float32)"
     exponent = cast(b, computation) if isinstance(b, Operand) else f"tl.full([], {literal(b, computation)}, tl.float32)"
     return _to_result(f"tmath.pow({base}, {exponent})", computation, result)
@@ -392,7 +397,8 @@ _register([aten.log2.default], _float_unary("tl.log2({x})"))
 _register([aten.log1p.default], _float_unary("tmath.log1p({x})"))
 _register([aten.expm1.default], _float_unary("tmath.expm1({x})"))
 _register([aten.sqrt.default], _float_unary("tl.sqrt_rn({x})"))
-_register([aten.rsqrt.default], _float_unary("(1.0 / tl.sqrt_rn({x}))"))
+# ATen's CUDA rsqrt is the hardware approximation (rsqrtf), not 1 / sqrt: as here
+_register([aten.rsqrt.default], _float_unary("tl.math.rsqrt({x})"))
 _register([aten.sin.default], _float_unary("tl.sin({x})"))
 _register([aten.cos.default], _float_unary("tl.cos({x})"))
 _register([aten.tan.default], _float_unary("tmath.tan({x})"))

@@ -67,24 +67,18 @@ def next_seed() -> int:
 # kernel up on each call: on the H200 host that cost ~60-80 us per launch (cProfile of the encoder
 # block's training step: 22 launches, 1.2 ms of its 4.4 ms host time), against ~17 us for the
 # launcher itself. After the first launch of a configuration, ``launch`` calls the compiled
-# kernel's launcher directly, keyed by what Triton specializes on: per pointer, 16-byte
-# alignment; per int, equality to 1, divisibility by 16 and whether it needs 64 bits. Any
-# surprise from the launcher (another Triton's calling convention) turns the direct path off.
+# kernel's launcher directly, keyed by what decides Triton's specialization: each pointer's
+# 16-byte alignment and each int's value (Triton looks at equality to 1, divisibility by 16 and
+# the need for 64 bits; equal values agree on all three). Any surprise from the launcher
+# (another Triton's calling convention) turns the direct path off.
 
 _DIRECT = {"on": not INTERPRETING}
 _COMPILED: dict[tuple, Any] = {}
 
 
 def _specialization(args: Sequence[Any]) -> tuple:
-    key = []
-    for value in args:
-        if isinstance(value, int):
-            key.append((value == 1, value % 16 == 0, not -(2**31) <= value < 2**31))
-        elif isinstance(value, torch.Tensor):
-            key.append(value.data_ptr() % 16 == 0)
-        else:
-            key.append(type(value))
-    return tuple(key)
+    """Each int as itself (equal ints specialize alike) and each tensor's 16-byte alignment."""
+    return tuple(value.data_ptr() % 16 if isinstance(value, torch.Tensor) else value for value in args)
 
 
 def _raw_stream(device_index: int) -> int:

@@ -77,6 +77,10 @@ UNARY = {
     "pow_2": (lambda x: x**2, None, "aten.pow"),
     "pow_half": (lambda x: x**0.5, 0.1, "aten.pow"),
     "pow_3_3": (lambda x: x**3.3, 0.1, "aten.pow"),
+    "pow_3": (lambda x: x**3, None, "aten.pow"),
+    "pow_minus_1": (lambda x: x**-1, 0.1, "aten.pow"),
+    "pow_minus_2": (lambda x: x**-2, 0.1, "aten.pow"),
+    "pow_minus_half": (lambda x: x**-0.5, 0.1, "aten.pow"),
     "floor_mul": (lambda x: torch.floor(x * 3) + x, None, "aten.floor"),
     "ceil_trunc": (lambda x: torch.ceil(x * 3) + torch.trunc(x * 5) + x, None, "aten.ceil"),
     "cast_round_trip": (
