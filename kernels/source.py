@@ -81,10 +81,28 @@ def value_source(value: Any, names: Callable[[fx.Node], str]) -> str:
     raise CodegenError(f"cannot write {type(value).__name__} value {value!r} as source")
 
 
+# View ops printed as Tensor methods: the same ATen op, without the Python frame of
+# ``OpOverload.__call__``. Views are about half the ATen calls of a transformer's backward
+# wrapper, and its host time, not the GPU, bounds the encoder block's training step.
+_TENSOR_METHODS = {
+    torch.ops.aten.view.default: "view",
+    torch.ops.aten._unsafe_view.default: "view",  # same stride check as view; no autograd here
+    torch.ops.aten.t.default: "t",
+    torch.ops.aten.transpose.int: "transpose",
+    torch.ops.aten.permute.default: "permute",
+    torch.ops.aten.unsqueeze.default: "unsqueeze",
+    torch.ops.aten.expand.default: "expand",
+    torch.ops.aten.select.int: "select",
+}
+
+
 def call_source(node: fx.Node, names: Callable[[fx.Node], str]) -> tuple[str, str | None]:
     """Source of the right-hand side of ``node`` (call_function / call_method), plus an import."""
     args = [value_source(a, names) for a in node.args]
     args += [f"{k}={value_source(v, names)}" for k, v in node.kwargs.items()]
+    method = _TENSOR_METHODS.get(node.target) if node.op == "call_function" else None
+    if method is not None and not node.kwargs and node.args and isinstance(node.args[0], fx.Node):
+        return f"{args[0]}.{method}({', '.join(args[1:])})", None
     if node.op == "call_function":
         function, module = target_source(node.target)
         return f"{function}({', '.join(args)})", module

@@ -68,13 +68,31 @@ def _is_noop(node: fx.Node) -> bool:
     return same_tensor_layout(meta_value(source), meta_value(node))
 
 
+# Dim reorders: two in a row that undo each other (``t(t(w))``, as the backward of a linear
+# layer reads its weight) give back the first one's input.
+_REORDERS = {aten.t.default, aten.transpose.int, aten.permute.default}
+
+
+def _round_trip_source(node: fx.Node) -> fx.Node | None:
+    if node.op != "call_function" or node.target not in _REORDERS or not node.args:
+        return None
+    inner = node.args[0]
+    if not isinstance(inner, fx.Node) or inner.target not in _REORDERS or not isinstance(inner.args[0], fx.Node):
+        return None
+    source = inner.args[0]
+    return source if same_tensor_layout(meta_value(source), meta_value(node)) else None
+
+
 def remove_noops(gm: fx.GraphModule, config: Any) -> fx.GraphModule:
     output = next(n for n in reversed(gm.graph.nodes) if n.op == "output")
     changed = False
     for node in list(gm.graph.nodes):
-        if node in output.all_input_nodes or not _is_noop(node):
+        if node in output.all_input_nodes:
             continue
-        node.replace_all_uses_with(node.args[0])
+        replacement = node.args[0] if _is_noop(node) else _round_trip_source(node)
+        if replacement is None:
+            continue
+        node.replace_all_uses_with(replacement)
         gm.graph.erase_node(node)
         changed = True
     if changed:

@@ -151,3 +151,18 @@ def test_layer_norm_weight_gradient_is_a_split_column_sum(dtype, tmp_path):
     assert "__partial.sum(0)" in source
     if dtype != torch.float32:
         assert f".to({dtype})" in source
+
+
+def test_double_transpose_is_dropped_and_views_print_as_methods(tmp_path):
+    """Host time per ATen call bounds small training steps: a linear layer's backward reads its
+    weight as t(t(w)), which is w itself, and the remaining views are Tensor methods."""
+
+    def fn(x, w, v):
+        return ((x @ w.t().t()).view(7, 6) @ v,)
+
+    x, w, v = torch.randn(6, 5), torch.randn(5, 7), torch.randn(6, 2)
+    source, outputs = _compiled_source(fn, (x, w, v), tmp_path)
+    torch.testing.assert_close(outputs[0], (x @ w).view(7, 6) @ v)
+    call = source.split("def call(args):")[1]
+    assert "aten.t.default" not in call and ".t()" not in call
+    assert ".view([7, 6])" in call and "aten.view" not in call
