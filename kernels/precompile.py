@@ -36,7 +36,11 @@ def precompile(module: ModuleType, kernels: Sequence[Any], workers: int) -> int:
     """Warm up the CUDA kernels whose arguments are all static; returns how many compiled."""
     if workers <= 0 or not runtime.triton_runs_on("cuda"):
         return 0
-    todo = [k for k in kernels if k.device_type == "cuda" and k.warmup is not None and (k.warmup[1][-1] > 0)]
+    todo, seen = [], set()
+    for k in kernels:  # a kernel shared by several groups compiles once per specialization
+        if k.device_type == "cuda" and k.warmup is not None and k.warmup[1][-1] > 0 and (k.name, k.warmup) not in seen:
+            seen.add((k.name, k.warmup))
+            todo.append(k)
     if not todo:
         return 0
     done = 0

@@ -89,11 +89,17 @@ def _same_layout(a: Any, b: Any) -> bool:
         return False
 
 
-def choose_reuse(plan: Plan, index: int, group: FusionGroup, candidates: dict[str, list[fx.Node]],
-                 out_buffers: list[tuple[fx.Node, str]]) -> dict[str, fx.Node]:
-    """Output buffer name → the input whose buffer it takes, for the step at ``index``."""
+def owned_buffers(plan: Plan) -> set[fx.Node]:
+    """Values whose buffer the graph allocated itself: kernel outputs and fresh ATen results."""
     made_by_kernel = {n for step in plan.steps if isinstance(step, FusionGroup) for n in step.outputs}
     made_by_aten = {step.node for step in plan.steps if isinstance(step, ExternCall) and _returns_fresh_tensor(step.node)}
+    return made_by_kernel | made_by_aten
+
+
+def choose_reuse(plan: Plan, index: int, group: FusionGroup, candidates: dict[str, list[fx.Node]],
+                 out_buffers: list[tuple[fx.Node, str]], owned: set[fx.Node]) -> dict[str, fx.Node]:
+    """Output buffer name → the input whose buffer it takes, for the step at ``index``;
+    ``owned`` is :func:`owned_buffers` of the plan."""
     dying = set(plan.frees_after.get(index, []))
     returned = set(plan.output.all_input_nodes)
     chosen: dict[str, fx.Node] = {}
@@ -105,7 +111,7 @@ def choose_reuse(plan: Plan, index: int, group: FusionGroup, candidates: dict[st
             node = group.input_views[loaded][0] if loaded in group.input_views else loaded
             if node in taken or node not in dying or node in returned:
                 continue
-            if node not in made_by_kernel and node not in made_by_aten:
+            if node not in owned:
                 continue
             if any(not _folded_here(user, group, members) for user in node.users
                    if user.target is operator.getitem or _is_alias(user)):

@@ -3,6 +3,7 @@ graph as a boxed function (``call(args: list)``)."""
 
 from __future__ import annotations
 
+import dataclasses
 import keyword
 from dataclasses import dataclass
 from functools import lru_cache
@@ -14,7 +15,7 @@ from torch import fx
 from ait_dynamo.kernels.codegen import generate_kernel
 from ait_dynamo.kernels.group_call import SymbolLocals, aten_function_source, group_call_source
 from ait_dynamo.kernels.op_table import HELPERS_SOURCE
-from ait_dynamo.kernels.reuse import choose_reuse
+from ait_dynamo.kernels.reuse import choose_reuse, owned_buffers
 
 from ait_dynamo.kernels.source import call_source, target_source, value_source
 from ait_dynamo.passes.plan import FusionGroup, Plan
@@ -94,14 +95,25 @@ def generate_wrapper(plan: Plan, gm: fx.GraphModule, version: str, autotune: boo
         names.taken.add(group.name)
         names.taken.add(f"{group.name}_aten")
         names.taken.add(f"launched_{group.name}")
+    # Identical kernels (the same layer's work, repeated per transformer layer) are defined once:
+    # Triton compiles each distinct function separately, so duplicates only cost compile time.
+    owned = owned_buffers(plan)
+    defined: dict[str, str] = {}  # source with the name blanked → the name it is defined under
+    sources: list[str] = []
     for index, step in enumerate(plan.steps):
         if isinstance(step, FusionGroup):
             kernel = generate_kernel(step, names)
+            canonical = kernel.source.replace(f"def {kernel.name}(", "def _(", 1)
+            first = defined.setdefault(canonical, kernel.name)
+            if first == kernel.name:
+                sources.append(kernel.source)
+            else:
+                kernel = dataclasses.replace(kernel, name=first)
             kernels.append(kernel)
             outputs_by_buffer = {buffer: node for node, buffer in kernel.out_buffers}
             reuse = {
                 buffer: (names(node), tuple(node.meta["val"].shape) != tuple(outputs_by_buffer[buffer].meta["val"].shape))
-                for buffer, node in choose_reuse(plan, index, step, kernel.inplace_candidates, kernel.out_buffers).items()
+                for buffer, node in choose_reuse(plan, index, step, kernel.inplace_candidates, kernel.out_buffers, owned).items()
             }
             call = group_call_source(step, kernel, names, symbols, autotune, reuse)
             body.append((call, [names(n) for n in plan.frees_after.get(index, [])]))
@@ -134,7 +146,7 @@ def generate_wrapper(plan: Plan, gm: fx.GraphModule, version: str, autotune: boo
         inputs=inputs,
         unused_inputs=[names(p) for p in plan.unused_inputs],
         symbols=symbols.lines(),
-        kernels=[k.source for k in kernels],
+        kernels=sources,
         aten_functions=[aten_function_source(g, names) for g in plan.steps if isinstance(g, FusionGroup)],
         helpers=HELPERS_SOURCE if kernels else "",
         body=body,

@@ -166,3 +166,19 @@ def test_double_transpose_is_dropped_and_views_print_as_methods(tmp_path):
     call = source.split("def call(args):")[1]
     assert "aten.t.default" not in call and ".t()" not in call
     assert ".view([7, 6])" in call and "aten.view" not in call
+
+
+@needs_triton
+def test_identical_kernels_are_defined_once(tmp_path):
+    """Repeated layers give the same kernel source under different names: Triton would compile
+    each; the wrapper defines it once and launches it for every group."""
+
+    def fn(x, w):
+        a = (x.sin() * 2) @ w
+        return ((a.sin() * 2) @ w,)
+
+    x, w = torch.randn(8, 8, device=DEVICE), torch.randn(8, 8, device=DEVICE)
+    source, outputs = _compiled_source(fn, (x, w), tmp_path)
+    torch.testing.assert_close(outputs[0], fn(x, w)[0])
+    assert len(re.findall(r"def kernel_\d+\(", source)) == 1, source
+    assert metrics.compiled_graphs[-1].kernels == ["kernel_0", "kernel_0"]
