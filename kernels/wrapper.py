@@ -111,9 +111,12 @@ def generate_wrapper(plan: Plan, gm: fx.GraphModule, version: str, autotune: boo
                 kernel = dataclasses.replace(kernel, name=first)
             kernels.append(kernel)
             outputs_by_buffer = {buffer: node for node, buffer in kernel.out_buffers}
+            # autotuning launches a kernel several times on the same arguments: no in-place outputs
+            reused = {} if autotune else choose_reuse(plan, index, step, kernel.inplace_candidates,
+                                                       kernel.out_buffers, owned)
             reuse = {
                 buffer: (names(node), tuple(node.meta["val"].shape) != tuple(outputs_by_buffer[buffer].meta["val"].shape))
-                for buffer, node in choose_reuse(plan, index, step, kernel.inplace_candidates, kernel.out_buffers, owned).items()
+                for buffer, node in reused.items()
             }
             call = group_call_source(step, kernel, names, symbols, autotune, reuse)
             body.append((call, [names(n) for n in plan.frees_after.get(index, [])]))

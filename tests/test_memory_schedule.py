@@ -182,3 +182,17 @@ def test_identical_kernels_are_defined_once(tmp_path):
     torch.testing.assert_close(outputs[0], fn(x, w)[0])
     assert len(re.findall(r"def kernel_\d+\(", source)) == 1, source
     assert metrics.compiled_graphs[-1].kernels == ["kernel_0", "kernel_0"]
+
+
+@needs_triton
+def test_no_inplace_outputs_under_autotune(tmp_path):
+    """Autotuning launches each kernel several times on its arguments: an output written over
+    its input would feed the next launch."""
+    x, w = torch.randn(37, 19, device=DEVICE), torch.randn(19, 23, device=DEVICE)
+    gm = make_fx(lambda x, w: ((x @ w).relu() * 2,))(x, w)
+    config = AitConfig.create({"debug_dir": str(tmp_path), "cache_dir": str(tmp_path / "cache"), "autotune": True},
+                              environ={})
+    outputs = compile_graph(gm, [x, w], config)([x, w])
+    torch.testing.assert_close(outputs[0], (x @ w).relu() * 2)
+    source = (tmp_path / metrics.compiled_graphs[-1].name / "module.py").read_text()
+    assert ("mul", "mm") not in REUSE.findall(source)
