@@ -64,7 +64,7 @@ def _steps() -> dict[str, Callable[[str, str], tuple[Callable[[], Any], list[tor
         return build
 
     names = ["tutorial_8192", "layer_norm_32768x768_float16", "softmax_32768x768_float16",
-             "layer_norm_4096x4096_float32", "pointwise_chain_fwd"]
+             "layer_norm_4096x4096_float32", "pointwise_chain_fwd", "pointwise_chain_fwdbwd"]
     table = {n: fusion_workload(n) for n in names}
     table["encoder_block"] = train_workload("encoder_block")
     table["vit_b16"] = train_workload("vit_b16")
