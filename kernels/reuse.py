@@ -44,18 +44,26 @@ def _depends_on(group: FusionGroup, output: fx.Node, source: fx.Node) -> bool:
 
 def inplace_candidates(group: FusionGroup, load_log: list[tuple[fx.Node, str, int]],
                        store_offsets: dict[int, str], out_buffers: list[tuple[fx.Node, str]]) -> dict[str, list[fx.Node]]:
-    loads: dict[fx.Node, list[tuple[str, int]]] = {}
+    def buffer_of(node: fx.Node) -> fx.Node:
+        return group.input_views[node][0] if node in group.input_views else node
+
+    # every read of a buffer counts, whichever view of it the kernel reads through: a buffer read
+    # both directly and through a transposed view must not be overwritten element by element
+    reads_of_buffer: dict[fx.Node, list[tuple[str, int]]] = {}
+    loaded: list[fx.Node] = []
     for node, offset, stores_before in load_log:
-        loads.setdefault(node, []).append((offset, stores_before))
+        reads_of_buffer.setdefault(buffer_of(node), []).append((offset, stores_before))
+        if node not in loaded:
+            loaded.append(node)
     result: dict[str, list[fx.Node]] = {}
     for index, (output, buffer) in enumerate(out_buffers):
         offset = store_offsets.get(index)
         if offset is None:
             continue
         result[buffer] = [
-            node for node, reads in loads.items()
+            node for node in loaded
             if (node not in group.input_views or group.input_views[node][1] == 0)
-            and all(read == offset and before == 0 for read, before in reads)
+            and all(read == offset and before == 0 for read, before in reads_of_buffer[buffer_of(node)])
             and _depends_on(group, output, node)
         ]
     return result

@@ -74,6 +74,7 @@ def next_seed() -> int:
 
 _DIRECT = {"on": not INTERPRETING}
 _COMPILED: dict[tuple, Any] = {}
+_COMPILED_MAX = 4096
 
 
 def _specialization(args: Sequence[Any]) -> tuple:
@@ -101,6 +102,8 @@ def launch(kernel: Any, grid: tuple[int, ...], args: Sequence[Any], constexprs: 
     if compiled is None:
         compiled = kernel[grid](*args, **constexprs, num_warps=num_warps)
         if compiled is not None and hasattr(compiled, "run") and device is not None:
+            if len(_COMPILED) >= _COMPILED_MAX:  # ints are part of the key: dynamic sizes add entries
+                _COMPILED.clear()
             _COMPILED[key] = compiled
         return
     grid = tuple(grid) + (1,) * (3 - len(grid))

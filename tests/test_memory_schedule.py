@@ -196,3 +196,18 @@ def test_no_inplace_outputs_under_autotune(tmp_path):
     torch.testing.assert_close(outputs[0], (x @ w).relu() * 2)
     source = (tmp_path / metrics.compiled_graphs[-1].name / "module.py").read_text()
     assert ("mul", "mm") not in REUSE.findall(source)
+
+
+@needs_triton
+def test_no_reuse_of_a_buffer_also_read_through_another_view(tmp_path):
+    """The kernel reads m directly and through m.t(): writing over m element by element would
+    change the transposed reads of elements not yet read."""
+
+    def fn(x, w):
+        m = x @ w
+        return (m * 2 + m.t(),)
+
+    x, w = torch.randn(9, 9, device=DEVICE), torch.randn(9, 9, device=DEVICE)
+    source, outputs = _compiled_source(fn, (x, w), tmp_path)
+    assert not any(b.startswith("mm") for _, b in REUSE.findall(source)), source
+    torch.testing.assert_close(outputs[0], fn(x, w)[0])
