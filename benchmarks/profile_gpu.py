@@ -102,7 +102,10 @@ def kernel_table(step: Callable[[], Any], params: list[torch.Tensor]) -> str:
         total += gpu
         rows.append((gpu, e.count, e.key))
     rows.sort(reverse=True)
-    lines = [f"host enqueue per step: {host_ms:.3f} ms; GPU kernel time per step: {total / 1e3 / PROFILED_STEPS:.3f} ms",
+    # ``total`` sums every row with device time: a kernel also under the ATen op that launched it,
+    # the ranges around compiled regions, Inductor's named kernels twice. Read the kernel rows.
+    lines = [f"host enqueue per step: {host_ms:.3f} ms; device time of all rows per step (double counts): "
+             f"{total / 1e3 / PROFILED_STEPS:.3f} ms",
              f"{'us/step':>9s} {'calls/step':>10s}  kernel"]
     for gpu, count, key in rows[:40]:
         lines.append(f"{gpu / PROFILED_STEPS:9.1f} {count / PROFILED_STEPS:10.1f}  {key[:150]}")

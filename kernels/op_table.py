@@ -177,8 +177,9 @@ def _pow(a: Any, b: Any) -> str:
         return _to_result(f"{x} * {x}", computation, result)
     if not isinstance(b, Operand) and float(b) == 0.5:
         return _to_result(f"tl.sqrt_rn({cast(a, computation)})", computation, result)
-    # ATen's CUDA pow with these scalar exponents multiplies instead of calling pow (which is
-    # ~10x the instructions: a libdevice pow made a pointwise backward compute-bound)
+    # ATen's CUDA pow with these scalar exponents multiplies instead of calling pow. With
+    # libdevice pow (and 1 / sqrt_rn for rsqrt) the pointwise chain's fwd+bwd at 8192^2 fp32 took
+    # 0.997 ms on the H200, and 0.786 ms with these forms (fusion_bench at d67606f and 9126ac6).
     special = {3.0: "{x} * {x} * {x}", -0.5: "tl.math.rsqrt({x})", -1.0: "1.0 / {x}", -2.0: "1.0 / ({x} * {x})"}
     if not isinstance(b, Operand) and float(b) in special:
         return _to_result(special[float(b)].format(x=cast(a, computation)), computation, result)

@@ -23,6 +23,7 @@ from typing import Any
 import torch
 from torch import fx
 
+from ait_dynamo.passes.graph_utils import may_alias_input, same_tensor_layout
 from ait_dynamo.passes.plan import ExternCall, FusionGroup, Plan
 
 
@@ -70,14 +71,11 @@ def inplace_candidates(group: FusionGroup, load_log: list[tuple[fx.Node, str, in
 
 
 def _returns_fresh_tensor(node: fx.Node) -> bool:
-    """True for a call whose result never aliases an input (mm, convolution, ...)."""
+    """True for a call whose one result never aliases an input (mm, convolution, ...)."""
     target = node.target
-    if node.op != "call_function" or not isinstance(target, torch._ops.OpOverload):
+    if not isinstance(target, torch._ops.OpOverload) or target._schema.is_mutable or len(target._schema.returns) != 1:
         return False
-    schema = target._schema
-    if schema.is_mutable or len(schema.returns) != 1:
-        return False
-    return schema.returns[0].alias_info is None
+    return not may_alias_input(node)
 
 
 def _static(t: Any) -> bool:
@@ -86,22 +84,26 @@ def _static(t: Any) -> bool:
         isinstance(s, int) for s in (*t.shape, *t.stride(), t.storage_offset()))
 
 
+def _dense_from_start(t: torch.Tensor) -> bool:
+    return t.numel() > 0 and t.is_contiguous() and t.storage_offset() == 0
+
+
 def _same_layout(a: Any, b: Any) -> bool:
-    if not _static(a) or not _static(b):
-        return False
-    try:
-        return (a.dtype == b.dtype and a.device == b.device and tuple(a.shape) == tuple(b.shape)
-                and tuple(a.stride()) == tuple(b.stride()) and a.is_contiguous() and b.is_contiguous()
-                and int(a.storage_offset()) == 0 and a.numel() > 0)
-    except (TypeError, RuntimeError):
-        return False
+    return _static(a) and _static(b) and same_tensor_layout(a, b) and _dense_from_start(a)
+
+
+def _same_elements(base: Any, output: Any) -> bool:
+    """Contiguous, same dtype and element count: element i of one is element i of the other."""
+    return (_static(base) and _static(output) and base.dtype == output.dtype and base.device == output.device
+            and base.numel() == output.numel() and _dense_from_start(base))
 
 
 def owned_buffers(plan: Plan) -> set[fx.Node]:
-    """Values whose buffer the graph allocated itself: kernel outputs and fresh ATen results."""
+    """Values whose buffer the graph allocated itself and does not return: kernel outputs and
+    fresh ATen results (a returned value must stay as AOTAutograd traced it)."""
     made_by_kernel = {n for step in plan.steps if isinstance(step, FusionGroup) for n in step.outputs}
     made_by_aten = {step.node for step in plan.steps if isinstance(step, ExternCall) and _returns_fresh_tensor(step.node)}
-    return made_by_kernel | made_by_aten
+    return (made_by_kernel | made_by_aten) - set(plan.output.all_input_nodes)
 
 
 def choose_reuse(plan: Plan, index: int, group: FusionGroup, candidates: dict[str, list[fx.Node]],
@@ -109,7 +111,6 @@ def choose_reuse(plan: Plan, index: int, group: FusionGroup, candidates: dict[st
     """Output buffer name → the input whose buffer it takes, for the step at ``index``;
     ``owned`` is :func:`owned_buffers` of the plan."""
     dying = set(plan.frees_after.get(index, []))
-    returned = set(plan.output.all_input_nodes)
     chosen: dict[str, fx.Node] = {}
     taken: set[fx.Node] = set()
     members = set(group.nodes)
@@ -117,12 +118,10 @@ def choose_reuse(plan: Plan, index: int, group: FusionGroup, candidates: dict[st
         for loaded in candidates.get(buffer, []):
             # a view read in place (offset 0) stands for its base buffer
             node = group.input_views[loaded][0] if loaded in group.input_views else loaded
-            if node in taken or node not in dying or node in returned:
-                continue
-            if node not in owned:
+            if node in taken or node not in dying or node not in owned:
                 continue
             if any(not _folded_here(user, group, members) for user in node.users
-                   if user.target is operator.getitem or _is_alias(user)):
+                   if user.target is operator.getitem or may_alias_input(user)):
                 continue
             if not _same_layout(loaded.meta.get("val"), output.meta.get("val")):
                 continue
@@ -137,24 +136,3 @@ def choose_reuse(plan: Plan, index: int, group: FusionGroup, candidates: dict[st
 def _folded_here(view: fx.Node, group: FusionGroup, members: set[fx.Node]) -> bool:
     """A view of the buffer that only this kernel reads (through its strides): it dies here too."""
     return view in group.input_views and all(user in members for user in view.users)
-
-
-def _same_elements(base: Any, output: Any) -> bool:
-    """Contiguous, same dtype and element count: element i of one is element i of the other."""
-    if not _static(base) or not _static(output):
-        return False
-    try:
-        return (base.dtype == output.dtype and base.device == output.device and base.numel() == output.numel()
-                and base.is_contiguous() and int(base.storage_offset()) == 0)
-    except (TypeError, RuntimeError):
-        return False
-
-
-def _is_alias(node: fx.Node) -> bool:
-    """A call whose result may share the storage of its inputs (views, reshape, ...)."""
-    target = node.target
-    if node.op != "call_function":
-        return False
-    if isinstance(target, torch._ops.OpOverload):
-        return any(r.alias_info is not None for r in target._schema.returns)
-    return True  # unknown Python-level calls: assume they may alias

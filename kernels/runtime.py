@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import torch
 
@@ -64,13 +64,16 @@ def next_seed() -> int:
 # -- launching ------------------------------------------------------------------------------------
 #
 # ``kernel[grid](...)`` re-derives the specialization of every argument and looks the compiled
-# kernel up on each call: on the H200 host that cost ~60-80 us per launch (cProfile of the encoder
-# block's training step: 22 launches, 1.2 ms of its 4.4 ms host time), against ~17 us for the
-# launcher itself. After the first launch of a configuration, ``launch`` calls the compiled
-# kernel's launcher directly, keyed by what decides Triton's specialization: each pointer's
+# kernel up on each call: under cProfile on the H200 host, 53 us per launch in the encoder block's
+# training step and 83 us in the tutorial function's, of which the C launcher took 17-22 us
+# (benchmarks/results/nvidia-h200/memory_and_launch/host_profile/*_jit_launch.txt). After the
+# first launch of a configuration, ``launch`` calls the compiled kernel's launcher directly, keyed by what decides Triton's specialization: each pointer's
 # 16-byte alignment and each int's value (Triton looks at equality to 1, divisibility by 16 and
 # the need for 64 bits; equal values agree on all three). Any surprise from the launcher
-# (another Triton's calling convention) turns the direct path off.
+# (another Triton's calling convention) turns the direct path off. Measured gain so far: none
+# beyond the noise. The encoder step enqueued in 4.25 ms against 4.39 ms through the JIT, in two
+# runs on different machines (host_profile/encoder_block_ait_direct_launch.txt), and under cProfile
+# ``launch`` costs about what the JIT path did.
 
 _DIRECT = {"on": not INTERPRETING}
 _COMPILED: dict[tuple, Any] = {}
@@ -218,5 +221,3 @@ def launch_reduction(kernel: Any, tensors: Sequence[Any], ints: Sequence[int], x
         config = autotune.choose(tune, (xnumel, rnumel), candidates, run)
     run(config)
 
-
-Launcher = Callable[..., None]

@@ -82,8 +82,10 @@ def value_source(value: Any, names: Callable[[fx.Node], str]) -> str:
 
 
 # View ops printed as Tensor methods: the same ATen op, without the Python frame of
-# ``OpOverload.__call__``. Views are about half the ATen calls of a transformer's backward
-# wrapper, and its host time, not the GPU, bounds the encoder block's training step.
+# ``OpOverload.__call__``. Views were 45 of the 59 ATen calls in the encoder block's backward
+# wrapper (profile_gpu.py's debug dump at 6ff1e71), and host time, not the GPU, bounds that
+# training step (memory_and_launch/profile_*/encoder_block_ait.txt). Its effect on the step's
+# time has not been measured on its own.
 _TENSOR_METHODS = {
     torch.ops.aten.view.default: "view",
     torch.ops.aten._unsafe_view.default: "view",  # same stride check as view; no autograd here

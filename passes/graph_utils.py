@@ -17,6 +17,17 @@ def is_mutating(node: fx.Node) -> bool:
     return node.op == "call_function" and node.is_impure()
 
 
+def may_alias_input(node: fx.Node) -> bool:
+    """True for a call whose result may share storage with an input: an op overload with an
+    aliasing return (views, reshape, ...) or any other Python-level call."""
+    if node.op != "call_function":
+        return False
+    target = node.target
+    if isinstance(target, torch._ops.OpOverload):
+        return any(r.alias_info is not None for r in target._schema.returns)
+    return True
+
+
 def is_random(node: fx.Node) -> bool:
     """True for an op whose result depends on the RNG state (two calls differ)."""
     target = node.target

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import fx
 
-from ait_dynamo.passes.graph_utils import is_mutating, is_random, meta_value
+from ait_dynamo.passes.graph_utils import is_mutating, is_random, may_alias_input, meta_value
 from ait_dynamo.passes.plan import ExternCall, FusionGroup, Step
 
 SHRINK_FACTOR = 2  # hoist when the step reads at least this many times the bytes it writes
@@ -58,7 +58,7 @@ def _shrinks(step: Step) -> bool:
         target = step.node.target
         if step.node.op != "call_function" or not isinstance(target, torch._ops.OpOverload):
             return False
-        if any(r.alias_info is not None for r in target._schema.returns):
+        if may_alias_input(step.node):
             return False  # a view: moving it moves nothing
     read, written = _bytes(_reads(step)), _bytes(_produces(step))
     return read is not None and written is not None and read > 0 and written * SHRINK_FACTOR <= read
