@@ -15,16 +15,23 @@ from torch._dynamo.backends.common import aot_autograd
 
 from ait_dynamo.compile import compile_graph
 from ait_dynamo.config import AitConfig
+from ait_dynamo.cuda_graphs import GraphPair
 from ait_dynamo.partitioners import partition_function
 from ait_dynamo.passes.decompositions import decomposition_table
 
 
-def aot_compilers(config: AitConfig) -> dict[str, Any]:
-    """Keyword arguments for AOTAutograd: our compilers, partitioner and decompositions."""
+def aot_compilers(config: AitConfig, graph_pair: GraphPair | None = None) -> dict[str, Any]:
+    """Keyword arguments for AOTAutograd: our compilers, partitioner and decompositions.
+
+    With ``config.cuda_graphs``, the graphs compiled through one set of compilers share
+    ``graph_pair`` (one per Dynamo graph: a memory pool, and the forward's saved values)."""
+    if config.cuda_graphs and graph_pair is None:
+        graph_pair = GraphPair()
+    compile_kind = functools.partial(compile_graph, config=config, graph_pair=graph_pair)
     return {
-        "fw_compiler": functools.partial(compile_graph, config=config, kind="forward"),
-        "bw_compiler": functools.partial(compile_graph, config=config, kind="backward"),
-        "inference_compiler": functools.partial(compile_graph, config=config, kind="inference"),
+        "fw_compiler": functools.partial(compile_kind, kind="forward"),
+        "bw_compiler": functools.partial(compile_kind, kind="backward"),
+        "inference_compiler": functools.partial(compile_kind, kind="inference"),
         "partition_fn": partition_function(config),
         "decompositions": decomposition_table(config),
     }
@@ -45,4 +52,6 @@ def ait_backend(
 ) -> Any:
     """``torch.compile`` backend: dynamo FX graph → AOTAutograd → ait-compiled graphs."""
     config = AitConfig.create(options, mode)
+    if config.cuda_graphs:  # a fresh pair of graphs (and memory pool) per Dynamo graph
+        return aot_autograd(**aot_compilers(config), keep_inference_input_mutations=True)(gm, example_inputs)
     return _aot_backend(config)(gm, example_inputs)

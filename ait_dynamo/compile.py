@@ -15,7 +15,7 @@ from typing import Any, Callable, Sequence
 
 from torch import fx
 
-from ait_dynamo import metrics
+from ait_dynamo import cuda_graphs, metrics
 from ait_dynamo._version import __version__
 from ait_dynamo.cache import load_module
 from ait_dynamo.config import AitConfig
@@ -24,7 +24,9 @@ from ait_dynamo.kernels import autotune
 from ait_dynamo.kernels.precompile import precompile
 from ait_dynamo.kernels.wrapper import generate_wrapper
 from ait_dynamo.fusion_report import build_report, emit_report
+from ait_dynamo.partitioners import USER_OUTPUTS_META
 from ait_dynamo.passes.fusion import build_plan
+from ait_dynamo.passes.graph_utils import is_mutating, may_alias_input
 from ait_dynamo.passes.plan import FusionGroup
 from ait_dynamo.passes.pipeline import run_passes
 
@@ -63,13 +65,51 @@ def guess_graph_kind(gm: fx.GraphModule) -> str:
     return "backward" if any(name.startswith("tangents") for name in names) else "forward"
 
 
+def mutated_input_indices(gm: fx.GraphModule) -> list[int]:
+    """Indices of the placeholders that an op of ``gm`` writes to, directly or through a view."""
+    placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
+    written: set[fx.Node] = set()
+    for node in gm.graph.nodes:
+        if node.op == "call_function" and is_mutating(node):
+            written.update(node.all_input_nodes)
+    indices = []
+    for index, placeholder in enumerate(placeholders):
+        aliases, frontier = {placeholder}, [placeholder]
+        while frontier:
+            for user in frontier.pop().users:
+                if user not in aliases and may_alias_input(user) and not is_mutating(user):
+                    aliases.add(user)
+                    frontier.append(user)
+        if aliases & written:
+            indices.append(index)
+    return indices
+
+
+def _graphed(compiled: BoxedCallable, gm: fx.GraphModule, name: str, kind: str, config: AitConfig,
+             graph_pair: "cuda_graphs.GraphPair | None", source: str | None) -> BoxedCallable:
+    if not config.cuda_graphs or kind not in cuda_graphs.GRAPHED_KINDS:
+        return compiled
+    if source is not None and "next_seed(" in source:
+        warnings.warn(
+            f"ait_dynamo: {name} runs without a CUDA graph: its kernels draw Philox seeds on the host "
+            "(fallback_random=False), and a replay would repeat them; use fallback_random=True",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        return compiled
+    return cuda_graphs.wrap(compiled, name, kind, graph_pair, gm.meta.get(USER_OUTPUTS_META),
+                            mutated_input_indices(gm))
+
+
 def compile_graph(
     gm: fx.GraphModule,
     example_inputs: Sequence[Any],
     config: AitConfig,
     kind: str = "graph",
+    graph_pair: "cuda_graphs.GraphPair | None" = None,
 ) -> BoxedCallable:
-    """Compile one aten graph; returns a boxed callable (``fn(list_of_args)``)."""
+    """Compile one aten graph; returns a boxed callable (``fn(list_of_args)``). With
+    ``config.cuda_graphs`` it replays CUDA graphs; graphs of one ``graph_pair`` share memory."""
     started = time.perf_counter()
     name = f"graph_{next(_graph_counter):03d}_{kind}"
     record = metrics.GraphRecord(name=name, kind=kind)
@@ -89,6 +129,7 @@ def compile_graph(
         if config.compile_workers and not record.cache_hit:
             precompile(module, generated.kernels, config.compile_workers)
         compiled: BoxedCallable = module.make_call(generated.constants)
+        source: str | None = generated.source
         record.externs = list(generated.aten_externs)
         record.kernels = [kernel.name for kernel in generated.kernels]
         record.fused_ops = [str(n.target) for s in plan.steps if isinstance(s, FusionGroup) for n in s.nodes]
@@ -99,6 +140,8 @@ def compile_graph(
         record.fallback_reason = f"{type(error).__name__}: {error}"
         record.externs = [str(n.target) for n in gm.graph.nodes if n.op == "call_function"]
         compiled = _boxed(gm)
+        source = None
+    compiled = _graphed(compiled, gm, name, kind, config, graph_pair, source)
     record.compile_seconds = time.perf_counter() - started
     metrics.record(record)
     log.info(

@@ -1,7 +1,8 @@
 """Every option of the backend in one frozen dataclass.
 
-Options come from three places, later ones winning: the defaults below, ``AIT_*`` environment
-variables, and ``torch.compile(..., mode=..., options={...})`` / keyword arguments of the public
+Options come from four places, later ones winning: the defaults below, the presets of
+``torch.compile``'s ``mode=`` (``_MODE_OPTIONS``), ``AIT_*`` environment variables, and
+``options={...}`` / keyword arguments of the public
 functions. Every value is validated here, so the rest of the code can trust an ``AitConfig``.
 """
 
@@ -18,7 +19,15 @@ import torch
 log = logging.getLogger("ait_dynamo")
 
 PARTITIONERS = ("min_cut", "default", "functorch")
-MODES = ("default",)
+# torch.compile's modes, as Inductor names them: "reduce-overhead" replays CUDA graphs,
+# "max-autotune" also benchmarks block sizes.
+MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+_MODE_OPTIONS: dict[str, dict[str, bool]] = {
+    "default": {},
+    "reduce-overhead": {"cuda_graphs": True},
+    "max-autotune": {"cuda_graphs": True, "autotune": True},
+    "max-autotune-no-cudagraphs": {"autotune": True},
+}
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off", "")
 
@@ -52,6 +61,9 @@ class AitConfig:
         fallback_random: random ops (dropout) run through ATen, so results equal eager's under
             the same ``torch.manual_seed``; ``False`` generates them inside the fused kernels with
             Philox (faster; same distribution, a different stream: see ``kernels/op_table.py``).
+        cuda_graphs: replay each compiled graph as a CUDA graph after its first two calls (one
+            call enqueues all its kernels: for host-bound steps); see ``ait_dynamo/cuda_graphs.py``
+            for what is read in place and what is copied. ``mode="reduce-overhead"`` sets it.
     """
 
     debug_dir: str | None = None
@@ -63,6 +75,7 @@ class AitConfig:
     autotune: bool = False
     fallback_random: bool = True
     compile_workers: int = 4
+    cuda_graphs: bool = False
 
     @staticmethod
     def option_names() -> tuple[str, ...]:
@@ -83,7 +96,7 @@ class AitConfig:
             )
         if options is not None and not isinstance(options, Mapping):
             raise ValueError(f"ait backend: options must be a dict, got {type(options).__name__}")
-        values: dict[str, Any] = {}
+        values: dict[str, Any] = dict(_MODE_OPTIONS[mode or "default"])
         values.update(_from_environment(os.environ if environ is None else environ))
         for name, value in (options or {}).items():
             if name not in _PARSERS:
@@ -257,6 +270,7 @@ _PARSERS: dict[str, Callable[[str, Any], Any]] = {
     "autotune": _parse_bool,
     "fallback_random": _parse_bool,
     "compile_workers": _parse_workers,
+    "cuda_graphs": _parse_bool,
 }
 assert set(_PARSERS) == set(AitConfig.option_names()), "every option needs a parser"
 

@@ -31,7 +31,13 @@ def _compile(backend: str, fn: Callable[..., Any], debug_dir: str) -> Callable[.
         return fn
     if backend == "inductor":
         return torch.compile(fn)
-    return torch.compile(fn, backend="ait", options={"debug_dir": debug_dir})
+    # "ait+memory_budget=0.5+cuda_graphs=1": ait with those options
+    name, *settings = backend.split("+")
+    if name != "ait":
+        raise ValueError(f"unknown backend {backend!r}; valid: eager, inductor, ait[+option=value...]")
+    options: dict[str, Any] = {"debug_dir": debug_dir}
+    options.update(setting.split("=", 1) for setting in settings)
+    return torch.compile(fn, backend="ait", options=options)
 
 
 def _steps() -> dict[str, Callable[[str, str], tuple[Callable[[], Any], list[torch.Tensor]]]]:
@@ -180,7 +186,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", required=True)
     parser.add_argument("--only", default="tutorial_8192,layer_norm_32768x768_float16,encoder_block")
-    parser.add_argument("--backends", default="eager,inductor,ait")
+    parser.add_argument("--backends", default="eager,inductor,ait",
+                        help="comma-separated: eager, inductor, ait; ait+option=value+... passes ait options")
     parser.add_argument("--memory", action="store_true", help="also the live allocations at the peak (training)")
     parser.add_argument("--host", action="store_true", help="also a cProfile of the host work per step")
     args = parser.parse_args(argv)
@@ -199,7 +206,8 @@ def main(argv: list[str] | None = None) -> int:
                     report += "\n" + host_table(step, params)
             except Exception as error:  # noqa: BLE001 - one failure must not hide the rest
                 report = f"ERROR {type(error).__name__}: {error}\n"
-            with open(os.path.join(args.out, f"{name}_{backend}.txt"), "w") as file:
+            label = backend.replace("+", "_").replace("=", "")
+            with open(os.path.join(args.out, f"{name}_{label}.txt"), "w") as file:
                 file.write(report)
             print(f"== {name} {backend}\n{report}", flush=True)
             del step, params

@@ -5,8 +5,11 @@ ait's memory budget.
     python -m benchmarks.train_bench --out DIR --small --device cpu --modes eager,ait   # smoke test
 
 One training step is forward + backward (parameter gradients, set to None before each step).
-"Peak memory above inputs" is the CUDA allocator's peak during the step minus what was allocated
-before it (parameters, inputs, the output gradient): activations, gradients and workspace.
+"Peak memory above inputs" is the CUDA allocator's peak during a step minus what was there before
+the first step (parameters, inputs) and the output gradient: activations, gradients, workspace
+and whatever a backend keeps between steps. It is given as allocated memory and as reserved
+memory, which also counts a CUDA graph's private pool (see ``measure_step``). The budget sweep
+runs ``--sweep-modes`` (default: ait with CUDA graphs, whose step time is not host noise).
 Writes ``DIR/train_bench.json``, ``DIR/train_bench.md`` and ``DIR/budget_sweep.png``.
 
 Workloads: the seed encoder block (768/12/3072, seq 196, batch 32, bf16) and ViT-B/16 (224x224,
@@ -108,7 +111,8 @@ class Result:
     mode: str
     budget: str
     step_ms: float | None = None
-    peak_mib: float | None = None
+    peak_mib: float | None = None  # allocated
+    peak_reserved_mib: float | None = None
     saved_mib: float | None = None  # ait: bytes the partition saves for the backward
     compile_s: float | None = None
     error: str | None = None  # the exception, or ait_dynamo's warnings during the run
@@ -120,8 +124,13 @@ def _synchronize(device: torch.device) -> None:
 
 
 def measure_step(model: Callable[..., torch.Tensor], params: list[nn.Parameter], inputs: tuple[torch.Tensor, ...],
-                 device: torch.device, iters: int) -> tuple[float, float, float]:
-    """(compile + first step seconds, median step ms, peak MiB above what was allocated before)."""
+                 device: torch.device, iters: int) -> tuple[float, float, float, float]:
+    """(compile + first step seconds, median step ms, peak allocated MiB, peak reserved MiB).
+
+    Both peaks are above what was there before the first step (parameters, inputs) plus the output
+    gradient, so memory a backend keeps between steps counts: CUDA-graph pools, static buffers,
+    constants. Reserved memory also counts the free blocks of a CUDA graph's private pool, which
+    nothing else can use (the allocator's cache of other free blocks is emptied before the step)."""
     grad_out: list[torch.Tensor] = []
 
     def step() -> None:
@@ -132,23 +141,29 @@ def measure_step(model: Callable[..., torch.Tensor], params: list[nn.Parameter],
             grad_out.append(torch.ones_like(out))
         out.backward(grad_out[0])
 
+    base_allocated = base_reserved = 0
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.empty_cache()
+        base_allocated, base_reserved = torch.cuda.memory_allocated(), torch.cuda.memory_reserved()
     begin = time.perf_counter()
     step()
     _synchronize(device)
     compile_s = time.perf_counter() - begin
-    for _ in range(2):
+    for _ in range(3):  # CUDA-graph modes warm up on the first call and capture on the second
         step()
     for p in params:
         p.grad = None
     _synchronize(device)
-    peak = 0.0
+    peak = peak_reserved = 0.0
     if device.type == "cuda":
+        gradient_bytes = grad_out[0].untyped_storage().nbytes()
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
-        base = torch.cuda.memory_allocated()
         step()
         _synchronize(device)
-        peak = (torch.cuda.max_memory_allocated() - base) / 2**20
+        peak = (torch.cuda.max_memory_allocated() - base_allocated - gradient_bytes) / 2**20
+        peak_reserved = (torch.cuda.max_memory_reserved() - base_reserved - gradient_bytes) / 2**20
     samples = []
     for _ in range(iters):
         if device.type == "cuda":
@@ -164,7 +179,7 @@ def measure_step(model: Callable[..., torch.Tensor], params: list[nn.Parameter],
             samples.append((time.perf_counter() - t0) * 1e3)
     for p in params:
         p.grad = None
-    return compile_s, statistics.median(samples), peak
+    return compile_s, statistics.median(samples), peak, peak_reserved
 
 
 def run_mode(workload: Workload, mode: str, budget: str | None, device: torch.device, iters: int) -> Result:
@@ -179,9 +194,13 @@ def run_mode(workload: Workload, mode: str, budget: str | None, device: torch.de
             fn: Callable[..., torch.Tensor] = model
         elif mode == "inductor":
             fn = torch.compile(model)
+        elif mode == "inductor-cudagraphs":
+            fn = torch.compile(model, mode="reduce-overhead")
         elif mode.startswith("ait"):
             options: dict[str, Any] = {}
-            if mode == "ait-default-partition":
+            if mode in ("ait-cudagraphs", "ait-cudagraphs-budget"):
+                options["cuda_graphs"] = True
+            elif mode == "ait-default-partition":
                 options["partitioner"] = "default"
             elif mode == "ait-functorch-partition":
                 options["partitioner"] = "functorch"
@@ -192,7 +211,7 @@ def run_mode(workload: Workload, mode: str, budget: str | None, device: torch.de
             raise ValueError(f"unknown mode {mode!r}")
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            result.compile_s, result.step_ms, result.peak_mib = measure_step(
+            result.compile_s, result.step_ms, result.peak_mib, result.peak_reserved_mib = measure_step(
                 fn, list(model.parameters()), workload.inputs, device, iters)
         # ait's own warnings (a graph falling back to ATen, the partitioner falling back to the
         # default partition, a budget that cannot be met) belong in the results
@@ -212,48 +231,57 @@ def run_mode(workload: Workload, mode: str, budget: str | None, device: torch.de
 
 
 def _markdown(results: list[Result], header: str) -> str:
-    lines = [header, "", "| workload | mode | memory budget | step ms | peak MiB above inputs | saved MiB | compile s | error or ait warnings |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [header, "", "| workload | mode | memory budget | step ms | peak MiB above inputs (allocated) | "
+             "peak MiB above inputs (reserved) | saved MiB | compile s | error or ait warnings |",
+             "|---|---|---|---|---|---|---|---|---|"]
 
     def fmt(value: float | None, digits: int) -> str:
         return "" if value is None else f"{value:.{digits}f}"
 
     for r in results:
         lines.append(f"| {r.workload} | {r.mode} | {r.budget} | {fmt(r.step_ms, 3)} | {fmt(r.peak_mib, 1)} | "
-                     f"{fmt(r.saved_mib, 1)} | {fmt(r.compile_s, 1)} | {r.error or ''} |")
+                     f"{fmt(r.peak_reserved_mib, 1)} | {fmt(r.saved_mib, 1)} | {fmt(r.compile_s, 1)} | {r.error or ''} |")
     return "\n".join(lines) + "\n"
 
 
 def plot_sweep(results: list[Result], path: str) -> None:
+    """Per workload: step time (left axis) and peak memory (right axis, reserved: it includes
+    CUDA-graph pools) over the budget for every swept mode, with the baselines as flat lines."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    workloads = sorted({r.workload for r in results if r.mode == "ait-budget" and r.step_ms is not None})
+    swept = [r for r in results if r.mode.endswith("-budget") and r.step_ms is not None]
+    workloads = sorted({r.workload for r in swept})
     if not workloads:
         return
-    fig, axes = plt.subplots(1, len(workloads), figsize=(6 * len(workloads), 4.5), squeeze=False)
+    fig, axes = plt.subplots(1, len(workloads), figsize=(7 * len(workloads), 5), squeeze=False)
+    styles = ["o-", "s-", "^-", "d-"]
     for ax, name in zip(axes[0], workloads):
-        sweep = sorted((float(r.budget), r) for r in results if r.workload == name and r.mode == "ait-budget"
-                       and r.step_ms is not None)
-        fractions = [f for f, _ in sweep]
-        ax.plot(fractions, [r.step_ms for _, r in sweep], "o-", color="tab:blue", label="ait step ms")
+        twin = ax.twinx()
+        modes = sorted({r.mode for r in swept if r.workload == name})
+        for style, mode in zip(styles, modes):
+            sweep = sorted((float(r.budget), r) for r in swept if r.workload == name and r.mode == mode)
+            fractions = [f for f, _ in sweep]
+            label = mode.removesuffix("-budget")
+            ax.plot(fractions, [r.step_ms for _, r in sweep], style, color="tab:blue", label=f"{label}: step ms")
+            twin.plot(fractions, [r.peak_reserved_mib for _, r in sweep], style.replace("-", "--"), color="tab:red",
+                      label=f"{label}: peak MiB (reserved)")
+            twin.plot(fractions, [r.saved_mib for _, r in sweep], style.replace("-", ":"), color="tab:orange",
+                      label=f"{label}: saved MiB")
+        for r in results:
+            if r.workload == name and not r.mode.startswith("ait") and r.step_ms is not None:
+                dash = {"eager": ":", "inductor": "-."}.get(r.mode, "--")
+                ax.axhline(r.step_ms, color="tab:blue", alpha=0.35, linestyle=dash)
+                twin.axhline(r.peak_reserved_mib, color="tab:red", alpha=0.35, linestyle=dash)
+                ax.annotate(r.mode, (1.0, r.step_ms), fontsize=7, alpha=0.7)
         ax.set_xlabel("memory_budget (fraction of the default partition's saved bytes)")
         ax.set_ylabel("step time (ms)", color="tab:blue")
-        ax.invert_xaxis()
-        twin = ax.twinx()
-        twin.plot(fractions, [r.peak_mib for _, r in sweep], "s--", color="tab:red", label="ait peak MiB")
-        twin.plot(fractions, [r.saved_mib for _, r in sweep], "^:", color="tab:orange", label="saved MiB")
         twin.set_ylabel("MiB", color="tab:red")
-        for r in results:
-            if r.workload == name and r.mode in ("eager", "inductor") and r.step_ms is not None:
-                ax.axhline(r.step_ms, color="tab:blue", alpha=0.3, linestyle=":" if r.mode == "eager" else "-.")
-                twin.axhline(r.peak_mib, color="tab:red", alpha=0.3, linestyle=":" if r.mode == "eager" else "-.")
-                ax.annotate(r.mode, (fractions[-1], r.step_ms), fontsize=7, alpha=0.6)
-        ax.set_title(f"{name}: step time and peak memory over the budget")
-        lines = ax.get_legend_handles_labels()
-        more = twin.get_legend_handles_labels()
+        ax.invert_xaxis()
+        ax.set_title(f"{name}: step time and memory over the budget (flat lines: baselines)")
+        lines, more = ax.get_legend_handles_labels(), twin.get_legend_handles_labels()
         ax.legend(lines[0] + more[0], lines[1] + more[1], fontsize=7, loc="upper left")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -264,8 +292,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", required=True, help="folder for train_bench.json/.md and budget_sweep.png")
     parser.add_argument("--workload", default="encoder_block,vit_b16")
-    parser.add_argument("--modes", default="eager,inductor,ait,ait-default-partition,ait-functorch-partition",
-                        help="comma-separated: eager, inductor, ait, ait-default-partition, ait-functorch-partition")
+    parser.add_argument("--modes", default="eager,inductor,inductor-cudagraphs,ait,ait-cudagraphs",
+                        help="comma-separated: eager, inductor, inductor-cudagraphs (mode='reduce-overhead'), ait, "
+                             "ait-cudagraphs (cuda_graphs=True), ait-default-partition, ait-functorch-partition")
+    parser.add_argument("--sweep-modes", default="ait-cudagraphs",
+                        help="comma-separated ait modes the budget sweep runs (ait, ait-cudagraphs)")
     parser.add_argument("--budgets", default="1.0,0.6,0.4,0.25,0.1",
                         help="memory_budget fractions for the ait sweep ('' for none)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -295,11 +326,12 @@ def main(argv: list[str] | None = None) -> int:
         for mode in [m for m in args.modes.split(",") if m]:
             results.append(run_mode(workload, mode, None, device, args.iters))
             write_outputs()
-        for budget in [b for b in args.budgets.split(",") if b]:
-            result = run_mode(workload, "ait", budget, device, args.iters)
-            result.mode = "ait-budget"
-            results.append(result)
-            write_outputs()
+        for sweep_mode in [m for m in args.sweep_modes.split(",") if m]:
+            for budget in [b for b in args.budgets.split(",") if b]:
+                result = run_mode(workload, sweep_mode, budget, device, args.iters)
+                result.mode = f"{sweep_mode}-budget"
+                results.append(result)
+                write_outputs()
         del workload
         plot_sweep(results, os.path.join(args.out, "budget_sweep.png"))
     print(write_outputs())

@@ -23,14 +23,29 @@ def partition_function(config: Any) -> Callable[..., Any]:
     ``"default"``: save everything the forward computed.
     """
     if config.partitioner == "default":
-        return default_partition
-    if config.partitioner == "functorch":
-        return functorch_min_cut_rematerialization_partition
-    return functools.partial(min_cut_rematerialization_partition, config=config)
+        chosen: Callable[..., Any] = default_partition
+    elif config.partitioner == "functorch":
+        chosen = functorch_min_cut_rematerialization_partition
+    else:
+        chosen = functools.partial(min_cut_rematerialization_partition, config=config)
+    return functools.partial(_mark_user_outputs, chosen)
+
+
+USER_OUTPUTS_META = "ait_num_user_outputs"
+
+
+def _mark_user_outputs(partition: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """Runs ``partition`` and records on the forward module how many of its outputs are the
+    caller's (the rest are saved for the backward): CUDA-graph replay copies only those out."""
+    fw_module, bw_module = partition(*args, **kwargs)
+    if "num_fwd_outputs" in kwargs:
+        fw_module.meta[USER_OUTPUTS_META] = kwargs["num_fwd_outputs"]
+    return fw_module, bw_module
 
 
 __all__ = [
     "REPORTS",
+    "USER_OUTPUTS_META",
     "PartitionReport",
     "default_partition",
     "functorch_min_cut_rematerialization_partition",

@@ -31,6 +31,12 @@ from ait_dynamo.partitioners.maxflow import FlowNetwork, min_cut_source_side
 # How many priced cuts a memory budget may try at most (each is one max-flow solve).
 _MAX_PRICE_STEPS = 48
 _PRICE_STEP = 2.0**0.5
+# Where one price step starts recomputing many ops at once (a transformer's 24 equal matmuls have
+# one bytes-per-nanosecond ratio), cuts that recompute 1/8, 2/8, ... of them fill the gap, so a
+# budget between the two ends costs part of the recompute (ViT-B at budget 0.5 recomputed all 24
+# addmm, as much as budget 0.25). At most this many such cuts per graph.
+_PARTIAL_SPLITS = 8
+_MAX_PARTIAL_CUTS = 32
 # Capacities are bytes times BYTE_SCALE; between cuts that save the same bytes, one unit per node
 # decides: a forward node recomputed costs a unit (recompute as little as possible), and so does a
 # node no forward output needs computed in the forward (leave it to the backward, where it fuses
@@ -110,12 +116,14 @@ class PartitionNetwork:
             elif node.op == "call_function":
                 network.add_edge(vin, FlowNetwork.SINK, TIE_BREAK)
 
-    def cut(self, price: float) -> Cut:
-        """The minimum cut with costly recomputes priced at ``price`` bytes per nanosecond."""
+    def cut(self, price: float, forbidden: frozenset[fx.Node] = frozenset()) -> Cut:
+        """The minimum cut with costly recomputes priced at ``price`` bytes per nanosecond; the
+        costly ops in ``forbidden`` are not recomputed at any price."""
         capacities = self.network.capacities
         for index, node in self.priced_edges:
             ns = self.costs[node].recompute_ns
-            capacities[index] = price * ns * BYTE_SCALE + TIE_BREAK if math.isfinite(price) else math.inf
+            priced = math.isfinite(price) and node not in forbidden
+            capacities[index] = price * ns * BYTE_SCALE + TIE_BREAK if priced else math.inf
         source_side = min_cut_source_side(self.network, self.solver)
         saved: list[fx.Node] = []
         recomputed: list[fx.Node] = []
@@ -163,6 +171,27 @@ class PartitionNetwork:
             prices.update((ratio * 1.001, ratio * 0.999))
         return sorted(prices, reverse=True) + [0.0]
 
+    def partial_cuts(self, cuts: list[Cut]) -> list[Cut]:
+        """Cuts between neighbouring priced cuts (``cuts`` from the highest price down) that
+        recompute only the first k/``_PARTIAL_SPLITS`` of the costly ops the lower one adds, in
+        graph order. Like the price grid, they depend on the graph only, never on the budget."""
+        partial: list[Cut] = []
+        seen = {frozenset(c.recomputed) for c in cuts}
+        for upper, lower in zip(cuts, cuts[1:]):
+            before = set(upper.recomputed)
+            added = [n for n in lower.recomputed if n not in before and self.costs[n].recompute == Recompute.COSTLY]
+            if len(added) < 2:
+                continue
+            counts = sorted({len(added) * i // _PARTIAL_SPLITS for i in range(1, _PARTIAL_SPLITS)} - {0, len(added)})
+            for count in counts:
+                if len(partial) >= _MAX_PARTIAL_CUTS:
+                    return partial
+                cut = self.cut(lower.price, forbidden=frozenset(added[count:]))
+                if frozenset(cut.recomputed) not in seen:
+                    seen.add(frozenset(cut.recomputed))
+                    partial.append(cut)
+        return partial
+
 
 def _storage_root(node: fx.Node) -> fx.Node:
     """The node whose storage a view chain aliases (a getitem is a tensor of its own)."""
@@ -198,6 +227,7 @@ def choose_cut(info: JointGraphInfo, budget_bytes: int | None, solver: str = "sc
     chosen, tried, met = default_cut, 1, True
     if budget_bytes is not None and default_cut.saved_bytes > budget_bytes:
         candidates = [default_cut] + [network.cut(price) for price in network.price_grid()]
+        candidates += network.partial_cuts(candidates)
         tried = len(candidates)
         feasible = [c for c in candidates if c.saved_bytes <= budget_bytes]
         if feasible:

@@ -309,6 +309,21 @@ def test_memory_budget_sweep_is_monotonic_and_warns_when_unreachable():
     assert report.saved_bytes <= saved[3]
 
 
+def test_memory_budget_recomputes_part_of_a_group_of_equal_matmuls():
+    """Eight equal layers give eight matmuls of one bytes-per-ns ratio; a budget between "none
+    recomputed" and "all recomputed" must pay for only some of them, more as it shrinks."""
+    _, joint = _mlp_joint(layers=8)
+
+    def costly_recomputes(budget):
+        report, _ = _partition_with_budget(joint, budget)
+        assert report.budget_met and report.saved_bytes <= report.budget_bytes
+        return sum("costly" in line for line in report.recomputed)
+
+    counts = [costly_recomputes(f) for f in (0.6, 0.5, 0.4, 0.3)]
+    assert counts == sorted(counts) and len(set(counts)) == len(counts), counts
+    assert 0 < counts[0] < 8, counts
+
+
 def test_memory_budget_recomputes_matmuls_with_exact_gradients():
     model, _ = _mlp_joint(layers=3)
     x = torch.randn(16, 32, requires_grad=True)
@@ -393,7 +408,7 @@ def test_train_bench_smoke(tmp_path):
 
     assert train_bench.main(["--out", str(tmp_path), "--small", "--device", "cpu", "--dtype", "float32",
                              "--workload", "encoder_block", "--modes", "eager,ait", "--budgets", "0.5",
-                             "--iters", "1"]) == 0
+                             "--sweep-modes", "ait", "--iters", "1"]) == 0
     import json
 
     results = json.loads((tmp_path / "train_bench.json").read_text())["results"]

@@ -1,0 +1,228 @@
+"""CUDA-graph replay (option ``cuda_graphs`` / ``mode="reduce-overhead"``).
+
+On the CPU the capture is simulated: a "replay" reruns the compiled code on the graph's own input
+buffers and writes the results into the captured output tensors, which is what a real replay does
+to memory. That checks what the runner reads in place, what it copies and when it refuses to
+replay. The GPU tests capture real CUDA graphs.
+"""
+
+from __future__ import annotations
+
+import copy
+import warnings
+from typing import Any, Callable
+
+import pytest
+import torch
+from torch import nn
+
+from ait_dynamo import cuda_graphs
+from ait_dynamo.config import AitConfig
+
+
+class SimulatedRecorder:
+    def __init__(self, pair: cuda_graphs.GraphPair):
+        self.pair = pair
+
+    def record(self, run: Callable[[], list[Any]]) -> tuple[list[Any], Callable[[], None]]:
+        outputs = run()
+
+        def replay() -> None:
+            for captured, fresh in zip(outputs, run()):
+                if isinstance(captured, torch.Tensor):
+                    captured.copy_(fresh)
+
+        return outputs, replay
+
+
+@pytest.fixture(autouse=True)
+def _no_earlier_graphs():
+    cuda_graphs._INSTANCES.clear()  # graphed callables of earlier tests may still be alive
+
+
+@pytest.fixture
+def simulated(monkeypatch):
+    monkeypatch.setattr(cuda_graphs, "RECORDER_FACTORY", [SimulatedRecorder])
+
+
+class Block(nn.Module):
+    def __init__(self, dim: int = 24, hidden: int = 40):
+        super().__init__()
+        self.norm = nn.LayerNorm(dim)
+        self.fc1 = nn.Linear(dim, hidden)
+        self.fc2 = nn.Linear(hidden, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.fc2(torch.nn.functional.gelu(self.fc1(self.norm(x)))) * torch.sigmoid(x)
+
+
+def _graphed(kind: str) -> list[cuda_graphs.GraphedCallable]:
+    return [g for g in cuda_graphs.instances() if g.kind == kind]
+
+
+def _step(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    for p in model.parameters():
+        p.grad = None
+    x = x.detach().requires_grad_(True)
+    out = model(x)
+    out.backward(torch.cos(out.detach()))
+    return out.detach(), [x.grad] + [p.grad for p in model.parameters()]
+
+
+def test_training_steps_replay_and_match_eager(simulated):
+    torch.manual_seed(0)
+    eager = Block()
+    compiled_model = copy.deepcopy(eager)
+    compiled = torch.compile(compiled_model, backend="ait", options={"cuda_graphs": True})
+    kept = []
+    for step in range(5):
+        x = torch.randn(3, 7, 24)  # a new input tensor every step: copied into the graph's buffer
+        out, grads = _step(compiled, x)
+        ref_out, ref_grads = _step(eager, x)
+        torch.testing.assert_close(out, ref_out, atol=1e-5, rtol=1e-5)
+        for got, want in zip(grads, ref_grads):
+            torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+        kept.append((out, grads, ref_out, ref_grads))
+    # what a step returned stays as it was after later replays (outputs and gradients are copies)
+    for out, grads, ref_out, ref_grads in kept:
+        torch.testing.assert_close(out, ref_out, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(grads[1], ref_grads[1], atol=1e-5, rtol=1e-5)
+    (forward,), (backward,) = _graphed("forward"), _graphed("backward")
+    assert forward.replays == 3 and backward.replays == 3  # call 1 warms up, call 2 captures
+    assert not forward.fallbacks and not backward.fallbacks
+    # parameters are read in place; the input and the tangent are copied
+    assert sum(forward.capture.static) == len(list(eager.parameters()))
+    assert forward.num_kept == 1
+    # the backward reads every saved value in place; only the tangent is copied
+    assert backward.capture.static.count(False) == 1
+
+
+def test_two_forwards_before_a_backward_do_not_overwrite_saved_values(simulated):
+    torch.manual_seed(1)
+    eager = Block()
+    compiled = torch.compile(copy.deepcopy(eager), backend="ait", options={"cuda_graphs": True})
+    for _ in range(3):
+        _step(compiled, torch.randn(2, 5, 24))
+    compiled.zero_grad(set_to_none=True)
+    xs = [torch.randn(2, 5, 24, requires_grad=True) for _ in range(2)]  # as in _step: no recompile
+    outs = [compiled(x) for x in xs]  # the second forward must not replay over the first's saved values
+    for out in outs:
+        out.sum().backward()
+    ref_outs = [eager(x) for x in xs]
+    for out in ref_outs:
+        out.sum().backward()
+    for (name, p), q in zip(compiled.named_parameters(), eager.parameters()):
+        torch.testing.assert_close(p.grad, q.grad, atol=1e-5, rtol=1e-5, msg=name)
+    (forward,) = _graphed("forward")
+    assert forward.fallbacks == {"the saved values of its previous run are still in use": 1}
+
+
+def test_moved_parameter_runs_without_the_graph(simulated):
+    torch.manual_seed(2)
+    model = nn.Linear(8, 8)
+    compiled = torch.compile(model, backend="ait", options={"cuda_graphs": True})
+    x = torch.randn(4, 8)
+    with torch.no_grad():
+        for _ in range(3):
+            compiled(x)
+        model.weight.data = torch.randn(8, 8)  # a new storage: the captured address is stale
+        torch.testing.assert_close(compiled(x), model(x))
+    (graphed,) = _graphed("inference")
+    assert graphed.fallbacks == {"static input 1 is not where it was at capture": 1} or graphed.fallbacks == {
+        "static input 0 is not where it was at capture": 1}
+
+
+def test_input_of_another_shape_runs_without_the_graph(simulated):
+    compiled = torch.compile(lambda x: torch.tanh(x) * 2, backend="ait", options={"cuda_graphs": True},
+                             dynamic=False)
+    base = torch.randn(6, 4)
+    for _ in range(3):
+        compiled(base)
+    strided = torch.randn(4, 6).t()  # same shape, other strides
+    torch.testing.assert_close(compiled(strided), torch.tanh(strided) * 2)
+    torch.testing.assert_close(compiled(base + 1), torch.tanh(base + 1) * 2)
+    replayed = [g for g in _graphed("inference") if g.replays]
+    assert replayed, "the graph for the contiguous input replays"
+
+
+def test_mutated_buffer_matches_eager(simulated):
+    torch.manual_seed(3)
+    eager = nn.Sequential(nn.Linear(6, 6), nn.BatchNorm1d(6))
+    compiled_model = copy.deepcopy(eager)
+    compiled = torch.compile(compiled_model, backend="ait", options={"cuda_graphs": True})
+    for _ in range(4):
+        x = torch.randn(5, 6)
+        compiled(x).sum().backward()
+        eager(x).sum().backward()
+    torch.testing.assert_close(compiled_model[1].running_mean, eager[1].running_mean)
+    torch.testing.assert_close(compiled_model[1].running_var, eager[1].running_var)
+    assert compiled_model[1].num_batches_tracked.item() == 4
+    assert all(g.replays for g in _graphed("forward"))
+
+
+def test_cpu_tensors_run_without_graphs_with_one_warning():
+    compiled = torch.compile(lambda x: torch.relu(x) + 1, backend="ait", options={"cuda_graphs": True})
+    x = torch.randn(9)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        results = [compiled(x) for _ in range(4)]
+    for result in results:
+        torch.testing.assert_close(result, torch.relu(x) + 1)
+    messages = [str(w.message) for w in caught if "CUDA graph" in str(w.message)]
+    assert len(messages) == 1 and "not all on one CUDA device" in messages[0]
+
+
+def test_host_seeded_random_kernels_are_not_graphed(simulated):
+    compiled = torch.compile(lambda x: torch.nn.functional.dropout(x * 2, 0.5, training=True) + 1,
+                             backend="ait", options={"cuda_graphs": True, "fallback_random": False})
+    with pytest.warns(RuntimeWarning, match="draw Philox seeds on the host"):
+        compiled(torch.randn(64))
+    assert not cuda_graphs.instances()
+
+
+def test_modes_set_cuda_graphs_and_autotune():
+    assert AitConfig.create(mode="reduce-overhead", environ={}).cuda_graphs
+    tuned = AitConfig.create(mode="max-autotune", environ={})
+    assert tuned.cuda_graphs and tuned.autotune
+    no_graphs = AitConfig.create(mode="max-autotune-no-cudagraphs", environ={})
+    assert no_graphs.autotune and not no_graphs.cuda_graphs
+    assert not AitConfig.create(mode="reduce-overhead", options={"cuda_graphs": False}, environ={}).cuda_graphs
+
+
+def test_expanded_input_is_refused(simulated):
+    pair = cuda_graphs.GraphPair()
+    graphed = cuda_graphs.GraphedCallable(lambda args: [args[0] * 2], "g", "inference", pair)
+    assert "overlaps itself" in graphed._capture_refusal([torch.randn(3, 1).expand(3, 4)])
+
+
+# -- GPU: real CUDA graphs ---------------------------------------------------------------------------
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_gpu_training_replays_match_eager(dtype):
+    torch.manual_seed(0)
+    eager = Block(64, 96).cuda().to(dtype)
+    compiled = torch.compile(copy.deepcopy(eager), backend="ait", mode="reduce-overhead")
+    tolerance = {"atol": 1e-4, "rtol": 1e-4} if dtype == torch.float32 else {"atol": 3e-2, "rtol": 3e-2}
+    for _ in range(5):
+        x = torch.randn(4, 33, 64, device="cuda", dtype=dtype)
+        out, grads = _step(compiled, x)
+        ref_out, ref_grads = _step(eager, x)
+        torch.testing.assert_close(out, ref_out, **tolerance)
+        for got, want in zip(grads, ref_grads):
+            torch.testing.assert_close(got, want, **tolerance)
+    (forward,), (backward,) = _graphed("forward"), _graphed("backward")
+    assert forward.replays == 3 and backward.replays == 3 and not forward.disabled and not backward.disabled
+
+
+@pytest.mark.gpu
+def test_gpu_dropout_draws_new_masks_in_each_replay():
+    compiled = torch.compile(lambda x: torch.nn.functional.dropout(x, 0.5, training=True), backend="ait",
+                             mode="reduce-overhead")
+    x = torch.ones(4096, device="cuda")
+    masks = [compiled(x) != 0 for _ in range(5)]
+    (graphed,) = _graphed("inference")
+    assert graphed.replays == 3
+    assert not torch.equal(masks[3], masks[4]) and not torch.equal(masks[2], masks[3])
+    assert 0.4 < masks[4].float().mean().item() < 0.6
