@@ -144,6 +144,9 @@ def measure_step(model: Callable[..., torch.Tensor], params: list[nn.Parameter],
     base_allocated = base_reserved = 0
     if device.type == "cuda":
         torch.cuda.synchronize()
+        # cuBLAS keeps a workspace per handle (about 32 MiB each on the H200); a CUDA-graph capture
+        # frees them and allocates its own. Every mode starts without them, so each pays its own.
+        getattr(torch._C, "_cuda_clearCublasWorkspaces", lambda: None)()
         torch.cuda.empty_cache()
         base_allocated, base_reserved = torch.cuda.memory_allocated(), torch.cuda.memory_reserved()
     begin = time.perf_counter()
@@ -164,6 +167,7 @@ def measure_step(model: Callable[..., torch.Tensor], params: list[nn.Parameter],
         _synchronize(device)
         peak = (torch.cuda.max_memory_allocated() - base_allocated - gradient_bytes) / 2**20
         peak_reserved = (torch.cuda.max_memory_reserved() - base_reserved - gradient_bytes) / 2**20
+        _print_graph_pools()
     samples = []
     for _ in range(iters):
         if device.type == "cuda":
@@ -180,6 +184,20 @@ def measure_step(model: Callable[..., torch.Tensor], params: list[nn.Parameter],
     for p in params:
         p.grad = None
     return compile_s, statistics.median(samples), peak, peak_reserved
+
+
+def _print_graph_pools() -> None:
+    """The segments of CUDA-graph memory pools: how much they reserve and how much of it is in use
+    between steps (the rest is free inside the pool, where only the graphs can use it)."""
+    pools: dict[tuple, list[tuple[float, float]]] = {}
+    for segment in torch.cuda.memory_snapshot():
+        pool = tuple(segment.get("segment_pool_id", (0, 0)))
+        if pool != (0, 0):
+            pools.setdefault(pool, []).append((segment["total_size"] / 2**20, segment["allocated_size"] / 2**20))
+    for pool, segments in pools.items():
+        sizes = ", ".join(f"{total:.1f}/{used:.1f}" for total, used in sorted(segments, reverse=True))
+        print(f"    graph pool {pool}: {sum(t for t, _ in segments):.1f} MiB reserved, "
+              f"{sum(u for _, u in segments):.1f} MiB in use; segments (MiB reserved/in use): {sizes}", flush=True)
 
 
 def run_mode(workload: Workload, mode: str, budget: str | None, device: torch.device, iters: int) -> Result:

@@ -21,6 +21,8 @@ from ait_dynamo.config import AitConfig
 
 
 class SimulatedRecorder:
+    pool_keeps_memory = False  # its "pool" is ordinary memory: the runner must hold what it reads
+
     def __init__(self, pair: cuda_graphs.GraphPair):
         self.pair = pair
 
@@ -43,6 +45,14 @@ def _no_earlier_graphs():
 @pytest.fixture
 def simulated(monkeypatch):
     monkeypatch.setattr(cuda_graphs, "RECORDER_FACTORY", [SimulatedRecorder])
+
+
+@pytest.fixture(params=["cpu", pytest.param("cuda", marks=pytest.mark.gpu)])
+def device(request, monkeypatch):
+    """CPU with the simulated capture, or real CUDA graphs on the GPU."""
+    if request.param == "cpu":
+        monkeypatch.setattr(cuda_graphs, "RECORDER_FACTORY", [SimulatedRecorder])
+    return torch.device(request.param)
 
 
 class Block(nn.Module):
@@ -69,14 +79,14 @@ def _step(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.T
     return out.detach(), [x.grad] + [p.grad for p in model.parameters()]
 
 
-def test_training_steps_replay_and_match_eager(simulated):
+def test_training_steps_replay_and_match_eager(device):
     torch.manual_seed(0)
-    eager = Block()
+    eager = Block().to(device)
     compiled_model = copy.deepcopy(eager)
     compiled = torch.compile(compiled_model, backend="ait", options={"cuda_graphs": True})
     kept = []
     for step in range(5):
-        x = torch.randn(3, 7, 24)  # a new input tensor every step: copied into the graph's buffer
+        x = torch.randn(3, 7, 24, device=device)  # a new input tensor every step: copied into the graph's buffer
         out, grads = _step(compiled, x)
         ref_out, ref_grads = _step(eager, x)
         torch.testing.assert_close(out, ref_out, atol=1e-5, rtol=1e-5)
@@ -97,14 +107,14 @@ def test_training_steps_replay_and_match_eager(simulated):
     assert backward.capture.static.count(False) == 1
 
 
-def test_two_forwards_before_a_backward_do_not_overwrite_saved_values(simulated):
+def test_two_forwards_before_a_backward_do_not_overwrite_saved_values(device):
     torch.manual_seed(1)
-    eager = Block()
+    eager = Block().to(device)
     compiled = torch.compile(copy.deepcopy(eager), backend="ait", options={"cuda_graphs": True})
     for _ in range(3):
-        _step(compiled, torch.randn(2, 5, 24))
+        _step(compiled, torch.randn(2, 5, 24, device=device))
     compiled.zero_grad(set_to_none=True)
-    xs = [torch.randn(2, 5, 24, requires_grad=True) for _ in range(2)]  # as in _step: no recompile
+    xs = [torch.randn(2, 5, 24, device=device, requires_grad=True) for _ in range(2)]  # as in _step: no recompile
     outs = [compiled(x) for x in xs]  # the second forward must not replay over the first's saved values
     for out in outs:
         out.sum().backward()
@@ -117,41 +127,41 @@ def test_two_forwards_before_a_backward_do_not_overwrite_saved_values(simulated)
     assert forward.fallbacks == {"the saved values of its previous run are still in use": 1}
 
 
-def test_moved_parameter_runs_without_the_graph(simulated):
+def test_moved_parameter_runs_without_the_graph(device):
     torch.manual_seed(2)
-    model = nn.Linear(8, 8)
+    model = nn.Linear(8, 8).to(device)
     compiled = torch.compile(model, backend="ait", options={"cuda_graphs": True})
-    x = torch.randn(4, 8)
+    x = torch.randn(4, 8, device=device)
     with torch.no_grad():
         for _ in range(3):
             compiled(x)
-        model.weight.data = torch.randn(8, 8)  # a new storage: the captured address is stale
+        model.weight.data = torch.randn(8, 8, device=device)  # a new storage: the captured address is stale
         torch.testing.assert_close(compiled(x), model(x))
     (graphed,) = _graphed("inference")
     assert graphed.fallbacks == {"static input 1 is not where it was at capture": 1} or graphed.fallbacks == {
         "static input 0 is not where it was at capture": 1}
 
 
-def test_input_of_another_shape_runs_without_the_graph(simulated):
+def test_input_of_another_shape_runs_without_the_graph(device):
     compiled = torch.compile(lambda x: torch.tanh(x) * 2, backend="ait", options={"cuda_graphs": True},
                              dynamic=False)
-    base = torch.randn(6, 4)
+    base = torch.randn(6, 4, device=device)
     for _ in range(3):
         compiled(base)
-    strided = torch.randn(4, 6).t()  # same shape, other strides
+    strided = torch.randn(4, 6, device=device).t()  # same shape, other strides
     torch.testing.assert_close(compiled(strided), torch.tanh(strided) * 2)
     torch.testing.assert_close(compiled(base + 1), torch.tanh(base + 1) * 2)
     replayed = [g for g in _graphed("inference") if g.replays]
     assert replayed, "the graph for the contiguous input replays"
 
 
-def test_mutated_buffer_matches_eager(simulated):
+def test_mutated_buffer_matches_eager(device):
     torch.manual_seed(3)
-    eager = nn.Sequential(nn.Linear(6, 6), nn.BatchNorm1d(6))
+    eager = nn.Sequential(nn.Linear(6, 6), nn.BatchNorm1d(6)).to(device)
     compiled_model = copy.deepcopy(eager)
     compiled = torch.compile(compiled_model, backend="ait", options={"cuda_graphs": True})
     for _ in range(4):
-        x = torch.randn(5, 6)
+        x = torch.randn(5, 6, device=device)
         compiled(x).sum().backward()
         eager(x).sum().backward()
     torch.testing.assert_close(compiled_model[1].running_mean, eager[1].running_mean)
