@@ -99,6 +99,7 @@ def kernel_table(step: Callable[[], Any], params: list[torch.Tensor]) -> str:
         torch.cuda.synchronize()
     rows = []
     total = 0.0
+    kernels: dict[str, float] = {}
     for e in prof.key_averages():
         gpu = getattr(e, "self_device_time_total", None)
         if gpu is None:
@@ -107,15 +108,42 @@ def kernel_table(step: Callable[[], Any], params: list[torch.Tensor]) -> str:
             continue
         total += gpu
         rows.append((gpu, e.count, e.key))
+        if e.device_type == torch.autograd.DeviceType.CUDA and e.key not in kernels:  # a kernel, once
+            kernels[e.key] = gpu
     rows.sort(reverse=True)
     # ``total`` sums every row with device time: a kernel also under the ATen op that launched it,
-    # the ranges around compiled regions, Inductor's named kernels twice. Read the kernel rows.
+    # the ranges around compiled regions, Inductor's named kernels twice. The kernel rows alone
+    # (device-side events, each name once) add up without double counting.
+    groups: dict[str, float] = {}
+    for key, gpu in kernels.items():
+        groups[_kernel_group(key)] = groups.get(_kernel_group(key), 0.0) + gpu
     lines = [f"host enqueue per step: {host_ms:.3f} ms; device time of all rows per step (double counts): "
              f"{total / 1e3 / PROFILED_STEPS:.3f} ms",
+             f"kernel time per step: {sum(kernels.values()) / 1e3 / PROFILED_STEPS:.3f} ms; by group (ms): "
+             + ", ".join(f"{name} {gpu / 1e3 / PROFILED_STEPS:.3f}" for name, gpu in
+                         sorted(groups.items(), key=lambda item: -item[1])),
              f"{'us/step':>9s} {'calls/step':>10s}  kernel"]
-    for gpu, count, key in rows[:40]:
+    for gpu, count, key in rows[:ROWS]:
         lines.append(f"{gpu / PROFILED_STEPS:9.1f} {count / PROFILED_STEPS:10.1f}  {key[:150]}")
     return "\n".join(lines) + "\n"
+
+
+ROWS = 80
+_GROUPS = (
+    ("generated triton", ("kernel_", "triton_")),
+    ("gemm", ("nvjet", "sm90_xmma", "cutlass", "ampere_", "sm80_", "gemm", "cublas")),
+    ("attention", ("cudnn_generated", "flash", "fmha", "cudnn::fusion", "pytorch_flash", "_efficient_attention")),
+    ("aten copy/fill", ("direct_copy", "FillFunctor", "copy_kernel", "Memcpy", "Memset")),
+    ("aten reduce", ("reduce_kernel",)),
+    ("aten elementwise", ("elementwise_kernel",)),
+)
+
+
+def _kernel_group(name: str) -> str:
+    for group, needles in _GROUPS:
+        if any(needle in name for needle in needles):
+            return group
+    return "other"
 
 
 def host_table(step: Callable[[], Any], params: list[torch.Tensor], steps: int = 30) -> str:

@@ -19,6 +19,7 @@ patch 16, 12 layers, 768 dim, 12 heads, MLP 3072, 1000 classes, batch 64, bf16; 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import statistics
@@ -241,7 +242,15 @@ def run_mode(workload: Workload, mode: str, budget: str | None, device: torch.de
         result.error = f"{type(error).__name__}: {error}"
         traceback.print_exc()
     finally:
+        # Free this mode's compiled code and CUDA-graph pools before the next mode measures its
+        # baseline (pools freed later by the cyclic GC made later baselines wrong: negative peaks).
         torch._dynamo.reset()
+        if device.type == "cuda":
+            from torch._inductor import cudagraph_trees
+
+            cudagraph_trees.reset_cudagraph_trees()
+        fn = None  # noqa: F841 - drop the compiled module
+        gc.collect()
         if device.type == "cuda":
             torch.cuda.empty_cache()
     print(f"  {result}", flush=True)
