@@ -225,6 +225,7 @@ def main(argv: list[str] | None = None) -> int:
         for backend in [b for b in args.backends.split(",") if b]:
             torch._dynamo.reset()
             torch.manual_seed(0)
+            step = params = None
             try:
                 step, params = table[name](backend, os.path.join(args.out, "ait_debug", name))
                 report = kernel_table(step, params)
