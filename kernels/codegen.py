@@ -29,6 +29,14 @@ _INT32_LIMIT = 2**31 - 1
 PERSISTENT_MAX_ROW = 8192  # rows up to this many elements stay in registers (one pass)
 
 
+
+# Views that keep the row-major order of a contiguous tensor's elements (a reshape of a split
+# sum's result gives them).
+_ORDER_KEEPING_VIEWS = frozenset({
+    aten.view.default, aten._unsafe_view.default, aten.reshape.default, aten.unsqueeze.default,
+    aten.squeeze.dim, aten.squeeze.dims, aten.squeeze.default, aten.alias.default,
+})
+
 @dataclass
 class KernelArgs:
     """What the wrapper passes: tensors (by node or output buffer name) then integer sizes."""
@@ -212,10 +220,16 @@ class KernelWriter(ReductionWriter):
         self.int64 = self._needs_int64()
 
     def _cast_chain(self, node: fx.Node) -> tuple[fx.Node, tuple[torch.dtype, ...]]:
-        """(the value under a chain of in-group dtype casts ending at ``node``, the cast dtypes)."""
+        """(the value under a chain of in-group dtype casts and order-keeping reshapes ending at
+        ``node``, the cast dtypes). A split sum reshapes its result to the output's shape, so a
+        bias gradient (``sum(dim=[0, 1])`` of a 3-d gradient, then ``view``) splits as well:
+        unsplit, ViT-B/16's bias sums over 12608 rows took 85-117 us each on the H200, 4-6x their
+        memory floor."""
         casts: list[torch.dtype] = []
-        while node.target in op_table.CASTS and node.args and node.args[0] in self.members:
-            casts.append(node.meta["val"].dtype)
+        while (node.target in op_table.CASTS or node.target in _ORDER_KEEPING_VIEWS) and node.args \
+                and node.args[0] in self.members:
+            if node.target in op_table.CASTS:
+                casts.append(node.meta["val"].dtype)
             node = node.args[0]
         return node, tuple(reversed(casts))
 

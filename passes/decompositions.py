@@ -94,7 +94,24 @@ def _std_mean(x: torch.Tensor, dim: Any = None, *, correction: Any = None, keepd
     return aten.sqrt.default(var.float() if var.dtype in (torch.float16, torch.bfloat16) else var).to(x.dtype), mean
 
 
+def _select_backward(grad: torch.Tensor, input_sizes: Any, dim: int, index: int) -> torch.Tensor:
+    """The gradient of ``x.select(dim, index)``: ``grad`` at that index along ``dim``, zeros
+    elsewhere, written as a masked broadcast so that it fuses into its consumer. ATen's form
+    (zeros, then a copy into the slice) cost ViT-B/16's backward 37 fills and 36 copies, 1.8 ms
+    a step on the H200, and a later kernel then read the mostly-zero tensors."""
+    rank = len(input_sizes)
+    dim = dim % rank
+    size = input_sizes[dim]
+    if isinstance(index, int) and isinstance(size, int):
+        index = index % size
+    positions = aten.arange.start_step(0, size, 1, dtype=torch.int64, device=grad.device)
+    positions = aten.view.default(positions, [size] + [1] * (rank - dim - 1))
+    spread = aten.expand.default(aten.unsqueeze.default(grad, dim), list(input_sizes))
+    return aten.masked_fill.Scalar(spread, aten.ne.Scalar(positions, index), 0)
+
+
 _OWN_DECOMPOSITIONS: dict[Any, Callable[..., Any]] = {
+    aten.select_backward.default: _select_backward,
     aten.var_mean.correction: _var_mean,
     aten.var.correction: _var,
     aten.std.correction: _std,

@@ -153,6 +153,38 @@ def test_layer_norm_weight_gradient_is_a_split_column_sum(dtype, tmp_path):
         assert f".to({dtype})" in source
 
 
+@needs_triton
+def test_bias_gradient_through_a_view_is_a_split_column_sum(tmp_path):
+    """A linear layer on 3-d activations sums its bias gradient over two dims and views the
+    result: still a split column sum (unsplit, ViT-B/16's bias sums took 4-6x their floor)."""
+    x = torch.randn(5, 67, 24, device=DEVICE, dtype=torch.bfloat16, requires_grad=True)
+    w = torch.randn(40, 24, device=DEVICE, dtype=torch.bfloat16, requires_grad=True)
+    b = torch.randn(40, device=DEVICE, dtype=torch.bfloat16, requires_grad=True)
+    metrics.reset()
+    check_compiled(lambda x, w, b: F.linear(x, w, b) * 2, x, w, b, options={"debug_dir": str(tmp_path)})
+    backward = [g for g in metrics.compiled_graphs if g.name.endswith("backward")][-1]
+    source = (tmp_path / backward.name / "module.py").read_text()
+    assert "__partial.sum(0)" in source and ".reshape((40,))" in source, source
+
+
+@needs_triton
+@pytest.mark.parametrize("dim, index", [(0, 1), (1, -1), (2, 0)])
+def test_select_backward_fuses_without_zero_fill(dim, index):
+    """The gradient of a select is a masked broadcast in a kernel (no ATen zeros + copy); the
+    q/k/v split of an attention layer sums three of them into one kernel."""
+    x = torch.randn(3, 4, 5, 7, device=DEVICE, requires_grad=True)
+
+    def fn(x):
+        parts = [x.select(0, i) for i in range(3)]
+        return parts[0] * 2 + parts[1].sin() - parts[2] * parts[2] + x.select(dim, index).sum()
+
+    metrics.reset()
+    check_compiled(fn, x)
+    backward = [g for g in metrics.compiled_graphs if g.name.endswith("backward")][-1]
+    assert not [e for e in backward.externs if "select_backward" in e or "zeros" in e or "fill" in e]
+    assert "aten.masked_fill.Scalar" in backward.fused_ops
+
+
 def test_double_transpose_is_dropped_and_views_print_as_methods(tmp_path):
     """Host time per ATen call bounds small training steps: a linear layer's backward reads its
     weight as t(t(w)), which is w itself, and the remaining views are Tensor methods."""
