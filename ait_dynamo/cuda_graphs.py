@@ -118,6 +118,8 @@ class _Capture:
     copy_back: list[int]  # copied inputs the graph writes to
     saved_pointers: set[int]  # forward: data pointers of the saved values
     pool_keeps_memory: bool
+    # kept outputs that are views of an input: output index -> input index (see _hand_out)
+    input_views: dict[int, int] = field(default_factory=dict)
 
 
 def _overlaps_itself(tensor: torch.Tensor) -> bool:
@@ -248,6 +250,8 @@ class GraphedCallable:
         layouts = [_layout(x) if isinstance(x, torch.Tensor) else x for x in graph_inputs]
         copy_back = [i for i in sorted(self.mutated_indices) if i < len(static) and not static[i]]
         targets = {i: inputs[i] for i in copy_back}
+        storages = [x.untyped_storage().data_ptr() if isinstance(x, torch.Tensor) else None for x in graph_inputs]
+        copied_sources = {i: x for i, x in enumerate(inputs) if isinstance(x, torch.Tensor) and not static[i]}
         # Keep the graph's buffers; hold static inputs only where a pool cannot keep freed memory
         # (the replay of a simulation reruns the code on them). Holding them in a CUDA pool would
         # stop the backward from freeing the forward's saved values during its capture.
@@ -267,6 +271,12 @@ class GraphedCallable:
             run = lambda: _as_list(self.fn(list(held)))  # noqa: E731
         outputs, replay = recorder.record(run)
         start = self.num_kept or 0
+        kept = len(outputs) if self.num_kept is None else self.num_kept
+        input_views = {
+            index: storages.index(value.untyped_storage().data_ptr())
+            for index, value in enumerate(outputs[:kept])
+            if isinstance(value, torch.Tensor) and value.untyped_storage().data_ptr() in storages
+        }
         self.capture = _Capture(
             replay=replay,
             inputs=retained,
@@ -278,14 +288,15 @@ class GraphedCallable:
             saved_pointers={x.data_ptr() for x in outputs[start:] if isinstance(x, torch.Tensor)}
             if self.kind == "forward" else set(),
             pool_keeps_memory=keeps,
+            input_views=input_views,
         )
         log.info("%s: captured a CUDA graph (%d static inputs, %d copied)", self.name, sum(static),
                  sum(isinstance(x, torch.Tensor) and not s_ for x, s_ in zip(retained, static)))
         self._finish_copy_back(targets)
-        result = self._hand_out()
+        result = self._hand_out(copied_sources)
         if keeps:  # the caller got copies of the kept outputs: the backward's capture may reuse them
-            kept = len(outputs) if self.num_kept is None else self.num_kept
-            outputs[:kept] = [_not_owning(x) if isinstance(x, torch.Tensor) else x for x in outputs[:kept]]
+            outputs[:kept] = [_not_owning(x) if isinstance(x, torch.Tensor) and i not in input_views else x
+                              for i, x in enumerate(outputs[:kept])]
         return result
 
     def let_go_of_saved_values(self) -> None:
@@ -328,11 +339,12 @@ class GraphedCallable:
             if isinstance(value, torch.Tensor) and not is_static:
                 buffer.copy_(value)
         targets = {i: inputs[i] for i in capture.copy_back}
+        view_sources = {i: inputs[i] for i in capture.input_views.values()}
         inputs.clear()
         capture.replay()
         self.replays += 1
         self._finish_copy_back(targets)
-        return self._hand_out()
+        return self._hand_out(view_sources)
 
     def _finish_copy_back(self, targets: dict[int, torch.Tensor]) -> None:
         capture = self.capture
@@ -340,16 +352,28 @@ class GraphedCallable:
         for index, target in targets.items():
             target.copy_(capture.inputs[index])
 
-    def _hand_out(self) -> list[Any]:
+    def _hand_out(self, view_sources: dict[int, Any]) -> list[Any]:
         """Outputs the caller may keep are copies; the forward's saved values are the graph's own,
-        watched so that the next replay waits until the backward has released them."""
-        outputs = self.capture.outputs  # type: ignore[union-attr]
+        watched so that the next replay waits until the backward has released them. A kept output
+        that views an input is that view of the caller's input (AOTAutograd may rebuild it from
+        its strides and storage offset, which a copy does not have)."""
+        capture = self.capture
+        assert capture is not None
+        outputs = capture.outputs
         kept = len(outputs) if self.num_kept is None else self.num_kept
         result: list[Any] = []
         self._live_saved = []
         for index, value in enumerate(outputs):
             if not isinstance(value, torch.Tensor):
                 result.append(value)
+            elif index in capture.input_views:
+                source_index = capture.input_views[index]
+                if capture.static[source_index]:  # read in place: the output views the caller's tensor
+                    result.append(value.detach())
+                else:  # a copied input: the same view of the caller's tensor, not of the graph's buffer
+                    source = view_sources[source_index]
+                    offset = source.storage_offset() + value.storage_offset()
+                    result.append(source.as_strided(value.shape, value.stride(), offset))
             elif index < kept:
                 result.append(value.clone(memory_format=torch.preserve_format))
             else:

@@ -65,7 +65,7 @@ def group_call_source(group: FusionGroup, kernel: GeneratedKernel, names: Callab
     header = [f"# {group.name}: {group.kind}, {len(group.nodes)} ops"]
     launched = f"launched_{group.name}"
     header.append(f"{launched} = False")
-    header.append(f"if _TRITON_ON[{device_type!r}] and {kernel.name} not in _rt.BROKEN:")
+    header.append(f"if _TRITON_ON.get({device_type!r}, False) and {kernel.name} not in _rt.BROKEN:")
     header.append("    try:")
     lines: list[str] = []
     xnumel = _product(kernel.xnumel, symbols)

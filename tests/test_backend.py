@@ -183,3 +183,14 @@ def test_cuda_tensors(dtype):
 def test_public_names():
     for name in ("AitConfig", "ait_compile", "memory_efficient_fusion", "metrics", "min_cut_rematerialization_partition"):
         assert hasattr(ait_dynamo, name)
+
+
+def test_meta_tensors_run_through_aten():
+    """Shape inference on the meta device: kernels cannot run there, so every step takes its
+    ATen path (it used to fail looking up whether Triton runs on 'meta')."""
+    model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.GELU(), torch.nn.LayerNorm(16)).to("meta")
+    compiled = torch.compile(model, backend="ait")
+    out = compiled(torch.empty(4, 8, device="meta", requires_grad=True))
+    out.sum().backward()
+    assert out.shape == (4, 16) and out.device.type == "meta"
+    assert model[0].weight.grad.shape == (16, 8)

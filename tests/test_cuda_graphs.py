@@ -155,6 +155,27 @@ def test_input_of_another_shape_runs_without_the_graph(device):
     assert replayed, "the graph for the contiguous input replays"
 
 
+def test_outputs_that_view_inputs_stay_views_of_the_callers_tensors(device):
+    """A copy of such an output would lose its storage offset, which AOTAutograd may use to
+    rebuild the view on the caller's tensor."""
+    weight = nn.Parameter(torch.randn(6, 5, device=device))
+
+    def fn(x):
+        return x[1:].t(), weight[2:].view(-1), (x * 2).sum()
+
+    compiled = torch.compile(fn, backend="ait", options={"cuda_graphs": True}, dynamic=False)
+    big = torch.randn(9, 5, device=device)
+    for step in range(4):
+        big.copy_(torch.randn(9, 5, device=device))
+        x = big[2:]  # storage offset 10
+        with torch.no_grad():
+            got, want = compiled(x), fn(x)
+        for a, b in zip(got, want):
+            torch.testing.assert_close(a, b)
+        assert got[0].data_ptr() == want[0].data_ptr() and got[1].data_ptr() == want[1].data_ptr()
+    assert [g.replays for g in _graphed("inference")] == [2]
+
+
 def test_mutated_buffer_matches_eager(device):
     torch.manual_seed(3)
     eager = nn.Sequential(nn.Linear(6, 6), nn.BatchNorm1d(6)).to(device)
