@@ -25,7 +25,9 @@ Outputs. A replay writes the same memory every time, so:
   graph's results) are copied out of the graph's memory;
 * the forward's saved values go to the backward without a copy. The forward does not replay while
   a saved value of its previous replay is still referenced (two forwards before a backward,
-  ``retain_graph``); such a call runs the compiled code instead.
+  ``retain_graph``); such a call runs the compiled code instead. The backward's graph reuses the
+  memory of saved values after their last use, so a backward with ``retain_graph=True`` (which
+  will need them again) runs the compiled code as well.
 
 Memory. The forward and backward of one Dynamo graph capture into one private memory pool, so the
 backward's temporaries reuse the forward's. Once the forward is captured it holds its user outputs
@@ -185,6 +187,11 @@ class GraphedCallable:
     def __call__(self, args: list[Any]) -> Any:
         inputs = list(args)
         args.clear()
+        if self.kind == "backward" and _graph_is_kept():
+            # The backward's graph writes its temporaries over saved values it has used up; with
+            # retain_graph=True they are needed again, so this call (and its capture) waits.
+            self.fallbacks[RETAINED] = self.fallbacks.get(RETAINED, 0) + 1
+            return self.fn(inputs)
         self.calls += 1
         if self.disabled is not None or self.calls == 1:
             return self.fn(inputs)
@@ -381,6 +388,17 @@ class GraphedCallable:
                 self._live_saved.append(weakref.ref(alias))
                 result.append(alias)
         return result
+
+
+RETAINED = "the backward runs with retain_graph=True"
+
+
+def _graph_is_kept() -> bool:
+    """True inside a backward pass that keeps its graph (``retain_graph=True``)."""
+    try:
+        return bool(torch._C._autograd._get_current_graph_task_keep_graph())
+    except RuntimeError:  # not inside a backward pass
+        return False
 
 
 def _as_list(outputs: Any) -> list[Any]:

@@ -127,6 +127,28 @@ def test_two_forwards_before_a_backward_do_not_overwrite_saved_values(device):
     assert forward.fallbacks == {"the saved values of its previous run are still in use": 1}
 
 
+@torch._functorch.config.patch(donated_buffer=False)  # else AOTAutograd refuses retain_graph itself
+def test_retain_graph_backward_twice_matches_eager(device):
+    """A replayed backward reuses the memory of the saved values it has used; with
+    retain_graph=True they are needed again, so that backward runs without its graph."""
+    torch.manual_seed(4)
+    eager = Block().to(device)
+    compiled = torch.compile(copy.deepcopy(eager), backend="ait", options={"cuda_graphs": True})
+    for _ in range(3):
+        _step(compiled, torch.randn(2, 5, 24, device=device))
+    compiled.zero_grad(set_to_none=True)
+    x = torch.randn(2, 5, 24, device=device, requires_grad=True)
+    out, ref = compiled(x), eager(x)
+    out.sum().backward(retain_graph=True)
+    out.sum().backward()
+    ref.sum().backward(retain_graph=True)
+    ref.sum().backward()
+    for (name, p), q in zip(compiled.named_parameters(), eager.parameters()):
+        torch.testing.assert_close(p.grad, q.grad, atol=1e-5, rtol=1e-5, msg=name)
+    (backward,) = _graphed("backward")
+    assert backward.fallbacks == {cuda_graphs.RETAINED: 1} and backward.replays == 2
+
+
 def test_moved_parameter_runs_without_the_graph(device):
     torch.manual_seed(2)
     model = nn.Linear(8, 8).to(device)
