@@ -28,14 +28,13 @@ aten = torch.ops.aten
 _INT32_LIMIT = 2**31 - 1
 PERSISTENT_MAX_ROW = 8192  # rows up to this many elements stay in registers (one pass)
 
-
-
 # Views that keep the row-major order of a contiguous tensor's elements (a reshape of a split
 # sum's result gives them).
 _ORDER_KEEPING_VIEWS = frozenset({
     aten.view.default, aten._unsafe_view.default, aten.reshape.default, aten.unsqueeze.default,
     aten.squeeze.dim, aten.squeeze.dims, aten.squeeze.default, aten.alias.default,
 })
+
 
 @dataclass
 class KernelArgs:

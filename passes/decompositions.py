@@ -99,11 +99,13 @@ def _select_backward(grad: torch.Tensor, input_sizes: Any, dim: int, index: int)
     elsewhere, written as a masked broadcast so that it fuses into its consumer. ATen's form
     (zeros, then a copy into the slice) cost ViT-B/16's backward 37 fills and 36 copies, 1.8 ms
     a step on the H200, and a later kernel then read the mostly-zero tensors."""
+    if not isinstance(index, int):
+        return NotImplemented  # a symbolic index may be negative: keep ATen's op
     rank = len(input_sizes)
     dim = dim % rank
     size = input_sizes[dim]
-    if isinstance(index, int) and isinstance(size, int):
-        index = index % size
+    if index < 0:
+        index = index + size
     positions = aten.arange.start_step(0, size, 1, dtype=torch.int64, device=grad.device)
     positions = aten.view.default(positions, [size] + [1] * (rank - dim - 1))
     spread = aten.expand.default(aten.unsqueeze.default(grad, dim), list(input_sizes))

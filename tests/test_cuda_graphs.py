@@ -107,13 +107,25 @@ def test_training_steps_replay_and_match_eager(device):
     assert backward.capture.static.count(False) == 1
 
 
-def test_two_forwards_before_a_backward_do_not_overwrite_saved_values(device):
-    torch.manual_seed(1)
+def _captured_block(device: torch.device, seed: int) -> tuple[nn.Module, nn.Module]:
+    """(eager block, compiled copy whose forward and backward graphs are captured and replayed),
+    gradients cleared."""
+    torch.manual_seed(seed)
     eager = Block().to(device)
     compiled = torch.compile(copy.deepcopy(eager), backend="ait", options={"cuda_graphs": True})
     for _ in range(3):
         _step(compiled, torch.randn(2, 5, 24, device=device))
     compiled.zero_grad(set_to_none=True)
+    return eager, compiled
+
+
+def _assert_same_parameter_grads(compiled: nn.Module, eager: nn.Module) -> None:
+    for (name, p), q in zip(compiled.named_parameters(), eager.parameters()):
+        torch.testing.assert_close(p.grad, q.grad, atol=1e-5, rtol=1e-5, msg=name)
+
+
+def test_two_forwards_before_a_backward_do_not_overwrite_saved_values(device):
+    eager, compiled = _captured_block(device, seed=1)
     xs = [torch.randn(2, 5, 24, device=device, requires_grad=True) for _ in range(2)]  # as in _step: no recompile
     outs = [compiled(x) for x in xs]  # the second forward must not replay over the first's saved values
     for out in outs:
@@ -121,8 +133,7 @@ def test_two_forwards_before_a_backward_do_not_overwrite_saved_values(device):
     ref_outs = [eager(x) for x in xs]
     for out in ref_outs:
         out.sum().backward()
-    for (name, p), q in zip(compiled.named_parameters(), eager.parameters()):
-        torch.testing.assert_close(p.grad, q.grad, atol=1e-5, rtol=1e-5, msg=name)
+    _assert_same_parameter_grads(compiled, eager)
     (forward,) = _graphed("forward")
     assert forward.fallbacks == {"the saved values of its previous run are still in use": 1}
 
@@ -131,20 +142,14 @@ def test_two_forwards_before_a_backward_do_not_overwrite_saved_values(device):
 def test_retain_graph_backward_twice_matches_eager(device):
     """A replayed backward reuses the memory of the saved values it has used; with
     retain_graph=True they are needed again, so that backward runs without its graph."""
-    torch.manual_seed(4)
-    eager = Block().to(device)
-    compiled = torch.compile(copy.deepcopy(eager), backend="ait", options={"cuda_graphs": True})
-    for _ in range(3):
-        _step(compiled, torch.randn(2, 5, 24, device=device))
-    compiled.zero_grad(set_to_none=True)
+    eager, compiled = _captured_block(device, seed=4)
     x = torch.randn(2, 5, 24, device=device, requires_grad=True)
     out, ref = compiled(x), eager(x)
     out.sum().backward(retain_graph=True)
     out.sum().backward()
     ref.sum().backward(retain_graph=True)
     ref.sum().backward()
-    for (name, p), q in zip(compiled.named_parameters(), eager.parameters()):
-        torch.testing.assert_close(p.grad, q.grad, atol=1e-5, rtol=1e-5, msg=name)
+    _assert_same_parameter_grads(compiled, eager)
     (backward,) = _graphed("backward")
     assert backward.fallbacks == {cuda_graphs.RETAINED: 1} and backward.replays == 2
 
