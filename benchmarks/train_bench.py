@@ -217,7 +217,7 @@ def run_mode(workload: Workload, mode: str, budget: str | None, device: torch.de
             fn = torch.compile(model, mode="reduce-overhead")
         elif mode.startswith("ait"):
             options: dict[str, Any] = {}
-            if mode in ("ait-cudagraphs", "ait-cudagraphs-budget"):
+            if mode == "ait-cudagraphs":
                 options["cuda_graphs"] = True
             elif mode == "ait-default-partition":
                 options["partitioner"] = "default"
