@@ -17,23 +17,16 @@ import torch
 from torch import fx
 
 from ait_dynamo.kernels import op_table
-from ait_dynamo.kernels.reuse import inplace_candidates
 from ait_dynamo.kernels.codegen_reductions import ReductionWriter
+from ait_dynamo.kernels.column_reduction import SplitSources, is_column_layout, split_sources
+from ait_dynamo.kernels.reuse import inplace_candidates
 from ait_dynamo.kernels.triton_values import Operand, compute_dtype, triton_type
 from ait_dynamo.passes.fusion_maps import broadcast_map
 from ait_dynamo.passes.plan import FusionGroup
 from ait_dynamo.passes.sizes import is_one, same_size, static_int
 
-aten = torch.ops.aten
 _INT32_LIMIT = 2**31 - 1
 PERSISTENT_MAX_ROW = 8192  # rows up to this many elements stay in registers (one pass)
-
-# Views that keep the row-major order of a contiguous tensor's elements (a reshape of a split
-# sum's result gives them).
-_ORDER_KEEPING_VIEWS = frozenset({
-    aten.view.default, aten._unsafe_view.default, aten.reshape.default, aten.unsqueeze.default,
-    aten.squeeze.dim, aten.squeeze.dims, aten.squeeze.default, aten.alias.default,
-})
 
 
 @dataclass
@@ -165,19 +158,16 @@ class KernelWriter(ReductionWriter):
         self.rnumel_name = "rnumel"
         self.is_reduction = bool(self.r_dims)
         rsize = static_int(self.rnumel_product) if self.is_reduction else None
-        self.column = self.is_reduction and self._column_layout()
+        self.column = self.is_reduction and is_column_layout(group, space, self.x_nonunit, self.r_nonunit)
         # a column reduction walks rows in chunks with many columns per program (coalesced loads)
         self.persistent = not self.is_reduction or (
             rsize is not None and rsize <= PERSISTENT_MAX_ROW and not self.column
         )
-        # few long columns (a bias gradient): split the rows over program_id(1) into float32
-        # partial sums that the wrapper adds up; only when the outputs are the sums themselves,
-        # or casts of them (a layer_norm weight gradient in fp16). Unsplit, a (32768, 768)
-        # weight gradient ran on 12 programs: 912 us on an H200 (profile_before/), against a floor
-        # of ~50 us (its 200 MB of float32 inputs at the measured 4 TB/s copy rate).
+        # few long columns: split the rows over programs (kernels/column_reduction.py)
         self.members = set(group.nodes)
-        self.split_sources: dict[fx.Node, tuple[fx.Node, tuple[torch.dtype, ...]]] = {}
-        self.split = self.column and self._splittable()
+        sources = split_sources(group, self.x_nonunit) if self.column else None
+        self.split = sources is not None
+        self.split_sources: SplitSources = sources or {}
         self.args = KernelArgs()
         self.tensor_params: list[str] = []
         self.int_params: list[str] = []
@@ -217,67 +207,6 @@ class KernelWriter(ReductionWriter):
                 self.param_source[f"out_ptr{len(self.out_buffers) - 1}"] = buffer
                 self.param_meta[f"out_ptr{len(self.out_buffers) - 1}"] = node.meta["val"]
         self.int64 = self._needs_int64()
-
-    def _cast_chain(self, node: fx.Node) -> tuple[fx.Node, tuple[torch.dtype, ...]]:
-        """(the value under a chain of in-group dtype casts and order-keeping reshapes ending at
-        ``node``, the cast dtypes). A split sum reshapes its result to the output's shape, so a
-        bias gradient (``sum(dim=[0, 1])`` of a 3-d gradient, then ``view``) splits as well:
-        unsplit, ViT-B/16's bias sums over 12608 rows took 85-117 us each on the H200, 4-6x their
-        memory floor."""
-        casts: list[torch.dtype] = []
-        while (node.target in op_table.CASTS or node.target in _ORDER_KEEPING_VIEWS) and node.args \
-                and node.args[0] in self.members:
-            if node.target in op_table.CASTS:
-                casts.append(node.meta["val"].dtype)
-            node = node.args[0]
-        return node, tuple(reversed(casts))
-
-    def _splittable(self) -> bool:
-        group = self.group
-        if group.output_copies:
-            return False
-        reductions = [n for n in group.nodes if n.target in op_table.REDUCTIONS]
-        chain_members: set[fx.Node] = set()
-        for node in group.outputs:
-            source, casts = self._cast_chain(node)
-            if source not in reductions or op_table.REDUCTIONS[source.target] not in ("sum", "mean"):
-                return False
-            if not source.meta["val"].dtype.is_floating_point:
-                return False
-            self.split_sources[node] = (source, casts)
-            walk = node
-            while walk is not source:
-                chain_members.add(walk)
-                walk = walk.args[0]
-            meta = node.meta["val"]
-            if not meta.dtype.is_floating_point or not meta.is_contiguous():
-                return False
-            covered = [m for m in group.dim_maps[node] if m is not None]
-            if covered != self.x_nonunit:
-                return False
-        for node in group.nodes:  # no epilogue but casts: nothing else reads a reduction
-            if node in reductions or node in chain_members:
-                continue
-            if any(used in reductions for used in node.all_input_nodes):
-                return False
-        return True
-
-    def _column_layout(self) -> bool:
-        """True when the inputs laid out like the iteration space are contiguous along a kept dim
-        (reducing over rows of a row-major tensor: a bias gradient, a layer_norm weight grad)."""
-        if not self.x_nonunit or not self.r_nonunit:
-            return False
-        inner_x = self.x_nonunit[-1]
-        for node in self.group.inputs:
-            meta = node.meta.get("val")
-            if not isinstance(meta, torch.Tensor) or meta.dim() != len(self.space):
-                continue
-            if not all(same_size(a, b) for a, b in zip(meta.shape, self.space)):
-                continue
-            strides = meta.stride()
-            if same_size(strides[inner_x], 1) and not any(same_size(strides[d], 1) for d in self.r_nonunit):
-                return True
-        return False
 
     # -- arguments ----------------------------------------------------------------------------
 
