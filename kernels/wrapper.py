@@ -74,7 +74,7 @@ def generate_wrapper(plan: Plan, gm: fx.GraphModule, version: str, autotune: boo
     call_nodes = [
         node
         for step in plan.steps
-        for node in (step.nodes if isinstance(step, FusionGroup) else [step.node])
+        for node in step.nodes
         if node.op == "call_function"
     ]
     imports = {

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import fx
 
-from ait_dynamo.passes.plan import FusionGroup, Step
+from ait_dynamo.passes.plan import Step
 from ait_dynamo.passes.sizes import is_one, same_size
 
 aten = torch.ops.aten
@@ -42,13 +42,10 @@ def order_steps(steps: list[Step]) -> list[Step]:
     an earlier member's value would then come before the group: move such externs after it."""
     produced_by: dict[fx.Node, int] = {}
     for index, step in enumerate(steps):
-        for node in step.produces() if isinstance(step, FusionGroup) else [step.node]:
+        for node in step.produces():
             produced_by[node] = index
     placed: list[Step] = []
     done: set[int] = set()
-
-    def reads(step: Step) -> list[fx.Node]:
-        return step.reads() if isinstance(step, FusionGroup) else step.node.all_input_nodes
 
     def place(index: int, visiting: set[int]) -> None:
         if index in done:
@@ -56,7 +53,7 @@ def order_steps(steps: list[Step]) -> list[Step]:
         if index in visiting:
             raise RuntimeError("fusion plan has a cycle")
         visiting.add(index)
-        for used in reads(steps[index]):
+        for used in steps[index].reads():
             if used in produced_by:
                 place(produced_by[used], visiting)
         visiting.discard(index)

@@ -17,7 +17,7 @@ import torch
 from torch import fx
 
 from ait_dynamo.passes.graph_utils import is_mutating, is_random, may_alias_input, meta_value
-from ait_dynamo.passes.plan import ExternCall, FusionGroup, Step
+from ait_dynamo.passes.plan import ExternCall, Step
 
 SHRINK_FACTOR = 2  # hoist when the step reads at least this many times the bytes it writes
 
@@ -37,20 +37,9 @@ def _bytes(nodes: list[fx.Node]) -> int | None:
     return total
 
 
-def _reads(step: Step) -> list[fx.Node]:
-    return step.reads() if isinstance(step, FusionGroup) else step.node.all_input_nodes
-
-
-def _produces(step: Step) -> list[fx.Node]:
-    return step.produces() if isinstance(step, FusionGroup) else [step.node]
-
-
 def _is_barrier(step: Step) -> bool:
-    nodes = step.nodes if isinstance(step, FusionGroup) else [step.node]
-    return any(is_mutating(n) or is_random(n) for n in nodes) or (
-        isinstance(step, ExternCall) and not isinstance(step.node.target, torch._ops.OpOverload)
-        and step.node.op == "call_function" and step.node.is_impure()
-    )
+    """Writes (including impure Python-level calls, see ``is_mutating``) and random draws."""
+    return any(is_mutating(n) or is_random(n) for n in step.nodes)
 
 
 def _shrinks(step: Step) -> bool:
@@ -60,7 +49,7 @@ def _shrinks(step: Step) -> bool:
             return False
         if may_alias_input(step.node):
             return False  # a view: moving it moves nothing
-    read, written = _bytes(_reads(step)), _bytes(_produces(step))
+    read, written = _bytes(step.reads()), _bytes(step.produces())
     return read is not None and written is not None and read > 0 and written * SHRINK_FACTOR <= read
 
 
@@ -74,10 +63,10 @@ def hoist_shrinking_steps(steps: list[Step]) -> list[Step]:
         if _is_barrier(step):
             barrier = key
         elif _shrinks(step):
-            earliest = max([barrier] + [key_of[n] for n in _reads(step) if n in key_of])
+            earliest = max([barrier] + [key_of[n] for n in step.reads() if n in key_of])
             key = earliest + (position,)
         keys.append(key)
-        for node in _produces(step):
+        for node in step.produces():
             key_of[node] = key
     order = sorted(range(len(steps)), key=lambda i: keys[i])
     return [steps[i] for i in order]

@@ -26,6 +26,16 @@ class ExternCall:
             return str(target) if isinstance(target, torch._ops.OpOverload) else f"higher_order.{target.name()}"
         return None
 
+    @property
+    def nodes(self) -> list[fx.Node]:
+        return [self.node]
+
+    def reads(self) -> list[fx.Node]:
+        return self.node.all_input_nodes
+
+    def produces(self) -> list[fx.Node]:
+        return [self.node]
+
 
 @dataclass
 class FusionGroup:
@@ -121,14 +131,9 @@ def compute_lifetimes(plan: Plan) -> None:
     produced_by: dict[fx.Node, int] = {}
     last_use: dict[fx.Node, int] = {}
     for index, step in enumerate(plan.steps):
-        if isinstance(step, FusionGroup):
-            for produced in step.outputs:
-                produced_by[produced] = index
-            for used in step.reads():
-                last_use[used] = index
-            continue
-        produced_by[step.node] = index
-        for used in step.node.all_input_nodes:
+        for produced in step.produces():
+            produced_by[produced] = index
+        for used in step.reads():
             last_use[used] = index
     outputs = set(plan.output.all_input_nodes)
     plan.frees_after = {}
