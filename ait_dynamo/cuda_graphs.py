@@ -1,8 +1,9 @@
 """CUDA-graph replay of compiled graphs: option ``cuda_graphs`` (``mode="reduce-overhead"``).
 
-Why: the encoder block's training step spent 3.9-4.4 ms enqueueing work that takes the GPU about
-2.4 ms (benchmarks/results/nvidia-h200/memory_and_launch/host_profile): the step is host-bound.
-A replayed graph enqueues every kernel of a compiled graph with one call.
+Why: the encoder block's training step spent 3.96 ms enqueueing kernels that run for 1.19 ms
+(kernel rows; benchmarks/results/nvidia-h200/training_cuda_graphs/before_kernel_fixes_7fd5019/
+encoder_block_ait.txt): the step is host-bound. A replayed graph enqueues every kernel of a
+compiled graph with one call.
 
 One compiled graph (:class:`GraphedCallable`):
 
@@ -34,8 +35,9 @@ backward's temporaries reuse the forward's. Once the forward is captured it hold
 only through tensors that do not own their memory, and it does the same with its saved values
 when the backward's capture starts: the backward then frees each saved value after its last use,
 as it does without graphs, and its later temporaries reuse that memory. That is safe because
-nothing else allocates from the pool after the backward's capture. (Holding them cost the encoder
-block 138 MiB of pool memory that the backward could not reuse: 432 MiB reserved, 162 in use.)
+nothing else allocates from the pool after the backward's capture. (Holding them, the encoder
+block's pool reserved 432 MiB, 227 of them in use between steps; letting go, 308 MiB, 73 in use:
+training_cuda_graphs/pools_held_1d5dbef/ and training_cuda_graphs/train_bench.log.)
 The pool stays reserved while the compiled function lives, which is why the training benchmark
 reports reserved memory next to allocated memory.
 """

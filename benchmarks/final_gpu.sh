@@ -12,6 +12,5 @@ echo "tests rc=$?"; grep -E "^(FAILED|ERROR)|passed|failed" "$OUT/gpu_tests.log"
 timeout "${BENCH_LIMIT:-120}" python3 -m benchmarks.fusion_bench --out "$OUT" \
   --only "${BENCH_ONLY:-tutorial,layer_norm_32768x768_float16,softmax_32768x768_float16,pointwise_chain}" > "$OUT/fusion_bench.log" 2>&1
 echo "fusion bench rc=$?"; cat "$OUT/fusion_bench.txt" 2>/dev/null
-timeout "${TRAIN_LIMIT:-300}" python3 -m benchmarks.train_bench --out "$OUT" --workload encoder_block,vit_b16 \
-  --modes eager,inductor,ait --budgets "${BUDGETS:-0.5,0.25}" --iters 10 > "$OUT/train_bench.log" 2>&1
-echo "train bench rc=$?"; cat "$OUT/train_bench.md" 2>/dev/null || tail -20 "$OUT/train_bench.log"
+OUT="$OUT" SKIP_TESTS=1 LIMIT="${TRAIN_LIMIT:-300}" ITERS=10 MODES=eager,inductor,ait BUDGETS="${BUDGETS:-0.5,0.25}" \
+  SWEEP_MODES=ait bash benchmarks/train_gpu.sh

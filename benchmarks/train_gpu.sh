@@ -6,7 +6,7 @@
 #   WORKLOAD=encoder_block|vit_b16   one workload (to split the work over calls of < 10 minutes)
 #   TESTS="tests/a.py tests/b.py"    which test files run first (default: the partitioner's);
 #                                    SKIP_TESTS=1 skips them and the partition benchmark
-#   MODES= BUDGETS= SWEEP_MODES=     passed to benchmarks.train_bench
+#   MODES= BUDGETS= SWEEP_MODES= ITERS=   passed to benchmarks.train_bench
 set -u
 OUT=${OUT:-/tmp/ait_train}
 WORKLOAD=${WORKLOAD:-encoder_block,vit_b16}
@@ -22,5 +22,6 @@ if [ "${SKIP_TESTS:-0}" != 1 ]; then
 fi
 timeout "${LIMIT:-300}" python3 -m benchmarks.train_bench --out "$OUT" --workload "$WORKLOAD" \
   --modes "${MODES:-eager,inductor,inductor-cudagraphs,ait,ait-cudagraphs}" \
-  --budgets "${BUDGETS:-1.0,0.6,0.4,0.25,0.1}" --sweep-modes "${SWEEP_MODES:-ait-cudagraphs}" > "$OUT/train_bench.log" 2>&1
+  --budgets "${BUDGETS:-1.0,0.6,0.4,0.25,0.1}" --sweep-modes "${SWEEP_MODES:-ait-cudagraphs}" --iters "${ITERS:-20}" \
+  > "$OUT/train_bench.log" 2>&1
 echo "train bench rc=$?"; cat "$OUT/train_bench.md" 2>/dev/null || tail -30 "$OUT/train_bench.log"

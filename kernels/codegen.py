@@ -20,7 +20,7 @@ from ait_dynamo.kernels import op_table
 from ait_dynamo.kernels.codegen_reductions import ReductionWriter
 from ait_dynamo.kernels.column_reduction import SplitSources, is_column_layout, split_sources
 from ait_dynamo.kernels.reuse import inplace_candidates
-from ait_dynamo.kernels.triton_values import Operand, compute_dtype, triton_type
+from ait_dynamo.kernels.triton_values import Operand, compute_dtype, round_to, to_storage, triton_type
 from ait_dynamo.passes.fusion_maps import broadcast_map
 from ait_dynamo.passes.plan import FusionGroup
 from ait_dynamo.passes.sizes import is_one, same_size, static_int
@@ -332,7 +332,7 @@ class KernelWriter(ReductionWriter):
         expr = op_table.POINTWISE[node.target].emit(*args, **kwargs)
         if constant:  # only Python scalars: make it a tensor before any .to()
             expr = f"tl.full([], 0, {triton_type(compute_dtype(node.meta['val'].dtype))}) + ({expr})"
-        expr = op_table.round_to(expr, node.meta["val"].dtype)
+        expr = round_to(expr, node.meta["val"].dtype)
         var = self._tmp(expr, full)
         cache[node] = (var, constant)
         return var, constant
@@ -379,7 +379,7 @@ class KernelWriter(ReductionWriter):
         if self.split:  # float32 partial sums, one row of xnumel per split
             self._lines().append(f"tl.store(out_ptr{buffer_index} + split_offset + ({offset}), {var}, {mask})")
             return
-        value = op_table.to_storage(var, meta.dtype)
+        value = to_storage(var, meta.dtype)
         self._lines().append(f"tl.store(out_ptr{buffer_index} + ({offset}), {value}, {mask})")
         self.store_offsets[buffer_index] = offset
 

@@ -14,7 +14,7 @@ import torch
 from torch import fx
 
 from ait_dynamo.kernels import op_table
-from ait_dynamo.kernels.triton_values import compute_dtype, literal, triton_type
+from ait_dynamo.kernels.triton_values import compute_dtype, literal, round_to, triton_type
 from ait_dynamo.passes.sizes import is_one
 
 
@@ -90,8 +90,8 @@ class ReductionWriter:
         if kind == "mean":
             self.outer.append(f"{out} = {out} / {self.rnumel_name}")
         dtype = plan["node"].meta["val"].dtype
-        if op_table.round_to("v", dtype) != "v":  # half-precision results are rounded, as in eager
-            self.outer.append(f"{out} = {op_table.round_to(out, dtype)}")
+        if round_to("v", dtype) != "v":  # half-precision results are rounded, as in eager
+            self.outer.append(f"{out} = {round_to(out, dtype)}")
         self.reduction_vars[plan["node"]] = out
 
     def _ready_reductions(self, node: fx.Node) -> list[fx.Node]:

@@ -24,16 +24,14 @@ import torch
 from torch._prims_common import ELEMENTWISE_TYPE_PROMOTION_KIND as Promotion
 from torch._prims_common import elementwise_dtypes
 
-from ait_dynamo.kernels.triton_values import (  # noqa: F401 - re-exported: the table's value helpers
+from ait_dynamo.kernels.triton_values import (
     FUSIBLE_DTYPES,
-    LOW_PRECISION,
     Operand,
     Unsupported,
     cast,
     compute_dtype,
     literal,
     round_to,
-    to_storage,
     triton_type,
 )
 
@@ -226,11 +224,8 @@ def _convert(a: Any, dtype: torch.dtype) -> str:
         raise Unsupported("convert of a scalar")
     if dtype not in FUSIBLE_DTYPES:
         raise Unsupported(f"cast to {dtype}")
-    expr = cast(a, dtype)
-    if dtype in LOW_PRECISION and a.dtype != dtype:
-        # an explicit cast to half precision rounds, as in eager
-        expr = f"({to_storage(expr, dtype)}).to(tl.float32)"
-    return expr
+    # an explicit cast to half precision rounds, as in eager
+    return round_to(cast(a, dtype), dtype) if a.dtype != dtype else cast(a, dtype)
 
 
 def _to_copy(a: Any, dtype: torch.dtype | None = None, layout: Any = None, device: Any = None,

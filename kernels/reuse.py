@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch import fx
 
-from ait_dynamo.passes.graph_utils import may_alias_input, same_tensor_layout
+from ait_dynamo.passes.graph_utils import has_static_layout, may_alias_input, same_tensor_layout
 from ait_dynamo.passes.plan import ExternCall, FusionGroup, Plan
 
 
@@ -78,23 +78,17 @@ def _returns_fresh_tensor(node: fx.Node) -> bool:
     return not may_alias_input(node)
 
 
-def _static(t: Any) -> bool:
-    """A tensor with plain int sizes and strides: the checks below add no guard on symbols."""
-    return isinstance(t, torch.Tensor) and all(
-        isinstance(s, int) for s in (*t.shape, *t.stride(), t.storage_offset()))
-
-
 def _dense_from_start(t: torch.Tensor) -> bool:
     return t.numel() > 0 and t.is_contiguous() and t.storage_offset() == 0
 
 
 def _same_layout(a: Any, b: Any) -> bool:
-    return _static(a) and _static(b) and same_tensor_layout(a, b) and _dense_from_start(a)
+    return has_static_layout(a) and has_static_layout(b) and same_tensor_layout(a, b) and _dense_from_start(a)
 
 
 def _same_elements(base: Any, output: Any) -> bool:
     """Contiguous, same dtype and element count: element i of one is element i of the other."""
-    return (_static(base) and _static(output) and base.dtype == output.dtype and base.device == output.device
+    return (has_static_layout(base) and has_static_layout(output) and base.dtype == output.dtype and base.device == output.device
             and base.numel() == output.numel() and _dense_from_start(base))
 
 

@@ -31,10 +31,11 @@ from ait_dynamo.partitioners.maxflow import FlowNetwork, min_cut_source_side
 # How many priced cuts a memory budget may try at most (each is one max-flow solve).
 _MAX_PRICE_STEPS = 48
 _PRICE_STEP = 2.0**0.5
-# Where one price step starts recomputing many ops at once (a transformer's 24 equal matmuls have
+# Where one price step starts recomputing many ops at once (a transformer's equal matmuls have
 # one bytes-per-nanosecond ratio), cuts that recompute 1/8, 2/8, ... of them fill the gap, so a
-# budget between the two ends costs part of the recompute (ViT-B at budget 0.5 recomputed all 24
-# addmm, as much as budget 0.25). At most this many such cuts per graph.
+# budget between the two ends pays for part of the recompute, not all of it
+# (tests/test_partitioner.py::test_memory_budget_recomputes_part_of_a_group_of_equal_matmuls).
+# At most this many such cuts per graph.
 _PARTIAL_SPLITS = 8
 _MAX_PARTIAL_CUTS = 32
 # Capacities are bytes times BYTE_SCALE; between cuts that save the same bytes, one unit per node

@@ -98,7 +98,8 @@ def _select_backward(grad: torch.Tensor, input_sizes: Any, dim: int, index: int)
     """The gradient of ``x.select(dim, index)``: ``grad`` at that index along ``dim``, zeros
     elsewhere, written as a masked broadcast so that it fuses into its consumer. ATen's form
     (zeros, then a copy into the slice) cost ViT-B/16's backward 37 fills and 36 copies, 1.8 ms
-    a step on the H200, and a later kernel then read the mostly-zero tensors."""
+    a step on the H200, and a later kernel then read the mostly-zero tensors
+    (training_cuda_graphs/before_kernel_fixes_7fd5019/vit_b16_ait.txt)."""
     if not isinstance(index, int):
         return NotImplemented  # a symbolic index may be negative: keep ATen's op
     rank = len(input_sizes)

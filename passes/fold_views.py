@@ -3,24 +3,18 @@
 
 from __future__ import annotations
 
-from typing import Any
 
 import torch
 from torch import fx
 
 from ait_dynamo.kernels import op_table
+from ait_dynamo.passes.graph_utils import has_static_layout
 from ait_dynamo.passes.plan import ExternCall, FusionGroup, Step
 
 aten = torch.ops.aten
 
 # The table's views, less reshape: a reshape may copy, and then its strides do not describe the base.
 _FOLDED_VIEWS = op_table.VIEWS - {aten.reshape.default}
-
-
-def _static_layout(meta: Any) -> bool:
-    if not isinstance(meta, torch.Tensor) or meta.layout != torch.strided:
-        return False
-    return all(isinstance(v, int) for v in (*meta.shape, *meta.stride(), meta.storage_offset()))
 
 
 def fold_view(node: fx.Node, group_of: dict) -> tuple[fx.Node, int, list[fx.Node]] | None:
@@ -34,7 +28,7 @@ def fold_view(node: fx.Node, group_of: dict) -> tuple[fx.Node, int, list[fx.Node
     ):
         chain.append(current)
         current = current.args[0]
-    if not chain or not _static_layout(node.meta.get("val")) or not _static_layout(current.meta.get("val")):
+    if not chain or not has_static_layout(node.meta.get("val")) or not has_static_layout(current.meta.get("val")):
         return None
     base_meta, view_meta = current.meta["val"], node.meta["val"]
     if base_meta.device != view_meta.device or base_meta.dtype != view_meta.dtype:

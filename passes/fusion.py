@@ -22,7 +22,8 @@ import torch
 from torch import fx
 
 from ait_dynamo.kernels import op_table
-from ait_dynamo.kernels.op_table import OpClass, Operand, Unsupported
+from ait_dynamo.kernels.op_table import OpClass
+from ait_dynamo.kernels.triton_values import FUSIBLE_DTYPES, Operand, Unsupported
 from ait_dynamo.passes.fold_views import drop_folded_views, fold_view
 from ait_dynamo.passes.graph_utils import is_mutating, meta_value
 from ait_dynamo.passes.hoist import hoist_shrinking_steps
@@ -65,7 +66,7 @@ def _check_tensor(node: fx.Node, known_symbols: set) -> torch.Tensor:
     value = _tensor_meta(node)
     if value is None:
         raise Refused("result is not a single tensor")
-    if value.dtype not in op_table.FUSIBLE_DTYPES:
+    if value.dtype not in FUSIBLE_DTYPES:
         raise Refused(f"dtype {value.dtype} is not fused")
     if value.layout != torch.strided:
         raise Refused("non-strided layout")
@@ -230,7 +231,7 @@ class Planner:
                 meta = _tensor_meta(value)
                 if meta is None:
                     raise Refused("operand is not a tensor (a symbolic scalar)")
-                if meta.dtype not in op_table.FUSIBLE_DTYPES:
+                if meta.dtype not in FUSIBLE_DTYPES:
                     raise Refused(f"operand dtype {meta.dtype} is not fused")
                 return Operand("v", meta.dtype)
             if isinstance(value, (list, tuple)):

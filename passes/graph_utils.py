@@ -28,6 +28,14 @@ def may_alias_input(node: fx.Node) -> bool:
     return True
 
 
+def has_static_layout(value: Any) -> bool:
+    """A strided tensor whose sizes, strides and storage offset are plain ints: checks on them
+    add no guard on symbols."""
+    if not isinstance(value, torch.Tensor) or value.layout != torch.strided:
+        return False
+    return all(isinstance(v, int) for v in (*value.shape, *value.stride(), value.storage_offset()))
+
+
 def is_random(node: fx.Node) -> bool:
     """True for an op whose result depends on the RNG state (two calls differ)."""
     target = node.target
