@@ -24,7 +24,7 @@ from torch._functorch.aot_autograd import aot_module
 
 from ait_dynamo.config import AitConfig
 from ait_dynamo.partitioners.mincut import _copy_joint, min_cut_rematerialization_partition
-from ait_dynamo.partitioners.report import REPORTS, saved_bytes_of
+from ait_dynamo.partitioners.report import REPORTS, parameter_storages, saved_bytes_of
 from ait_dynamo.passes.decompositions import decomposition_table
 from benchmarks.models import EncoderBlock
 
@@ -109,8 +109,8 @@ def main(argv: list[str] | None = None) -> int:
         report = REPORTS[-1]
         print(f"| ait min_cut | {solver} | {seconds:.3f} | {report.solve_seconds:.3f} | {report.saved_bytes} |")
     seconds, (_, bw_module) = time_partition(joint, functorch_partitioners.min_cut_rematerialization_partition, args.repeat)
-    params = {n.name for i, n in enumerate(p for p in joint.module.graph.find_nodes(op="placeholder")
-                                          if "tangents" not in str(p.target)) if i in joint.static_lifetime_input_indices}
+    primals = [p for p in joint.module.graph.find_nodes(op="placeholder") if "tangents" not in str(p.target)]
+    params = parameter_storages([n for i, n in enumerate(primals) if i in joint.static_lifetime_input_indices])
     print(f"| functorch min_cut | networkx | {seconds:.3f} | | {saved_bytes_of(bw_module, params)} |")
     return 0
 

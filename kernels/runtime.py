@@ -81,8 +81,11 @@ _COMPILED_MAX = 4096
 
 
 def _specialization(args: Sequence[Any]) -> tuple:
-    """Each int as itself (equal ints specialize alike) and each tensor's 16-byte alignment."""
-    return tuple(value.data_ptr() % 16 if isinstance(value, torch.Tensor) else value for value in args)
+    """Each int as itself (equal ints specialize alike); each tensor's dtype and 16-byte alignment.
+    The dtype matters: one kernel object can serve inputs of several dtypes (a module's source
+    names no input dtype where no cast is needed, and identical sources share one module), and
+    the binary compiled for bf16 pointers read fp16 data as bf16 (issue #10)."""
+    return tuple((value.dtype, value.data_ptr() % 16) if isinstance(value, torch.Tensor) else value for value in args)
 
 
 def _raw_stream(device_index: int) -> int:

@@ -22,7 +22,7 @@ from torch._functorch import partitioners as functorch_partitioners
 from ait_dynamo.partitioners.flow_cut import choose_cut, default_saved_bytes
 from ait_dynamo.partitioners.graph_info import analyze_joint_graph, is_symbolic_node, is_tensor_node
 from ait_dynamo.partitioners.schedule import schedule_recomputation_late
-from ait_dynamo.partitioners.report import PartitionReport, publish, saved_bytes_of, saved_tensors
+from ait_dynamo.partitioners.report import PartitionReport, parameter_storages, publish, saved_bytes_of, saved_tensors
 
 log = logging.getLogger("ait_dynamo")
 
@@ -106,7 +106,7 @@ def _lazy_graph_modules() -> Any:
 
 
 def _functorch_saved_bytes(joint_copy: fx.GraphModule, num_fwd_outputs: int, static: list[int],
-                           parameter_names: set[str]) -> int | None:
+                           parameters: dict[int, str]) -> int | None:
     try:
         _, bw_module = functorch_partitioners.min_cut_rematerialization_partition(
             joint_copy, None, num_fwd_outputs=num_fwd_outputs, static_lifetime_input_indices=static
@@ -114,7 +114,7 @@ def _functorch_saved_bytes(joint_copy: fx.GraphModule, num_fwd_outputs: int, sta
     except Exception:  # noqa: BLE001 - the comparison is informative only
         log.debug("functorch's min-cut partitioner failed on this graph", exc_info=True)
         return None
-    return saved_bytes_of(bw_module, parameter_names)
+    return saved_bytes_of(bw_module, parameters)
 
 
 def min_cut_rematerialization_partition(
@@ -223,15 +223,15 @@ def _partition(
     static_nodes = [n for n in info.inputs if n in info.static_inputs]
     fw_module, bw_module = _extract_modules(joint_module, choice.cut.saved, num_fwd_outputs, static_nodes)
 
-    parameter_names = {n.name for n in static_nodes}
+    parameters = parameter_storages(static_nodes)
     functorch_bytes = None
     if joint_copy is not None:
-        functorch_bytes = _functorch_saved_bytes(joint_copy, num_fwd_outputs, static, parameter_names)
+        functorch_bytes = _functorch_saved_bytes(joint_copy, num_fwd_outputs, static, parameters)
     costs = choice.costs
     report = PartitionReport(
         name=f"partition_{next(_partition_counter):03d}",
-        saved=saved_tensors(bw_module, parameter_names),
-        saved_bytes=saved_bytes_of(bw_module, parameter_names),
+        saved=saved_tensors(bw_module, parameters),
+        saved_bytes=saved_bytes_of(bw_module, parameters),
         default_bytes=default_bytes,
         functorch_bytes=functorch_bytes,
         recomputed=[f"{n.name} = {n.target} ({costs[n].recompute.value})" for n in choice.cut.recomputed],

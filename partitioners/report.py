@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch import fx
 
-from ait_dynamo.partitioners.graph_info import is_tensor_node, tensor_bytes
+from ait_dynamo.partitioners.graph_info import is_tensor_node, size_hint, tensor_bytes
 
 log = logging.getLogger("ait_dynamo")
 
@@ -20,8 +20,9 @@ class SavedTensor:
     name: str
     shape: list[int]
     dtype: str
-    bytes: int
-    parameter: bool  # a parameter or buffer (alive anyway: counts 0 towards saved bytes)
+    bytes: int  # bytes of the storage it keeps alive; 0 when an earlier saved tensor or a parameter holds it
+    parameter: bool  # a parameter or buffer, or a view of one (alive anyway)
+    view_of: str | None = None  # the saved tensor or parameter whose storage this one views
 
 
 @dataclass
@@ -54,6 +55,8 @@ class PartitionReport:
         ]
         for saved in self.saved:
             tag = " (parameter)" if saved.parameter else ""
+            if saved.view_of is not None:
+                tag += f" (views {saved.view_of})"
             lines.append(f"    {saved.name}: {tuple(saved.shape)} {saved.dtype} {saved.bytes} B{tag}")
         lines.append("  recomputed:")
         lines.extend(f"    {entry}" for entry in self.recomputed)
@@ -67,22 +70,62 @@ def _mib(value: int | None) -> str:
     return "?" if value is None else f"{value / 2**20:.3f} MiB ({value} B)"
 
 
-def saved_tensors(bw_module: fx.GraphModule, parameter_names: set[str]) -> list[SavedTensor]:
-    """The tensors a backward graph takes from its forward (every input but the tangents)."""
+def storage_key(value: torch.Tensor) -> int | None:
+    """Identity of the storage a (fake) tensor views: views of one tensor share it."""
+    try:
+        return int(value.untyped_storage()._cdata)
+    except (RuntimeError, NotImplementedError, AttributeError):  # no storage (a tensor subclass)
+        return None
+
+
+def _storage_bytes(value: torch.Tensor) -> int:
+    try:
+        return size_hint(value.untyped_storage().nbytes())
+    except (RuntimeError, NotImplementedError, AttributeError):
+        return tensor_bytes(value)
+
+
+def saved_tensors(bw_module: fx.GraphModule, parameters: dict[int, str]) -> list[SavedTensor]:
+    """The tensors a backward graph takes from its forward (every input but the tangents).
+
+    A saved view keeps its whole base alive, so bytes are counted per storage, once: three
+    views of one [3, 16, 4, 64] q/k/v buffer hold that buffer, not three [16, 16, 16] tensors.
+    ``parameters`` maps the storage keys of parameters and buffers to their names: they and
+    their views count 0 (alive anyway)."""
     result = []
+    owners: dict[int, str] = dict(parameters)
     for node in bw_module.graph.find_nodes(op="placeholder"):
         if "tangents" in str(node.target) or not is_tensor_node(node):
             continue
         value: torch.Tensor = node.meta["val"]
-        shape = [int(s) if isinstance(s, int) else int(s.node.hint or 0) for s in value.shape]
-        parameter = node.name in parameter_names
-        result.append(SavedTensor(node.name, shape, str(value.dtype).replace("torch.", ""),
-                                  0 if parameter else tensor_bytes(value), parameter))
+        shape = [size_hint(s) for s in value.shape]
+        key = storage_key(value)
+        owner = owners.get(key) if key is not None else None
+        parameter = key in parameters if key is not None else False
+        if key is not None and owner is None:
+            owners[key] = node.name
+        held = 0 if owner is not None else (_storage_bytes(value) if key is not None else tensor_bytes(value))
+        view_of = owner if owner is not None and owner != node.name else None
+        result.append(SavedTensor(node.name, shape, str(value.dtype).replace("torch.", ""), held,
+                                  parameter, view_of))
     return result
 
 
-def saved_bytes_of(bw_module: fx.GraphModule, parameter_names: set[str]) -> int:
-    return sum(saved.bytes for saved in saved_tensors(bw_module, parameter_names))
+def parameter_storages(nodes: list[fx.Node]) -> dict[int, str]:
+    """Storage key → name for the parameter and buffer placeholders ``nodes``."""
+    result: dict[int, str] = {}
+    for node in nodes:
+        value = node.meta.get("val")
+        if isinstance(value, torch.Tensor):
+            key = storage_key(value)
+            if key is not None:
+                result.setdefault(key, node.name)
+    return result
+
+
+def saved_bytes_of(bw_module: fx.GraphModule, parameters: dict[int, str]) -> int:
+    """Bytes of the distinct storages the backward keeps alive, parameters excluded."""
+    return sum(saved.bytes for saved in saved_tensors(bw_module, parameters))
 
 
 REPORTS: collections.deque[PartitionReport] = collections.deque(maxlen=256)

@@ -176,12 +176,55 @@ class Planner:
                 raise Refused("producer groups have different iteration spaces")
         if first.is_reduction and second.is_reduction and first.reduced != second.reduced:
             raise Refused("producer groups reduce different dims")
-        first.reduced = first.reduced or second.reduced
+        maps = {**first.maps, **second.maps}
+        reduced = first.reduced or second.reduced
+        for user, used in self._edges_between(first, second):
+            if not self._edge_agrees(user, used, maps, reduced):
+                raise Refused(f"{user.name} reads {used.name} along other iteration dims than the merged group has")
+        first.reduced = reduced
         for node in second.nodes:
             self._add(first, node, second.maps[node])
         self.merged_into[second.ident] = first.ident
         del self.groups[second.ident]
         return first
+
+    @staticmethod
+    def _edges_between(first: _Group, second: _Group) -> list[tuple[fx.Node, fx.Node]]:
+        """(user, used) pairs where a member of one group reads a member of the other."""
+        members = {node: 0 for node in first.nodes} | {node: 1 for node in second.nodes}
+        return [
+            (user, used)
+            for user, side in members.items()
+            for used in user.all_input_nodes
+            if members.get(used, side) != side
+        ]
+
+    def _edge_agrees(self, user: fx.Node, used: fx.Node, maps: dict[fx.Node, DimMap], reduced: frozenset) -> bool:
+        """Whether ``user`` reads ``used`` at the iteration point where both are computed. Inside
+        a group a member reads its operands' values at the current indices, so the maps must
+        agree with how the op indexes its operand (broadcasting, a view, a reduction). Each group
+        is consistent on its own; a merge must check the reads between the two: a value read from
+        memory by one group may run along another iteration dim in the other group (bilinear
+        upsampling's backward reads a [8, 1] column of an index group whose space was [8])."""
+        used_shape = tuple(_tensor_meta(used).shape)
+        user_shape = tuple(_tensor_meta(user).shape)
+        used_map, user_map = maps[used], maps[user]
+        kind = op_table.op_class(user.target)
+        if kind is OpClass.REDUCTION:
+            dims, keepdim = self._reduction_dims(user, len(used_shape))
+            reduced_here = frozenset(used_map[d] for d in dims if used_map[d] is not None)
+            return self._reduced_map(used_map, dims, keepdim) == user_map and reduced_here == reduced
+        if kind is OpClass.VIEW:
+            try:
+                return view_map(user, used_shape, used_map, user_shape) == user_map
+            except Refused:
+                return False
+        offset = len(user_shape) - len(used_shape)
+        if offset < 0:
+            return False
+        return all(
+            is_one(size) or used_map[k] == user_map[k + offset] for k, size in enumerate(used_shape)
+        )
 
     # -- node kinds ---------------------------------------------------------------------------
 
@@ -506,7 +549,11 @@ class Planner:
                         continue
                     if self._would_cycle(group.nodes + target.nodes, {group.ident, target.ident}):
                         continue
-                    self._merge(target, group)
+                    try:
+                        self._merge(target, group)
+                    except Refused as error:
+                        log.debug("groups %d and %d stay apart: %s", target.ident, group.ident, error)
+                        continue
                     break
                 else:
                     merged.append(group)
