@@ -14,6 +14,7 @@ import os
 import tempfile
 import threading
 import types
+import warnings
 
 log = logging.getLogger("ait_dynamo")
 
@@ -33,15 +34,30 @@ def _read_valid(path: str, key: str) -> str | None:
     try:
         with open(path, encoding="utf-8") as file:
             text = file.read()
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):  # not cached (or no cache folder to look in)
         return None
     except (OSError, UnicodeDecodeError) as error:
-        log.warning("ait_dynamo cache: unreadable %s (%s); regenerating it", path, error)
+        _warn(f"ait_dynamo cache: cannot read {path} ({type(error).__name__}: {error}); regenerating it")
         return None
     if source_key(text) != key:
-        log.warning("ait_dynamo cache: %s does not match its hash (corrupt or truncated); regenerating it", path)
+        _warn(f"ait_dynamo cache: {path} does not match its hash ({len(text)} characters: corrupt or "
+              "truncated); regenerating it")
         return None
     return text
+
+
+_warned: set[str] = set()
+
+
+def _warn(message: str, once_key: str | None = None) -> None:
+    """One warning per cause: a broken cache must not stop the program, nor flood it."""
+    if once_key is not None:
+        with _lock:
+            if once_key in _warned:
+                log.debug("%s", message)
+                return
+            _warned.add(once_key)
+    warnings.warn(message, RuntimeWarning, stacklevel=4)
 
 
 def _write_atomically(path: str, text: str) -> bool:
@@ -53,7 +69,9 @@ def _write_atomically(path: str, text: str) -> bool:
         os.replace(temporary, path)  # atomic: readers see the old file or the whole new one
         return True
     except OSError as error:
-        log.warning("ait_dynamo cache: cannot write %s (%s); running without the disk cache", path, error)
+        _warn(f"ait_dynamo cache: cannot write to {os.path.dirname(os.path.dirname(path))} "
+              f"({type(error).__name__}: {error}); compiled graphs are kept in memory only",
+              once_key=os.path.dirname(os.path.dirname(path)))
         return False
 
 

@@ -15,12 +15,12 @@ from typing import Any, Callable, Sequence
 
 from torch import fx
 
-from ait_dynamo import cuda_graphs, metrics
+from ait_dynamo import cuda_graphs, faults, metrics
 from ait_dynamo._version import __version__
 from ait_dynamo.cache import load_module
 from ait_dynamo.config import AitConfig
 from ait_dynamo.debug import DebugDir
-from ait_dynamo.kernels import autotune
+from ait_dynamo.kernels import autotune, op_table
 from ait_dynamo.kernels.precompile import precompile
 from ait_dynamo.kernels.wrapper import generate_wrapper
 from ait_dynamo.fusion_report import build_report, emit_report
@@ -29,6 +29,7 @@ from ait_dynamo.passes.fusion import build_plan
 from ait_dynamo.passes.graph_utils import is_mutating, may_alias_input
 from ait_dynamo.passes.plan import FusionGroup
 from ait_dynamo.passes.pipeline import run_passes
+from ait_dynamo.verify import Verifier
 
 log = logging.getLogger("ait_dynamo")
 
@@ -116,23 +117,8 @@ def compile_graph(
     debug = DebugDir(config.debug_dir, name)
     debug.write("00-input.txt", gm.print_readable(print_output=False))
     try:
-        work = run_passes(_copy_graph_module(gm), config, dump=debug.write if debug else None)
-        plan, refusals = build_plan(work, config)
-        record.refused = dict(refusals)
-        debug.write("plan.txt", plan.describe())
-        emit_report(build_report(name, plan, refusals), debug)
-        if config.autotune:
-            autotune.set_directory(config.cache_dir)
-        generated = generate_wrapper(plan, work, __version__, autotune=config.autotune)
-        debug.write("module.py", generated.source)
-        module, record.cache_hit = load_module(generated.source, config.cache_dir)
-        if config.compile_workers and not record.cache_hit:
-            precompile(module, generated.kernels, config.compile_workers)
-        compiled: BoxedCallable = module.make_call(generated.constants)
-        source: str | None = generated.source
-        record.externs = list(generated.aten_externs)
-        record.kernels = [kernel.name for kernel in generated.kernels]
-        record.fused_ops = [str(n.target) for s in plan.steps if isinstance(s, FusionGroup) for n in s.nodes]
+        with faults.compiling(name):
+            compiled, source = _compile(gm, config, name, debug, record)
     except Exception as error:  # noqa: BLE001 - any compile failure must degrade, not crash
         message = f"ait_dynamo: compiling {name} failed ({type(error).__name__}: {error}); running it through ATen"
         warnings.warn(message, RuntimeWarning, stacklevel=2)
@@ -153,6 +139,39 @@ def compile_graph(
         record.compile_seconds * 1e3,
     )
     return compiled
+
+
+def _compile(gm: fx.GraphModule, config: AitConfig, name: str, debug: DebugDir,
+             record: metrics.GraphRecord) -> tuple[BoxedCallable, str]:
+    """passes → plan → report → generated module → loaded (cached) → ``call``."""
+    work = run_passes(_copy_graph_module(gm), config, dump=debug.write if debug else None)
+    plan, refusals = build_plan(work, config)
+    record.refused = dict(refusals)
+    debug.write("plan.txt", plan.describe())
+    report = build_report(name, plan, refusals)
+    emit_report(report, debug)
+    if config.autotune:
+        autotune.set_directory(config.cache_dir)
+    generated = generate_wrapper(plan, work, __version__, autotune=config.autotune, verify=config.verify)
+    debug.write("module.py", generated.source)
+    module, record.cache_hit = load_module(generated.source, config.cache_dir)
+    if config.compile_workers and not record.cache_hit:
+        precompile(module, generated.kernels, config.compile_workers)
+    groups = [s for s in plan.steps if isinstance(s, FusionGroup)]
+    verifier = None
+    if config.verify and groups:
+        verifier = Verifier(
+            name,
+            ops={g.name: [str(n.target) for n in g.nodes] for g in groups},
+            random_groups={g.name for g in groups if any(n.target in op_table.RANDOM_UNIFORM for n in g.nodes)},
+            record=record, report=report, debug=debug,
+        )
+    compiled: BoxedCallable = (module.make_call(generated.constants, verifier) if verifier is not None
+                               else module.make_call(generated.constants))
+    record.externs = list(generated.aten_externs)
+    record.kernels = [kernel.name for kernel in generated.kernels]
+    record.fused_ops = [str(n.target) for g in groups for n in g.nodes]
+    return compiled, generated.source
 
 
 def ait_compile(gm: fx.GraphModule, example_inputs: Sequence[Any], **options: Any) -> BoxedCallable:

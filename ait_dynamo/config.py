@@ -64,6 +64,11 @@ class AitConfig:
         cuda_graphs: replay each compiled graph as a CUDA graph after its first two calls (one
             call enqueues all its kernels: for host-bound steps); see ``ait_dynamo/cuda_graphs.py``
             for what is read in place and what is copied. ``mode="reduce-overhead"`` sets it.
+        verify: the online numerics guard. On the first call of each compiled graph, every
+            generated kernel's outputs are compared with ATen running the same nodes (and with
+            float64 where the dtype allows), by dynamo's accuracy rule; a kernel past tolerance
+            runs through ATen from then on, with one warning and a line in the fusion report.
+            Later calls pay nothing (``AIT_VERIFY=1``).
     """
 
     debug_dir: str | None = None
@@ -76,6 +81,7 @@ class AitConfig:
     fallback_random: bool = True
     compile_workers: int = 4
     cuda_graphs: bool = False
+    verify: bool = False
 
     @staticmethod
     def option_names() -> tuple[str, ...]:
@@ -121,7 +127,7 @@ class AitConfig:
 
     def cache_token(self) -> str:
         """The options that change generated code (the cache key includes them)."""
-        return repr((self.fusion, self.fallback_ops, self.autotune, self.fallback_random))
+        return repr((self.fusion, self.fallback_ops, self.autotune, self.fallback_random, self.verify))
 
 
 def _parse_str_or_none(name: str, value: Any) -> str | None:
@@ -271,6 +277,7 @@ _PARSERS: dict[str, Callable[[str, Any], Any]] = {
     "fallback_random": _parse_bool,
     "compile_workers": _parse_workers,
     "cuda_graphs": _parse_bool,
+    "verify": _parse_bool,
 }
 assert set(_PARSERS) == set(AitConfig.option_names()), "every option needs a parser"
 

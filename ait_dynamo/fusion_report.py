@@ -36,6 +36,7 @@ class FusionReport:
     kernels: list[KernelRow] = field(default_factory=list)
     externs: list[tuple[str, str]] = field(default_factory=list)  # (node, op)
     refused: dict[str, str] = field(default_factory=dict)
+    verification: list[str] = field(default_factory=list)  # the numerics guard's lines (option verify)
 
     def text(self) -> str:
         lines = [f"fusion report of {self.graph}: {len(self.kernels)} kernels, {len(self.externs)} ATen calls"]
@@ -48,6 +49,7 @@ class FusionReport:
             lines.append(f"      in: {', '.join(row.inputs)}  out: {', '.join(row.outputs)}")
         for node, op in self.externs:
             lines.append(f"  ATen {node} = {op}" + (f"   (not fused: {self.refused[node]})" if node in self.refused else ""))
+        lines.extend(f"  {line}" for line in self.verification)
         return "\n".join(lines) + "\n"
 
     def html(self) -> str:
@@ -62,6 +64,7 @@ class FusionReport:
             f"<tr><td>{esc(node)}</td><td>{esc(op)}</td><td>{esc(self.refused.get(node, ''))}</td></tr>"
             for node, op in self.externs
         )
+        verification = "".join(f"<p>{esc(line)}</p>" for line in self.verification)
         return f"""<!DOCTYPE html>
 <html><head><meta charset="utf-8"><title>ait_dynamo fusion report: {esc(self.graph)}</title>
 <style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse;margin-bottom:2em}}
@@ -72,6 +75,7 @@ td,th{{border:1px solid #bbb;padding:4px 8px;vertical-align:top;font-size:13px}}
 <h2>Kernels</h2>
 <table><tr><th>kernel</th><th>kind</th><th>iteration space</th><th>ops</th><th>reads</th><th>writes</th><th>bytes read</th><th>bytes written</th></tr>
 {rows}</table>
+{verification}
 <h2>ATen calls (and why they were not fused)</h2>
 <table><tr><th>node</th><th>op</th><th>reason</th></tr>
 {externs}</table>

@@ -13,9 +13,12 @@ import logging
 import os
 import tempfile
 import threading
+import warnings
 from typing import Any, Callable, Sequence
 
 import torch
+
+from ait_dynamo import faults
 
 log = logging.getLogger("ait_dynamo")
 
@@ -84,9 +87,18 @@ def choose(kernel_hash: str, sizes: Sequence[int], candidates: Sequence[tuple[in
                 return float(do_bench(fn, warmup=5, rep=20))
 
         timings = []
+        out_of_memory: BaseException | None = None
         for config in candidates:
             try:
+                if faults.active("autotune_oom"):
+                    raise torch.cuda.OutOfMemoryError("ait_dynamo: injected out-of-memory while autotuning")
                 timings.append((bench(lambda c=config: run(c)), config))
+            except torch.cuda.OutOfMemoryError as error:
+                # the benchmark's own buffers and a larger config may not fit beside the model:
+                # tuning gives way, the kernel still runs
+                out_of_memory = error
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()
             except Exception as error:  # noqa: BLE001 - a config that does not compile is skipped
                 log.debug("autotune: %s failed for %s: %s", config, kernel_hash[:12], error)
         if not timings:
@@ -94,9 +106,17 @@ def choose(kernel_hash: str, sizes: Sequence[int], candidates: Sequence[tuple[in
         else:
             choice = min(timings)[1]
         log.info("autotune %s %s: %s (of %d)", kernel_hash[:12], key, choice, len(timings))
-        stored = _load(kernel_hash)
-        stored[key] = list(choice)
-        _store(kernel_hash, stored)
+        if out_of_memory is not None:
+            warnings.warn(
+                f"ait_dynamo autotune: out of memory while benchmarking kernel {kernel_hash[:12]} ({out_of_memory}); "
+                f"using block configuration {choice} untuned (not saved: a later run tunes it again)",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+        else:
+            stored = _load(kernel_hash)
+            stored[key] = list(choice)
+            _store(kernel_hash, stored)
     with _lock:
         _memory[memory_key] = list(choice)
     return choice

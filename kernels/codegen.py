@@ -16,6 +16,7 @@ from typing import Any, Callable
 import torch
 from torch import fx
 
+from ait_dynamo import faults
 from ait_dynamo.kernels import op_table
 from ait_dynamo.kernels.codegen_reductions import ReductionWriter
 from ait_dynamo.kernels.column_reduction import SplitSources, is_column_layout, split_sources
@@ -376,6 +377,8 @@ class KernelWriter(ReductionWriter):
             if d not in covered:  # broadcast along d: the element is written once, at index 0
                 mask += f" & (x{d} == 0)"
                 self.used_dims.add(("x", d))
+        if faults.active("wrong_result", self.name):
+            var = _wrong_value(var, meta.dtype)
         if self.split:  # float32 partial sums, one row of xnumel per split
             self._lines().append(f"tl.store(out_ptr{buffer_index} + split_offset + ({offset}), {var}, {mask})")
             return
@@ -432,6 +435,15 @@ class KernelWriter(ReductionWriter):
         return lines
 
 
+def _wrong_value(var: str, dtype: torch.dtype) -> str:
+    """A value that is off, for the ``wrong_result`` fault (``ait_dynamo/faults.py``)."""
+    if dtype == torch.bool:
+        return f"(({var}) == 0)"
+    if dtype.is_floating_point:
+        return f"(({var}) * 1.5 + 1.0)"
+    return f"(({var}) + 1)"
+
+
 def _contiguous(space: list[Any], dims: list[int]) -> dict[int, Any]:
     strides: dict[int, Any] = {}
     running: Any = 1
@@ -447,6 +459,8 @@ def generate_kernel(group: FusionGroup, tensor_name: Callable[[fx.Node], str]) -
     name = group.name
     kernel = KernelWriter(group, name, tensor_name)
     body = kernel.body()
+    if faults.active("compile", name):
+        body = ['tl.static_assert(False, "ait_dynamo: injected compile failure")'] + body
     x_index = kernel.index_lines("x")
     r_index = kernel.index_lines("r")
     if not kernel.persistent:

@@ -9,6 +9,7 @@ from typing import Any, Callable
 import torch
 from torch import fx
 
+from ait_dynamo import faults
 from ait_dynamo.kernels.codegen import GeneratedKernel
 from ait_dynamo.kernels.source import call_source, value_source
 from ait_dynamo.passes.plan import FusionGroup
@@ -106,6 +107,8 @@ def group_call_source(group: FusionGroup, kernel: GeneratedKernel, names: Callab
     tensors = ", ".join(f"{t}__partial" if kernel.split and t in buffers else t for t in kernel.args.tensors)
     int_args = ", ".join(ints)
     tune = f", tune={hashlib.sha256(kernel.source.encode()).hexdigest()[:20]!r}" if autotune else ""
+    if faults.active("launch", group.name):
+        lines.append(f"    _rt.injected_launch_failure({group.name!r})")
     if kernel.kind == "pointwise":
         lines.append(
             f"    _rt.launch_pointwise({kernel.name}, ({tensors},), ({int_args}{',' if ints else ''}), {xnumel}{tune})"
@@ -139,6 +142,23 @@ def group_call_source(group: FusionGroup, kernel: GeneratedKernel, names: Callab
     return ("\n" + _INDENT).join(lines)
 
 
+def verified_group_source(group: FusionGroup, kernel: GeneratedKernel, names: Callable[[fx.Node], str],
+                          call: str) -> str:
+    """The group's ``call`` wrapped for the first, verified call (``ait_dynamo/verify.py``):
+    ATen's reference before the kernel (which may overwrite a dying input), the check after."""
+    reference = f"reference_{group.name}"
+    inputs = "".join(f"{names(n)}, " for n in group.reads())
+    outputs = "".join(f"{names(n)}, " for n in group.outputs)
+    lines = [f"{reference} = verifier.reference({group.name!r}, {group.name}_aten, ({inputs}))", call,
+             f"if launched_{group.name}:",
+             f"    {outputs}= verifier.check({kernel.name}, {group.name!r}, {reference}, ({outputs}))"]
+    for node, buffer in kernel.out_buffers:
+        if buffer != names(node):
+            lines.append(f"    {buffer} = {names(node)}.clone()")
+    lines.append(f"del {reference}")
+    return ("\n" + _INDENT).join(lines)
+
+
 def aten_function_source(group: FusionGroup, names: Callable[[fx.Node], str]) -> str:
     """``def <group>_aten(inputs): ...`` running the group's nodes through ATen (CPU without the
     Triton interpreter, or no Triton at all)."""
@@ -155,4 +175,4 @@ def aten_function_source(group: FusionGroup, names: Callable[[fx.Node], str]) ->
     return "\n".join(lines)
 
 
-__all__ = ["SymbolLocals", "group_call_source", "aten_function_source", "torch"]
+__all__ = ["SymbolLocals", "group_call_source", "verified_group_source", "aten_function_source", "torch"]

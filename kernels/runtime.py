@@ -13,6 +13,8 @@ from typing import Any, Sequence
 
 import torch
 
+from ait_dynamo.faults import fail_launch as injected_launch_failure  # noqa: F401 - generated code calls it
+
 try:
     import triton
 

@@ -74,6 +74,8 @@ def value_source(value: Any, names: Callable[[fx.Node], str]) -> str:
         return str(value)  # "torch.float32"
     if isinstance(value, torch.device):
         return f"torch.device({value.type!r}, {value.index!r})" if value.index is not None else f"torch.device({value.type!r})"
+    if isinstance(value, (torch._ops.OpOverload, torch._ops.HigherOrderOperator)):
+        return target_source(value)[0]  # an op passed as a value (with_effects(token, op, ...))
     if isinstance(value, (torch.layout, torch.memory_format)):
         text = str(value)
         if text.startswith("torch.") and getattr(torch, text[6:], None) == value:

@@ -13,7 +13,8 @@ import jinja2
 from torch import fx
 
 from ait_dynamo.kernels.codegen import generate_kernel
-from ait_dynamo.kernels.group_call import SymbolLocals, aten_function_source, group_call_source
+from ait_dynamo.kernels.group_call import (SymbolLocals, aten_function_source, group_call_source,
+                                           verified_group_source)
 from ait_dynamo.kernels.op_table import HELPERS_SOURCE
 from ait_dynamo.kernels.reuse import choose_reuse, owned_buffers
 
@@ -21,7 +22,8 @@ from ait_dynamo.kernels.source import call_source, target_source, value_source
 from ait_dynamo.passes.plan import FusionGroup, Plan
 
 # Names the generated module uses itself; graph values never take them.
-_RESERVED = {"torch", "args", "call", "make_call", "constants", "triton", "tl", "tmath", "_rt", "error"}
+_RESERVED = {"torch", "args", "call", "make_call", "constants", "triton", "tl", "tmath", "_rt", "error",
+             "verifier", "call_verifying", "current_call", "call_first_verified"}
 
 
 @dataclass(frozen=True)
@@ -69,7 +71,10 @@ class _Names:
         return name
 
 
-def generate_wrapper(plan: Plan, gm: fx.GraphModule, version: str, autotune: bool = False) -> GeneratedModule:
+def generate_wrapper(plan: Plan, gm: fx.GraphModule, version: str, autotune: bool = False,
+                     verify: bool = False) -> GeneratedModule:
+    """``verify``: also write ``call_verifying``, the first call's body, which judges each
+    kernel against ATen (``ait_dynamo/verify.py``)."""
     # Imports first: their top-level names must not be taken by graph values.
     call_nodes = [
         node
@@ -89,12 +94,14 @@ def generate_wrapper(plan: Plan, gm: fx.GraphModule, version: str, autotune: boo
     constants: list[Any] = []
     constant_names: list[str] = []
     body: list[tuple[str, list[str]]] = []
+    verifying_body: list[tuple[str, list[str]]] = []  # with verify: body plus each kernel's check
     externs: list[str] = []
     kernels: list[Any] = []
     for group in (s for s in plan.steps if isinstance(s, FusionGroup)):
         names.taken.add(group.name)
         names.taken.add(f"{group.name}_aten")
         names.taken.add(f"launched_{group.name}")
+        names.taken.add(f"reference_{group.name}")
     # Identical kernels (the same layer's work, repeated per transformer layer) are defined once:
     # Triton compiles each distinct function separately, so duplicates only cost compile time.
     owned = owned_buffers(plan)
@@ -119,7 +126,10 @@ def generate_wrapper(plan: Plan, gm: fx.GraphModule, version: str, autotune: boo
                 for buffer, node in reused.items()
             }
             call = group_call_source(step, kernel, names, symbols, autotune, reuse)
-            body.append((call, [names(n) for n in plan.frees_after.get(index, [])]))
+            frees = [names(n) for n in plan.frees_after.get(index, [])]
+            body.append((call, frees))
+            if verify:
+                verifying_body.append((verified_group_source(step, kernel, names, call), frees))
             continue
         node = step.node
         if node.op == "get_attr":
@@ -140,6 +150,7 @@ def generate_wrapper(plan: Plan, gm: fx.GraphModule, version: str, autotune: boo
                 externs.append(step.aten_op)
         if line is not None:
             body.append((line, [names(n) for n in plan.frees_after.get(index, [])]))
+            verifying_body.append(body[-1])
     result = value_source(plan.output.args[0], _returned_names(plan, names))
     source = render_template(
         "wrapper.py.jinja",
@@ -153,6 +164,7 @@ def generate_wrapper(plan: Plan, gm: fx.GraphModule, version: str, autotune: boo
         aten_functions=[aten_function_source(g, names) for g in plan.steps if isinstance(g, FusionGroup)],
         helpers=HELPERS_SOURCE if kernels else "",
         body=body,
+        verifying_body=verifying_body if verify and kernels else [],
         result=result,
     )
     return GeneratedModule(
