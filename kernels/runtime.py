@@ -50,11 +50,18 @@ def mark_broken(kernel: Any, error: BaseException) -> None:
     BROKEN.add(kernel)
     name = getattr(kernel, "__name__", None) or getattr(getattr(kernel, "fn", None), "__name__", "kernel")
     warnings.warn(
-        f"ait_dynamo: generated kernel {name} failed ({type(error).__name__}: {str(error)[:300]}); "
+        f"ait_dynamo: generated kernel {name} failed ({type(error).__name__}: {_cause(error)}); "
         "its ops run through ATen from now on",
         RuntimeWarning,
         stacklevel=3,
     )
+
+
+def _cause(error: BaseException, limit: int = 300) -> str:
+    """The error's message, shortened from the middle: Triton's compile errors begin with the
+    kernel's source and end with the cause."""
+    text = " ".join(str(error).split())
+    return text if len(text) <= limit else f"{text[:limit // 3]} ... {text[-(2 * limit) // 3:]}"
 
 
 def next_seed() -> int:

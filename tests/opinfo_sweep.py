@@ -311,6 +311,9 @@ def run_sample(op: Any, sample: Any, index: int, layout: str, dtype: torch.dtype
         outcome.graphs = metrics.graphs_compiled - before[0]
         outcome.kernels = metrics.generated_kernels - before[1]
         outcome.fell_back = metrics.fallbacks > before[2]
+        if outcome.fell_back:
+            reasons = [g.fallback_reason for g in metrics.compiled_graphs[-outcome.graphs:] if g.fallback_reason]
+            outcome.detail = f"ait fell back: {reasons[0][:200]}" if reasons else outcome.detail
     outcome.seconds = time.perf_counter() - started
     if name in UNINITIALISED or name in RANDOM:
         same_draws = name in RANDOM and _agrees(expected, actual, None, dtype)
@@ -364,7 +367,8 @@ def _aot_eager_is_as_far(program: _Program, seed: int, gradients: bool, expected
 # -- samples of an op ----------------------------------------------------------------------------
 
 
-def samples_of(op: Any, device: str, dtype: torch.dtype, gradients: bool, limit: int | None) -> Iterator[tuple[int, str, Any]]:
+def samples_of(op: Any, device: str, dtype: torch.dtype, gradients: bool, limit: int | None,
+               noncontiguous: bool = True) -> Iterator[tuple[int, str, Any]]:
     """(index, layout, sample): each sample as OpInfo makes it, then a non-contiguous copy of it
     where that differs (OpInfo's own samples include broadcasting ones)."""
     torch.manual_seed(0)
@@ -373,17 +377,16 @@ def samples_of(op: Any, device: str, dtype: torch.dtype, gradients: bool, limit:
         if limit is not None and index >= limit:
             return
         yield index, "given", sample
-        noncontiguous = sample.noncontiguous()
-        if any(isinstance(t, torch.Tensor) and t.dim() > 0 and t.numel() > 1
-               for t in tree_flatten((sample.input, sample.args, sample.kwargs))[0]):
-            yield index, "non-contiguous", noncontiguous
+        if noncontiguous and any(isinstance(t, torch.Tensor) and t.dim() > 0 and t.numel() > 1
+                                 for t in tree_flatten((sample.input, sample.args, sample.kwargs))[0]):
+            yield index, "non-contiguous", sample.noncontiguous()
 
 
 def run_op(op: Any, device: str, dtype: torch.dtype, gradients: bool, limit: int | None,
-           options: dict[str, Any] | None = None) -> OpSummary:
+           options: dict[str, Any] | None = None, noncontiguous: bool = True) -> OpSummary:
     summary = OpSummary(op_name(op))
     grad = gradients and op.supports_autograd and (dtype.is_floating_point or dtype.is_complex)
-    for index, layout, sample in samples_of(op, device, dtype, grad, limit):
+    for index, layout, sample in samples_of(op, device, dtype, grad, limit, noncontiguous):
         outcome = run_sample(op, sample, index, layout, dtype, grad, options)
         if outcome.status == EAGER_RAISES and grad:
             # an op whose sample cannot take gradients (an in-place variant on a leaf): forward only
@@ -410,6 +413,13 @@ def summarise(summaries: Sequence[OpSummary], title: str) -> str:
              "| status | samples | ops (by their worst sample) |", "|---|---:|---:|"]
     for status in STATUSES + ("no samples",):
         lines.append(f"| {status} | {counts.get(status, 0)} | {len(ops_by_status.get(status, []))} |")
+    outcomes = [o for s in summaries for o in s.outcomes]
+    with_kernels = sum(o.kernels > 0 for o in outcomes)
+    fell_back = sorted({s.op for s in summaries for o in s.outcomes if o.fell_back})
+    lines += ["", f"Samples that ran generated kernels: {with_kernels}; with gradients compared: "
+                  f"{sum(o.gradients for o in outcomes)}; ait compiled {sum(o.graphs for o in outcomes)} graphs.",
+              f"Samples where ait could not compile a graph and ran it as AOTAutograd gave it (one warning): "
+              f"{sum(o.fell_back for o in outcomes)}" + (f" ({', '.join(fell_back)})" if fell_back else "")]
     for status in (MISMATCH, RAISED, TORCH_MISMATCH, TORCH_RAISES, UNSPECIFIED):
         rows = [(s.op, o) for s in summaries for o in s.outcomes if o.status == status]
         if rows:
@@ -418,53 +428,126 @@ def summarise(summaries: Sequence[OpSummary], title: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+_WORKER_OPS: dict[str, Any] = {}
+
+
+def _init_worker() -> None:
+    import logging
+
+    torch._logging.set_logs(dynamo=logging.ERROR, aot=logging.ERROR)  # graph breaks are expected here
+    warnings.simplefilter("ignore")
+    _WORKER_OPS.update({op_name(op): op for op in all_ops()})
+
+
+def _sweep_op(name: str, device: str, dtype_name: str, gradients: bool, samples: int | None,
+              noncontiguous: bool) -> dict[str, Any]:
+    """One op in a worker process; returns its outcomes as JSON-ready dicts."""
+    op = _WORKER_OPS[name]
+    chosen = pick_dtype(op, device, getattr(torch, dtype_name))
+    if chosen is None:
+        return {"op": name, "outcomes": []}
+    try:
+        summary = run_op(op, device, chosen, gradients, samples, noncontiguous=noncontiguous)
+    except Exception as error:  # noqa: BLE001 - sample generation itself failed
+        summary = OpSummary(name, [Outcome(name, -1, "given", EAGER_RAISES, f"samples: {type(error).__name__}: {error}")])
+    return {"op": summary.op, "outcomes": [asdict(o) for o in summary.outcomes]}
+
+
+def _load(paths: Sequence[str]) -> dict[str, dict[str, Any]]:
+    entries: dict[str, dict[str, Any]] = {}
+    for path in paths:
+        if os.path.exists(path):
+            with open(path) as file:
+                for entry in json.load(file)["ops"]:
+                    entries[entry["op"]] = entry
+    return entries
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16", "float64"])
     parser.add_argument("--no-gradients", action="store_true", help="forward only")
     parser.add_argument("--samples", type=int, default=None, help="first N samples per op (default: all)")
+    parser.add_argument("--given-only", action="store_true", help="skip the non-contiguous copies")
     parser.add_argument("--shard", default="0/1", help="K/N: every N-th op from the K-th")
     parser.add_argument("--ops", default="", help="comma-separated op names (default: every op)")
-    parser.add_argument("--out", required=True, help=".json for a shard's outcomes; .md with --merge")
-    parser.add_argument("--merge", nargs="*", help="merge shard JSON files into a markdown summary")
+    parser.add_argument("--jobs", type=int, default=1, help="worker processes (ops are handed out one at a time)")
+    parser.add_argument("--deadline", type=float, default=None, help="seconds: start no op after, stop all at +60")
+    parser.add_argument("--resume", nargs="*", default=[], help="JSON files of earlier runs: their ops are kept, not rerun")
+    parser.add_argument("--out", required=True, help=".json with the outcomes; .md with --merge")
+    parser.add_argument("--merge", nargs="*", help="write the markdown summary of these JSON files")
     parser.add_argument("--title", default="OpInfo sweep")
     args = parser.parse_args(argv)
     if args.merge:
-        summaries = []
-        for path in args.merge:
-            with open(path) as file:
-                for entry in json.load(file)["ops"]:
-                    summaries.append(OpSummary(entry["op"], [Outcome(**o) for o in entry["outcomes"]]))
+        entries = _load(args.merge)
+        summaries = [OpSummary(e["op"], [Outcome(**o) for o in e["outcomes"]]) for e in entries.values()]
         summaries.sort(key=lambda s: s.op)
+        text = summarise(summaries, args.title)
         with open(args.out, "w") as file:
-            file.write(summarise(summaries, args.title))
-        print(summarise(summaries, args.title).split("\n## ")[0])
+            file.write(text)
+        print(text.split("\n## ")[0])
         return 0
-    import logging
-
-    torch._logging.set_logs(dynamo=logging.ERROR, aot=logging.ERROR)  # graph breaks are expected here
+    started = time.monotonic()
     shard, shards = (int(v) for v in args.shard.split("/"))
     wanted = set(filter(None, args.ops.split(",")))
-    dtype = getattr(torch, args.dtype)
-    ops = [op for i, op in enumerate(all_ops()) if i % shards == shard and (not wanted or op_name(op) in wanted)]
-    results = []
-    for op in ops:
-        chosen = pick_dtype(op, args.device, dtype)
-        if chosen is None:
-            continue
-        try:
-            summary = run_op(op, args.device, chosen, not args.no_gradients, args.samples)
-        except Exception as error:  # noqa: BLE001 - sample generation itself failed
-            summary = OpSummary(op_name(op), [Outcome(op_name(op), -1, "given", EAGER_RAISES,
-                                                      f"samples: {type(error).__name__}: {error}")])
-        results.append(summary)
-        bad = [o for o in summary.outcomes if o.status in (MISMATCH, RAISED)]
-        print(f"{summary.op}: {len(summary.outcomes)} samples, {len(bad)} bad"
-              + (f" ({bad[0].status}: {bad[0].detail})" if bad else ""), flush=True)
+    done = _load(args.resume)
+    names = [op_name(op) for i, op in enumerate(all_ops())
+             if i % shards == shard and (not wanted or op_name(op) in wanted)]
+    todo = [name for name in names if name not in done]
+    print(f"{len(todo)} ops to run ({len(done)} from earlier runs) with {args.jobs} processes", flush=True)
+
+    def save() -> None:
         with open(args.out, "w") as file:  # after every op: a killed run keeps what it did
-            json.dump({"device": args.device, "dtype": args.dtype, "ops": [
-                {"op": s.op, "outcomes": [asdict(o) for o in s.outcomes]} for s in results]}, file)
+            json.dump({"device": args.device, "dtype": args.dtype, "ops": list(done.values())}, file)
+
+    def report(entry: dict[str, Any]) -> None:
+        done[entry["op"]] = entry
+        bad = [o for o in entry["outcomes"] if o["status"] in (MISMATCH, RAISED)]
+        print(f"{entry['op']}: {len(entry['outcomes'])} samples, {len(bad)} bad"
+              + (f" ({bad[0]['status']}: {bad[0]['detail']})" if bad else ""), flush=True)
+        save()
+
+    task = (args.device, args.dtype, not args.no_gradients, args.samples, not args.given_only)
+    if args.jobs <= 1:
+        _init_worker()
+        for name in todo:
+            if args.deadline is not None and time.monotonic() - started > args.deadline:
+                break
+            report(_sweep_op(name, *task))
+    else:
+        import concurrent.futures as futures
+        import multiprocessing
+
+        pool = futures.ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn"),
+                                           initializer=_init_worker)
+        pending: set[futures.Future] = set()
+        queue = list(todo)
+        try:
+            while queue or pending:
+                late = args.deadline is not None and time.monotonic() - started > args.deadline
+                while queue and not late and len(pending) < args.jobs * 2:
+                    pending.add(pool.submit(_sweep_op, queue.pop(0), *task))
+                if not pending:
+                    break
+                timeout = None if args.deadline is None else max(1.0, args.deadline + 60 - (time.monotonic() - started))
+                finished, pending = futures.wait(pending, timeout=timeout, return_when=futures.FIRST_COMPLETED)
+                if not finished and late:
+                    print(f"deadline: {len(pending)} ops still running are dropped", flush=True)
+                    break
+                for future in finished:
+                    try:
+                        report(future.result())
+                    except Exception as error:  # noqa: BLE001 - a worker died (a crash inside an op)
+                        print(f"a worker failed: {type(error).__name__}: {error}", flush=True)
+        finally:
+            for process in list(getattr(pool, "_processes", {}).values()):
+                process.kill()
+            pool.shutdown(wait=False, cancel_futures=True)
+    save()
+    left = [name for name in names if name not in done]
+    print(f"{len(names) - len(left)} of {len(names)} ops done in {time.monotonic() - started:.0f} s"
+          + (f"; not reached: {len(left)}" if left else ""), flush=True)
     return 0
 
 

@@ -42,7 +42,8 @@ def _check_with_warnings(fn, *inputs, options=None) -> list[str]:
 
 
 @needs_triton
-@pytest.mark.parametrize("kind,cause", [("compile", "injected compile failure"), ("launch", "injected launch failure")])
+@pytest.mark.parametrize("kind,cause", [("compile", "injected compile failure"), ("launch", "injected launch failure")],
+                         ids=["compile", "launch"])
 def test_a_kernel_that_fails_runs_through_aten(kind, cause):
     x = torch.randn(6, 33, device=DEVICE, requires_grad=True)
     with faults.inject(kind, kernel="kernel_0", graph="backward"):
