@@ -8,6 +8,7 @@ of ``torch.compile`` as keyword arguments.
 from __future__ import annotations
 
 import functools
+import itertools
 from typing import Any, Callable, Mapping, Sequence
 
 from torch import fx
@@ -16,18 +17,23 @@ from torch._dynamo.backends.common import aot_autograd
 from ait_dynamo.compile import compile_graph
 from ait_dynamo.config import AitConfig
 from ait_dynamo.cuda_graphs import GraphPair
+from ait_dynamo.debug import DebugDir
 from ait_dynamo.partitioners import partition_function
 from ait_dynamo.passes.decompositions import decomposition_table
+from ait_dynamo.passes.pipeline import PRE_AUTOGRAD_PASSES
+from ait_dynamo.passes.pre_autograd import rewrite_before_autograd
 
 
-def aot_compilers(config: AitConfig, graph_pair: GraphPair | None = None) -> dict[str, Any]:
+def aot_compilers(config: AitConfig, graph_pair: GraphPair | None = None,
+                  rewrites: tuple[str, ...] = ()) -> dict[str, Any]:
     """Keyword arguments for AOTAutograd: our compilers, partitioner and decompositions.
 
     With ``config.cuda_graphs``, the graphs compiled through one set of compilers share
-    ``graph_pair`` (one per Dynamo graph: a memory pool, and the forward's saved values)."""
+    ``graph_pair`` (one per Dynamo graph: a memory pool, and the forward's saved values).
+    ``rewrites``: what the pre-autograd rewrites did to this Dynamo graph (for the reports)."""
     if config.cuda_graphs and graph_pair is None:
         graph_pair = GraphPair()
-    compile_kind = functools.partial(compile_graph, config=config, graph_pair=graph_pair)
+    compile_kind = functools.partial(compile_graph, config=config, graph_pair=graph_pair, rewrites=rewrites)
     return {
         "fw_compiler": functools.partial(compile_kind, kind="forward"),
         "bw_compiler": functools.partial(compile_kind, kind="backward"),
@@ -52,6 +58,14 @@ def ait_backend(
 ) -> Any:
     """``torch.compile`` backend: dynamo FX graph → AOTAutograd → ait-compiled graphs."""
     config = AitConfig.create(options, mode)
-    if config.cuda_graphs:  # a fresh pair of graphs (and memory pool) per Dynamo graph
-        return aot_autograd(**aot_compilers(config), keep_inference_input_mutations=True)(gm, example_inputs)
+    debug = DebugDir(config.debug_dir, f"pre_autograd_{next(_dynamo_graphs):03d}") if config.debug_dir else None
+    gm, rewrites = rewrite_before_autograd(gm, example_inputs, config, PRE_AUTOGRAD_PASSES,
+                                           dump=debug.write if debug else None)
+    if config.cuda_graphs or rewrites:
+        # a fresh pair of graphs (and memory pool) per Dynamo graph; its own rewrite notes
+        compilers = aot_compilers(config, rewrites=tuple(rewrites))
+        return aot_autograd(**compilers, keep_inference_input_mutations=True)(gm, example_inputs)
     return _aot_backend(config)(gm, example_inputs)
+
+
+_dynamo_graphs = itertools.count()

@@ -108,12 +108,13 @@ def compile_graph(
     config: AitConfig,
     kind: str = "graph",
     graph_pair: "cuda_graphs.GraphPair | None" = None,
+    rewrites: Sequence[str] = (),
 ) -> BoxedCallable:
     """Compile one aten graph; returns a boxed callable (``fn(list_of_args)``). With
     ``config.cuda_graphs`` it replays CUDA graphs; graphs of one ``graph_pair`` share memory."""
     started = time.perf_counter()
     name = f"graph_{next(_graph_counter):03d}_{kind}"
-    record = metrics.GraphRecord(name=name, kind=kind)
+    record = metrics.GraphRecord(name=name, kind=kind, rewrites=list(rewrites))
     debug = DebugDir(config.debug_dir, name)
     debug.write("00-input.txt", gm.print_readable(print_output=False))
     try:
@@ -148,7 +149,7 @@ def _compile(gm: fx.GraphModule, config: AitConfig, name: str, debug: DebugDir,
     plan, refusals = build_plan(work, config)
     record.refused = dict(refusals)
     debug.write("plan.txt", plan.describe())
-    report = build_report(name, plan, refusals)
+    report = build_report(name, plan, refusals, record.rewrites)
     emit_report(report, debug)
     if config.autotune:
         autotune.set_directory(config.cache_dir)

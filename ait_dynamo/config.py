@@ -64,6 +64,10 @@ class AitConfig:
         cuda_graphs: replay each compiled graph as a CUDA graph after its first two calls (one
             call enqueues all its kernels: for host-bound steps); see ``ait_dynamo/cuda_graphs.py``
             for what is read in place and what is copied. ``mode="reduce-overhead"`` sets it.
+        rewrite_attention: before AOTAutograd, replace attention subgraphs (matmul, scale, mask,
+            softmax, matmul) with ``scaled_dot_product_attention`` where that is the same
+            function (``passes/attention.py`` says when), so that fused attention kernels run
+            forward and backward. Refusals and rewrites are listed in the fusion report.
         verify: the online numerics guard. On the first call of each compiled graph, every
             generated kernel's outputs are compared with ATen running the same nodes (and with
             float64 where the dtype allows), by dynamo's accuracy rule; a kernel past tolerance
@@ -82,6 +86,7 @@ class AitConfig:
     compile_workers: int = 4
     cuda_graphs: bool = False
     verify: bool = False
+    rewrite_attention: bool = True
 
     @staticmethod
     def option_names() -> tuple[str, ...]:
@@ -127,7 +132,8 @@ class AitConfig:
 
     def cache_token(self) -> str:
         """The options that change generated code (the cache key includes them)."""
-        return repr((self.fusion, self.fallback_ops, self.autotune, self.fallback_random, self.verify))
+        return repr((self.fusion, self.fallback_ops, self.autotune, self.fallback_random, self.verify,
+                     self.rewrite_attention))
 
 
 def _parse_str_or_none(name: str, value: Any) -> str | None:
@@ -278,6 +284,7 @@ _PARSERS: dict[str, Callable[[str, Any], Any]] = {
     "compile_workers": _parse_workers,
     "cuda_graphs": _parse_bool,
     "verify": _parse_bool,
+    "rewrite_attention": _parse_bool,
 }
 assert set(_PARSERS) == set(AitConfig.option_names()), "every option needs a parser"
 

@@ -37,6 +37,7 @@ class FusionReport:
     externs: list[tuple[str, str]] = field(default_factory=list)  # (node, op)
     refused: dict[str, str] = field(default_factory=dict)
     verification: list[str] = field(default_factory=list)  # the numerics guard's lines (option verify)
+    rewrites: list[str] = field(default_factory=list)  # rewrites before AOTAutograd, and their refusals
 
     def text(self) -> str:
         lines = [f"fusion report of {self.graph}: {len(self.kernels)} kernels, {len(self.externs)} ATen calls"]
@@ -49,6 +50,9 @@ class FusionReport:
             lines.append(f"      in: {', '.join(row.inputs)}  out: {', '.join(row.outputs)}")
         for node, op in self.externs:
             lines.append(f"  ATen {node} = {op}" + (f"   (not fused: {self.refused[node]})" if node in self.refused else ""))
+        if self.rewrites:
+            lines.append("  rewrites before AOTAutograd (on the Dynamo graph this came from):")
+            lines.extend(f"    {line}" for line in self.rewrites)
         lines.extend(f"  {line}" for line in self.verification)
         return "\n".join(lines) + "\n"
 
@@ -65,6 +69,9 @@ class FusionReport:
             for node, op in self.externs
         )
         verification = "".join(f"<p>{esc(line)}</p>" for line in self.verification)
+        if self.rewrites:
+            verification = ("<h2>Rewrites before AOTAutograd</h2><ul>"
+                            + "".join(f"<li>{esc(line)}</li>" for line in self.rewrites) + "</ul>" + verification)
         return f"""<!DOCTYPE html>
 <html><head><meta charset="utf-8"><title>ait_dynamo fusion report: {esc(self.graph)}</title>
 <style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse;margin-bottom:2em}}
@@ -103,8 +110,8 @@ def _tensor_bytes(nodes: list[fx.Node]) -> int | None:
     return total
 
 
-def build_report(graph_name: str, plan: Plan, refusals: dict[str, str]) -> FusionReport:
-    report = FusionReport(graph=graph_name, refused=dict(refusals))
+def build_report(graph_name: str, plan: Plan, refusals: dict[str, str], rewrites: list[str] | None = None) -> FusionReport:
+    report = FusionReport(graph=graph_name, refused=dict(refusals), rewrites=list(rewrites or []))
     for step in plan.steps:
         if isinstance(step, FusionGroup):
             written = [n for n in step.outputs for _ in range(step.output_copies.get(n, 1))]

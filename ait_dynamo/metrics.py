@@ -26,6 +26,7 @@ class GraphRecord:
     fused_ops: list[str] = field(default_factory=list)  # aten ops computed inside the kernels
     refused: dict[str, str] = field(default_factory=dict)  # node name → why it was not fused
     fallback_reason: str | None = None
+    rewrites: list[str] = field(default_factory=list)  # what rewrites before AOTAutograd did (attention → SDPA)
     verified: list[str] = field(default_factory=list)  # kernels the numerics guard found in agreement
     verify_failures: dict[str, str] = field(default_factory=dict)  # kernel → how it differed from ATen
     cache_hit: bool = False

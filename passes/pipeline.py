@@ -1,6 +1,13 @@
-"""The ordered list of graph passes and the driver that runs them.
+"""The ordered lists of graph passes and the driver that runs them.
 
-Every pass is ``def name(gm, config) -> gm``. The order matters:
+Every pass is ``def name(gm, config) -> gm``.
+
+``PRE_AUTOGRAD_PASSES`` run on the Dynamo graph traced again into pre-dispatch aten IR, before
+AOTAutograd (``passes/pre_autograd.py``): what they rewrite, AOTAutograd then differentiates.
+1. fuse_attention: attention → scaled_dot_product_attention; first, since it needs the ops
+   whole (matmul, softmax, dropout) as the user wrote them.
+
+``PASSES`` run on each forward, backward or inference graph AOTAutograd hands over. The order:
 1. remove_noops first, so CSE sees the real producers and more expressions coincide;
 2. CSE before DCE, because merging duplicates leaves the later copies unused;
 3. DCE last, to drop everything the earlier passes orphaned.
@@ -13,6 +20,7 @@ from typing import Any, Callable
 
 from torch import fx
 
+from ait_dynamo.passes.attention import fuse_attention
 from ait_dynamo.passes.cse import common_subexpression_elimination
 from ait_dynamo.passes.dead_code import eliminate_dead_code
 from ait_dynamo.passes.remove_noops import remove_noops
@@ -20,6 +28,10 @@ from ait_dynamo.passes.remove_noops import remove_noops
 log = logging.getLogger("ait_dynamo")
 
 GraphPass = Callable[[fx.GraphModule, Any], fx.GraphModule]
+
+PRE_AUTOGRAD_PASSES: list[GraphPass] = [
+    fuse_attention,
+]
 
 PASSES: list[GraphPass] = [
     remove_noops,
