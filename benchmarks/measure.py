@@ -118,6 +118,48 @@ def peak_memory_mib(device: torch.device) -> float | None:
     return torch.cuda.max_memory_allocated(device) / 2**20
 
 
+def kernel_time_ms(step: Step, device: torch.device, iters: int = 5) -> float | None:
+    """GPU kernel time per iteration, summed over the kernel (and copy) rows of a profile of
+    ``iters`` iterations: beside the wall time, it tells a host-bound step from a kernel-bound one.
+    ``None`` on a CPU."""
+    if device.type != "cuda":
+        return None
+    from torch.autograd import DeviceType
+    from torch.profiler import ProfilerActivity, profile
+
+    synchronize(device)
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(iters):
+            step.run(lambda: None)
+        synchronize(device)
+    total_us = sum(event.device_time for event in prof.events() if event.device_type == DeviceType.CUDA)
+    return total_us / 1e3 / iters
+
+
+# dynamo's accuracy tolerance (``torch._dynamo.utils.same``'s ``tol``) per precision, for the
+# check against the float64 reference
+SAME_TOLERANCES = {"float32": 1e-4, "float16": 1e-2, "bfloat16": 1e-2, "amp-bfloat16": 1e-2}
+
+
+def same_as_reference(actual: Sequence[torch.Tensor], eager: Sequence[torch.Tensor], fp64: Sequence[torch.Tensor],
+                      precision: str) -> tuple[bool, str]:
+    """Dynamo's accuracy rule per output: close to eager, or no further from float64 than eager is
+    (by RMSE); shapes and dtypes must agree. (passed, what failed)."""
+    from torch._dynamo.utils import same
+
+    if not (len(actual) == len(eager) == len(fp64)):
+        return False, f"{len(actual)} outputs, eager {len(eager)}, float64 {len(fp64)}"
+    tol = SAME_TOLERANCES.get(precision, 1e-2)
+    for index, (a, e, r) in enumerate(zip(actual, eager, fp64)):
+        a, e, r = a.detach().cpu(), e.detach().cpu(), r.detach().cpu()
+        if a.shape != e.shape or a.dtype != e.dtype:
+            return False, f"output {index}: {tuple(a.shape)} {a.dtype}, eager {tuple(e.shape)} {e.dtype}"
+        if not same(e, a, r.double() if r.is_floating_point() else r, tol=tol, equal_nan=True,
+                    log_error=lambda *args, **kwargs: None):
+            return False, f"output {index} of {len(actual)} ({tuple(a.shape)}) fails against float64"
+    return True, ""
+
+
 # Relative L2 error allowed between a compiled backend and eager, per precision. Loose enough for
 # a different summation order over dozens of layers, tight enough that a wrong op (a lost residual,
 # a wrong scale, a stale buffer) fails: those give errors of order 1.

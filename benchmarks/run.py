@@ -1,17 +1,23 @@
 """The main job: the seed workloads through eager, Inductor and ait, checked and timed side by side.
 
-    python -m benchmarks.run [--workload simple_mlp,vit_b16_224] [--backends eager,inductor,ait]
-                             [--batch 1,32] [--sweep quick|full] [--scale seed|small|tiny] [--out DIR]
+    python -m benchmarks.run [--suite seeds|models|all] [--workload simple_mlp,vit_b16_224]
+                             [--backends eager,inductor,ait] [--batch 1,32] [--sweep quick|full]
+                             [--scale seed|small|tiny] [--out DIR]
 
 On CUDA: every workload of ``benchmarks/workloads.py`` at the seed tables' shapes and precision, a
 quick subset of their batch sizes (``--sweep full`` for the seed tables' sweep), backends eager,
 inductor, inductor-reduce-overhead and ait. On a CPU-only machine: a small default (ait against eager
 on the cheap workloads, under a minute on 2 cores).
 
-For each (workload, batch size) eager runs first and gives the reference; each compiled backend is
-compiled from a reset state (cold compile), checked against eager (relative L2 error within the
-precision's tolerance), recompiled after another reset (warm compile, on-disk caches hit), then timed:
-median of CUDA-event timings after warm-up, and peak memory. A wrong result or a backend error is
+``--suite models`` runs the real-model suite instead (``benchmarks/model_suite.py``: torchvision
+and Hugging Face models built from code, inference and a training step).
+
+For each (workload, batch size) eager runs first and gives the reference, and the same step in
+float64 the accuracy reference; each compiled backend is compiled from a reset state (cold
+compile), checked by dynamo's accuracy rule (``torch._dynamo.utils.same`` against eager and float64;
+the relative L2 error against eager is recorded too), recompiled after another reset (warm
+compile, on-disk caches hit), then timed: median of CUDA-event timings after warm-up, peak
+memory, and on CUDA the kernel time per step from a profile (kernel rows summed). A wrong result or a backend error is
 printed loudly and makes the exit status 1; the other cases still run.
 
 Writes results.json (after every case, so an interrupted run keeps what it measured), results.md and
@@ -41,8 +47,11 @@ from ait_dynamo import cache as ait_cache
 from ait_dynamo import metrics
 from benchmarks import report
 from benchmarks.backends import BACKENDS, Backend, default_backends, make_step
+from benchmarks import model_suite
 from benchmarks.measure import (
     TOLERANCES,
+    kernel_time_ms,
+    same_as_reference,
     TimingPolicy,
     max_relative_error,
     peak_memory_mib,
@@ -51,9 +60,10 @@ from benchmarks.measure import (
     synchronize,
     time_step,
 )
-from benchmarks.workloads import SCALES, WORKLOADS, Built, Workload, default_workloads
+from benchmarks.workloads import SCALES, SUITES, WORKLOADS, Built, Workload, default_workloads, fp64_copy
 
 REPO = Path(__file__).resolve().parent.parent
+_CHECK_SEED = 1234
 # Environment variables naming the on-disk compile caches, and their folder in a run's scratch space.
 _CACHE_VARIABLES = {"TORCHINDUCTOR_CACHE_DIR": "inductor", "TRITON_CACHE_DIR": "triton"}
 
@@ -69,6 +79,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         " (default: all on CUDA, the cheap ones on a CPU)")
     parser.add_argument("--backends", help="comma-separated: " + ", ".join(BACKENDS) +
                         " (default: all on CUDA, eager,ait on a CPU)")
+    parser.add_argument("--suite", choices=SUITES, default="seeds",
+                        help="seeds: the seed documents' workloads (default); models: the real-model suite "
+                        "(torchvision and transformers, when installed); all: both")
     parser.add_argument("--batch", help="comma-separated batch sizes for the batched workloads (overrides --sweep)")
     parser.add_argument("--sweep", choices=("quick", "full"), default="quick",
                         help="quick: a few batch sizes per workload (default); full: the seed tables' sweep")
@@ -92,10 +105,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if args.device.type == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: CUDA is not available on this machine")
     args.scale = args.scale or ("seed" if args.device.type == "cuda" else "small")
-    args.workloads = _csv(args.workload) if args.workload else default_workloads(args.device)
+    args.workloads = _csv(args.workload) if args.workload else default_workloads(args.device, args.suite)
     for name in args.workloads:
         if name not in WORKLOADS:
             parser.error(f"unknown workload {name!r}; valid: {', '.join(WORKLOADS)}")
+        if not model_suite.available(name):
+            parser.error(f"workload {name!r} needs {model_suite.library_of(name)}: pip install {model_suite.library_of(name)}")
+    missing = sorted({model_suite.library_of(n) for n, w in WORKLOADS.items()
+                      if w.suite == "models" and args.suite != "seeds" and not model_suite.available(n)} - {None})
+    if missing and not args.workload:
+        print(f"note: {', '.join(missing)} not installed: its models are left out", file=sys.stderr)
     args.backend_names = _csv(args.backends) if args.backends else default_backends(args.device)
     for name in args.backend_names:
         if name not in BACKENDS:
@@ -210,6 +229,7 @@ class CaseRunner:
         self.policy = TimingPolicy.for_device(self.device, quick=args.quick)
         self.compile_extra = compile_extra
         self._step: Any = None
+        self.fp64: list[torch.Tensor] | None = None
 
     def run(self, workload: Workload, batch: int | None, measure_warm: bool) -> list[dict[str, Any]]:
         torch.manual_seed(0)
@@ -220,9 +240,11 @@ class CaseRunner:
         # and released before the compiled backends run, so that its weights copy (training) and
         # outputs do not count in their peak memory.
         eager = make_step(BACKENDS["eager"], built, {})
+        torch.manual_seed(_CHECK_SEED)  # every checked run draws the same random numbers
         run_once(eager, self.device)
         reference = [t.cpu() for t in eager.snapshot()]  # host memory: not in anyone's device peak
         eager.last = []
+        self.fp64 = self._fp64_reference(built)
         records: dict[str, dict[str, Any]] = {}
         if "eager" in self.args.backend_names:
             records["eager"] = self._measure(BACKENDS["eager"], built, base, reference, measure_warm, eager)
@@ -234,6 +256,24 @@ class CaseRunner:
         del built, reference
         _cleanup(self.device)
         return [records[name] for name in self.args.backend_names]
+
+    def _fp64_reference(self, built: Built) -> list[torch.Tensor] | None:
+        """The same step in float64 from the same weights and inputs (dynamo's accuracy rule judges
+        each backend by it); ``None`` where the module has no float64 form."""
+        copy64 = fp64_copy(built)
+        if copy64 is None:
+            return None
+        try:
+            step = make_step(BACKENDS["eager"], copy64, {})
+            torch.manual_seed(_CHECK_SEED)
+            run_once(step, self.device)
+            return [t.cpu() for t in step.snapshot()]
+        except Exception as error:  # noqa: BLE001 - an op without a float64 kernel: judge against eager alone
+            print(f"no float64 reference ({type(error).__name__}: {error}); checking against eager only",
+                  file=sys.stderr)
+            return None
+        finally:
+            _cleanup(self.device)
 
     def _measure(self, backend: Backend, built: Any, base: dict[str, Any], reference: list[torch.Tensor],
                  measure_warm: bool, eager_step: Any) -> dict[str, Any]:
@@ -259,16 +299,27 @@ class CaseRunner:
         _reset_compile_state()
         metrics.reset()
         self._step = make_step(backend, built, self.compile_extra.get(backend.name, {}))
+        torch.manual_seed(_CHECK_SEED)
         record["compile_cold_s"] = run_once(self._step, self.device)
-        error = max_relative_error(self._step.snapshot(), reference)
+        actual = self._step.snapshot()
+        error = max_relative_error(actual, reference)
         self._step.last = []  # drop outputs that may live in a CUDA-graph pool the next reset frees
         record["max_rel_error"] = error
         record["tolerance"] = tolerance
         if backend.name.startswith("ait"):
             record["ait_metrics"] = _ait_metrics()
-        if error > tolerance:
+        if self.fp64 is not None:
+            # dynamo's rule against float64: a compiled result may differ from eager as much as
+            # eager differs from float64 (mixed precision), never more
+            passed, why = same_as_reference(actual, reference, self.fp64, built.precision)
+            record["accuracy"] = "pass" if passed else "fail"
+            if not passed:
+                record["status"] = "wrong"
+                record["message"] = f"fails dynamo's accuracy check against float64: {why} (rel. error vs eager {error:.3g})"
+        elif error > tolerance:
             record["status"] = "wrong"
             record["message"] = f"relative error {error:.3g} > tolerance {tolerance:g} against eager"
+        del actual
         if measure_warm:
             _reset_compile_state()
             record["compile_warm_s"] = run_once(self._step, self.device)
@@ -279,6 +330,7 @@ class CaseRunner:
         timing = time_step(step, self.device, self.policy)
         record["peak_mem_mib"] = peak_memory_mib(self.device)
         record["median_ms"] = timing.median_ms
+        record["kernel_ms"] = kernel_time_ms(step, self.device)
         record["phases_ms"] = timing.phases_ms
         record["iters"] = timing.iters
         if batch is not None:

@@ -11,6 +11,7 @@ forward with the loss, backward, SGD update.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -55,6 +56,7 @@ class Workload:
     batches: tuple[int, ...] = ()  # quick default sweep on the GPU; () = one fixed shape
     full_batches: tuple[int, ...] = ()
     cpu_default: bool = False  # part of the CPU default run (ait against eager, under a minute)
+    suite: str = "seeds"  # "seeds" (the seed documents' workloads) or "models" (benchmarks/model_suite.py)
 
     @property
     def batched(self) -> bool:
@@ -64,7 +66,7 @@ class Workload:
         if not self.batched:
             return (None,)
         if scale != "seed":
-            return (_SMALL_BATCH[self.name] if scale == "small" else 2,)
+            return (_SMALL_BATCH.get(self.name, 2) if scale == "small" else 2,)
         return self.full_batches if sweep == "full" else self.batches
 
 
@@ -232,8 +234,38 @@ _SMALL_BATCH = {"simple_mlp": 256, "encoder_block": 8, "lowering_model": 8, "vit
                 "encoder_block_train": 8, "vit_b16_train": 2}
 assert set(_SMALL_BATCH) == {w.name for w in WORKLOADS.values() if w.batched}
 
+SUITES = ("seeds", "models", "all")
 
-def default_workloads(device: torch.device) -> list[str]:
-    if device.type == "cuda":
-        return list(WORKLOADS)
-    return [name for name, w in WORKLOADS.items() if w.cpu_default]
+
+def _register_model_suite() -> None:
+    from benchmarks.model_suite import model_workloads
+
+    WORKLOADS.update({w.name: w for w in model_workloads()})
+
+
+_register_model_suite()
+
+
+def fp64_copy(built: Built) -> Built | None:
+    """The workload in float64, the accuracy reference (``None`` where the module cannot be
+    converted): weights and floating inputs in float64, integer inputs (token ids, labels) as they are."""
+    module = built.module
+    if isinstance(module, nn.Module):
+        try:
+            module = copy.deepcopy(module).double()
+        except Exception:  # noqa: BLE001 - a module that does not copy or convert has no reference
+            return None
+    inputs = tuple(x.detach().double().requires_grad_(x.requires_grad) if x.is_floating_point() else x
+                   for x in built.inputs)
+    return Built(module, inputs, built.mode, "float64", built.input_desc, model_source=built.model_source)
+
+
+def default_workloads(device: torch.device, suite: str = "seeds") -> list[str]:
+    """The workloads a run takes when none are named: the seed workloads (the cheap ones on a
+    CPU), the model suite (those whose library is installed), or both."""
+    from benchmarks.model_suite import available
+
+    chosen = [name for name, w in WORKLOADS.items() if suite == "all" or w.suite == suite]
+    if device.type != "cuda":
+        chosen = [name for name in chosen if WORKLOADS[name].suite == "models" or WORKLOADS[name].cpu_default]
+    return [name for name in chosen if available(name)]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import json
 import math
 
@@ -49,11 +50,35 @@ def test_cpu_default_run_writes_json_markdown_and_plots(tmp_path, capsys):
 
 
 def test_every_other_workload_runs_at_tiny_scale(tmp_path):
-    others = [name for name in WORKLOADS if name not in default_workloads(torch.device("cpu"))]
+    others = [name for name, w in WORKLOADS.items()
+              if w.suite == "seeds" and name not in default_workloads(torch.device("cpu"))]
     assert bench_run.main([*TINY, "--workload", ",".join(others), "--out", str(tmp_path), "--no-plots"]) == 0
     results = _read(tmp_path / "results.json")["results"]
     assert {r["workload"] for r in results} == set(others)
     assert all(r["status"] == "ok" for r in results)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("transformers") is None, reason="transformers is not installed")
+def test_the_model_suite_runs_hugging_face_models_at_tiny_scale(tmp_path):
+    """The real-model suite's code, on tiny configs (the GPU runs it at the seed scale)."""
+    from benchmarks.model_suite import HF_MODELS
+
+    assert bench_run.main([*TINY, "--suite", "models", "--workload", ",".join(
+        f"hf_{family}{suffix}" for family in HF_MODELS for suffix in ("", "_train")),
+        "--backends", "eager,ait", "--out", str(tmp_path), "--no-plots"]) == 0
+    results = _read(tmp_path / "results.json")["results"]
+    assert len(results) == 2 * 2 * len(HF_MODELS) and all(r["status"] == "ok" for r in results), results
+    assert all(r["accuracy"] == "pass" for r in results if r["backend"] == "ait")
+    assert all(r["ait_metrics"]["fallbacks"] == 0 for r in results if r["backend"] == "ait")
+    markdown = (tmp_path / "results.md").read_text()
+    assert "accuracy vs fp64" in markdown and "kernel ms" in markdown
+
+
+def test_suite_selection():
+    models = bench_run.parse_args(["--suite", "models", "--device", "cpu"]).workloads
+    assert all(WORKLOADS[name].suite == "models" for name in models)
+    seeds = bench_run.parse_args(["--device", "cpu"]).workloads
+    assert seeds and all(WORKLOADS[name].suite == "seeds" for name in seeds)
 
 
 def _broken_backend(factor):
@@ -72,7 +97,8 @@ def test_a_wrong_result_fails_the_run_loudly(tmp_path, monkeypatch, capsys):
                              "--no-plots"])
     assert status == 1
     record = next(r for r in _read(tmp_path / "results.json")["results"] if r["backend"] == "broken")
-    assert record["status"] == "wrong" and "relative error" in record["message"]
+    assert record["status"] == "wrong" and "accuracy check against float64" in record["message"]
+    assert record["accuracy"] == "fail" and record["max_rel_error"] > 0.4
     assert "WRONG RESULT" in capsys.readouterr().err
     assert "**WRONG**" in (tmp_path / "results.md").read_text()
 
