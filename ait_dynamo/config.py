@@ -68,6 +68,9 @@ class AitConfig:
             softmax, matmul) with ``scaled_dot_product_attention`` where that is the same
             function (``passes/attention.py`` says when), so that fused attention kernels run
             forward and backward. Refusals and rewrites are listed in the fusion report.
+        pad_gemms: ``"auto"``: mm / addmm / bmm whose K or N is not a multiple of the tensor
+            cores' alignment run on zero-padded operands where a measurement on the CUDA device
+            says it pays (kept on disk per shape); ``"always"``, ``"never"``.
         verify: the online numerics guard. On the first call of each compiled graph, every
             generated kernel's outputs are compared with ATen running the same nodes (and with
             float64 where the dtype allows), by dynamo's accuracy rule; a kernel past tolerance
@@ -87,6 +90,7 @@ class AitConfig:
     cuda_graphs: bool = False
     verify: bool = False
     rewrite_attention: bool = True
+    pad_gemms: str = "auto"
 
     @staticmethod
     def option_names() -> tuple[str, ...]:
@@ -133,7 +137,7 @@ class AitConfig:
     def cache_token(self) -> str:
         """The options that change generated code (the cache key includes them)."""
         return repr((self.fusion, self.fallback_ops, self.autotune, self.fallback_random, self.verify,
-                     self.rewrite_attention))
+                     self.rewrite_attention, self.pad_gemms))
 
 
 def _parse_str_or_none(name: str, value: Any) -> str | None:
@@ -164,6 +168,16 @@ def _parse_partitioner(name: str, value: Any) -> str:
         raise ValueError(
             f"ait backend: option {name!r} got {value!r}; valid values: {', '.join(PARTITIONERS)}"
         )
+    return str(value)
+
+
+def _parse_pad_mode(name: str, value: Any) -> str:
+    from ait_dynamo.passes.pad_gemm import PAD_MODES
+
+    if isinstance(value, bool):
+        value = "auto" if value else "never"
+    if value not in PAD_MODES:
+        raise ValueError(f"ait backend: option {name!r} got {value!r}; valid values: {', '.join(PAD_MODES)}")
     return str(value)
 
 
@@ -285,6 +299,7 @@ _PARSERS: dict[str, Callable[[str, Any], Any]] = {
     "cuda_graphs": _parse_bool,
     "verify": _parse_bool,
     "rewrite_attention": _parse_bool,
+    "pad_gemms": _parse_pad_mode,
 }
 assert set(_PARSERS) == set(AitConfig.option_names()), "every option needs a parser"
 

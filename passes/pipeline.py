@@ -10,7 +10,8 @@ AOTAutograd (``passes/pre_autograd.py``): what they rewrite, AOTAutograd then di
 ``PASSES`` run on each forward, backward or inference graph AOTAutograd hands over. The order:
 1. remove_noops first, so CSE sees the real producers and more expressions coincide;
 2. CSE before DCE, because merging duplicates leaves the later copies unused;
-3. DCE last, to drop everything the earlier passes orphaned.
+3. pad_gemms after CSE, so that each distinct GEMM is measured and padded once;
+4. DCE last, to drop everything the earlier passes orphaned.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from torch import fx
 from ait_dynamo.passes.attention import fuse_attention
 from ait_dynamo.passes.cse import common_subexpression_elimination
 from ait_dynamo.passes.dead_code import eliminate_dead_code
+from ait_dynamo.passes.pad_gemm import pad_gemms
 from ait_dynamo.passes.remove_noops import remove_noops
 
 log = logging.getLogger("ait_dynamo")
@@ -36,6 +38,7 @@ PRE_AUTOGRAD_PASSES: list[GraphPass] = [
 PASSES: list[GraphPass] = [
     remove_noops,
     common_subexpression_elimination,
+    pad_gemms,
     eliminate_dead_code,
 ]
 

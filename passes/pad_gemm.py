@@ -1,0 +1,248 @@
+"""GEMM shape padding: mm / addmm / bmm whose K or N is not a multiple of the tensor cores'
+alignment (8 elements for fp16 / bf16, 4 for fp32) are computed on zero-padded operands, and the
+result is a view without the padding.
+
+cuBLAS picks slower kernels for unaligned leading dimensions: GPT-2's LM head (N = 50257) ran
+``cutlass_75_tensorop_f16_s1688gemm`` at 0.85 ms a call on the H200 where the padded shape takes
+about 0.12 ms (issue #11's profile). Padding costs a copy of the operands, so it is decided by
+measurement on the device (``triton.testing.do_bench`` of both forms, at the graph's shapes,
+dtypes and strides), once per shape: the choice is kept on disk under ``<cache_dir>/gemm_padding/``.
+Option ``pad_gemms``: ``"auto"`` (measure on CUDA; never on other devices), ``"always"``,
+``"never"``. Symbolic shapes are left alone.
+
+Zero padding is exact: the padded K columns of A meet padded K rows of B (zeros times zeros add
+nothing), and the padded N columns are sliced away. The result is then copied contiguous, so that
+every consumer sees the layout AOTAutograd traced; where the consumer is a generated kernel, the
+slice is read in place and the copy fuses into it. The measurement includes that copy.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+import threading
+import warnings
+from typing import Any
+
+import torch
+from torch import fx
+
+from ait_dynamo.passes.graph_utils import meta_value
+
+log = logging.getLogger("ait_dynamo")
+aten = torch.ops.aten
+
+PAD_MODES = ("auto", "always", "never")
+_ALIGN = {torch.float16: 8, torch.bfloat16: 8, torch.float32: 4}
+_GEMMS = (aten.mm.default, aten.addmm.default, aten.bmm.default)
+_MIN_GAIN = 0.97  # pad only where the padded form is at least 3% faster: a closer call is noise
+
+_lock = threading.Lock()
+_decisions: dict[str, bool] = {}
+
+
+def _static(shape: Any) -> tuple[int, ...] | None:
+    values = tuple(shape)
+    return values if all(isinstance(v, int) for v in values) else None
+
+
+def _operands(node: fx.Node) -> tuple[fx.Node | None, fx.Node, fx.Node]:
+    if node.target is aten.addmm.default:
+        return node.args[0], node.args[1], node.args[2]
+    return None, node.args[0], node.args[1]
+
+
+def _padding(node: fx.Node) -> tuple[int, int] | None:
+    """(pad of K, pad of N) where the GEMM would gain from it, else None."""
+    if any(not isinstance(a, fx.Node) for a in _operands(node)[1:]):
+        return None
+    if node.target is aten.addmm.default and (node.kwargs.get("beta", 1) != 1 or node.kwargs.get("alpha", 1) != 1):
+        return None
+    a, b, out = meta_value(node.args[-2]), meta_value(node.args[-1]), meta_value(node)
+    if not all(isinstance(t, torch.Tensor) for t in (a, b, out)):
+        return None
+    if a.dtype not in _ALIGN or b.dtype != a.dtype or _static(a.shape) is None or _static(b.shape) is None:
+        return None
+    align = _ALIGN[a.dtype]
+    k, n = a.shape[-1], b.shape[-1]
+    pad_k, pad_n = (-k) % align, (-n) % align
+    if pad_k == 0 and pad_n == 0:
+        return None
+    return pad_k, pad_n
+
+
+def _key(node: fx.Node, pads: tuple[int, int]) -> str:
+    parts = [str(node.target)]
+    for operand in _operands(node):
+        value = meta_value(operand)
+        if isinstance(value, torch.Tensor):
+            parts.append(f"{tuple(value.shape)}:{tuple(value.stride())}:{value.dtype}")
+    return "|".join(parts + [str(pads)])
+
+
+def _store_path(cache_dir: str, device: str) -> str:
+    safe = "".join(ch if ch.isalnum() else "_" for ch in device)
+    return os.path.join(cache_dir, "gemm_padding", f"{safe}.json")
+
+
+def _load(path: str) -> dict[str, bool]:
+    try:
+        with open(path, encoding="utf-8") as file:
+            data = json.load(file)
+        return {k: bool(v) for k, v in data.items()} if isinstance(data, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def _save(path: str, decisions: dict[str, bool]) -> None:
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        descriptor, temporary = tempfile.mkstemp(dir=os.path.dirname(path), suffix=".tmp")
+        with os.fdopen(descriptor, "w", encoding="utf-8") as file:
+            json.dump(decisions, file, sort_keys=True, indent=0)
+        os.replace(temporary, path)
+    except OSError as error:
+        log.warning("ait_dynamo gemm padding: cannot write %s (%s)", path, error)
+
+
+def _random_like(value: torch.Tensor) -> torch.Tensor:
+    tensor = torch.empty_strided(tuple(value.shape), tuple(value.stride()), dtype=value.dtype, device=value.device)
+    return tensor.normal_()
+
+
+def _measure(node: fx.Node, pads: tuple[int, int]) -> bool:
+    """Whether pad + GEMM + slice beats the GEMM alone on this device (do_bench medians)."""
+    from triton.testing import do_bench
+
+    bias, a, b = (_random_like(meta_value(x)) if isinstance(x, fx.Node) else x for x in _operands(node))
+
+    def plain() -> Any:
+        return node.target(bias, a, b) if bias is not None else node.target(a, b)
+
+    def padded() -> Any:
+        return _padded_gemm(node.target, bias, a, b, pads)
+
+    unpadded_ms = do_bench(plain, warmup=5, rep=25, return_mode="median")
+    padded_ms = do_bench(padded, warmup=5, rep=25, return_mode="median")
+    log.info("gemm padding %s: %.4f ms unpadded, %.4f ms padded", node.target, unpadded_ms, padded_ms)
+    return padded_ms < _MIN_GAIN * unpadded_ms
+
+
+def _padded_gemm(target: Any, bias: Any, a: torch.Tensor, b: torch.Tensor, pads: tuple[int, int]) -> torch.Tensor:
+    """The computation the rewrite inserts, run eagerly (for the measurement)."""
+    pad_k, pad_n = pads
+    n = b.shape[-1]
+    a = aten.constant_pad_nd.default(a, [0, pad_k]) if pad_k else a
+    b = aten.constant_pad_nd.default(b, [0, pad_n, 0, pad_k]) if pad_k or pad_n else b
+    if bias is not None:
+        bias = aten.constant_pad_nd.default(bias, [0, pad_n]) if pad_n and bias.shape[-1] == n else bias
+        out = target(bias, a, b)
+    else:
+        out = target(a, b)
+    return aten.clone.default(aten.slice.Tensor(out, -1, 0, n), memory_format=torch.contiguous_format) if pad_n else out
+
+
+def decide(node: fx.Node, pads: tuple[int, int], mode: str, cache_dir: str) -> bool:
+    if mode == "never":
+        return False
+    if mode == "always":
+        return True
+    device = meta_value(node).device
+    if device.type != "cuda" or not torch.cuda.is_available():
+        return False  # no tensor cores to align for
+    name = torch.cuda.get_device_name(device)
+    key = f"{name}|{_key(node, pads)}"
+    with _lock:
+        if key in _decisions:
+            return _decisions[key]
+    path = _store_path(cache_dir, name)
+    stored = _load(path)
+    if key in stored:
+        choice = stored[key]
+    else:
+        try:
+            with _real_tensors(), torch.no_grad():
+                choice = _measure(node, pads)
+        except torch.cuda.OutOfMemoryError as error:
+            warnings.warn(f"ait_dynamo: out of memory while timing the padding of {node.target} ({error}); "
+                          "left unpadded", RuntimeWarning, stacklevel=2)
+            torch.cuda.empty_cache()
+            return False
+        stored = _load(path)
+        stored[key] = choice
+        _save(path, stored)
+    with _lock:
+        _decisions[key] = choice
+    return choice
+
+
+def _real_tensors() -> Any:
+    """The measurement needs real tensors even if the compiler runs inside a fake mode."""
+    try:
+        from torch._subclasses.fake_tensor import unset_fake_temporarily
+
+        return unset_fake_temporarily()
+    except ImportError:  # pragma: no cover - older torch
+        import contextlib
+
+        return contextlib.nullcontext()
+
+
+def _fake(function: Any, *args: Any) -> Any:
+    """Meta value of a new node: the op run on the graph's fake tensors."""
+    from torch._guards import detect_fake_mode
+
+    fake_mode = detect_fake_mode([a for a in args if isinstance(a, torch.Tensor)])
+    if fake_mode is None:
+        return None
+    with fake_mode:
+        return function(*args)
+
+
+def _call(graph: fx.Graph, target: Any, args: tuple) -> fx.Node:
+    node = graph.call_function(target, args)
+    node.meta["val"] = _fake(target, *[meta_value(a) if isinstance(a, fx.Node) else a for a in args])
+    return node
+
+
+def pad_gemms(gm: fx.GraphModule, config: Any) -> fx.GraphModule:
+    """Pad the K and N of GEMMs where a measurement says it pays (see the module doc)."""
+    mode = getattr(config, "pad_gemms", "auto")
+    if mode == "never":
+        return gm
+    graph = gm.graph
+    changed = False
+    for node in list(graph.nodes):
+        if node.op != "call_function" or node.target not in _GEMMS:
+            continue
+        pads = _padding(node)
+        if pads is None or not decide(node, pads, mode, config.cache_dir):
+            continue
+        pad_k, pad_n = pads
+        bias, a, b = _operands(node)
+        n = meta_value(b).shape[-1]
+        with graph.inserting_before(node):
+            if pad_k:
+                a = _call(graph, aten.constant_pad_nd.default, (a, [0, pad_k]))
+            b = _call(graph, aten.constant_pad_nd.default, (b, [0, pad_n, 0, pad_k]))
+            if bias is not None and pad_n and isinstance(bias, fx.Node) and meta_value(bias).shape[-1] == n:
+                bias = _call(graph, aten.constant_pad_nd.default, (bias, [0, pad_n]))
+            gemm = _call(graph, node.target, (bias, a, b) if bias is not None else (a, b))
+            result = gemm
+            if pad_n:
+                # a contiguous copy of the view without the padding: every consumer sees the layout
+                # it was traced with (a later view or permute relies on it); the planner folds the
+                # view into the consuming kernel, so the copy costs a pass only for a graph output
+                sliced = _call(graph, aten.slice.Tensor, (gemm, -1, 0, n))
+                result = graph.call_function(aten.clone.default, (sliced,), {"memory_format": torch.contiguous_format})
+                result.meta["val"] = _fake(lambda t: aten.clone.default(t, memory_format=torch.contiguous_format),
+                                           meta_value(sliced))
+        node.replace_all_uses_with(result)
+        graph.erase_node(node)
+        changed = True
+        log.info("gemm padding: %s K+%d N+%d", node.name, pad_k, pad_n)
+    if changed:
+        gm.recompile()
+    return gm

@@ -1,0 +1,95 @@
+"""GEMM shape padding (``passes/pad_gemm.py``): exact results, the padded GEMM in the graph, the
+slice read in place by the consuming kernel, and the measured decision on CUDA."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+import torch
+import torch.nn as nn
+
+from ait_dynamo import metrics
+from ait_dynamo.kernels.runtime import triton_runs_on
+from utils import check_compiled
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+needs_triton = pytest.mark.skipif(not triton_runs_on(DEVICE), reason="Triton cannot run here (set TRITON_INTERPRET=1)")
+ALWAYS = {"pad_gemms": "always"}
+
+
+def _pads() -> int:
+    return sum(op == "aten.constant_pad_nd.default" for g in metrics.compiled_graphs for op in g.externs)
+
+
+class OddLinear(nn.Module):
+    def __init__(self, features_in: int = 13, features_out: int = 21):
+        super().__init__()
+        self.linear = nn.Linear(features_in, features_out)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(self.linear(x)) * 2.0
+
+
+@pytest.mark.parametrize("shape", [(6, 13), (1, 13), (4, 5, 13)], ids=["rows6", "row1", "batched"])
+def test_padded_linear_forward_and_backward(shape):
+    torch.manual_seed(0)
+    check_compiled(OddLinear().to(DEVICE), torch.randn(*shape, device=DEVICE, requires_grad=True), options=ALWAYS)
+    assert _pads() >= 2, [g.externs for g in metrics.compiled_graphs]  # forward and backward GEMMs
+
+
+def test_padded_mm_and_bmm():
+    torch.manual_seed(0)
+    a = torch.randn(7, 9, device=DEVICE, requires_grad=True)
+    b = torch.randn(9, 11, device=DEVICE, requires_grad=True)
+    check_compiled(lambda x, y: (x @ y).sin(), a, b, options=ALWAYS)
+    p = torch.randn(3, 5, 7, device=DEVICE, requires_grad=True)
+    q = torch.randn(3, 7, 6, device=DEVICE, requires_grad=True)
+    check_compiled(lambda x, y: torch.bmm(x, y) + 1, p, q, options=ALWAYS)
+    assert _pads() >= 2
+
+
+def test_aligned_gemms_and_the_never_mode_are_untouched():
+    torch.manual_seed(0)
+    check_compiled(lambda x, y: x @ y, torch.randn(8, 16, device=DEVICE), torch.randn(16, 12, device=DEVICE),
+                   options=ALWAYS)
+    check_compiled(OddLinear().to(DEVICE), torch.randn(4, 13, device=DEVICE, requires_grad=True),
+                   options={"pad_gemms": "never"})
+    assert _pads() == 0
+
+
+@pytest.mark.skipif(DEVICE == "cuda", reason="on CUDA, auto measures")
+def test_auto_never_pads_off_cuda():
+    check_compiled(OddLinear(), torch.randn(4, 13, requires_grad=True))
+    assert _pads() == 0
+
+
+@needs_triton
+def test_the_slice_is_read_in_place_by_the_consumer():
+    torch.manual_seed(0)
+    check_compiled(lambda x, y: torch.relu(x @ y), torch.randn(6, 9), torch.randn(9, 10), backward=False, options=ALWAYS)
+    graph = metrics.compiled_graphs[-1]
+    assert "aten.clone.default" in graph.fused_ops and "aten.clone.default" not in graph.externs
+
+
+def test_bad_mode_is_a_clear_error():
+    from ait_dynamo.config import AitConfig
+
+    with pytest.raises(ValueError, match="valid values: auto, always, never"):
+        AitConfig.create({"pad_gemms": "sometimes"})
+
+
+@pytest.mark.gpu
+def test_auto_measures_once_and_keeps_the_choice(tmp_path):
+    """GPT-2's LM head shape (N = 50257): measured once, the choice stored per device and shape."""
+    x = torch.randn(512, 768, device="cuda", dtype=torch.float16)
+    w = torch.randn(50257, 768, device="cuda", dtype=torch.float16)
+    options = {"cache_dir": str(tmp_path)}
+    check_compiled(lambda a, b: a @ b.t(), x, w, backward=False, options=options)
+    files = os.listdir(tmp_path / "gemm_padding")
+    assert len(files) == 1
+    choices = json.load(open(tmp_path / "gemm_padding" / files[0]))
+    assert len(choices) == 1 and isinstance(next(iter(choices.values())), bool)
+    padded = _pads() > 0
+    assert padded == next(iter(choices.values()))
