@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import functools
 import itertools
+import logging
 from typing import Any, Callable, Mapping, Sequence
 
 from torch import fx
 from torch._dynamo.backends.common import aot_autograd
 
+from ait_dynamo import metrics
 from ait_dynamo.compile import compile_graph
 from ait_dynamo.config import AitConfig
 from ait_dynamo.cuda_graphs import GraphPair
@@ -58,6 +60,11 @@ def ait_backend(
 ) -> Any:
     """``torch.compile`` backend: dynamo FX graph → AOTAutograd → ait-compiled graphs."""
     config = AitConfig.create(options, mode)
+    ops = sum(node.op in ("call_function", "call_method", "call_module") for node in gm.graph.nodes)
+    if ops < config.min_acc_module_size:
+        log.info("a Dynamo graph of %d ops (< min_acc_module_size %d) runs in eager", ops, config.min_acc_module_size)
+        metrics.record_eager_graph()
+        return gm.forward
     debug = DebugDir(config.debug_dir, f"pre_autograd_{next(_dynamo_graphs):03d}") if config.debug_dir else None
     gm, rewrites = rewrite_before_autograd(gm, example_inputs, config, PRE_AUTOGRAD_PASSES,
                                            dump=debug.write if debug else None)
@@ -69,3 +76,4 @@ def ait_backend(
 
 
 _dynamo_graphs = itertools.count()
+log = logging.getLogger("ait_dynamo")

@@ -71,6 +71,9 @@ class AitConfig:
         pad_gemms: ``"auto"``: mm / addmm / bmm whose K or N is not a multiple of the tensor
             cores' alignment run on zero-padded operands where a measurement on the CUDA device
             says it pays (kept on disk per shape); ``"always"``, ``"never"``.
+        min_acc_module_size: a Dynamo graph with fewer ops than this runs in eager instead of
+            through ait (as the lowering API's setting of the same name: tiny pieces between graph
+            breaks are not worth a compile). ``0`` compiles every graph.
         verify: the online numerics guard. On the first call of each compiled graph, every
             generated kernel's outputs are compared with ATen running the same nodes (and with
             float64 where the dtype allows), by dynamo's accuracy rule; a kernel past tolerance
@@ -91,6 +94,7 @@ class AitConfig:
     verify: bool = False
     rewrite_attention: bool = True
     pad_gemms: str = "auto"
+    min_acc_module_size: int = 0
 
     @staticmethod
     def option_names() -> tuple[str, ...]:
@@ -160,6 +164,14 @@ def _parse_workers(name: str, value: Any) -> int:
         value = int(value.strip())
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 64:
         raise ValueError(f"ait backend: option {name!r} must be an int from 0 to 64, got {value!r}")
+    return value
+
+
+def _parse_count(name: str, value: Any) -> int:
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value.strip())
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"ait backend: option {name!r} must be an int >= 0, got {value!r}")
     return value
 
 
@@ -300,6 +312,7 @@ _PARSERS: dict[str, Callable[[str, Any], Any]] = {
     "verify": _parse_bool,
     "rewrite_attention": _parse_bool,
     "pad_gemms": _parse_pad_mode,
+    "min_acc_module_size": _parse_count,
 }
 assert set(_PARSERS) == set(AitConfig.option_names()), "every option needs a parser"
 

@@ -39,16 +39,23 @@ extern_calls: int = 0
 fallbacks: int = 0
 cache_hits: int = 0
 compiled_graphs: list[GraphRecord] = []
+eager_graphs: int = 0  # Dynamo graphs left to eager (fewer ops than min_acc_module_size)
 
 _lock = threading.Lock()
 
 
 def reset() -> None:
     """Zero every counter and forget the recorded graphs."""
-    global graphs_compiled, generated_kernels, extern_calls, fallbacks, cache_hits
+    global graphs_compiled, generated_kernels, extern_calls, fallbacks, cache_hits, eager_graphs
     with _lock:
-        graphs_compiled = generated_kernels = extern_calls = fallbacks = cache_hits = 0
+        graphs_compiled = generated_kernels = extern_calls = fallbacks = cache_hits = eager_graphs = 0
         compiled_graphs.clear()
+
+
+def record_eager_graph() -> None:
+    global eager_graphs
+    with _lock:
+        eager_graphs += 1
 
 
 def record(graph: GraphRecord) -> None:

@@ -56,6 +56,21 @@ BACKENDS: dict[str, Backend] = {
 }
 
 
+def _ait_lower(fn: Callable[..., Any], built: Built, extra: dict[str, Any]) -> Callable[..., Any]:
+    """Seed 000's way: ``ait_dynamo.lower`` splits the module into eager and ait children."""
+    import ait_dynamo
+
+    if not isinstance(fn, torch.nn.Module):
+        raise TypeError("ait-lower lowers nn.Modules")
+    options = {**built.ait_options, **extra}
+    fallback_ops = tuple(options.pop("fallback_ops", ()))
+    settings = ait_dynamo.LowerSettings(min_acc_module_size=0, fallback_ops=fallback_ops, options=options)
+    return ait_dynamo.lower(fn, built.inputs, settings)
+
+
+BACKENDS["ait-lower"] = Backend("ait-lower", "ait_dynamo.lower(model, inputs): eager and ait children", _ait_lower)
+
+
 def _ait_cudagraphs(fn: Callable[..., Any], built: Built, extra: dict[str, Any]) -> Callable[..., Any]:
     return _ait(fn, built, {**extra, "cuda_graphs": True})
 
@@ -66,7 +81,7 @@ BACKENDS["ait-cudagraphs"] = Backend("ait-cudagraphs", 'torch.compile(backend="a
 
 def default_backends(device: torch.device) -> list[str]:
     if device.type == "cuda":
-        return list(BACKENDS)
+        return [name for name in BACKENDS if name != "ait-lower"]
     return ["eager", "ait"]
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+import ait_dynamo
+
 
 class SimpleMLP(nn.Module):
     """Seed 001 ``PTSimpleModel``: linear → gelu → linear → residual → layer_norm."""
@@ -51,15 +53,16 @@ class EncoderBlock(nn.Module):
         return x
 
 
-@torch.fx.wrap
+@ait_dynamo.fallback  # the seed's @torch.fx.wrap: ait leaves this call to PyTorch eager
 def unsupported_attention_op(f: nn.MultiheadAttention, x: torch.Tensor) -> torch.Tensor:
     attn_out, _ = f(x, x, x)
     return attn_out
 
 
 class LoweringModel(EncoderBlock):
-    """Seed 000 ``LowerModule``: the encoder block with attention behind a wrapped function, the
-    part AITemplate's lowerer leaves to eager. With ait, ``fallback_ops`` plays that role."""
+    """Seed 000 ``LowerModule``: the encoder block with attention behind a function marked to run
+    in eager, the part AITemplate's lowerer leaves to PyTorch. ``ait_dynamo.lower`` puts it in a
+    ``_run_on_gpu_0`` child; under ``torch.compile(backend="ait")`` it is a graph break."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         attn_out = unsupported_attention_op(self.attn, x)
