@@ -7,11 +7,13 @@ of ``torch.compile`` as keyword arguments.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import itertools
 import logging
 from typing import Any, Callable, Mapping, Sequence
 
+import torch
 from torch import fx
 from torch._dynamo.backends.common import aot_autograd
 
@@ -20,6 +22,7 @@ from ait_dynamo.compile import compile_graph
 from ait_dynamo.config import AitConfig
 from ait_dynamo.cuda_graphs import GraphPair
 from ait_dynamo.debug import DebugDir
+from ait_dynamo.kernels.runtime import triton_runs_on
 from ait_dynamo.partitioners import partition_function
 from ait_dynamo.passes.decompositions import decomposition_table
 from ait_dynamo.passes.pipeline import PRE_AUTOGRAD_PASSES
@@ -45,6 +48,23 @@ def aot_compilers(config: AitConfig, graph_pair: GraphPair | None = None,
     }
 
 
+def for_devices(config: AitConfig, example_inputs: Sequence[Any]) -> AitConfig:
+    """The configuration for where the graph runs. Where Triton cannot run (the CPU without
+    ``TRITON_INTERPRET=1``) nothing is generated: a fusion group would run its decomposed ops
+    one by one through ATen, slower than ATen's native composite kernels (layer_norm, softmax,
+    gelu). So there fusion is off, which also keeps the composite ops whole, and the default
+    partition (save what the forward computed) replaces the min-cut one, whose recomputations
+    pay only when they fuse into a backward kernel (unless a memory budget asks for them)."""
+    devices = {value.device.type for value in example_inputs if isinstance(value, torch.Tensor)}
+    if not devices or any(triton_runs_on(device) for device in devices) or not config.fusion:
+        return config
+    changes: dict[str, Any] = {"fusion": False}
+    if config.partitioner == "min_cut" and config.memory_budget is None:
+        changes["partitioner"] = "default"
+    log.debug("graph on %s, where Triton does not run: %s", sorted(devices), changes)
+    return dataclasses.replace(config, **changes)
+
+
 @functools.lru_cache(maxsize=32)
 def _aot_backend(config: AitConfig) -> Callable[..., Any]:
     # Input mutations stay inside the inference graph (as copy_ at its end) so that they run
@@ -59,7 +79,7 @@ def ait_backend(
     options: Mapping[str, Any] | None = None,
 ) -> Any:
     """``torch.compile`` backend: dynamo FX graph → AOTAutograd → ait-compiled graphs."""
-    config = AitConfig.create(options, mode)
+    config = for_devices(AitConfig.create(options, mode), example_inputs)
     ops = sum(node.op in ("call_function", "call_method", "call_module") for node in gm.graph.nodes)
     if ops < config.min_acc_module_size:
         log.info("a Dynamo graph of %d ops (< min_acc_module_size %d) runs in eager", ops, config.min_acc_module_size)

@@ -194,15 +194,33 @@ def test_several_outputs_and_horizontal_work():
     assert _kernels()[0] <= 2
 
 
-def test_groups_run_through_aten_without_triton(monkeypatch):
-    """On CPU without TRITON_INTERPRET the same plan runs each group's nodes as ATen calls."""
+def test_nothing_is_generated_where_triton_cannot_run(monkeypatch):
+    """On CPU without TRITON_INTERPRET a group would run its decomposed ops one by one, slower
+    than ATen's native composite kernels: fusion is off there, softmax stays whole, and the
+    default partition saves what the forward computed (backend.for_devices)."""
     from ait_dynamo.kernels import runtime
 
     monkeypatch.setattr(runtime, "INTERPRETING", False)
     x = torch.randn(4, 6, requires_grad=True)
     check_compiled(lambda t: torch.softmax(t.cos() * 2, -1), x)
     _no_fallback()
+    assert _kernels() == [0, 0]
+    assert "aten._softmax.default" in metrics.compiled_graphs[0].externs
+    assert "aten._softmax_backward_data.default" in metrics.compiled_graphs[1].externs
+
+
+@needs_triton
+def test_groups_run_through_aten_when_their_kernel_fails():
+    """The same plan runs a group's nodes as ATen calls when its kernel cannot run."""
+    from ait_dynamo import faults
+    from ait_dynamo.kernels import runtime
+
+    x = torch.randn(4, 6, device=DEVICE, requires_grad=True)
+    with faults.inject("launch"), pytest.warns(RuntimeWarning, match="injected launch failure"):
+        check_compiled(lambda t: torch.softmax(t.cos() * 2, -1), x)
+    _no_fallback()
     assert _kernels() == [1, 1]
+    runtime.BROKEN.clear()  # expected failures: the autouse check is for unexpected ones
 
 
 def test_refusals_are_recorded():
@@ -460,10 +478,15 @@ def test_views_of_inputs_are_read_in_place():
     assert not [e for e in forward.externs if "slice" in e or "permute" in e or "expand" in e], forward.externs
 
 
-def test_views_read_in_place_also_run_through_aten(monkeypatch):
+@needs_triton
+def test_views_read_in_place_also_run_through_aten():
+    """A group whose kernel fails rebuilds the views its kernel read in place."""
+    from ait_dynamo import faults
     from ait_dynamo.kernels import runtime
 
-    monkeypatch.setattr(runtime, "INTERPRETING", False)
-    x = torch.randn(6, 10, requires_grad=True)
-    check_compiled(lambda t: (t[:, 1:7].t() * 3).exp(), x)
+    x = torch.randn(6, 10, device=DEVICE, requires_grad=True)
+    with faults.inject("launch"), pytest.warns(RuntimeWarning, match="injected launch failure"):
+        check_compiled(lambda t: (t[:, 1:7].t() * 3).exp(), x)
     _no_fallback()
+    assert _kernels() == [1, 1]
+    runtime.BROKEN.clear()
