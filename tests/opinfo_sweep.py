@@ -454,10 +454,12 @@ def _sweep_op(name: str, device: str, dtype_name: str, gradients: bool, samples:
 
 
 def _load(paths: Sequence[str]) -> dict[str, dict[str, Any]]:
+    import gzip
+
     entries: dict[str, dict[str, Any]] = {}
     for path in paths:
         if os.path.exists(path):
-            with open(path) as file:
+            with (gzip.open(path, "rt") if path.endswith(".gz") else open(path)) as file:
                 for entry in json.load(file)["ops"]:
                     entries[entry["op"]] = entry
     return entries
