@@ -11,7 +11,9 @@ AOTAutograd (``passes/pre_autograd.py``): what they rewrite, AOTAutograd then di
 1. remove_noops first, so CSE sees the real producers and more expressions coincide;
 2. CSE before DCE, because merging duplicates leaves the later copies unused;
 3. pad_gemms after CSE, so that each distinct GEMM is measured and padded once;
-4. DCE last, to drop everything the earlier passes orphaned.
+4. DCE, to drop everything the earlier passes orphaned;
+5. reinplace_dying_inputs last (only where nothing is generated): it needs the final users of
+   each value, and its in-place ops would keep CSE and DCE from touching them.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from ait_dynamo.passes.attention import fuse_attention
 from ait_dynamo.passes.cse import common_subexpression_elimination
 from ait_dynamo.passes.dead_code import eliminate_dead_code
 from ait_dynamo.passes.pad_gemm import pad_gemms
+from ait_dynamo.passes.reinplace import reinplace_dying_inputs
 from ait_dynamo.passes.remove_noops import remove_noops
 
 log = logging.getLogger("ait_dynamo")
@@ -40,6 +43,7 @@ PASSES: list[GraphPass] = [
     common_subexpression_elimination,
     pad_gemms,
     eliminate_dead_code,
+    reinplace_dying_inputs,
 ]
 
 

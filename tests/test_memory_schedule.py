@@ -243,3 +243,28 @@ def test_no_reuse_of_a_buffer_also_read_through_another_view(tmp_path):
     source, outputs = _compiled_source(fn, (x, w), tmp_path)
     assert not any(b.startswith("mm") for _, b in REUSE.findall(source)), source
     torch.testing.assert_close(outputs[0], fn(x, w)[0])
+
+
+def test_elementwise_aten_calls_write_into_dying_inputs_where_nothing_is_generated(monkeypatch):
+    """fusion off (the CPU without the interpreter): relu after a matmul runs in place, as
+    nn.ReLU(inplace=True) does in eager; a graph input, a value read again later and a
+    broadcast result are never written."""
+    from ait_dynamo.kernels import runtime
+
+    monkeypatch.setattr(runtime, "INTERPRETING", False)
+
+    def fn(x, w, b):
+        h = torch.relu(x @ w)           # the product dies in relu: in place
+        kept = torch.sigmoid(h)         # h dies: in place; kept is read twice below
+        spread = kept.sum(0) + b        # a fresh [6] buffer
+        return kept * spread + kept.exp(), x.cos()   # kept * spread reads kept again; x is an input
+
+    x, w, b = torch.randn(5, 6), torch.randn(6, 6), torch.randn(6)
+    with torch.no_grad():
+        check_compiled(fn, x, w, b, backward=False)
+    externs = metrics.compiled_graphs[0].externs
+    assert "aten.relu_.default" in externs and "aten.sigmoid_.default" in externs
+    assert "aten.exp.default" in externs  # kept is read again by the product (order of the graph)
+    assert "aten.cos.default" in externs  # x is the caller's
+    x.requires_grad_(True)
+    check_compiled(fn, x, w, b)  # and in training, where the forward saves what the backward reads
