@@ -28,7 +28,8 @@ from ait_dynamo.passes.fold_views import drop_folded_views, fold_view
 from ait_dynamo.passes.graph_utils import is_mutating, meta_value
 from ait_dynamo.passes.hoist import hoist_shrinking_steps
 from ait_dynamo.passes.plan import ExternCall, FusionGroup, Plan, Step, compute_lifetimes
-from ait_dynamo.passes.fusion_maps import DimMap, Refused, flatten, order_steps, view_map
+from ait_dynamo.passes.fusion_maps import (DimMap, Refused, edge_agrees, edges_between, flatten, order_steps,
+                                           reduced_map, reduction_dims, view_map)
 from ait_dynamo.passes.sizes import SizeError, free_symbols, is_one, same_size, size_source_ok, symbol_sources
 
 log = logging.getLogger("ait_dynamo")
@@ -178,8 +179,8 @@ class Planner:
             raise Refused("producer groups reduce different dims")
         maps = {**first.maps, **second.maps}
         reduced = first.reduced or second.reduced
-        for user, used in self._edges_between(first, second):
-            if not self._edge_agrees(user, used, maps, reduced):
+        for user, used in edges_between(first.nodes, second.nodes):
+            if not edge_agrees(user, used, maps, reduced):
                 raise Refused(f"{user.name} reads {used.name} along other iteration dims than the merged group has")
         first.reduced = reduced
         for node in second.nodes:
@@ -187,44 +188,6 @@ class Planner:
         self.merged_into[second.ident] = first.ident
         del self.groups[second.ident]
         return first
-
-    @staticmethod
-    def _edges_between(first: _Group, second: _Group) -> list[tuple[fx.Node, fx.Node]]:
-        """(user, used) pairs where a member of one group reads a member of the other."""
-        members = {node: 0 for node in first.nodes} | {node: 1 for node in second.nodes}
-        return [
-            (user, used)
-            for user, side in members.items()
-            for used in user.all_input_nodes
-            if members.get(used, side) != side
-        ]
-
-    def _edge_agrees(self, user: fx.Node, used: fx.Node, maps: dict[fx.Node, DimMap], reduced: frozenset) -> bool:
-        """Whether ``user`` reads ``used`` at the iteration point where both are computed. Inside
-        a group a member reads its operands' values at the current indices, so the maps must
-        agree with how the op indexes its operand (broadcasting, a view, a reduction). Each group
-        is consistent on its own; a merge must check the reads between the two: a value read from
-        memory by one group may run along another iteration dim in the other group (bilinear
-        upsampling's backward reads a [8, 1] column of an index group whose space was [8])."""
-        used_shape = tuple(_tensor_meta(used).shape)
-        user_shape = tuple(_tensor_meta(user).shape)
-        used_map, user_map = maps[used], maps[user]
-        kind = op_table.op_class(user.target)
-        if kind is OpClass.REDUCTION:
-            dims, keepdim = self._reduction_dims(user, len(used_shape))
-            reduced_here = frozenset(used_map[d] for d in dims if used_map[d] is not None)
-            return self._reduced_map(used_map, dims, keepdim) == user_map and reduced_here == reduced
-        if kind is OpClass.VIEW:
-            try:
-                return view_map(user, used_shape, used_map, user_shape) == user_map
-            except Refused:
-                return False
-        offset = len(user_shape) - len(used_shape)
-        if offset < 0:
-            return False
-        return all(
-            is_one(size) or used_map[k] == user_map[k + offset] for k, size in enumerate(used_shape)
-        )
 
     # -- node kinds ---------------------------------------------------------------------------
 
@@ -372,18 +335,6 @@ class Planner:
             for node in nodes:
                 self.group_of[node] = group
 
-    def _reduction_dims(self, node: fx.Node, rank: int) -> tuple[list[int], bool]:
-        if node.target in (aten.sum.default, aten.prod.default, aten.any.default, aten.all.default):
-            return list(range(rank)), False  # over everything
-        dims = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim")
-        keepdim = node.args[2] if len(node.args) > 2 else node.kwargs.get("keepdim", False)
-        if dims is None or (isinstance(dims, (list, tuple)) and len(dims) == 0):
-            dims = list(range(rank))
-        if isinstance(dims, int):
-            dims = [dims]
-        dims = sorted({d % rank if rank else 0 for d in dims})
-        return dims, bool(keepdim)
-
     def _reduction(self, node: fx.Node) -> None:
         value = _check_tensor(node, self.known_symbols)
         source = node.args[0]
@@ -401,7 +352,7 @@ class Planner:
             "sum", "prod", "any", "all"
         ):
             raise Refused("reduction changes the dtype class")
-        dims, keepdim = self._reduction_dims(node, source_meta.dim())
+        dims, keepdim = reduction_dims(node, source_meta.dim())
         if op_table.REDUCTIONS[node.target] in ("max", "min"):
             reduced_sizes = [source_meta.shape[d] for d in dims]
             if any(isinstance(s, int) and s == 0 for s in reduced_sizes):
@@ -421,7 +372,7 @@ class Planner:
             )
             if joinable:
                 group.reduced = reduced
-                self._add(group, node, self._reduced_map(source_map, dims, keepdim))
+                self._add(group, node, reduced_map(source_map, dims, keepdim))
                 return
             log.debug("%s starts its own group (source group space differs)", node.name)
         group = self._new_group(source_shape)
@@ -431,13 +382,7 @@ class Planner:
             self._forget(group)
             raise Refused("reduces only size-1 dims")
         group.reduced = reduced
-        self._add(group, node, self._reduced_map(identity, dims, keepdim))
-
-    @staticmethod
-    def _reduced_map(source_map: DimMap, dims: list[int], keepdim: bool) -> DimMap:
-        if keepdim:
-            return tuple(None if k in dims else m for k, m in enumerate(source_map))
-        return tuple(m for k, m in enumerate(source_map) if k not in dims)
+        self._add(group, node, reduced_map(identity, dims, keepdim))
 
     def _forget(self, group: _Group) -> None:
         self.groups.pop(group.ident, None)

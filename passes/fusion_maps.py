@@ -111,3 +111,63 @@ def view_map(node: fx.Node, source_shape: tuple, source_map: DimMap, shape: tupl
             result[k] = m
         return tuple(result)
     raise Refused(f"view {target} of a computed value")
+
+
+def reduction_dims(node: fx.Node, rank: int) -> tuple[list[int], bool]:
+    """(reduced dims, keepdim) of a reduction node over an operand of ``rank`` dims."""
+    if node.target in (aten.sum.default, aten.prod.default, aten.any.default, aten.all.default):
+        return list(range(rank)), False  # over everything
+    dims = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim")
+    keepdim = node.args[2] if len(node.args) > 2 else node.kwargs.get("keepdim", False)
+    if dims is None or (isinstance(dims, (list, tuple)) and len(dims) == 0):
+        dims = list(range(rank))
+    if isinstance(dims, int):
+        dims = [dims]
+    dims = sorted({d % rank if rank else 0 for d in dims})
+    return dims, bool(keepdim)
+
+
+def reduced_map(source_map: DimMap, dims: list[int], keepdim: bool) -> DimMap:
+    if keepdim:
+        return tuple(None if k in dims else m for k, m in enumerate(source_map))
+    return tuple(m for k, m in enumerate(source_map) if k not in dims)
+
+
+def edges_between(first: list[fx.Node], second: list[fx.Node]) -> list[tuple[fx.Node, fx.Node]]:
+    """(user, used) pairs where a member of one group reads a member of the other."""
+    members = {node: 0 for node in first} | {node: 1 for node in second}
+    return [
+        (user, used)
+        for user, side in members.items()
+        for used in user.all_input_nodes
+        if members.get(used, side) != side
+    ]
+
+
+def edge_agrees(user: fx.Node, used: fx.Node, maps: dict[fx.Node, DimMap], reduced: frozenset) -> bool:
+    """Whether ``user`` reads ``used`` at the iteration point where both are computed. Inside a
+    group a member reads its operands' values at the current indices, so the maps must agree
+    with how the op indexes its operand (broadcasting, a view, a reduction). Each group is
+    consistent on its own; a merge must check the reads between the two: a value read from memory
+    by one group may run along another iteration dim in the other group (bilinear upsampling's
+    backward reads a [8, 1] column of an index group whose space was [8]: issue #10)."""
+    from ait_dynamo.kernels import op_table
+    from ait_dynamo.kernels.op_table import OpClass
+
+    used_shape = tuple(used.meta["val"].shape)
+    user_shape = tuple(user.meta["val"].shape)
+    used_map, user_map = maps[used], maps[user]
+    kind = op_table.op_class(user.target)
+    if kind is OpClass.REDUCTION:
+        dims, keepdim = reduction_dims(user, len(used_shape))
+        reduced_here = frozenset(used_map[d] for d in dims if used_map[d] is not None)
+        return reduced_map(used_map, dims, keepdim) == user_map and reduced_here == reduced
+    if kind is OpClass.VIEW:
+        try:
+            return view_map(user, used_shape, used_map, user_shape) == user_map
+        except Refused:
+            return False
+    offset = len(user_shape) - len(used_shape)
+    if offset < 0:
+        return False
+    return all(is_one(size) or used_map[k] == user_map[k + offset] for k, size in enumerate(used_shape))

@@ -19,18 +19,16 @@ import argparse
 import collections
 import contextlib
 import json
-import math
 import os
 import sys
 import time
-import traceback
 import warnings
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Iterator, Sequence
 
 import torch
 import torch._dynamo
-from torch.utils._pytree import tree_flatten, tree_unflatten
+from torch.utils._pytree import tree_flatten
 
 # outcome of one sample
 PASS = "pass"  # values (and gradients) agree with the reference under dynamo's rule
