@@ -8,13 +8,7 @@
 set -u
 OUT=${OUT:-/tmp/ait_gpu_tests}
 mkdir -p "$OUT"
-if ! python3 -c "import expecttest" 2>/dev/null && ls .whl/*.whl >/dev/null 2>&1; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
-  export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
-fi
-python3 -c "import ait_dynamo.partitioners" 2>/dev/null || python3 -m pip install -q --no-deps --no-build-isolation -e .
-python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__, torch.cuda.get_device_name())" \
-  | tee "$OUT/gpu_tests.log"
+. benchmarks/device_setup.sh "$OUT/gpu_tests.log"
 timeout "${LIMIT:-420}" python3 -m pytest -q -rfE -p no:cacheprovider -n "${JOBS:-12}" ${TESTS:-tests} >> "$OUT/gpu_tests.log" 2>&1
 echo "parallel run rc=$?"
 grep -E "^(FAILED|ERROR)|passed|failed" "$OUT/gpu_tests.log" | tail -n 12
