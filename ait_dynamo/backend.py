@@ -25,6 +25,7 @@ from ait_dynamo.debug import DebugDir
 from ait_dynamo.kernels.runtime import triton_runs_on
 from ait_dynamo.partitioners import partition_function
 from ait_dynamo.passes.decompositions import decomposition_table
+from ait_dynamo.passes.graph_utils import count_ops
 from ait_dynamo.passes.pipeline import PRE_AUTOGRAD_PASSES
 from ait_dynamo.passes.pre_autograd import rewrite_before_autograd
 
@@ -80,7 +81,7 @@ def ait_backend(
 ) -> Any:
     """``torch.compile`` backend: dynamo FX graph → AOTAutograd → ait-compiled graphs."""
     config = for_devices(AitConfig.create(options, mode), example_inputs)
-    ops = sum(node.op in ("call_function", "call_method", "call_module") for node in gm.graph.nodes)
+    ops = count_ops(gm)
     if ops < config.min_acc_module_size:
         log.info("a Dynamo graph of %d ops (< min_acc_module_size %d) runs in eager", ops, config.min_acc_module_size)
         metrics.record_eager_graph()

@@ -8,6 +8,7 @@ its name: a corrupt or truncated file is rewritten, never executed.
 from __future__ import annotations
 
 import hashlib
+import json
 import linecache
 import logging
 import os
@@ -60,13 +61,41 @@ def _warn(message: str, once_key: str | None = None) -> None:
     warnings.warn(message, RuntimeWarning, stacklevel=4)
 
 
+def _replace_file(path: str, text: str) -> None:
+    """Write ``text`` to ``path`` atomically: readers see the old file or the whole new one."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    descriptor, temporary = tempfile.mkstemp(dir=os.path.dirname(path), suffix=".tmp")
+    with os.fdopen(descriptor, "w", encoding="utf-8") as file:
+        file.write(text)
+    os.replace(temporary, path)
+
+
+def load_json(path: str | None) -> dict:
+    """A small JSON object of measured choices (autotuning, GEMM padding); ``{}`` if absent or bad."""
+    if path is None:
+        return {}
+    try:
+        with open(path, encoding="utf-8") as file:
+            data = json.load(file)
+        return data if isinstance(data, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def store_json(path: str | None, data: dict) -> None:
+    """Keep measured choices for later processes; a folder that cannot be written costs only a
+    new measurement next time."""
+    if path is None:
+        return
+    try:
+        _replace_file(path, json.dumps(data, sort_keys=True))
+    except OSError as error:
+        log.warning("ait_dynamo: cannot write %s (%s)", path, error)
+
+
 def _write_atomically(path: str, text: str) -> bool:
     try:
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        descriptor, temporary = tempfile.mkstemp(dir=os.path.dirname(path), suffix=".tmp")
-        with os.fdopen(descriptor, "w", encoding="utf-8") as file:
-            file.write(text)
-        os.replace(temporary, path)  # atomic: readers see the old file or the whole new one
+        _replace_file(path, text)
         return True
     except OSError as error:
         _warn(f"ait_dynamo cache: cannot write to {os.path.dirname(os.path.dirname(path))} "

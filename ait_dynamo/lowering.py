@@ -30,6 +30,8 @@ from typing import Any, Callable, Mapping, Sequence, TypeVar
 import torch
 from torch import fx, nn
 
+from ait_dynamo.passes.graph_utils import count_ops
+
 log = logging.getLogger("ait_dynamo")
 
 ACC_PREFIX = "_run_on_acc_"
@@ -119,10 +121,6 @@ def _support() -> Any:
     return Support()
 
 
-def _count_ops(gm: fx.GraphModule) -> int:
-    return sum(node.op in ("call_function", "call_method", "call_module") for node in gm.graph.nodes)
-
-
 def lower(model: nn.Module, example_inputs: Sequence[Any], settings: LowerSettings | None = None) -> fx.GraphModule:
     """Split ``model`` into ``_run_on_gpu_N`` (eager) and ``_run_on_acc_N`` (ait) children, in
     graph order (see the module doc); returns the split ``torch.fx.GraphModule``."""
@@ -165,7 +163,7 @@ class AcceleratedPart(nn.Module):
     def __init__(self, graph_module: fx.GraphModule, options: Mapping[str, Any]):
         super().__init__()
         self.graph_module = graph_module
-        self.ops = _count_ops(graph_module)
+        self.ops = count_ops(graph_module)
         # not a registered submodule: the compiled wrapper would list the same parameters twice
         object.__setattr__(self, "_compiled", torch.compile(graph_module, backend="ait", options=dict(options)))
 

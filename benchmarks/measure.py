@@ -136,27 +136,19 @@ def kernel_time_ms(step: Step, device: torch.device, iters: int = 5) -> float | 
     return total_us / 1e3 / iters
 
 
-# dynamo's accuracy tolerance (``torch._dynamo.utils.same``'s ``tol``) per precision, for the
-# check against the float64 reference
-SAME_TOLERANCES = {"float32": 1e-4, "float16": 1e-2, "bfloat16": 1e-2, "amp-bfloat16": 1e-2}
-
-
 def same_as_reference(actual: Sequence[torch.Tensor], eager: Sequence[torch.Tensor], fp64: Sequence[torch.Tensor],
                       precision: str) -> tuple[bool, str]:
-    """Dynamo's accuracy rule per output: close to eager, or no further from float64 than eager is
-    (by RMSE); shapes and dtypes must agree. (passed, what failed)."""
-    from torch._dynamo.utils import same
+    """Dynamo's accuracy rule per output (``ait_dynamo.accuracy``): close to eager, or no further
+    from float64 than eager is. (passed, what failed)."""
+    from ait_dynamo import accuracy
 
     if not (len(actual) == len(eager) == len(fp64)):
         return False, f"{len(actual)} outputs, eager {len(eager)}, float64 {len(fp64)}"
-    tol = SAME_TOLERANCES.get(precision, 1e-2)
+    dtype = torch.bfloat16 if precision == "amp-bfloat16" else getattr(torch, precision, torch.float32)
     for index, (a, e, r) in enumerate(zip(actual, eager, fp64)):
         a, e, r = a.detach().cpu(), e.detach().cpu(), r.detach().cpu()
-        if a.shape != e.shape or a.dtype != e.dtype:
-            return False, f"output {index}: {tuple(a.shape)} {a.dtype}, eager {tuple(e.shape)} {e.dtype}"
-        if not same(e, a, r.double() if r.is_floating_point() else r, tol=tol, equal_nan=True,
-                    log_error=lambda *args, **kwargs: None):
-            return False, f"output {index} of {len(actual)} ({tuple(a.shape)}) fails against float64"
+        if not accuracy.agrees(e, a, r, accuracy.tolerance(dtype)):
+            return False, f"output {index} of {len(actual)} ({tuple(a.shape)} {a.dtype}) fails against float64"
     return True, ""
 
 

@@ -8,10 +8,8 @@ Benchmarking uses ``triton.testing.do_bench`` and runs only on CUDA; elsewhere t
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import tempfile
 import threading
 import warnings
 from typing import Any, Callable, Sequence
@@ -19,6 +17,7 @@ from typing import Any, Callable, Sequence
 import torch
 
 from ait_dynamo import faults
+from ait_dynamo.cache import load_json, store_json
 
 log = logging.getLogger("ait_dynamo")
 
@@ -40,29 +39,11 @@ def _path(kernel_hash: str) -> str | None:
 
 
 def _load(kernel_hash: str) -> dict[str, list[int]]:
-    path = _path(kernel_hash)
-    if path is None:
-        return {}
-    try:
-        with open(path, encoding="utf-8") as file:
-            data = json.load(file)
-        return data if isinstance(data, dict) else {}
-    except (OSError, ValueError):
-        return {}
+    return load_json(_path(kernel_hash))
 
 
 def _store(kernel_hash: str, choices: dict[str, list[int]]) -> None:
-    path = _path(kernel_hash)
-    if path is None:
-        return
-    try:
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        descriptor, temporary = tempfile.mkstemp(dir=os.path.dirname(path), suffix=".tmp")
-        with os.fdopen(descriptor, "w", encoding="utf-8") as file:
-            json.dump(choices, file, sort_keys=True)
-        os.replace(temporary, path)
-    except OSError as error:
-        log.warning("ait_dynamo autotune: cannot write %s (%s)", path, error)
+    store_json(_path(kernel_hash), choices)
 
 
 def choose(kernel_hash: str, sizes: Sequence[int], candidates: Sequence[tuple[int, ...]],

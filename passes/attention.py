@@ -27,8 +27,8 @@ A match is rewritten only where the result is the same function:
   eager's numbers under the same seed), attention with active dropout is not rewritten, since
   SDPA would draw its own mask. With ``fallback_random=False`` it is, with SDPA's dropout.
 
-Every refusal is recorded with its reason (``gm.meta["ait_rewrites"]``), and reaches the fusion
-report of the graphs compiled from it.
+Every refusal is recorded with its reason (``pre_autograd.record_rewrites``), and reaches the
+fusion report of the graphs compiled from it.
 """
 
 from __future__ import annotations
@@ -41,13 +41,12 @@ import torch
 from torch import fx
 from torch.fx.experimental.symbolic_shapes import statically_known_true
 
+from ait_dynamo.passes.pre_autograd import record_rewrites
 from ait_dynamo.passes.patterns import AnyOf, Capture, Const, Match, Op, argument, find_matches, maybe
 
 log = logging.getLogger("ait_dynamo")
 aten = torch.ops.aten
 
-REWRITES_META = "ait_rewrites"  # lines: what each pre-autograd rewrite did or refused, and why
-REWRITTEN_META = "ait_rewritten"  # how many subgraphs the pre-autograd rewrites replaced
 
 _MATMULS = (aten.matmul.default, aten.bmm.default)
 _SOFTMAXES = (aten.softmax.int, aten._softmax.default, aten._safe_softmax.default)
@@ -253,6 +252,5 @@ def fuse_attention(gm: fx.GraphModule, config: Any) -> fx.GraphModule:
         gm.recompile()
     for line in lines:
         log.info("%s", line)
-    gm.meta[REWRITES_META] = list(gm.meta.get(REWRITES_META, [])) + lines
-    gm.meta[REWRITTEN_META] = gm.meta.get(REWRITTEN_META, 0) + replaced
+    record_rewrites(gm, lines, replaced)
     return gm

@@ -56,3 +56,8 @@ def same_tensor_layout(a: Any, b: Any) -> bool:
         return False
     pairs = list(zip(a.shape, b.shape)) + list(zip(a.stride(), b.stride()))
     return all(statically_known_true(x == y) for x, y in pairs)
+
+
+def count_ops(gm: fx.GraphModule) -> int:
+    """Calls in a graph (functions, methods, submodules): what ``min_acc_module_size`` counts."""
+    return sum(node.op in ("call_function", "call_method", "call_module") for node in gm.graph.nodes)

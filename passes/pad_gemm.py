@@ -18,10 +18,8 @@ slice is read in place and the copy fuses into it. The measurement includes that
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import tempfile
 import threading
 import warnings
 from typing import Any
@@ -29,6 +27,7 @@ from typing import Any
 import torch
 from torch import fx
 
+from ait_dynamo.cache import load_json, store_json
 from ait_dynamo.passes.graph_utils import meta_value
 
 log = logging.getLogger("ait_dynamo")
@@ -87,26 +86,6 @@ def _store_path(cache_dir: str, device: str) -> str:
     return os.path.join(cache_dir, "gemm_padding", f"{safe}.json")
 
 
-def _load(path: str) -> dict[str, bool]:
-    try:
-        with open(path, encoding="utf-8") as file:
-            data = json.load(file)
-        return {k: bool(v) for k, v in data.items()} if isinstance(data, dict) else {}
-    except (OSError, ValueError):
-        return {}
-
-
-def _save(path: str, decisions: dict[str, bool]) -> None:
-    try:
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        descriptor, temporary = tempfile.mkstemp(dir=os.path.dirname(path), suffix=".tmp")
-        with os.fdopen(descriptor, "w", encoding="utf-8") as file:
-            json.dump(decisions, file, sort_keys=True, indent=0)
-        os.replace(temporary, path)
-    except OSError as error:
-        log.warning("ait_dynamo gemm padding: cannot write %s (%s)", path, error)
-
-
 def _random_like(value: torch.Tensor) -> torch.Tensor:
     tensor = torch.empty_strided(tuple(value.shape), tuple(value.stride()), dtype=value.dtype, device=value.device)
     return tensor.normal_()
@@ -158,9 +137,9 @@ def decide(node: fx.Node, pads: tuple[int, int], mode: str, cache_dir: str) -> b
         if key in _decisions:
             return _decisions[key]
     path = _store_path(cache_dir, name)
-    stored = _load(path)
+    stored = load_json(path)
     if key in stored:
-        choice = stored[key]
+        choice = bool(stored[key])
     else:
         try:
             with _real_tensors(), torch.no_grad():
@@ -170,9 +149,9 @@ def decide(node: fx.Node, pads: tuple[int, int], mode: str, cache_dir: str) -> b
                           "left unpadded", RuntimeWarning, stacklevel=2)
             torch.cuda.empty_cache()
             return False
-        stored = _load(path)
+        stored = load_json(path)
         stored[key] = choice
-        _save(path, stored)
+        store_json(path, stored)
     with _lock:
         _decisions[key] = choice
     return choice

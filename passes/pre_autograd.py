@@ -24,6 +24,17 @@ from torch import fx
 log = logging.getLogger("ait_dynamo")
 
 
+REWRITES_META = "ait_rewrites"  # lines: what each pre-autograd rewrite did or refused, and why
+REWRITTEN_META = "ait_rewritten"  # how many subgraphs the pre-autograd rewrites replaced
+
+
+def record_rewrites(gm: fx.GraphModule, lines: list[str], replaced: int) -> None:
+    """What a pass of ``PRE_AUTOGRAD_PASSES`` did: its report lines, and how many subgraphs it
+    replaced (none: Dynamo's graph goes on unchanged)."""
+    gm.meta[REWRITES_META] = list(gm.meta.get(REWRITES_META, [])) + lines
+    gm.meta[REWRITTEN_META] = gm.meta.get(REWRITTEN_META, 0) + replaced
+
+
 def _target_name(node: fx.Node) -> str:
     target = node.target
     if isinstance(target, str):
@@ -119,7 +130,6 @@ def rewrite_before_autograd(
     dump: Callable[[str, str], None] | None = None,
 ) -> tuple[fx.GraphModule, list[str]]:
     """(the graph AOTAutograd should see, what the rewrites did or refused)."""
-    from ait_dynamo.passes.attention import REWRITES_META, REWRITTEN_META
     from ait_dynamo.passes.pipeline import run_passes
 
     if not getattr(config, "rewrite_attention", True) or not mentions_softmax(gm):

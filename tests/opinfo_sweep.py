@@ -28,6 +28,8 @@ from typing import Any, Callable, Iterator, Sequence
 
 import torch
 import torch._dynamo
+
+from ait_dynamo import accuracy
 from torch.utils._pytree import tree_flatten
 
 # outcome of one sample
@@ -40,8 +42,6 @@ TORCH_RAISES = "torch raises"  # dynamo/AOTAutograd fail on it with aot_eager to
 TORCH_MISMATCH = "torch mismatch"  # aot_eager is as far off as ait: eager itself is not reproducible
 STATUSES = (PASS, MISMATCH, RAISED, UNSPECIFIED, EAGER_RAISES, TORCH_RAISES, TORCH_MISMATCH)
 
-# dynamo's accuracy tolerance per dtype (``same``'s ``tol``), as its benchmark harness uses
-TOLERANCE = {torch.float64: 1e-7, torch.float32: 1e-4, torch.float16: 1e-2, torch.bfloat16: 1e-2}
 
 # Ops whose results are not specified by their inputs: their memory is uninitialised, or they
 # draw random numbers. Under the same seed ait matches eager's draws (``fallback_random``), so
@@ -219,24 +219,7 @@ def _describe_difference(expected: Any, actual: Any) -> str:
 
 
 def _agrees(expected: Any, actual: Any, reference: Any, dtype: torch.dtype) -> bool:
-    """Dynamo's rule, plus equal structure, shapes and dtypes (``same`` would broadcast)."""
-    from torch._dynamo.utils import same
-
-    flat_e, spec_e = tree_flatten(expected)
-    flat_a, spec_a = tree_flatten(actual)
-    if len(flat_e) != len(flat_a):
-        return False
-    for e, a in zip(flat_e, flat_a):
-        if isinstance(e, torch.Tensor) != isinstance(a, torch.Tensor):
-            return False
-        if isinstance(e, torch.Tensor) and (e.shape != a.shape or e.dtype != a.dtype or e.device != a.device):
-            return False
-    tol = TOLERANCE.get(dtype, 1e-4)
-    fp64 = reference if reference is not None else expected
-    try:
-        return bool(same(expected, actual, fp64, tol=tol, equal_nan=True, log_error=lambda *a, **k: None))
-    except (AssertionError, RuntimeError, TypeError):
-        return False
+    return accuracy.agrees(expected, actual, reference, accuracy.tolerance(dtype))
 
 
 def _metadata_agrees(expected: Any, actual: Any) -> bool:
