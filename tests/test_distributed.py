@@ -209,3 +209,30 @@ def test_on_nccl_with_world_size_1(body, tmp_path):
     (result,) = _spawn(body, tmp_path, world=1, backend="nccl")
     assert result["max_diff"] < 1e-4, result["max_diff"]
     assert result["graphs"] and all(g["fallback"] is None for g in result["graphs"])
+
+
+@pytest.mark.slow
+def test_ddp_benchmark_runs_on_gloo_and_checks_each_backend_against_eager(tmp_path):
+    from benchmarks import ddp_bench
+
+    status = ddp_bench.main(["--out", str(tmp_path), "--device", "cpu", "--model", "tiny", "--world", "2",
+                             "--batch", "2", "--backends", "ait", "--quick"])
+    assert status == 0
+    with open(tmp_path / "ddp_bench.json") as file:
+        rows = {r["backend"]: r for r in json.load(file)["results"]}
+    assert list(rows) == ["eager", "ait"]  # eager first: the reference
+    ait = rows["ait"]
+    assert ait["error"] is None and ait["step_ms"] > 0 and ait["images_per_s"] > 0
+    assert ait["loss_rel_diff"] < 1e-4 and ait["update_rel_error"] < 1e-4
+    assert "| ait |" in (tmp_path / "ddp_bench.md").read_text()
+
+
+def test_ddp_benchmark_rejects_bad_arguments(capsys):
+    from benchmarks import ddp_bench
+
+    with pytest.raises(SystemExit):
+        ddp_bench.parse_args(["--out", "x", "--device", "cpu", "--backends", "ait,tensorrt"])
+    assert "unknown backend(s) tensorrt" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        ddp_bench.parse_args(["--out", "x", "--device", "cpu", "--backends", "ait-cudagraphs"])
+    assert "CUDA-graph backends need --device cuda" in capsys.readouterr().err
