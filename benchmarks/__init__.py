@@ -1,1 +1,1 @@
-"""Workloads from the seed documents and the benchmark CLI (``python -m benchmarks.run``)."""
+"""Workloads from the seed documents and the benchmark CLI (``python -m benchmarks``, see ``cli.py``)."""

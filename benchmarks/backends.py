@@ -1,21 +1,29 @@
 """The backends the harness compares, and the steps (one benchmark iteration) each mode runs.
 
 ``eager`` runs the module as written; ``inductor`` and ``inductor-reduce-overhead`` are
-``torch.compile``'s default backend without and with CUDA graphs; ``ait`` is this project. Each
+``torch.compile``'s default backend without and with CUDA graphs; ``ait`` is this project
+(``ait-cudagraphs``: with ``mode="reduce-overhead"``; ``ait-lower``: seed 000's lowering API). Each
 compiled backend gets ``dynamic=False``: every batch size is its own static-shape compile, as
 AITemplate's per-batch-size engines in the seed tables.
+
+Every subcommand names backends the same way: ``name[+option=value...]``, where the options are
+ait's (``ait+partitioner=default``, ``ait-cudagraphs+memory_budget=0.25``), checked by
+``AitConfig`` when the command line is read.
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
+import os
+import shutil
+import tempfile
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import torch
 
-from benchmarks.workloads import Built
+from benchmarks.workload_types import Built
 
 
 @dataclass(frozen=True)
@@ -25,6 +33,7 @@ class Backend:
     compile: Callable[[Callable[..., Any], Built, dict[str, Any]], Callable[..., Any]] | None  # None = eager
     needs_cuda: bool = False
     cudagraphs: bool = False  # steps call cudagraph_mark_step_begin()
+    takes_options: bool = False  # ait's options after a "+" (the Inductor backends take none)
 
     @property
     def compiled(self) -> bool:
@@ -51,7 +60,7 @@ BACKENDS: dict[str, Backend] = {
         Backend("inductor", 'torch.compile(backend="inductor")', _inductor),
         Backend("inductor-reduce-overhead", 'torch.compile(mode="reduce-overhead"): Inductor + CUDA graphs',
                 _inductor_reduce_overhead, needs_cuda=True, cudagraphs=True),
-        Backend("ait", 'torch.compile(backend="ait")', _ait),
+        Backend("ait", 'torch.compile(backend="ait")', _ait, takes_options=True),
     )
 }
 
@@ -68,7 +77,8 @@ def _ait_lower(fn: Callable[..., Any], built: Built, extra: dict[str, Any]) -> C
     return ait_dynamo.lower(fn, built.inputs, settings)
 
 
-BACKENDS["ait-lower"] = Backend("ait-lower", "ait_dynamo.lower(model, inputs): eager and ait children", _ait_lower)
+BACKENDS["ait-lower"] = Backend("ait-lower", "ait_dynamo.lower(model, inputs): eager and ait children", _ait_lower,
+                                takes_options=True)
 
 
 def _ait_cudagraphs(fn: Callable[..., Any], built: Built, extra: dict[str, Any]) -> Callable[..., Any]:
@@ -76,13 +86,82 @@ def _ait_cudagraphs(fn: Callable[..., Any], built: Built, extra: dict[str, Any])
 
 
 BACKENDS["ait-cudagraphs"] = Backend("ait-cudagraphs", 'torch.compile(backend="ait", mode="reduce-overhead")',
-                                     _ait_cudagraphs, needs_cuda=True, cudagraphs=True)
+                                     _ait_cudagraphs, needs_cuda=True, cudagraphs=True, takes_options=True)
 
 
 def default_backends(device: torch.device) -> list[str]:
     if device.type == "cuda":
         return [name for name in BACKENDS if name != "ait-lower"]
     return ["eager", "ait"]
+
+
+@dataclass(frozen=True)
+class BackendSpec:
+    """A backend as a command line names it: ``ait-cudagraphs+memory_budget=0.25``."""
+
+    label: str  # what results and tables call it
+    backend: Backend
+    options: dict[str, str] = field(default_factory=dict)  # ait options on top of the workload's
+
+
+def parse_backend(text: str, device: torch.device) -> BackendSpec:
+    """``name[+option=value...]`` → a spec; ``ValueError`` naming what is wrong and what is valid."""
+    name, *settings = text.strip().split("+")
+    if name not in BACKENDS:
+        raise ValueError(f"unknown backend {name!r}; valid: {', '.join(BACKENDS)}")
+    backend = BACKENDS[name]
+    if backend.needs_cuda and device.type != "cuda":
+        raise ValueError(f"backend {name!r} needs a CUDA device (CUDA graphs)")
+    options: dict[str, str] = {}
+    for setting in settings:
+        key, equals, value = setting.partition("=")
+        if not equals or not key:
+            raise ValueError(f"backend {text!r}: {setting!r} is not option=value")
+        options[key.strip()] = value.strip()
+    if options and not backend.takes_options:
+        raise ValueError(f"backend {text!r}: only the ait backends take options, {name!r} does not")
+    if options:
+        from ait_dynamo.config import AitConfig
+
+        AitConfig.create(options, environ={})  # unknown option or bad value: its ValueError names them
+    return BackendSpec(text.strip(), backend, options)
+
+
+def parse_backends(text: str, device: torch.device) -> list[BackendSpec]:
+    specs = [parse_backend(item, device) for item in text.split(",") if item.strip()]
+    if not specs:
+        raise ValueError("no backend given")
+    labels = [spec.label for spec in specs]
+    if len(set(labels)) != len(labels):
+        raise ValueError(f"a backend is named twice: {', '.join(labels)}")
+    return specs
+
+
+# Environment variables naming the on-disk compile caches, and their folder in a run's scratch space.
+_CACHE_VARIABLES = {"TORCHINDUCTOR_CACHE_DIR": "inductor", "TRITON_CACHE_DIR": "triton", "AIT_CACHE_DIR": "ait"}
+
+
+@contextlib.contextmanager
+def fresh_caches(keep: bool = False) -> Iterator[None]:
+    """Empty Inductor, Triton and ait disk caches for the block, so that its first compile is
+    really cold (all three read their variable when they compile, not at import); ``keep``: the
+    usual caches."""
+    if keep:
+        yield
+        return
+    saved = {name: os.environ.get(name) for name in _CACHE_VARIABLES}
+    scratch = tempfile.mkdtemp(prefix="ait_bench_caches_")
+    try:
+        for name, folder in _CACHE_VARIABLES.items():
+            os.environ[name] = os.path.join(scratch, folder)
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 @dataclass
@@ -114,7 +193,8 @@ class InferenceStep(_StepBase):
 
 
 class FwdBwdStep(_StepBase):
-    """Seed 004's benchmark: ``fn(*inputs)``, then ``out.sum().backward()`` into the inputs."""
+    """Seed 004's benchmark: ``fn(*inputs)``, then ``out.sum().backward()`` into the inputs
+    (``out.backward(grad_output)`` where the workload gives one)."""
 
     phases = ("forward", "backward")
 
@@ -124,7 +204,10 @@ class FwdBwdStep(_StepBase):
             x.grad = None
         out = self.fn(*self.built.inputs)
         mark()
-        out.sum().backward()
+        if self.built.grad_output is None:
+            out.sum().backward()
+        else:
+            out.backward(self.built.grad_output)
         mark()
         self.last = [out] + [x.grad for x in self.built.inputs if x.grad is not None]
 

@@ -1,11 +1,12 @@
 """Regression check between two benchmark runs.
 
-    python -m benchmarks.compare old.json new.json [--threshold 0.05] [--backends ait]
+    python -m benchmarks compare old.json new.json [--threshold 0.05] [--backends ait]
 
 Matches measurements by (workload, batch size, backend) and flags every one whose median time grew
 by more than the threshold (5% by default), and every case that was correct before and is now wrong
 or failing. Cases only one run measured are listed, not flagged. Exit status: 0 no regression,
 1 regressions found, 2 bad input (unreadable file, or no measurement in common).
+(``python -m benchmarks.compare ...`` is the same command.)
 """
 
 from __future__ import annotations
@@ -82,14 +83,14 @@ def format_table(comparisons: list[Comparison]) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.compare", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("old", help="baseline results.json")
-    parser.add_argument("new", help="results.json to check")
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("old", help="baseline results JSON")
+    parser.add_argument("new", help="results JSON to check")
     parser.add_argument("--threshold", type=float, default=0.05, help="allowed slowdown as a fraction (0.05 = 5%%)")
     parser.add_argument("--backends", help="comma-separated backends to compare (default: all)")
-    args = parser.parse_args(argv)
+
+
+def execute(args: argparse.Namespace) -> int:
     try:
         old, new = load_results(args.old), load_results(args.new)
         backends = {b.strip() for b in args.backends.split(",") if b.strip()} if args.backends else None
@@ -111,6 +112,12 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     print(f"\nno regression beyond {args.threshold:.0%} in {len(comparisons)} measurements", file=sys.stderr)
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    from benchmarks import cli
+
+    return cli.alias("compare", argv)
 
 
 if __name__ == "__main__":

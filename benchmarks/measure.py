@@ -1,9 +1,15 @@
-"""Timing, memory and correctness primitives of the benchmark harness.
+"""Timing, memory and correctness primitives of every benchmark subcommand: one of each.
 
-A step is anything with ``phases`` (names) and ``run(mark)``, where ``run`` calls ``mark()`` once
-after each phase. On CUDA every mark records an event on the current stream, so one iteration is
-timed on the GPU from its first launch to its last kernel, gaps for Python launch overhead
-included (what a caller waiting on the result sees). On a CPU, marks read ``perf_counter``.
+- ``time_step``: the timing function. A step is anything with ``phases`` (names) and ``run(mark)``,
+  where ``run`` calls ``mark()`` once after each phase. On CUDA every mark records an event on the
+  current stream, so one iteration is timed on the GPU from its first launch to its last kernel,
+  gaps for Python launch overhead included (what a caller waiting on the result sees). On a CPU,
+  marks read ``perf_counter``.
+- ``peak_memory``: the peak-memory function (CUDA), read after ``time_step`` (which starts the
+  allocator's peak statistics afresh after its warm-up) and taken above a ``memory_in_use`` baseline.
+- ``kernel_profile`` / ``kernel_time_ms``: the kernel-time function, from a torch.profiler trace.
+- ``same_as_reference``: the accuracy rule (dynamo's, through ``ait_dynamo.accuracy``), with
+  ``TOLERANCES`` and ``relative_error`` for the error figures the tables show.
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ from __future__ import annotations
 import math
 import statistics
 import time
+from collections import defaultdict
 from dataclasses import dataclass
 from typing import Callable, Protocol, Sequence
 
@@ -86,15 +93,24 @@ def _one_timed_iteration(step: Step, device: torch.device) -> list[float]:
 
 
 def time_step(step: Step, device: torch.device, policy: TimingPolicy) -> Timing:
-    """Median time per iteration after warm-up."""
+    """Median time per iteration after warm-up. On CUDA the allocator's cache is emptied and its
+    peak statistics reset between warm-up and measurement, so that ``peak_memory`` read afterwards
+    is the steady state of the timed iterations (CUDA-graph capture, first-call workspaces and
+    compilation happen in the warm-up)."""
     warmup_begin = time.perf_counter()
     warmup_iters = 0
     while warmup_iters < policy.min_warmup_iters or time.perf_counter() - warmup_begin < policy.warmup_s:
         step.run(lambda: None)
         synchronize(device)
         warmup_iters += 1
-    per_iter_s = (time.perf_counter() - warmup_begin) / warmup_iters
-    iters = max(policy.min_iters, min(policy.max_iters, math.ceil(policy.measure_s / max(per_iter_s, 1e-6))))
+    if warmup_iters:
+        per_iter_s = (time.perf_counter() - warmup_begin) / warmup_iters
+        iters = max(policy.min_iters, min(policy.max_iters, math.ceil(policy.measure_s / max(per_iter_s, 1e-6))))
+    else:  # no warm-up asked for (a step that is never the same twice, as a partition of a fresh copy)
+        iters = policy.min_iters
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
     samples = []
     for _ in range(iters):
         phases = _one_timed_iteration(step, device)
@@ -106,34 +122,80 @@ def time_step(step: Step, device: torch.device, policy: TimingPolicy) -> Timing:
     return Timing(statistics.median(totals), per_phase, iters)
 
 
-def reset_peak_memory(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
+@dataclass(frozen=True)
+class MemoryUse:
+    allocated_mib: float
+    reserved_mib: float  # also counts the free blocks of CUDA-graph pools, which nothing else can use
 
 
-def peak_memory_mib(device: torch.device) -> float | None:
-    """Peak allocated memory since the last reset (CUDA only; the CPU allocator keeps no peak)."""
+def memory_in_use(device: torch.device, fresh_workspaces: bool = False) -> MemoryUse | None:
+    """What the CUDA allocator holds now, after emptying its cache: the baseline a step's peak is
+    taken above (``None`` on a CPU, whose allocator keeps no statistics). ``fresh_workspaces``
+    also frees cuBLAS's per-handle workspaces (about 32 MiB each on the H200; a CUDA-graph capture
+    allocates its own), so that every backend measured after the baseline pays its own."""
     if device.type != "cuda":
         return None
-    return torch.cuda.max_memory_allocated(device) / 2**20
+    torch.cuda.synchronize(device)
+    if fresh_workspaces:
+        getattr(torch._C, "_cuda_clearCublasWorkspaces", lambda: None)()
+    torch.cuda.empty_cache()
+    return MemoryUse(torch.cuda.memory_allocated(device) / 2**20, torch.cuda.memory_reserved(device) / 2**20)
 
 
-def kernel_time_ms(step: Step, device: torch.device, iters: int = 5) -> float | None:
-    """GPU kernel time per iteration, summed over the kernel (and copy) rows of a profile of
-    ``iters`` iterations: beside the wall time, it tells a host-bound step from a kernel-bound one.
-    ``None`` on a CPU."""
+def peak_memory(device: torch.device, since: MemoryUse | None = None) -> MemoryUse | None:
+    """The allocator's peak since its statistics were last reset (by ``time_step``: the timed
+    iterations), above ``since`` when given; ``None`` on a CPU."""
     if device.type != "cuda":
         return None
+    allocated = torch.cuda.max_memory_allocated(device) / 2**20
+    reserved = torch.cuda.max_memory_reserved(device) / 2**20
+    if since is not None:
+        allocated, reserved = allocated - since.allocated_mib, reserved - since.reserved_mib
+    return MemoryUse(allocated, reserved)
+
+
+@dataclass(frozen=True)
+class KernelRow:
+    name: str
+    ms: float  # per iteration
+    calls: float  # per iteration
+
+
+def kernel_profile(step: Step, device: torch.device, iters: int = 5) -> list[KernelRow]:
+    """Where a step's compute time goes, longest first, from a torch.profiler trace of ``iters``
+    iterations. On CUDA the rows are the kernels (and copies) the device ran, each once (the ATen
+    op that launched a kernel and the ranges around compiled regions are not rows: they would count
+    it twice). On a CPU they are the ATen ops by self time, which is where a CPU computes."""
     from torch.autograd import DeviceType
     from torch.profiler import ProfilerActivity, profile
 
+    cuda = device.type == "cuda"
     synchronize(device)
-    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+    with profile(activities=[ProfilerActivity.CUDA if cuda else ProfilerActivity.CPU]) as prof:
         for _ in range(iters):
             step.run(lambda: None)
         synchronize(device)
-    total_us = sum(event.device_time for event in prof.events() if event.device_type == DeviceType.CUDA)
-    return total_us / 1e3 / iters
+    total_us: dict[str, float] = defaultdict(float)
+    calls: dict[str, int] = defaultdict(int)
+    for event in prof.events():
+        if cuda and event.device_type == DeviceType.CUDA:
+            total_us[event.name] += event.device_time
+        elif not cuda and event.device_type == DeviceType.CPU and event.name.startswith("aten::"):
+            total_us[event.name] += event.self_cpu_time_total
+        else:
+            continue
+        calls[event.name] += 1
+    rows = [KernelRow(name, us / 1e3 / iters, calls[name] / iters) for name, us in total_us.items()]
+    return sorted(rows, key=lambda row: -row.ms)
+
+
+def kernel_time_ms(step: Step, device: torch.device, iters: int = 5) -> float | None:
+    """GPU kernel time per iteration, the kernel rows of ``kernel_profile`` summed: beside the wall
+    time, it tells a host-bound step from a kernel-bound one. ``None`` on a CPU, where the host
+    computes and the wall time is the figure."""
+    if device.type != "cuda":
+        return None
+    return sum(row.ms for row in kernel_profile(step, device, iters))
 
 
 def same_as_reference(actual: Sequence[torch.Tensor], eager: Sequence[torch.Tensor], fp64: Sequence[torch.Tensor],

@@ -9,7 +9,7 @@
 
 Each model runs as inference (fp16 on CUDA, fp32 on a CPU) and as a training step (loss,
 backward, SGD; bf16 autocast on CUDA; dropout off, so that every backend computes the same
-function and can be checked against eager). ``python -m benchmarks.run --suite models``. torchvision
+function and can be checked against eager). ``python -m benchmarks run --suite models``. torchvision
 and transformers are optional: a model whose library is missing is left out with a note (both
 are on the GPU machine; CI installs transformers and runs the suite on tiny configs).
 """
@@ -23,7 +23,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from benchmarks.workloads import Built, Workload, _inference_dtype, _precision_name, _shape, _train_precision
+from benchmarks.workload_types import Built, Workload, inference_dtype, precision_name, shape_text, train_precision
 
 TORCHVISION_MODELS = ("resnet50", "mobilenet_v3_large", "efficientnet_b0", "convnext_tiny", "swin_t", "vit_b_16")
 HF_MODELS = ("bert_base", "gpt2", "t5_small_encoder", "llama_small")
@@ -76,11 +76,11 @@ def _torchvision_builder(name: str, train: bool) -> Callable[[str, "int | None",
             images = torch.randn(batch, 3, size, size, device=device)
             labels = torch.randint(0, 1000, (batch,), device=device)
             return Built(_ClassifierLoss(_without_dropout(model).to(device).train()), (images, labels), "train",
-                         _train_precision(device),
-                         _shape(images), model_source=f"torchvision.models.{name}")
-        dtype = _inference_dtype(device)
+                         train_precision(device),
+                         shape_text(images), model_source=f"torchvision.models.{name}")
+        dtype = inference_dtype(device)
         images = torch.randn(batch, 3, size, size, device=device, dtype=dtype)
-        return Built(model.to(device, dtype).eval(), (images,), "inference", _precision_name(dtype), _shape(images),
+        return Built(model.to(device, dtype).eval(), (images,), "inference", precision_name(dtype), shape_text(images),
                      model_source=f"torchvision.models.{name}")
 
     return build
@@ -180,16 +180,19 @@ def _hf_builder(family: str, train: bool) -> Callable[[str, "int | None", torch.
         source = f"transformers {type(model).__name__} ({family})"
         if train:
             labels = torch.randint(0, vocab, (batch, tokens), device=device)
-            return Built(_HFTrain(model.to(device).train()), (ids, labels), "train", _train_precision(device),
+            return Built(_HFTrain(model.to(device).train()), (ids, labels), "train", train_precision(device),
                          f"{batch}x{tokens} tokens", model_source=source)
-        dtype = _inference_dtype(device)
-        return Built(_HFInference(model.to(device, dtype).eval()), (ids,), "inference", _precision_name(dtype),
+        dtype = inference_dtype(device)
+        return Built(_HFInference(model.to(device, dtype).eval()), (ids,), "inference", precision_name(dtype),
                      f"{batch}x{tokens} tokens", model_source=source)
 
     return build
 
 
 def model_workloads() -> list[Workload]:
+    """The suite's table: each model twice (inference, training step). A new model is one more
+    name in ``TORCHVISION_MODELS`` (any ``torchvision.models`` builder) or ``HF_MODELS`` (with its
+    configs in ``_hf_config`` and its class in ``_hf_model``)."""
     workloads = []
     for name in TORCHVISION_MODELS:
         for train in (False, True):

@@ -1,13 +1,19 @@
-"""Where the time and the memory go: per-kernel GPU time and the live tensors at the memory peak,
-for eager, Inductor and ait, in one run.
+"""Where the time and the memory go: per-kernel time, the tensors alive at the memory peak, and the
+host's work, for each backend, in one run.
 
-    python -m benchmarks.profile_gpu --out DIR [--only tutorial,layer_norm,encoder_block] [--memory]
+    python -m benchmarks profile --out DIR [--workload tutorial_8192x8192,encoder_block_train]
+                                 [--backends eager,inductor,ait+memory_budget=0.5] [--memory] [--host]
 
-For each workload and backend: ``DIR/<workload>_<backend>_kernels.txt`` (torch.profiler, CUDA
-kernels sorted by total time over the profiled steps, with the per-step host time). With
-``--memory`` and a training workload: ``DIR/<workload>_<backend>_peak.txt``, the allocations alive
-at the allocator's peak during one step, largest first, each with the Python frames that made it
-(ait's generated wrappers are written under ``DIR/ait_debug`` so their line numbers can be read).
+(``python -m benchmarks.profile_gpu ...`` is the same command.) Any workload of the table
+(``benchmarks/workloads.py``: seeds, models, fusion and micro cases; the first batch size of its
+quick sweep unless ``--batch``) goes through the harness, checked against eager and float64 like
+every benchmark, and is then profiled instead of timed: ``DIR/<workload>_<backend>.txt`` holds the
+host enqueue time per step and ``measure.kernel_profile``'s rows (on CUDA the kernels, each once,
+grouped into generated Triton, GEMM, attention, ATen; on a CPU the ATen ops by self time). With
+``--memory`` (CUDA): the allocations alive at the allocator's peak during one step, largest first,
+each with the Python frames that made it (ait's generated wrappers are written under
+``DIR/ait_debug/<workload>`` so their line numbers can be read). With ``--host``: a cProfile of the
+host work per step. ``DIR/profile.json`` records kernel and host time per step of each.
 """
 
 from __future__ import annotations
@@ -17,150 +23,66 @@ import os
 import sys
 import time
 from collections import defaultdict
-from typing import Any, Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
 
 import torch
 
-from benchmarks import fusion_bench, train_bench
+from benchmarks import cli, harness
+from benchmarks.backends import BackendSpec
+from benchmarks.measure import KernelRow, kernel_profile, synchronize
+from benchmarks.recording import Record, Recorder, provenance
+from benchmarks.workloads import WORKLOADS, Built
 
 PROFILED_STEPS = 5
-
-
-def _compile(backend: str, fn: Callable[..., Any], debug_dir: str) -> Callable[..., Any]:
-    if backend == "eager":
-        return fn
-    if backend == "inductor":
-        return torch.compile(fn)
-    # "ait+memory_budget=0.5+cuda_graphs=1": ait with those options
-    name, *settings = backend.split("+")
-    if name != "ait":
-        raise ValueError(f"unknown backend {backend!r}; valid: eager, inductor, ait[+option=value...]")
-    options: dict[str, Any] = {"debug_dir": debug_dir}
-    options.update(setting.split("=", 1) for setting in settings)
-    return torch.compile(fn, backend="ait", options=options)
-
-
-def _steps() -> dict[str, Callable[[str, str], tuple[Callable[[], Any], list[torch.Tensor]]]]:
-    """workload → (backend, debug_dir) → (one step, tensors whose grads to clear)."""
-
-    def fusion_workload(name: str):
-        def build(backend: str, debug_dir: str):
-            work = next(w for w in fusion_bench._workloads("cuda", False) if w.name == name)
-            inputs = work.make_inputs()
-            compiled = _compile(backend, work.fn, debug_dir)
-            grad = None if work.tutorial_style else torch.randn_like(work.fn(*inputs))
-            return (lambda: fusion_bench._step(work, compiled, inputs, grad)), inputs
-
-        return build
-
-    def train_workload(name: str):
-        def build(backend: str, debug_dir: str):
-            work = train_bench.build_workload(name, torch.device("cuda"), torch.bfloat16, False)
-            compiled = _compile(backend, work.model, debug_dir)
-            grad: list[torch.Tensor] = []
-
-            def step() -> None:
-                out = compiled(*work.inputs)
-                if not grad:
-                    grad.append(torch.ones_like(out))
-                out.backward(grad[0])
-
-            return step, list(work.model.parameters())
-
-        return build
-
-    names = ["tutorial_8192", "layer_norm_32768x768_float16", "softmax_32768x768_float16",
-             "layer_norm_4096x4096_float32", "pointwise_chain_fwd", "pointwise_chain_fwdbwd"]
-    table = {n: fusion_workload(n) for n in names}
-    table["encoder_block"] = train_workload("encoder_block")
-    table["vit_b16"] = train_workload("vit_b16")
-    return table
-
-
-def kernel_table(step: Callable[[], Any], params: list[torch.Tensor]) -> str:
-    from torch.profiler import ProfilerActivity, profile
-
-    def run() -> None:
-        for p in params:
-            p.grad = None
-        step()
-
-    for _ in range(3):
-        run()
-    torch.cuda.synchronize()
-    began = time.perf_counter()
-    for _ in range(PROFILED_STEPS):
-        run()
-    host_ms = (time.perf_counter() - began) * 1e3 / PROFILED_STEPS  # enqueue time per step
-    torch.cuda.synchronize()
-    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
-        for _ in range(PROFILED_STEPS):
-            run()
-        torch.cuda.synchronize()
-    rows = []
-    total = 0.0
-    kernels: dict[str, float] = {}
-    for e in prof.key_averages():
-        gpu = getattr(e, "self_device_time_total", None)
-        if gpu is None:
-            gpu = e.self_cuda_time_total
-        if gpu <= 0:
-            continue
-        total += gpu
-        rows.append((gpu, e.count, e.key))
-        if e.device_type == torch.autograd.DeviceType.CUDA and e.key not in kernels:  # a kernel, once
-            kernels[e.key] = gpu
-    rows.sort(reverse=True)
-    # ``total`` sums every row with device time: a kernel also under the ATen op that launched it,
-    # the ranges around compiled regions, Inductor's named kernels twice. The kernel rows alone
-    # (device-side events, each name once) add up without double counting.
-    groups: dict[str, float] = {}
-    for key, gpu in kernels.items():
-        groups[_kernel_group(key)] = groups.get(_kernel_group(key), 0.0) + gpu
-    lines = [f"host enqueue per step: {host_ms:.3f} ms; device time of all rows per step (double counts): "
-             f"{total / 1e3 / PROFILED_STEPS:.3f} ms",
-             f"kernel time per step: {sum(kernels.values()) / 1e3 / PROFILED_STEPS:.3f} ms; by group (ms): "
-             + ", ".join(f"{name} {gpu / 1e3 / PROFILED_STEPS:.3f}" for name, gpu in
-                         sorted(groups.items(), key=lambda item: -item[1])),
-             f"{'us/step':>9s} {'calls/step':>10s}  kernel"]
-    for gpu, count, key in rows[:ROWS]:
-        lines.append(f"{gpu / PROFILED_STEPS:9.1f} {count / PROFILED_STEPS:10.1f}  {key[:150]}")
-    return "\n".join(lines) + "\n"
-
-
 ROWS = 80
+DEFAULT_WORKLOADS = "tutorial_8192x8192,layer_norm_32768x768_float16,encoder_block_train"
 _GROUPS = (
     ("generated triton", ("kernel_", "triton_")),
-    ("gemm", ("nvjet", "sm90_xmma", "cutlass", "ampere_", "sm80_", "gemm", "cublas")),
-    ("attention", ("cudnn_generated", "flash", "fmha", "cudnn::fusion", "pytorch_flash", "_efficient_attention")),
-    ("aten copy/fill", ("direct_copy", "FillFunctor", "copy_kernel", "Memcpy", "Memset")),
+    ("gemm", ("nvjet", "sm90_xmma", "cutlass", "ampere_", "sm80_", "gemm", "cublas", "aten::mm", "aten::addmm",
+              "aten::bmm")),
+    ("attention", ("cudnn_generated", "flash", "fmha", "cudnn::fusion", "pytorch_flash", "_efficient_attention",
+                   "scaled_dot_product")),
+    ("aten copy/fill", ("direct_copy", "FillFunctor", "copy_kernel", "Memcpy", "Memset", "aten::copy_", "aten::fill_")),
     ("aten reduce", ("reduce_kernel",)),
     ("aten elementwise", ("elementwise_kernel",)),
 )
 
 
-def _kernel_group(name: str) -> str:
+def kernel_group(name: str) -> str:
     for group, needles in _GROUPS:
         if any(needle in name for needle in needles):
             return group
     return "other"
 
 
-def host_table(step: Callable[[], Any], params: list[torch.Tensor], steps: int = 30) -> str:
-    """Python-level profile of the host work per step (cProfile), by own time."""
+def kernel_table(rows: list[KernelRow], host_ms: float, device: torch.device) -> str:
+    groups: dict[str, float] = defaultdict(float)
+    for row in rows:
+        groups[kernel_group(row.name)] += row.ms
+    what = "kernel" if device.type == "cuda" else "ATen op (self CPU time)"
+    lines = [f"host enqueue per step: {host_ms:.3f} ms",
+             f"{what} time per step: {sum(row.ms for row in rows):.3f} ms; by group (ms): "
+             + ", ".join(f"{name} {ms:.3f}" for name, ms in sorted(groups.items(), key=lambda item: -item[1])),
+             f"{'us/step':>9s} {'calls/step':>10s}  {what}"]
+    lines += [f"{row.ms * 1e3:9.1f} {row.calls:10.1f}  {row.name[:150]}" for row in rows[:ROWS]]
+    return "\n".join(lines) + "\n"
+
+
+def host_table(step: Any, device: torch.device, steps: int = 30) -> str:
+    """Python-level profile of the host work per step (cProfile), by own time and by cumulative time."""
     import cProfile
     import io
     import pstats
 
-    torch.cuda.synchronize()
+    synchronize(device)
     profiler = cProfile.Profile()
     profiler.enable()
     for _ in range(steps):
-        for p in params:
-            p.grad = None
-        step()
+        step.run(lambda: None)
     profiler.disable()
-    torch.cuda.synchronize()
+    synchronize(device)
     text = io.StringIO()
     stats = pstats.Stats(profiler, stream=text)
     stats.sort_stats("tottime").print_stats(25)
@@ -168,20 +90,14 @@ def host_table(step: Callable[[], Any], params: list[torch.Tensor], steps: int =
     return f"host profile over {steps} steps\n" + text.getvalue()
 
 
-def peak_table(step: Callable[[], Any], params: list[torch.Tensor]) -> str:
-    """The allocations alive at the allocator's peak during one step, largest first."""
-    for _ in range(2):
-        for p in params:
-            p.grad = None
-        step()
-    for p in params:
-        p.grad = None
-    torch.cuda.synchronize()
+def peak_table(step: Any, device: torch.device) -> str:
+    """The allocations alive at the allocator's peak during one step, largest first (CUDA)."""
+    synchronize(device)
     torch.cuda.empty_cache()
-    base = torch.cuda.memory_allocated()
+    base = torch.cuda.memory_allocated(device)
     torch.cuda.memory._record_memory_history(max_entries=500000, stacks="python")
-    step()
-    torch.cuda.synchronize()
+    step.run(lambda: None)
+    synchronize(device)
     snapshot = torch.cuda.memory._snapshot()
     torch.cuda.memory._record_memory_history(enabled=None)
     live: dict[int, tuple[int, list[dict[str, Any]]]] = {}
@@ -210,38 +126,76 @@ def peak_table(step: Callable[[], Any], params: list[torch.Tensor]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", required=True)
-    parser.add_argument("--only", default="tutorial_8192,layer_norm_32768x768_float16,encoder_block")
-    parser.add_argument("--backends", default="eager,inductor,ait",
-                        help="comma-separated: eager, inductor, ait; ait+option=value+... passes ait options")
-    parser.add_argument("--memory", action="store_true", help="also the live allocations at the peak (training)")
+def _file_label(text: str) -> str:
+    return text.replace("/", "-").replace("+", "_").replace("=", "")
+
+
+class Profiler:
+    """The harness's measurement for ``profile``: profile tables written to a file per case."""
+
+    def __init__(self, out: Path, device: torch.device, memory: bool, host: bool):
+        self.out, self.device, self.memory, self.host = out, device, memory, host
+
+    def __call__(self, step: Any, record: Record, built: Built, spec: BackendSpec) -> None:
+        for _ in range(3):  # warm-up: CUDA-graph modes warm up on the first call and capture on the second
+            step.run(lambda: None)
+        synchronize(self.device)
+        began = time.perf_counter()
+        for _ in range(PROFILED_STEPS):
+            step.run(lambda: None)
+        host_ms = (time.perf_counter() - began) * 1e3 / PROFILED_STEPS  # enqueue time per step
+        rows = kernel_profile(step, self.device, PROFILED_STEPS)
+        text = kernel_table(rows, host_ms, self.device)
+        if self.memory and self.device.type == "cuda":
+            text += "\n" + peak_table(step, self.device)
+        if self.host:
+            text += "\n" + host_table(step, self.device)
+        path = self.out / f"{_file_label(record['workload'])}_{_file_label(spec.label)}.txt"
+        path.write_text(text, encoding="utf-8")
+        print(f"== {record['workload']} {spec.label}\n{text}", flush=True)
+        record.update(host_ms=host_ms, kernel_ms=sum(row.ms for row in rows), profile=path.name,
+                      top_kernels=[(row.name[:120], row.ms) for row in rows[:10]])
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    harness.add_case_arguments(parser, warm_compile="none")
+    parser.add_argument("--memory", action="store_true", help="also the live allocations at the peak (CUDA)")
     parser.add_argument("--host", action="store_true", help="also a cProfile of the host work per step")
-    args = parser.parse_args(argv)
-    os.makedirs(args.out, exist_ok=True)
-    table = _steps()
-    for name in [n for n in args.only.split(",") if n]:
-        for backend in [b for b in args.backends.split(",") if b]:
-            torch._dynamo.reset()
-            torch.manual_seed(0)
-            step = params = None
-            try:
-                step, params = table[name](backend, os.path.join(args.out, "ait_debug", name))
-                report = kernel_table(step, params)
-                if args.memory and name in ("encoder_block", "vit_b16"):
-                    report += "\n" + peak_table(step, params)
-                if args.host:
-                    report += "\n" + host_table(step, params)
-            except Exception as error:  # noqa: BLE001 - one failure must not hide the rest
-                report = f"ERROR {type(error).__name__}: {error}\n"
-            label = backend.replace("+", "_").replace("=", "")
-            with open(os.path.join(args.out, f"{name}_{label}.txt"), "w") as file:
-                file.write(report)
-            print(f"== {name} {backend}\n{report}", flush=True)
-            del step, params
-            torch.cuda.empty_cache()
-    return 0
+    parser.add_argument("--out", required=True, help="folder for the profile files and profile.json")
+
+
+def check_args(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    defaults = DEFAULT_WORKLOADS.split(",")
+    harness.resolve_case_arguments(args, parser, lambda device: defaults, lambda device: ["eager", "inductor", "ait"])
+
+
+def execute(args: argparse.Namespace) -> int:
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    recorder = Recorder(out / "profile.json", provenance(args.command_line, args.device, scale=args.scale))
+    measure = Profiler(out, args.device, args.memory, args.host)
+    failed = False
+    for name in args.workloads:
+        workload = WORKLOADS[name]
+        # one batch size per workload (the first of its quick sweep) unless --batch names them
+        batches = args.batches if args.batches and workload.batched else workload.batches_for(args.scale, "quick")[:1]
+        # ait's generated modules of this workload under ait_debug/<workload>/, for the frames' line numbers
+        debug_dir = str(out / "ait_debug" / _file_label(workload.name))
+        specs = [replace(spec, options={**spec.options, "debug_dir": debug_dir}) if spec.backend.takes_options
+                 else spec for spec in args.specs]
+        runner = harness.CaseRunner(replace(harness.settings_from(args), specs=specs, kernel_time=False), measure=measure)
+        for batch in batches:
+            records = runner.run(workload, batch, measure_warm=False)
+            for record in records:
+                if record["status"] != "ok":
+                    failed = True
+                    harness.announce_problem(record)
+            recorder.put(records)
+    return 1 if failed else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return cli.alias("profile", argv)
 
 
 if __name__ == "__main__":

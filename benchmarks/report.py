@@ -1,10 +1,12 @@
 """Results JSON → markdown tables and PNG plots; also merges several runs' JSON into one.
 
-    python -m benchmarks.report results.json [more.json ...] [--out DIR] [--no-plots]
+    python -m benchmarks report results.json [more.json ...] [--out DIR] [--no-plots]
 
-With no ``--out`` the outputs go to ``benchmarks/results/<device>/`` (device from the JSON). Later
-files win where two runs measured the same (workload, batch, backend). Plots need matplotlib; without
-it the markdown is still written.
+Reads what any measuring subcommand writes (``results.json`` of ``run``, ``train_bench.json``,
+``fusion_bench.json``, ``micro.json``, ...: one format, ``benchmarks/recording.py``). With no
+``--out`` the outputs go to ``benchmarks/results/<device>/`` (device from the JSON). Later files win
+where two runs measured the same (workload, batch, backend). Plots need matplotlib; without it the
+markdown is still written. (``python -m benchmarks.report ...`` is the same command.)
 """
 
 from __future__ import annotations
@@ -15,28 +17,20 @@ import math
 import os
 import re
 import sys
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any, Iterable
 
-SCHEMA = 1
+from benchmarks.recording import SCHEMA, Record, Results, case_key, write_json  # noqa: F401 - re-exported
+
 RESULTS_ROOT = Path(__file__).resolve().parent / "results"
 BACKEND_ORDER = ("eager", "inductor", "inductor-reduce-overhead", "ait", "ait-cudagraphs")
 PLOT_FILES = ("speedup.png", "compile_time.png")
-
-Record = dict[str, Any]
-Results = dict[str, Any]  # {"schema", "environment", "results": [Record, ...]}
-
 
 def device_slug(name: str) -> str:
     """``"NVIDIA H200"`` → ``"nvidia-h200"``: the results folder of a device."""
     slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
     return slug or "unknown-device"
-
-
-def case_key(record: Record) -> tuple[str, int | None, str]:
-    return record["workload"], record.get("batch"), record["backend"]
 
 
 def load_results(path: str | os.PathLike[str]) -> Results:
@@ -69,18 +63,6 @@ def merge_results(runs: Iterable[Results]) -> Results:
     if len(runs) > 1:
         environment["merged_runs"] = [run["environment"] for run in runs]
     return {"schema": SCHEMA, "environment": environment, "results": list(merged.values())}
-
-
-def write_json(results: Results, path: str | os.PathLike[str]) -> None:
-    """Write atomically: an interrupted run leaves the previous complete file, never half of one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    with os.fdopen(descriptor, "w", encoding="utf-8") as file:
-        json.dump(results, file, indent=1, sort_keys=False)
-        file.write("\n")
-    os.chmod(temporary, 0o644)  # mkstemp makes it private; results are for sharing
-    os.replace(temporary, path)
 
 
 # --- tables ------------------------------------------------------------------------------------
@@ -212,9 +194,12 @@ def environment_line(environment: dict[str, Any]) -> str:
         parts.append(f"triton {environment['triton']}")
     if environment.get("cuda"):
         parts.append(f"CUDA {environment['cuda']}")
-    parts.append(f"ait_dynamo {environment.get('ait_dynamo', '?')} ({environment.get('git_commit', '?')[:10]})")
-    parts.append(f"scale {environment.get('scale', '?')}, sweep {environment.get('sweep', '?')}")
-    return ", ".join(parts) + f"; {environment.get('timestamp', '')}"
+    dirty = " with uncommitted changes" if environment.get("git_dirty") else ""
+    parts.append(f"ait_dynamo {environment.get('ait_dynamo', '?')} ({environment.get('git_commit', '?')[:10]}{dirty})")
+    if "scale" in environment:
+        parts.append(f"scale {environment['scale']}" + (f", sweep {environment['sweep']}" if "sweep" in environment else ""))
+    line = ", ".join(parts) + f"; {environment.get('timestamp', '')}"
+    return line + (f"\n\nCommand: `{environment['command']}`" if environment.get("command") else "")
 
 
 def markdown(results: Results, plots: Iterable[str] = ()) -> str:
@@ -246,7 +231,7 @@ def markdown(results: Results, plots: Iterable[str] = ()) -> str:
 # --- plots -------------------------------------------------------------------------------------
 
 
-def _pyplot() -> Any | None:
+def pyplot() -> Any | None:
     try:
         import matplotlib
 
@@ -260,7 +245,7 @@ def _pyplot() -> Any | None:
 
 def plot_speedup(results: Results, path: Path) -> bool:
     """Speedup over eager by batch size per batched workload (like the seed tables), bars for fixed shapes."""
-    plt = _pyplot()
+    plt = pyplot()
     if plt is None:
         return False
     ratios = speedups(results)
@@ -307,7 +292,7 @@ def plot_speedup(results: Results, path: Path) -> bool:
 
 def plot_compile_time(results: Results, path: Path) -> bool:
     """Cold (solid) and warm (hatched) compile seconds per workload and backend, first batch size."""
-    plt = _pyplot()
+    plt = pyplot()
     if plt is None:
         return False
     firsts: dict[tuple[str, str], Record] = {}
@@ -359,21 +344,30 @@ def default_out_dir(results: Results) -> Path:
     return RESULTS_ROOT / device_slug(results["environment"].get("device_name", "unknown"))
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.report", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("json", nargs="+", help="results.json of one or more runs (merged in order)")
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("json", nargs="+", help="results JSON of one or more runs (merged in order)")
     parser.add_argument("--out", help="output folder (default: benchmarks/results/<device>/)")
     parser.add_argument("--no-plots", action="store_true")
-    args = parser.parse_args(argv)
+
+
+def check_args(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     try:
-        results = merge_results(load_results(p) for p in args.json)
+        args.results = merge_results(load_results(p) for p in args.json)
     except ValueError as error:
         parser.error(str(error))
-    out = Path(args.out) if args.out else default_out_dir(results)
-    print(write_outputs(results, out, plots=not args.no_plots))
+
+
+def execute(args: argparse.Namespace) -> int:
+    out = Path(args.out) if args.out else default_out_dir(args.results)
+    print(write_outputs(args.results, out, plots=not args.no_plots))
     print(f"wrote {out}/results.json, results.md" + ("" if args.no_plots else " and plots"), file=sys.stderr)
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    from benchmarks import cli
+
+    return cli.alias("report", argv)
 
 
 if __name__ == "__main__":

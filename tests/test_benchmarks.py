@@ -1,21 +1,29 @@
-"""The benchmark harness on a CPU: the default run, correctness failures, report, compare, micro cases."""
+"""The benchmark CLI on a CPU: every subcommand's arguments and a tiny run of each, the default
+run, correctness failures, the results writer, report, compare, micro cases."""
 
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import importlib.util
 import json
 import math
+import platform
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
 
-from benchmarks import compare, report
+from benchmarks import cli, compare, fusion_bench, partition_bench, profile_gpu, report, train_bench
 from benchmarks import run as bench_run
 from benchmarks.backends import BACKENDS, Backend
 from benchmarks.measure import TimingPolicy, max_relative_error, relative_error, time_step
-from benchmarks.micro import __main__ as micro_main
-from benchmarks.micro.cases import CASES, FAMILIES, bench, cases_of, prepare
+from benchmarks.micro import runner as micro_runner
+from benchmarks.micro.cases import CASES, FAMILIES, cases_of
+from benchmarks.micro.runner import bench
+from benchmarks.recording import Recorder, provenance
 from benchmarks.vit import VIT_B16_224, VIT_L16_384, VisionTransformer, build_vit
 from benchmarks.workloads import WORKLOADS, default_workloads
 
@@ -30,6 +38,10 @@ def test_cpu_default_run_writes_json_markdown_and_plots(tmp_path, capsys):
     # the CPU machine's default run (asked for explicitly: on a CUDA host the default is the GPU set)
     assert bench_run.main(["--device", "cpu", "--scale", "tiny", "--quick", "--out", str(tmp_path)]) == 0
     results = _read(tmp_path / "results.json")
+    environment = results["environment"]  # the provenance header
+    assert environment["command"] == ("python -m benchmarks run --device cpu --scale tiny --quick --out "
+                                      + str(tmp_path))
+    assert {"device_name", "torch", "triton", "python", "git_commit", "timestamp"} <= set(environment)
     cpu_workloads = default_workloads(torch.device("cpu"))
     assert {r["workload"] for r in results["results"]} == set(cpu_workloads)
     assert {r["backend"] for r in results["results"]} == {"eager", "ait"}
@@ -79,6 +91,11 @@ def test_suite_selection():
     assert all(WORKLOADS[name].suite == "models" for name in models)
     seeds = bench_run.parse_args(["--device", "cpu"]).workloads
     assert seeds and all(WORKLOADS[name].suite == "seeds" for name in seeds)
+    for suite in ("fusion", "micro"):
+        names = bench_run.parse_args(["--suite", suite, "--device", "cpu"]).workloads
+        assert names and all(WORKLOADS[name].suite == suite for name in names)
+    everything = bench_run.parse_args(["--suite", "all", "--device", "cpu"]).workloads
+    assert set(seeds + models) < set(everything)
 
 
 def _broken_backend(factor):
@@ -149,8 +166,14 @@ def test_plan_is_round_robin_and_batch_overrides_sweep():
         (["--workload", "nope"], "unknown workload 'nope'"),
         (["--backends", "eager,tvm"], "unknown backend 'tvm'"),
         (["--backends", "inductor-reduce-overhead", "--device", "cpu"], "needs a CUDA device"),
+        (["--backends", "eager,eager"], "named twice"),
+        (["--backends", "inductor+autotune=true"], "only the ait backends take options"),
+        (["--backends", "ait+memory_budget"], "is not option=value"),
+        (["--backends", "ait+no_such_option=1"], "no_such_option"),
         (["--batch", "1,x"], "comma-separated integers"),
         (["--batch", "0"], ">= 1"),
+        (["--suite", "nope"], "invalid choice"),
+        (["--time-budget", "0"], "must be > 0"),
     ],
 )
 def test_bad_arguments_are_rejected_with_a_clear_message(argv, message, capsys):
@@ -315,6 +338,10 @@ def test_cuda_event_timing_logic_with_fake_events(monkeypatch):
 
     monkeypatch.setattr(torch.cuda, "Event", FakeEvent)
     monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: None)
+    # between warm-up and measurement the timer starts the allocator's peak afresh
+    peak_resets = []
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: None)
+    monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", lambda device=None: peak_resets.append(device))
 
     class ThreePhases:
         phases = ("forward", "backward", "optimizer")
@@ -328,6 +355,7 @@ def test_cuda_event_timing_logic_with_fake_events(monkeypatch):
     timing = time_step(ThreePhases(), torch.device("cuda"), policy)
     assert timing.phases_ms == {"forward": 2.5, "backward": 2.5, "optimizer": 2.5}
     assert timing.median_ms == 7.5 and timing.iters == 3
+    assert len(peak_resets) == 1
 
     class MarksTooOften:
         phases = ("forward",)
@@ -358,32 +386,186 @@ def test_build_vit_without_timm_is_in_repo():
     assert model(torch.randn(1, 3, 224, 224)).shape == (1, 1000)
 
 
-@pytest.mark.parametrize("case", CASES, ids=lambda case: case.id)
+class FakeBenchmark:
+    """pytest-benchmark's fixture, as far as ``bench`` uses it."""
+
+    def __init__(self):
+        self.extra_info, self.group, self.calls = {}, None, 0
+
+    def pedantic(self, target, args, warmup_rounds, rounds, iterations):
+        self.calls += 1
+        target(*args)
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda case: case.name)
 def test_micro_case_compiles_correctly_with_ait(case):
-    fn, inputs = prepare(case, "ait", torch.device("cpu"), tiny=True)
-    torch.testing.assert_close(fn(*inputs), case.fn(*inputs))
-
-
-def test_micro_pytest_body_runs_with_a_benchmark_fixture():
-    class FakeBenchmark:
-        def __init__(self):
-            self.extra_info, self.group, self.calls = {}, None, 0
-
-        def pedantic(self, target, args, warmup_rounds, rounds, iterations):
-            self.calls += 1
-            target(*args)
-
+    """The pytest-benchmark body: the harness builds and checks the case, then the fixture times it."""
     fake = FakeBenchmark()
-    bench(fake, cases_of("gemm_epilogue")[0], "ait", device=torch.device("cpu"), tiny=True)
-    assert fake.calls == 1 and fake.group == "gemm_epilogue/linear_gelu" and fake.extra_info["backend"] == "ait"
-    assert {c.family for c in CASES} == set(FAMILIES)
+    bench(fake, case, "ait", device=torch.device("cpu"), scale="tiny")
+    assert fake.calls == 1 and fake.group == case.name and fake.extra_info["backend"] == "ait"
+
+
+def test_micro_body_rejects_a_wrong_result(monkeypatch):
+    monkeypatch.setitem(BACKENDS, "broken", _broken_backend(1.5))
+    with pytest.raises(AssertionError, match="gemm_epilogue/linear_gelu with broken: wrong"):
+        bench(FakeBenchmark(), cases_of("gemm_epilogue")[0], "broken", device=torch.device("cpu"), scale="tiny")
+    assert {case.name.split("/")[0] for case in CASES} == set(FAMILIES)
     with pytest.raises(ValueError, match="unknown kernel family"):
         cases_of("conv")
 
 
 def test_micro_runner_writes_its_table(tmp_path):
-    assert micro_main.main(["--tiny", "--quick", "--backends", "eager,ait", "--families", "reduction",
-                            "--device", "cpu", "--out-dir", str(tmp_path)]) == 0
-    rows = _read(tmp_path / "micro.json")["results"]
-    assert {(r["case"], r["backend"]) for r in rows} == {(c.id, b) for c in cases_of("reduction") for b in ("eager", "ait")}
+    assert micro_runner.main(["--scale", "tiny", "--quick", "--backends", "eager,ait", "--families", "reduction",
+                              "--device", "cpu", "--out", str(tmp_path)]) == 0
+    data = _read(tmp_path / "micro.json")
+    assert data["environment"]["command"].startswith("python -m benchmarks micro ")
+    rows = data["results"]
+    assert {(r["workload"], r["backend"]) for r in rows} == {(c.name, b) for c in cases_of("reduction")
+                                                             for b in ("eager", "ait")}
+    assert all(r["status"] == "ok" and r["accuracy"] == "pass" for r in rows if r["backend"] == "ait")
     assert "reduction/scaled_softmax" in (tmp_path / "micro.md").read_text()
+
+
+# --- one CLI: python -m benchmarks <subcommand> --------------------------------------------------
+
+
+def test_no_subcommand_is_the_main_job():
+    for argv in ([], ["--workload", "simple_mlp"], ["run", "--workload", "simple_mlp"]):
+        module, args = cli.parse_args(argv)
+        assert module is bench_run and args.command == "run"
+    assert cli.parse_args(["--workload", "simple_mlp", "--device", "cpu"])[1].workloads == ["simple_mlp"]
+
+
+def test_every_subcommand_parses_its_arguments(tmp_path):
+    results = _write(tmp_path / "r.json", _results(BASE))
+    cases = {
+        "train": ["--out", "x", "--device", "cpu", "--budgets", "0.5,1GiB"],
+        "fusion": ["--out", "x", "--device", "cpu", "--only", "softmax"],
+        "micro": ["--device", "cpu", "--families", "reduction"],
+        "profile": ["--out", "x", "--device", "cpu", "--workload", "simple_mlp", "--backends", "eager,ait+autotune=1"],
+        "partition": ["--layers", "2", "--dim", "8"],
+        "ddp": ["--out", "x", "--device", "cpu", "--backends", "ait,eager"],
+        "report": [results, results],
+        "compare": [results, results, "--threshold", "0.1"],
+    }
+    assert set(cases) | {"run"} == set(cli.COMMANDS)
+    parsed = {name: cli.parse_args([name, *argv]) for name, argv in cases.items()}
+    for name, (module, args) in parsed.items():
+        assert module.__name__ == cli.COMMANDS[name].module and args.command == name
+        assert args.command_line == "python -m benchmarks " + " ".join([name, *cases[name]])
+    train = parsed["train"][1]
+    assert [s.label for s in train.specs] == ["eager", "ait", "ait+memory_budget=0.5", "ait+memory_budget=1GiB"]
+    assert all(WORKLOADS[name].mode == "train" for name in train.workloads)
+    assert parsed["fusion"][1].workloads and all("softmax" in name for name in parsed["fusion"][1].workloads)
+    assert [c.name for c in cases_of("reduction")] == parsed["micro"][1].workloads
+    assert parsed["profile"][1].specs[1].options == {"autotune": "1"}
+    assert parsed["ddp"][1].backends == ["eager", "ait"] and parsed["ddp"][1].world == 2
+    assert len(parsed["report"][1].results["results"]) == len(BASE)
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["trian"], "invalid choice: 'trian'"),
+        (["train", "--out", "x", "--device", "cpu", "--workload", "simple_mlp"], "not a training step"),
+        (["train", "--out", "x", "--device", "cpu", "--sweep-backends", "eager"], "only the ait backends take options"),
+        (["train", "--out", "x", "--device", "cpu", "--budgets", "lots"], "memory_budget"),
+        (["train", "--device", "cpu"], "--out"),
+        (["fusion", "--out", "x", "--device", "cpu", "--only", "conv2d"], "matches no workload"),
+        (["micro", "--device", "cpu", "--families", "conv"], "unknown family 'conv'"),
+        (["profile", "--out", "x", "--device", "cpu", "--workload", "resnet"], "unknown workload 'resnet'"),
+        (["partition", "--layers", "0"], "--layers must be >= 1"),
+        (["partition", "--dim", "6"], "multiple of 4"),
+        (["ddp", "--out", "x", "--device", "cpu", "--batch", "0"], "--batch must be >= 1"),
+        (["report", "missing.json"], "cannot read benchmark results"),
+        (["compare", "only_one.json"], "the following arguments are required: new"),
+    ],
+)
+def test_every_subcommand_rejects_bad_input_with_a_clear_message(argv, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.parse_args(argv)
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("module_name, command", [
+    ("benchmarks.run", "run"), ("benchmarks.train_bench", "train"), ("benchmarks.fusion_bench", "fusion"),
+    ("benchmarks.profile_gpu", "profile"), ("benchmarks.partition_bench", "partition"),
+    ("benchmarks.ddp_bench", "ddp"), ("benchmarks.report", "report"), ("benchmarks.compare", "compare"),
+    ("benchmarks.micro.runner", "micro"),
+])
+def test_old_module_paths_are_the_subcommands(module_name, command, monkeypatch):
+    module = importlib.import_module(module_name)
+    called = []
+    monkeypatch.setattr(cli, "main", lambda argv: called.append(argv) or 0)
+    assert module.main(["--flag", "value"]) == 0
+    assert called == [[command, "--flag", "value"]]
+
+
+def test_python_dash_m_benchmarks_lists_the_subcommands_without_torch():
+    # the top level and report/compare import no torch: their help is instant
+    done = subprocess.run([sys.executable, "-m", "benchmarks", "--help"], capture_output=True, text=True,
+                          cwd=Path(__file__).resolve().parent.parent, timeout=60)
+    assert done.returncode == 0
+    assert all(name in done.stdout for name in cli.COMMANDS)
+    done = subprocess.run([sys.executable, "-c", "import sys; from benchmarks import cli; cli.parse_args(['compare', "
+                           "'a', 'b']); print('torch' in sys.modules)"], capture_output=True, text=True,
+                          cwd=Path(__file__).resolve().parent.parent, timeout=60)
+    assert done.stdout.strip() == "False", done.stderr
+
+
+def test_recorder_replaces_a_record_of_the_same_case_and_writes_provenance(tmp_path):
+    recorder = Recorder(tmp_path / "r.json", provenance("python -m benchmarks x", "cpu", scale="tiny"))
+    recorder.put([{"workload": "w", "batch": 1, "backend": "ait", "status": "not run"}])
+    recorder.put([{"workload": "w", "batch": 1, "backend": "ait", "status": "ok", "median_ms": 2.0},
+                  {"workload": "w", "batch": 2, "backend": "ait", "status": "ok", "median_ms": 3.0}])
+    data = report.load_results(tmp_path / "r.json")
+    assert [r["status"] for r in data["results"]] == ["ok", "ok"]
+    environment = data["environment"]
+    assert environment["command"] == "python -m benchmarks x" and environment["scale"] == "tiny"
+    assert environment["python"] == platform.python_version() and environment["torch"] == torch.__version__
+    assert len(environment["git_commit"]) == 40 or environment["git_commit"] == "unknown"
+
+
+def test_train_runs_backends_and_a_budget_sweep_and_report_reads_it(tmp_path):
+    assert train_bench.main(["--scale", "tiny", "--quick", "--device", "cpu", "--backends", "eager",
+                             "--budgets", "0.5", "--out", str(tmp_path)]) == 0
+    records = {r["backend"]: r for r in _read(tmp_path / "train_bench.json")["results"]}
+    assert set(records) == {"eager", "ait+memory_budget=0.5"}
+    assert all(r["status"] == "ok" and r["median_ms"] > 0 and r["mode"] == "train" for r in records.values())
+    assert records["ait+memory_budget=0.5"]["accuracy"] == "pass" and records["ait+memory_budget=0.5"]["saved_mib"] >= 0
+    assert "| ait+memory_budget=0.5 | 0.5 |" in (tmp_path / "train_bench.md").read_text()
+    assert (tmp_path / "budget_sweep.png").stat().st_size > 0
+    assert report.main([str(tmp_path / "train_bench.json"), "--out", str(tmp_path / "report"), "--no-plots"]) == 0
+    assert "ait+memory_budget=0.5" in (tmp_path / "report" / "results.md").read_text()
+
+
+def test_fusion_reports_bandwidth(tmp_path):
+    assert fusion_bench.main(["--scale", "tiny", "--quick", "--device", "cpu", "--backends", "eager,ait",
+                              "--workload", "layer_norm_4096x4096_float32", "--out", str(tmp_path)]) == 0
+    data = _read(tmp_path / "fusion_bench.json")
+    assert data["environment"]["copy_gbps"] > 0
+    for record in data["results"]:
+        assert record["status"] == "ok" and record["gbps"] > 0 and record["copy_fraction"] > 0
+        assert record["input"] == "4x32 float32"  # the tiny scale's shape, under the seed-scale name
+    assert "| layer_norm_4096x4096_float32 | 4x32 float32 | ait |" in (tmp_path / "fusion_bench.md").read_text()
+
+
+def test_profile_writes_a_table_per_workload_and_backend(tmp_path):
+    assert profile_gpu.main(["--scale", "tiny", "--device", "cpu", "--workload", "tutorial_1024x2048",
+                             "--backends", "eager,ait", "--host", "--out", str(tmp_path)]) == 0
+    text = (tmp_path / "tutorial_1024x2048_ait.txt").read_text()
+    assert "host enqueue per step" in text and "aten::" in text and "host profile over" in text
+    records = _read(tmp_path / "profile.json")["results"]
+    assert [r["backend"] for r in records] == ["eager", "ait"] and all(r["status"] == "ok" for r in records)
+    assert records[1]["accuracy"] == "pass" and records[1]["host_ms"] > 0
+    assert (tmp_path / "ait_debug" / "tutorial_1024x2048").is_dir()  # ait's generated code, for the frames
+
+
+def test_partition_times_each_partitioner(tmp_path, capsys):
+    assert partition_bench.main(["--layers", "1", "--dim", "8", "--repeat", "1", "--out", str(tmp_path)]) == 0
+    records = _read(tmp_path / "partition_bench.json")["results"]
+    assert [r["backend"] for r in records] == ["ait min_cut (scipy)", "ait min_cut (networkx)",
+                                               "functorch min_cut (networkx)"]
+    assert all(r["median_ms"] > 0 and r["saved_bytes"] > 0 for r in records)
+    assert "| ait min_cut | scipy |" in capsys.readouterr().out
