@@ -205,6 +205,9 @@ class CaseRunner:
         notes = sorted({str(w.message).splitlines()[0][:200] for w in caught if "ait_dynamo" in str(w.message)})
         for note in notes:
             print(f"note ({spec.label}): {note}", file=sys.stderr)
+        for w in caught:  # the others as they would have been shown
+            if "ait_dynamo" not in str(w.message):
+                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
         if notes:
             record["notes"] = notes
         actual = self._step.snapshot()
@@ -324,7 +327,9 @@ def _csv(value: str) -> list[str]:
     return [item.strip() for item in value.split(",") if item.strip()]
 
 
-def add_case_arguments(parser: argparse.ArgumentParser, warm_compile: str = "first") -> None:
+def add_case_arguments(parser: argparse.ArgumentParser, warm_compile: str = "first", timing: bool = True) -> None:
+    """The shared options; ``timing=False`` leaves out those only a timed run reads (warm compile,
+    time budget, caches, --quick)."""
     parser.add_argument("--workload", help="comma-separated workload names (see benchmarks/workloads.py; "
                         "default: the subcommand's set)")
     parser.add_argument("--backends", help="comma-separated: " + ", ".join(BACKENDS) +
@@ -333,6 +338,9 @@ def add_case_arguments(parser: argparse.ArgumentParser, warm_compile: str = "fir
     parser.add_argument("--scale", choices=SCALES, help="shapes: seed (default on CUDA), small (default on a CPU), "
                         "tiny (tests)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    if not timing:
+        parser.set_defaults(warm_compile="none", time_budget=None, keep_caches=True, quick=False)
+        return
     parser.add_argument("--warm-compile", choices=("first", "all", "none"), default=warm_compile,
                         help=f"measure warm compile time for the first batch size of a workload, all, none "
                         f"(default {warm_compile})")

@@ -158,7 +158,7 @@ class Profiler:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    harness.add_case_arguments(parser, warm_compile="none")
+    harness.add_case_arguments(parser, timing=False)
     parser.add_argument("--memory", action="store_true", help="also the live allocations at the peak (CUDA)")
     parser.add_argument("--host", action="store_true", help="also a cProfile of the host work per step")
     parser.add_argument("--out", required=True, help="folder for the profile files and profile.json")
