@@ -5,7 +5,7 @@ through ATen, on the same inputs, before its kernel: once in the inputs' own dty
 fallback would return) and once with floating-point inputs in float64 (the reference). After the
 kernel, its outputs are judged by dynamo's accuracy rule (``torch._dynamo.utils.same``: close to
 ATen, or no further from float64 than ATen is, by RMSE), plus equal shapes and dtypes. A kernel
-past tolerance is marked broken, so that its group runs through ATen from then on; that call
+past tolerance is retired, so that its group runs through ATen from then on; that call
 returns ATen's values; one warning names the graph, the kernel, its ops and the error; and the
 graph's fusion report gets a line. The wrapper then swaps in its plain ``call``: later calls
 cost nothing.
@@ -23,7 +23,6 @@ from typing import Any, Sequence
 import torch
 
 from ait_dynamo import accuracy
-from ait_dynamo.kernels import runtime
 
 log = logging.getLogger("ait_dynamo")
 
@@ -78,21 +77,22 @@ class Verifier:
             reference = None
         return expected, reference
 
-    def check(self, kernel: Any, group: str, references: tuple[Any, Any] | None, outputs: tuple) -> tuple:
-        """The kernel's ``outputs`` if they pass, else ATen's (and the kernel is retired)."""
+    def check(self, site: Any, group: str, references: tuple[Any, Any] | None, outputs: tuple) -> tuple:
+        """The kernel's ``outputs`` if they pass, else ATen's (and the group's launch site,
+        ``kernels/launch_site.py``, is retired)."""
         if references is None:
             return outputs
         expected, reference = references
         for index, (actual, wanted) in enumerate(zip(outputs, expected)):
             error = compare(actual, wanted, reference[index] if reference is not None else None)
             if error is not None:
-                self._retire(kernel, group, f"output {index}: {error}")
+                self._retire(site, group, f"output {index}: {error}")
                 return tuple(expected)
         self.verified.append(group)
         return outputs
 
-    def _retire(self, kernel: Any, group: str, error: str) -> None:
-        runtime.BROKEN.add(kernel)
+    def _retire(self, site: Any, group: str, error: str) -> None:
+        site.retire()
         self.failures[group] = error
         ops = ", ".join(self.ops.get(group, []))
         warnings.warn(

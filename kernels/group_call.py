@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import torch
@@ -54,49 +55,93 @@ def _product(factors: list[Any], symbols: SymbolLocals) -> str:
     return " * ".join(symbols.source(f) for f in factors)
 
 
+@dataclass
+class GroupCall:
+    """The wrapper source of one fusion group: ``setup`` runs once in ``make_call`` (the launch
+    site), ``allocate`` and ``launch`` each call, ``recover`` in the ``except`` that runs ATen
+    instead when the kernel fails or was retired (``kernels/launch_site.py``)."""
+
+    group: str
+    setup: list[str] = field(default_factory=list)
+    allocate: list[str] = field(default_factory=list)
+    launch: list[str] = field(default_factory=list)
+    recover: list[str] = field(default_factory=list)
+    copies: list[str] = field(default_factory=list)  # output copies, after ATen's values
+    outputs: str = ""
+    inputs: str = ""
+
+    def source(self) -> str:
+        """The steady-state body: allocations, then one launch in a ``try``; where Triton does
+        not run, the ATen calls alone."""
+        if not self.launch:
+            return ("\n" + _INDENT).join(self.recover + self.copies)
+        lines = self.allocate + ["try:"] + _indent(self.launch)
+        lines += ["except Exception as error:  # noqa: BLE001 - failed, or retired: ATen runs the group"]
+        lines += _indent(self.recover + self.copies)
+        return ("\n" + _INDENT).join(lines)
+
+    def verified_source(self, kernel: str) -> str:
+        """The first, verified call (``ait_dynamo/verify.py``): ATen's reference before the
+        kernel (which may overwrite a dying input), the check after."""
+        reference = f"reference_{self.group}"
+        lines = [f"{reference} = verifier.reference({self.group!r}, {self.group}_aten, ({self.inputs}))"]
+        lines += self.allocate + ["try:"] + _indent(self.launch)
+        lines += ["except Exception as error:  # noqa: BLE001"] + _indent(self.recover + self.copies)
+        lines += ["else:", f"    {self.outputs}= verifier.check({self.group}_site, {self.group!r}, {reference}, ({self.outputs}))"]
+        lines += _indent(self.copies) + [f"del {reference}"]
+        return ("\n" + _INDENT).join(lines)
+
+
+def _indent(lines: list[str]) -> list[str]:
+    return ["    " + line for line in lines]
+
+
 def group_call_source(group: FusionGroup, kernel: GeneratedKernel, names: Callable[[fx.Node], str],
                       symbols: SymbolLocals, autotune: bool = False,
-                      reuse: dict[str, tuple[str, bool]] | None = None) -> str:
+                      reuse: dict[str, tuple[str, bool]] | None = None, triton_runs: bool = True) -> GroupCall:
     """``reuse``: output buffer → (the name of a dying input whose buffer it is written into,
-    whether that input has another shape: a contiguous base read through a view)."""
+    whether that input has another shape: a contiguous base read through a view).
+    ``triton_runs``: whether Triton runs on the group's device in this process (decided once, at
+    compile time); where it does not, the group is its ATen calls and nothing else."""
     reuse = reuse or {}
-    inputs = [names(n) for n in group.reads()]
+    inputs = ", ".join(names(n) for n in group.reads())
+    outputs = "".join(f"{names(n)}, " for n in group.outputs)
+    call = GroupCall(group.name, outputs=outputs, inputs=f"{inputs}, " if inputs else "")
+    call.copies = [f"{buffer} = {names(node)}.clone()" for node, buffer in kernel.out_buffers if buffer != names(node)]
+    call.recover = [f"{outputs}= {group.name}_site.recover(error, {inputs})"]
+    if not triton_runs:
+        call.recover = [f"{outputs}= {group.name}_aten({inputs})"]
+        return call
     tensors_read = [names(n) for n in group.reads() if isinstance(n.meta.get("val"), torch.Tensor)]
-    device_type = group.outputs[0].meta["val"].device.type
-    header = [f"# {group.name}: {group.kind}, {len(group.nodes)} ops"]
-    launched = f"launched_{group.name}"
-    header.append(f"{launched} = False")
-    header.append(f"if _TRITON_ON.get({device_type!r}, False) and {kernel.name} not in _rt.BROKEN:")
-    header.append("    try:")
-    lines: list[str] = []
+    static = all(isinstance(f, int) for f in [*kernel.xnumel, *(kernel.rnumel if kernel.kind == "reduction" else [])])
     xnumel = _product(kernel.xnumel, symbols)
     rnumel = _product(kernel.rnumel, symbols) if kernel.kind == "reduction" else "1"
     split = f"split_{kernel.name}"
-    if kernel.split:
-        lines.append(f"    r{split}, {split} = _rt.column_split({xnumel}, {rnumel})")
+    if kernel.split:  # static sizes: the split is decided once, with the site
+        (call.setup if static else call.allocate).append(f"r{split}, {split} = _rt.column_split({xnumel}, {rnumel})")
+    fresh: set[str] = set()  # buffers allocated here: aligned, whatever the call
     for node, buffer in kernel.out_buffers:
         meta = node.meta["val"]
+        device = f"{tensors_read[0]}.device" if tensors_read else value_source(meta.device, names)
         if kernel.split:
-            device = f"{tensors_read[0]}.device" if tensors_read else value_source(meta.device, names)
-            lines.append(
-                f"    {buffer}__partial = torch.empty(({split}, {xnumel}), dtype=torch.float32, device={device})"
-            )
+            call.allocate.append(f"{buffer}__partial = torch.empty(({split}, {xnumel}), dtype=torch.float32, device={device})")
+            fresh.add(f"{buffer}__partial")
             continue
         shape = value_source(tuple(symbols.source(s) for s in meta.shape), lambda n: n).replace("'", "")
         if buffer in reuse:  # same elements, strides and dtype; each is read before it is written
             source, reshaped = reuse[buffer]
-            lines.append(f"    {buffer} = {source}.view({shape})" if reshaped else f"    {buffer} = {source}")
+            call.allocate.append(f"{buffer} = {source}.view({shape})" if reshaped else f"{buffer} = {source}")
             continue
         stride = value_source(tuple(symbols.source(s) for s in meta.stride()), lambda n: n).replace("'", "")
-        device = f"{tensors_read[0]}.device" if tensors_read else value_source(meta.device, names)
-        lines.append(
-            f"    {buffer} = torch.empty_strided({shape}, {stride}, dtype={meta.dtype}, device={device})"
-        )
-    ints = []
+        call.allocate.append(f"{buffer} = torch.empty_strided({shape}, {stride}, dtype={meta.dtype}, device={device})")
+        fresh.add(buffer)
+    ints: list[str] = []
+    seeds: list[int] = []
     for key in kernel.args.ints:
         if key[0] == "size":
             ints.append(symbols.source(key[1]))
         elif key[0] == "seed":
+            seeds.append(len(kernel.args.tensors) + len(ints))
             ints.append("_rt.next_seed()")
         elif key[0] == "rsplit":
             ints.append(f"r{split}")
@@ -104,21 +149,30 @@ def group_call_source(group: FusionGroup, kernel: GeneratedKernel, names: Callab
             _, tensor, dim = key
             ints.append(f"{tensor}.stride({dim})")
     buffers = {buffer for _, buffer in kernel.out_buffers}
-    tensors = ", ".join(f"{t}__partial" if kernel.split and t in buffers else t for t in kernel.args.tensors)
-    int_args = ", ".join(ints)
-    tune = f", tune={hashlib.sha256(kernel.source.encode()).hexdigest()[:20]!r}" if autotune else ""
+    tensors = [f"{t}__partial" if kernel.split and t in buffers else t for t in kernel.args.tensors]
+    checked = tuple(i for i, t in enumerate(tensors) if t not in fresh)
+    if not static:  # each call passes its sizes last
+        ints += [xnumel] if kernel.kind == "pointwise" else [xnumel, rnumel, split if kernel.split else "1"]
+    options = [f"persistent={kernel.persistent}"] if kernel.kind == "reduction" else []
+    if static:
+        options.append(f"xnumel={xnumel}")
+        if kernel.kind == "reduction":
+            options.append(f"rnumel={rnumel}")
+    if kernel.column:
+        options.append("column=True")
+    if kernel.split and static:
+        options.append(f"splits={split}")
+    if autotune:
+        options.append(f"tune={hashlib.sha256(kernel.source.encode()).hexdigest()[:20]!r}")
+    if checked:
+        options.append(f"checked={checked}")
+    if seeds:
+        options.append(f"seeds={tuple(seeds)}")
+    call.setup.append(f"{group.name}_site = LaunchSite({kernel.name}, {group.name}_aten, {group.name!r}, "
+                      f"{kernel.kind!r}, {len(tensors)}, {', '.join(options)})")
     if faults.active("launch", group.name):
-        lines.append(f"    _rt.injected_launch_failure({group.name!r})")
-    if kernel.kind == "pointwise":
-        lines.append(
-            f"    _rt.launch_pointwise({kernel.name}, ({tensors},), ({int_args}{',' if ints else ''}), {xnumel}{tune})"
-        )
-    else:
-        lines.append(
-            f"    _rt.launch_reduction({kernel.name}, ({tensors},), ({int_args}{',' if ints else ''}), "
-            f"{xnumel}, {rnumel}, {kernel.persistent}{', column=True' if kernel.column else ''}"
-            f"{f', splits={split}' if kernel.split else ''}{tune})"
-        )
+        call.launch.append(f"_rt.injected_launch_failure({group.name!r})")
+    call.launch.append(f"{group.name}_site.launch({', '.join(tensors + ints)})")
     if kernel.split:
         for node, buffer in kernel.out_buffers:
             meta = node.meta["val"]
@@ -127,36 +181,8 @@ def group_call_source(group: FusionGroup, kernel: GeneratedKernel, names: Callab
             while chain and chain[0] == torch.float32:  # the partial sums are float32 already
                 chain.pop(0)
             casts = "".join(f".to({dtype})" for dtype in chain)
-            lines.append(f"    {buffer} = {buffer}__partial.sum(0){casts}.reshape({shape})")
-    lines.append(f"    {launched} = True")
-    # a kernel that fails to compile or launch is reported once, then its ops run through ATen
-    lines = header + ["    " + line for line in lines]
-    lines.append("    except Exception as error:  # noqa: BLE001")
-    lines.append(f"        _rt.mark_broken({kernel.name}, error)")
-    lines.append(f"if not {launched}:")
-    outputs = [names(n) for n in group.outputs]
-    lines.append(f"    {', '.join(outputs)}, = {group.name}_aten({', '.join(inputs)})")
-    for node, buffer in kernel.out_buffers:
-        if buffer != names(node):
-            lines.append(f"    {buffer} = {names(node)}.clone()")
-    return ("\n" + _INDENT).join(lines)
-
-
-def verified_group_source(group: FusionGroup, kernel: GeneratedKernel, names: Callable[[fx.Node], str],
-                          call: str) -> str:
-    """The group's ``call`` wrapped for the first, verified call (``ait_dynamo/verify.py``):
-    ATen's reference before the kernel (which may overwrite a dying input), the check after."""
-    reference = f"reference_{group.name}"
-    inputs = "".join(f"{names(n)}, " for n in group.reads())
-    outputs = "".join(f"{names(n)}, " for n in group.outputs)
-    lines = [f"{reference} = verifier.reference({group.name!r}, {group.name}_aten, ({inputs}))", call,
-             f"if launched_{group.name}:",
-             f"    {outputs}= verifier.check({kernel.name}, {group.name!r}, {reference}, ({outputs}))"]
-    for node, buffer in kernel.out_buffers:
-        if buffer != names(node):
-            lines.append(f"    {buffer} = {names(node)}.clone()")
-    lines.append(f"del {reference}")
-    return ("\n" + _INDENT).join(lines)
+            call.launch.append(f"{buffer} = {buffer}__partial.sum(0){casts}.reshape({shape})")
+    return call
 
 
 def aten_function_source(group: FusionGroup, names: Callable[[fx.Node], str]) -> str:
@@ -175,4 +201,4 @@ def aten_function_source(group: FusionGroup, names: Callable[[fx.Node], str]) ->
     return "\n".join(lines)
 
 
-__all__ = ["SymbolLocals", "group_call_source", "verified_group_source", "aten_function_source", "torch"]
+__all__ = ["SymbolLocals", "GroupCall", "group_call_source", "aten_function_source", "torch"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from dataclasses import dataclass
 from typing import Any, Sequence
 
 import torch
@@ -101,16 +102,18 @@ def _raw_stream(device_index: int) -> int:
     return torch._C._cuda_getCurrentRawStream(device_index)
 
 
-def launch(kernel: Any, grid: tuple[int, ...], args: Sequence[Any], constexprs: dict[str, int], num_warps: int) -> None:
+def launch(kernel: Any, grid: tuple[int, ...], args: Sequence[Any], constexprs: dict[str, int], num_warps: int) -> Any:
     """``kernel[grid](*args, **constexprs, num_warps=num_warps)``, through the compiled kernel's
     launcher once that configuration has been compiled. ``constexprs`` follow ``args`` in the
-    kernel's signature, in order (the generated kernels declare them last)."""
+    kernel's signature, in order (the generated kernels declare them last). Returns the compiled
+    kernel where the direct path can call it (for :class:`~ait_dynamo.kernels.launch_site.LaunchSite`
+    to bind), else ``None``."""
     hooks = triton.knobs.runtime
     enter_hook = hooks.launch_enter_hook
     if not _DIRECT["on"] or (enter_hook is not None and getattr(enter_hook, "calls", True)):
         # launch hooks (a profiler) want Triton's launch metadata: the JIT computes it
         kernel[grid](*args, **constexprs, num_warps=num_warps)
-        return
+        return None
     device = args[0].device.index if isinstance(args[0], torch.Tensor) else None
     key = (kernel, tuple(constexprs.values()), num_warps, device, _specialization(args))
     compiled = _COMPILED.get(key)
@@ -120,16 +123,26 @@ def launch(kernel: Any, grid: tuple[int, ...], args: Sequence[Any], constexprs: 
             if len(_COMPILED) >= _COMPILED_MAX:  # ints are part of the key: dynamic sizes add entries
                 _COMPILED.clear()
             _COMPILED[key] = compiled
-        return
+            return compiled
+        return None
     grid = tuple(grid) + (1,) * (3 - len(grid))
     try:
         compiled.run(grid[0], grid[1], grid[2], _raw_stream(device), compiled.function, compiled.packed_metadata,
                      None, enter_hook, hooks.launch_exit_hook, *args, *constexprs.values())
     except (TypeError, AttributeError) as error:  # another launcher convention: use Triton's own path
+        direct_launches_fail(error)
+        kernel[grid](*args, **constexprs, num_warps=num_warps)
+        return None
+    return compiled
+
+
+def direct_launches_fail(error: BaseException) -> None:
+    """The compiled launcher did not take our arguments (another Triton's calling convention):
+    every launch goes through Triton's JIT from now on, with one warning."""
+    if _DIRECT["on"]:
         _DIRECT["on"] = False
         warnings.warn(f"ait_dynamo: direct Triton launches turned off ({error}); launching through the JIT",
-                      RuntimeWarning, stacklevel=2)
-        kernel[grid](*args, **constexprs, num_warps=num_warps)
+                      RuntimeWarning, stacklevel=3)
 
 
 def _next_power_of_2(n: int) -> int:
@@ -170,15 +183,30 @@ def _tuning(tune: str | None, tensors: Sequence[Any]) -> bool:
     return bool(tune) and not INTERPRETING and tensors[0].is_cuda
 
 
+@dataclass(frozen=True)
+class Launched:
+    """What one launch ran: a launch site binds it for its later calls."""
+
+    grid: tuple[int, int, int]
+    constexprs: tuple[int, ...]
+    num_warps: int
+    compiled: Any  # the compiled kernel, where the direct path can call it; else None
+
+
+def _launched(grid: tuple[int, ...], constexprs: dict[str, int], warps: int, compiled: Any) -> Launched:
+    return Launched(tuple(grid) + (1,) * (3 - len(grid)), tuple(constexprs.values()), warps, compiled)  # type: ignore[arg-type]
+
+
 def launch_pointwise(kernel: Any, tensors: Sequence[Any], ints: Sequence[int], xnumel: int,
-                     tune: str | None = None) -> None:
+                     tune: str | None = None) -> Launched | None:
     """Launch a pointwise kernel; ``tune`` (the kernel's source hash) turns on autotuning."""
     if xnumel == 0:
-        return
+        return None
 
-    def run(config: tuple[int, ...]) -> None:
+    def run(config: tuple[int, ...]) -> Launched:
         block, warps = config
-        launch(kernel, (triton.cdiv(xnumel, block),), (*tensors, *ints, xnumel), {"XBLOCK": block}, warps)
+        grid, constexprs = (triton.cdiv(xnumel, block),), {"XBLOCK": block}
+        return _launched(grid, constexprs, warps, launch(kernel, grid, (*tensors, *ints, xnumel), constexprs, warps))
 
     config = pointwise_config(xnumel)
     if _tuning(tune, tensors):
@@ -186,7 +214,7 @@ def launch_pointwise(kernel: Any, tensors: Sequence[Any], ints: Sequence[int], x
 
         candidates = [config] + [c for c in ((512, 4), (1024, 4), (2048, 8), (4096, 8)) if c != config]
         config = autotune.choose(tune, (xnumel,), candidates, run)
-    run(config)
+    return run(config)
 
 
 def column_split(xnumel: int, rnumel: int) -> tuple[int, int]:
@@ -206,16 +234,17 @@ def column_split(xnumel: int, rnumel: int) -> tuple[int, int]:
 
 
 def launch_reduction(kernel: Any, tensors: Sequence[Any], ints: Sequence[int], xnumel: int, rnumel: int,
-                     persistent: bool, column: bool = False, tune: str | None = None, splits: int = 1) -> None:
+                     persistent: bool, column: bool = False, tune: str | None = None, splits: int = 1) -> Launched | None:
     """Launch a reduction kernel; a persistent kernel needs RBLOCK >= rnumel (every candidate has it).
     ``splits`` > 1 (split column reductions) runs that many programs along grid axis 1."""
     if xnumel == 0:
-        return
+        return None
 
-    def run(config: tuple[int, ...]) -> None:
+    def run(config: tuple[int, ...]) -> Launched:
         xblock, rblock, warps = config
-        grid = (triton.cdiv(xnumel, xblock), splits)
-        launch(kernel, grid, (*tensors, *ints, xnumel, rnumel), {"XBLOCK": xblock, "RBLOCK": rblock}, warps)
+        grid, constexprs = (triton.cdiv(xnumel, xblock), splits), {"XBLOCK": xblock, "RBLOCK": rblock}
+        return _launched(grid, constexprs, warps,
+                         launch(kernel, grid, (*tensors, *ints, xnumel, rnumel), constexprs, warps))
 
     config = reduction_config(xnumel, rnumel, persistent, column)
     if _tuning(tune, tensors):
@@ -231,5 +260,5 @@ def launch_reduction(kernel: Any, tensors: Sequence[Any], ints: Sequence[int], x
             variants = [(1, 1024, 4), (1, 2048, 8), (1, 4096, 8), (2, 1024, 8)]
         candidates = [config] + [v for v in variants if v != config and v[0] * v[1] <= 32768]
         config = autotune.choose(tune, (xnumel, rnumel), candidates, run)
-    run(config)
+    return run(config)
 

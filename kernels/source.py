@@ -100,13 +100,36 @@ _TENSOR_METHODS = {
 }
 
 
-def call_source(node: fx.Node, names: Callable[[fx.Node], str]) -> tuple[str, str | None]:
-    """Source of the right-hand side of ``node`` (call_function / call_method), plus an import."""
+# The cheapest entry point into ATen for an op: ``OpOverload.__call__`` is a Python frame around
+# its ``_op`` (the C++ operator handle, which takes the same arguments: the same call, one frame
+# less); the public ``torch`` functions below dispatch to exactly that overload with their
+# generated C++ argument parser, cheaper still. Host time per call on the 2-core CPU machine
+# (4x4 fp32, timeit, torch 2.13): ``torch.ops.aten.mm.default(a, b)`` 5.1 us, bound ``_op`` 2.5 us,
+# ``torch.mm`` 1.7 us; ``addmm`` 6.0 / 4.1 / 3.9 us.
+ENTRY_POINTS: dict[Any, str] = {
+    torch.ops.aten.mm.default: "torch.mm",
+    torch.ops.aten.bmm.default: "torch.bmm",
+    torch.ops.aten.addmm.default: "torch.addmm",
+}
+
+
+def entry_point_source(target: torch._ops.OpOverload) -> str:
+    """Source that evaluates, once, to the cheapest callable running ``target``."""
+    return ENTRY_POINTS.get(target) or f"{target_source(target)[0]}._op"
+
+
+def call_source(node: fx.Node, names: Callable[[fx.Node], str],
+                bound: Callable[[Any], str] | None = None) -> tuple[str, str | None]:
+    """Source of the right-hand side of ``node`` (call_function / call_method), plus an import.
+    ``bound(op)``: the name an OpOverload is bound to once (:func:`entry_point_source`), for the
+    wrapper's hot path."""
     args = [value_source(a, names) for a in node.args]
     args += [f"{k}={value_source(v, names)}" for k, v in node.kwargs.items()]
     method = _TENSOR_METHODS.get(node.target) if node.op == "call_function" else None
     if method is not None and not node.kwargs and node.args and isinstance(node.args[0], fx.Node):
         return f"{args[0]}.{method}({', '.join(args[1:])})", None
+    if node.op == "call_function" and bound is not None and isinstance(node.target, torch._ops.OpOverload):
+        return f"{bound(node.target)}({', '.join(args)})", None
     if node.op == "call_function":
         function, module = target_source(node.target)
         return f"{function}({', '.join(args)})", module

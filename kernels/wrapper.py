@@ -7,23 +7,23 @@ import dataclasses
 import keyword
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any
+from typing import Any, Callable
 
 import jinja2
 from torch import fx
 
+from ait_dynamo.kernels import runtime
 from ait_dynamo.kernels.codegen import generate_kernel
-from ait_dynamo.kernels.group_call import (SymbolLocals, aten_function_source, group_call_source,
-                                           verified_group_source)
+from ait_dynamo.kernels.group_call import SymbolLocals, aten_function_source, group_call_source
 from ait_dynamo.kernels.op_table import HELPERS_SOURCE
 from ait_dynamo.kernels.reuse import choose_reuse, owned_buffers
 
-from ait_dynamo.kernels.source import call_source, target_source, value_source
+from ait_dynamo.kernels.source import call_source, entry_point_source, target_source, value_source
 from ait_dynamo.passes.plan import FusionGroup, Plan
 
 # Names the generated module uses itself; graph values never take them.
 _RESERVED = {"torch", "args", "call", "make_call", "constants", "triton", "tl", "tmath", "_rt", "error",
-             "verifier", "call_verifying", "current_call", "call_first_verified"}
+             "verifier", "call_verifying", "current_call", "call_first_verified", "LaunchSite"}
 
 
 @dataclass(frozen=True)
@@ -72,9 +72,11 @@ class _Names:
 
 
 def generate_wrapper(plan: Plan, gm: fx.GraphModule, version: str, autotune: bool = False,
-                     verify: bool = False) -> GeneratedModule:
+                     verify: bool = False, triton_runs_on: Callable[[str], bool] = runtime.triton_runs_on) -> GeneratedModule:
     """``verify``: also write ``call_verifying``, the first call's body, which judges each
-    kernel against ATen (``ait_dynamo/verify.py``)."""
+    kernel against ATen (``ait_dynamo/verify.py``). ``triton_runs_on(device_type)``: whether a
+    group on that device launches its kernel; decided here, once, so that the wrapper holds no
+    per-call test of it (the source differs, and so does the cache key)."""
     # Imports first: their top-level names must not be taken by graph values.
     call_nodes = [
         node
@@ -100,20 +102,33 @@ def generate_wrapper(plan: Plan, gm: fx.GraphModule, version: str, autotune: boo
     for group in (s for s in plan.steps if isinstance(s, FusionGroup)):
         names.taken.add(group.name)
         names.taken.add(f"{group.name}_aten")
-        names.taken.add(f"launched_{group.name}")
+        names.taken.add(f"{group.name}_site")
         names.taken.add(f"reference_{group.name}")
     # Identical kernels (the same layer's work, repeated per transformer layer) are defined once:
     # Triton compiles each distinct function separately, so duplicates only cost compile time.
     owned = owned_buffers(plan)
+    setup: list[str] = []  # make_call lines: the launch sites
+    entry_points: dict[Any, str] = {}  # OpOverload → the local bound to its cheapest entry point
+
+    def bound_op(op: Any) -> str:
+        if op not in entry_points:
+            name = f"_{op.namespace}_{op._opname}_{op._overloadname}".replace(".", "_")
+            while name in names.taken:
+                name += "_"
+            names.taken.add(name)
+            entry_points[op] = name
+        return entry_points[op]
+
+    launched: set[str] = set()  # kernels some site launches: only those are defined
     defined: dict[str, str] = {}  # source with the name blanked → the name it is defined under
-    sources: list[str] = []
+    sources: list[tuple[str, str]] = []
     for index, step in enumerate(plan.steps):
         if isinstance(step, FusionGroup):
             kernel = generate_kernel(step, names)
             canonical = kernel.source.replace(f"def {kernel.name}(", "def _(", 1)
             first = defined.setdefault(canonical, kernel.name)
             if first == kernel.name:
-                sources.append(kernel.source)
+                sources.append((kernel.name, kernel.source))
             else:
                 kernel = dataclasses.replace(kernel, name=first)
             kernels.append(kernel)
@@ -125,11 +140,16 @@ def generate_wrapper(plan: Plan, gm: fx.GraphModule, version: str, autotune: boo
                 buffer: (names(node), tuple(node.meta["val"].shape) != tuple(outputs_by_buffer[buffer].meta["val"].shape))
                 for buffer, node in reused.items()
             }
-            call = group_call_source(step, kernel, names, symbols, autotune, reuse)
+            runs = triton_runs_on(step.outputs[0].meta["val"].device.type)
+            call = group_call_source(step, kernel, names, symbols, autotune, reuse, triton_runs=runs)
             frees = [names(n) for n in plan.frees_after.get(index, [])]
-            body.append((call, frees))
+            header = f"# {step.name}: {step.kind}, {len(step.nodes)} ops\n{' ' * 8}"
+            body.append((header + call.source(), frees))
+            setup.extend(call.setup)
+            if runs:
+                launched.add(kernel.name)
             if verify:
-                verifying_body.append((verified_group_source(step, kernel, names, call), frees))
+                verifying_body.append((header + (call.verified_source(kernel.name) if runs else call.source()), frees))
             continue
         node = step.node
         if node.op == "get_attr":
@@ -145,7 +165,7 @@ def generate_wrapper(plan: Plan, gm: fx.GraphModule, version: str, autotune: boo
             arguments += [f"{k}={value_source(v, names)}" for k, v in node.kwargs.items()]
             line = f"{names(node)} = {module_name}({', '.join(arguments)})"
         else:
-            line = f"{names(node)} = {call_source(node, names)[0]}"
+            line = f"{names(node)} = {call_source(node, names, bound_op)[0]}"
             if step.aten_op is not None:
                 externs.append(step.aten_op)
         if line is not None:
@@ -160,11 +180,12 @@ def generate_wrapper(plan: Plan, gm: fx.GraphModule, version: str, autotune: boo
         inputs=inputs,
         unused_inputs=[names(p) for p in plan.unused_inputs],
         symbols=symbols.lines(),
-        kernels=sources,
+        kernels=[source for name, source in sources if name in launched],
         aten_functions=[aten_function_source(g, names) for g in plan.steps if isinstance(g, FusionGroup)],
-        helpers=HELPERS_SOURCE if kernels else "",
+        helpers=HELPERS_SOURCE if launched else "",
+        setup=[f"{name} = {entry_point_source(op)}" for op, name in entry_points.items()] + setup,
         body=body,
-        verifying_body=verifying_body if verify and kernels else [],
+        verifying_body=verifying_body if verify and launched else [],
         result=result,
     )
     return GeneratedModule(

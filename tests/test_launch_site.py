@@ -1,0 +1,157 @@
+"""The generated wrapper's hot path (issue 12): device decided at compile time, one bound launch
+per kernel, failure isolation outside the steady state (``kernels/launch_site.py``)."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import torch
+from torch.fx.experimental.proxy_tensor import make_fx
+
+from ait_dynamo import metrics
+from ait_dynamo.config import AitConfig
+from ait_dynamo.kernels import launch_site as launch_site_module
+from ait_dynamo.kernels import runtime
+from ait_dynamo.kernels.launch_site import LaunchSite
+from ait_dynamo.kernels.wrapper import generate_wrapper
+from ait_dynamo.passes.fusion import build_plan
+from ait_dynamo.passes.pipeline import run_passes
+
+needs_triton = pytest.mark.skipif(not runtime.triton_runs_on("cpu"), reason="Triton cannot run here (set TRITON_INTERPRET=1)")
+
+
+def _fn(x, w):
+    return torch.relu(x @ w + 1).sum(-1), (x * 2).exp()
+
+
+def _generated(triton_runs: bool, tmp_path, **options):
+    x, w = torch.randn(6, 5), torch.randn(5, 7)
+    gm = make_fx(_fn)(x, w)
+    config = AitConfig.create({"cache_dir": str(tmp_path), **options}, environ={})
+    plan, _ = build_plan(run_passes(gm, config), config)
+    return generate_wrapper(plan, gm, "test", triton_runs_on=lambda device: triton_runs), (x, w)
+
+
+def _call_body(source: str) -> str:
+    return source[source.index("    def call(args):"):]
+
+
+def test_the_call_body_is_straight_line_where_triton_runs(tmp_path):
+    generated, _ = _generated(True, tmp_path)
+    body = _call_body(generated.source)
+    kernels = len(generated.kernels)
+    assert kernels == 2
+    # one launch per kernel, each in a try whose except runs ATen; no per-call device, broken-set or flag test
+    assert body.count(".launch(") == kernels and body.count("try:") == kernels
+    assert body.count(".recover(error, ") == kernels
+    assert not re.search(r"_TRITON_ON|BROKEN|launched_|\bif\b", body), body
+    # sites and entry points are bound once, in make_call, before call
+    setup = generated.source[generated.source.index("def make_call"):generated.source.index("    def call(args):")]
+    assert setup.count("= LaunchSite(") == kernels
+    assert "_aten_mm_default = torch.mm" in setup and "_aten_mm_default(" in body
+    assert "torch.ops.aten" not in body  # externs through their bound entry points
+
+
+def test_where_triton_does_not_run_the_module_is_aten_calls_only(tmp_path):
+    generated, (x, w) = _generated(False, tmp_path)
+    assert "import triton" not in generated.source and "LaunchSite" not in generated.source
+    assert "try:" not in _call_body(generated.source)
+    from ait_dynamo.cache import load_module
+
+    module, _ = load_module(generated.source, str(tmp_path))
+    for got, want in zip(module.make_call(generated.constants)([x, w]), _fn(x, w)):
+        torch.testing.assert_close(got, want)
+
+
+@needs_triton
+def test_a_failed_launch_retires_the_site_and_aten_runs_from_then_on(tmp_path, monkeypatch):
+    from ait_dynamo.cache import load_module
+
+    generated, (x, w) = _generated(True, tmp_path)
+    module, _ = load_module(generated.source, str(tmp_path))
+    call = module.make_call(generated.constants)
+    attempts = []
+
+    def failing(*args, **kwargs):
+        attempts.append(args[0])
+        raise RuntimeError("simulated launch failure")
+
+    monkeypatch.setattr(runtime, "launch_pointwise", failing)
+    with pytest.warns(RuntimeWarning, match="simulated launch failure"):
+        first = call([x, w])
+    tried = len(attempts)
+    assert tried == 1  # the pointwise kernel; the reduction launched
+    for _ in range(3):
+        again = call([x, w])
+    assert len(attempts) == tried  # retired: never tried again, no new warning
+    for got, want in zip(again, _fn(x, w)):
+        torch.testing.assert_close(got, want)
+    for got, want in zip(first, _fn(x, w)):
+        torch.testing.assert_close(got, want)
+    runtime.BROKEN.clear()
+
+
+class _FakeCompiled:
+    """Stands for a compiled Triton kernel: records what its C launcher was called with."""
+
+    def __init__(self, fail: bool = False):
+        self.calls: list[tuple] = []
+        self.function, self.packed_metadata = "function", "metadata"
+        self.fail = fail
+
+    def run(self, *args):
+        if self.fail:
+            raise TypeError("another launcher convention")
+        self.calls.append(args)
+
+
+def test_the_direct_path_calls_the_launcher_and_rechecks_only_what_triton_specializes_on(monkeypatch):
+    monkeypatch.setattr(torch._C, "_cuda_getCurrentRawStream", lambda device: 77, raising=False)
+    generic = []
+    site = LaunchSite(object(), lambda *a: a, "kernel_0", "pointwise", 2, xnumel=40, checked=(0,), seeds=(3,))
+    monkeypatch.setattr(site, "_generic", lambda *args: generic.append(args))
+    compiled = _FakeCompiled()
+    base = torch.zeros(64)
+    out = torch.empty(40)
+    aligned, seed = base[:40], 5
+    key = launch_site_module._specialization_key((aligned, out, 40, seed), (0,), (3,))
+    direct = site._bind(runtime.Launched((3, 1, 1), (16,), 4, compiled), 0, key)
+    direct(aligned, out, 40, 21)  # another seed with the same specialization (not 1, not a multiple of 16)
+    assert compiled.calls == [(3, 1, 1, 77, "function", "metadata", None, None, None, aligned, out, 40, 21, 40, 16)]
+    direct(base[1:41], out, 40, 5)  # a misaligned input: Triton's JIT picks (or compiles) its own binary
+    direct(aligned, out, 40, 32)  # a seed divisible by 16: likewise
+    assert len(compiled.calls) == 1 and len(generic) == 2
+    assert site.direct
+
+
+def test_the_direct_path_gives_way_to_the_jit_for_another_launcher_convention(monkeypatch):
+    monkeypatch.setattr(torch._C, "_cuda_getCurrentRawStream", lambda device: 0, raising=False)
+    monkeypatch.setitem(runtime._DIRECT, "on", True)
+    generic = []
+    site = LaunchSite(object(), lambda *a: a, "kernel_0", "reduction", 1, xnumel=4, rnumel=8)
+    monkeypatch.setattr(site, "_generic", lambda *args: generic.append(args))
+    site.launch = site._bind(runtime.Launched((1, 1, 1), (4, 8), 2, _FakeCompiled(fail=True)), 0, ((), ()))
+    with pytest.warns(RuntimeWarning, match="direct Triton launches turned off"):
+        site.launch(torch.zeros(4))
+    assert len(generic) == 1 and not runtime._DIRECT["on"]
+    site.launch(torch.zeros(4))  # rebound: straight to the JIT
+    assert len(generic) == 2
+
+
+def test_a_launch_site_rejects_an_unknown_kind():
+    with pytest.raises(ValueError, match="kind must be 'pointwise' or 'reduction'"):
+        LaunchSite(object(), lambda: (), "k", "gemm", 1)
+
+
+@needs_triton
+def test_compiled_graphs_launch_through_sites_and_match_eager():
+    x = torch.randn(6, 5, requires_grad=True)
+    w = torch.randn(5, 7, requires_grad=True)
+    compiled = torch.compile(_fn, backend="ait")
+    for _ in range(3):  # the first call binds; later calls take the bound path
+        got = compiled(x, w)
+        torch.testing.assert_close(got[0], _fn(x, w)[0])
+    (got[0].sum() + got[1].sum()).backward()
+    assert all(g.kernels for g in metrics.compiled_graphs)
+    assert not runtime.BROKEN
