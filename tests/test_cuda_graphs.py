@@ -18,6 +18,7 @@ from torch import nn
 
 from ait_dynamo import cuda_graphs
 from ait_dynamo.config import AitConfig
+from utils import needs_cpu_triton
 
 
 class SimulatedRecorder:
@@ -230,6 +231,7 @@ def test_cpu_tensors_run_without_graphs_with_one_warning():
     assert len(messages) == 1 and "not all on one CUDA device" in messages[0]
 
 
+@needs_cpu_triton
 def test_host_seeded_random_kernels_are_not_graphed(simulated):
     compiled = torch.compile(lambda x: torch.nn.functional.dropout(x * 2, 0.5, training=True) + 1,
                              backend="ait", options={"cuda_graphs": True, "fallback_random": False})

@@ -68,7 +68,8 @@ def test_auto_never_pads_off_cuda():
 @needs_triton
 def test_the_slice_is_read_in_place_by_the_consumer():
     torch.manual_seed(0)
-    check_compiled(lambda x, y: torch.relu(x @ y), torch.randn(6, 9), torch.randn(9, 10), backward=False, options=ALWAYS)
+    check_compiled(lambda x, y: torch.relu(x @ y), torch.randn(6, 9, device=DEVICE), torch.randn(9, 10, device=DEVICE),
+                   backward=False, options=ALWAYS)
     graph = metrics.compiled_graphs[-1]
     assert "aten.clone.default" in graph.fused_ops and "aten.clone.default" not in graph.externs
 

@@ -15,7 +15,7 @@ import torch
 from functorch.compile import aot_function, aot_module, make_boxed_func
 from torch import nn
 from torch.nn import functional as F
-from utils import check_compiled
+from utils import check_compiled, needs_cpu_triton
 
 import ait_dynamo
 from ait_dynamo import AitConfig, memory_efficient_fusion
@@ -100,6 +100,7 @@ def _grads(fn, inputs, options, seed=0):
     return out.detach(), [x.grad for x in inputs] + [p.grad for p in params]
 
 
+@needs_cpu_triton
 @pytest.mark.parametrize("name", list(_workloads()))
 def test_gradients_exact_and_fewer_bytes_than_functorch(name, tmp_path):
     fn, inputs = _workloads()[name]
@@ -352,6 +353,7 @@ def test_memory_budget_option_parsing():
             AitConfig.create({"memory_budget": bad}, environ={})
 
 
+@needs_cpu_triton
 def test_default_backend_and_memory_efficient_fusion_use_our_partitioner():
     model = SimpleMLP(16)
     x = torch.randn(4, 16, requires_grad=True)

@@ -9,9 +9,20 @@ from __future__ import annotations
 import copy
 from typing import Any, Callable
 
+import pytest
 import torch
 import torch._dynamo
 from torch.utils._pytree import tree_flatten, tree_map
+
+from ait_dynamo.kernels.runtime import triton_runs_on
+
+# Tests whose CPU tensors must go through generated kernels and our partitioner. Where Triton
+# cannot run CPU tensors (a CUDA machine without TRITON_INTERPRET=1), ait compiles them with
+# fusion off and the default partition, by design (``backend.for_devices``): such a test would
+# check nothing there. CI runs them under the interpreter.
+needs_cpu_triton = pytest.mark.skipif(
+    not triton_runs_on("cpu"),
+    reason="CPU tensors run without generated kernels here (fusion off by design); run with TRITON_INTERPRET=1")
 
 # dtype → (rtol, atol) for compiled vs the fp64 reference, beyond eager's own error.
 TOLERANCES: dict[torch.dtype, tuple[float, float]] = {
@@ -107,11 +118,15 @@ def check_compiled(
     options: dict[str, Any] | None = None,
     compiler: Callable[[Callable[..., Any]], Callable[..., Any]] | None = None,
     seed: int = 0,
+    eager: Callable[..., Any] | None = None,
 ) -> Any:
     """Run ``fn`` eagerly, compiled with ait, and in fp64; compare outputs (and input/parameter
-    gradients when ``backward``). Returns the compiled outputs."""
+    gradients when ``backward``). Returns the compiled outputs. ``eager``: what runs as eager's
+    side instead of ``fn`` (the same function written with the ops a rewrite produces, whose own
+    rounding sets the bound), with ``fn``'s parameters."""
     torch._dynamo.reset()
-    eager_fn, compiled_source, reference_fn = fn, (copy.deepcopy(fn) if isinstance(fn, torch.nn.Module) else fn), _to_fp64(fn)
+    eager_fn = fn if eager is None else eager
+    compiled_source, reference_fn = (copy.deepcopy(fn) if isinstance(fn, torch.nn.Module) else fn), _to_fp64(fn)
     if compiler is None:
         compiled_fn = torch.compile(compiled_source, backend="ait", dynamic=dynamic, options=options)
     else:
