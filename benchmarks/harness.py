@@ -35,6 +35,7 @@ from benchmarks.measure import (
     TOLERANCES,
     MemoryUse,
     TimingPolicy,
+    host_time,
     kernel_time_ms,
     max_relative_error,
     memory_in_use,
@@ -249,6 +250,9 @@ class CaseRunner:
             record.update(peak_mem_mib=peak.allocated_mib, peak_reserved_mib=peak.reserved_mib,
                           above_inputs_mib=above.allocated_mib, reserved_above_inputs_mib=above.reserved_mib)
         record["kernel_ms"] = kernel_time_ms(step, self.device) if self.settings.kernel_time else None
+        host = host_time(step, self.device) if self.settings.kernel_time else None
+        if host is not None:
+            record.update(host_us=host.enqueue_us, launches=host.launches, us_per_launch=host.us_per_launch)
         if record.get("batch") is not None:
             record["items_per_s"] = record["batch"] / (timing.median_ms / 1e3)
         if built.bytes_moved is not None:

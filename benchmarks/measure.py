@@ -198,6 +198,47 @@ def kernel_time_ms(step: Step, device: torch.device, iters: int = 5) -> float | 
     return sum(row.ms for row in kernel_profile(step, device, iters))
 
 
+# The CUDA runtime/driver calls that put a kernel on a stream, as torch.profiler names them.
+_LAUNCH_EVENTS = {"cudaLaunchKernel", "cudaLaunchKernelExC", "cuLaunchKernel", "cuLaunchKernelEx",
+                  "cudaLaunchCooperativeKernel", "cudaGraphLaunch"}
+
+
+@dataclass(frozen=True)
+class HostTime:
+    enqueue_us: float  # CPU time to issue one step (median), the GPU left to run behind it
+    launches: float  # kernel launches per step (a CUDA graph replay counts as one)
+
+    @property
+    def us_per_launch(self) -> float | None:
+        return self.enqueue_us / self.launches if self.launches else None
+
+
+def host_time(step: Step, device: torch.device, iters: int = 20) -> HostTime | None:
+    """Host overhead of a step on CUDA (issue 12): the CPU time from its first call to its return,
+    without waiting for the GPU (each step starts on an idle queue, so a launch never waits for
+    queue space), and its kernel launches counted in a profile. ``us_per_launch`` is everything
+    the host does per step (Python, guards, allocations, ATen dispatch) divided by the launches:
+    the figure to hold against Inductor's, measured the same way. ``None`` on a CPU."""
+    if device.type != "cuda":
+        return None
+    from torch.profiler import ProfilerActivity, profile
+
+    samples = []
+    for _ in range(iters):
+        synchronize(device)
+        begin = time.perf_counter()
+        step.run(lambda: None)
+        samples.append((time.perf_counter() - begin) * 1e6)
+    synchronize(device)
+    profiled = 3
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        for _ in range(profiled):
+            step.run(lambda: None)
+        synchronize(device)
+    launches = sum(1 for event in prof.events() if event.name in _LAUNCH_EVENTS)
+    return HostTime(statistics.median(samples), launches / profiled)
+
+
 def same_as_reference(actual: Sequence[torch.Tensor], eager: Sequence[torch.Tensor], fp64: Sequence[torch.Tensor],
                       precision: str) -> tuple[bool, str]:
     """Dynamo's accuracy rule per output (``ait_dynamo.accuracy``): close to eager, or no further

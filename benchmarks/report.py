@@ -166,14 +166,16 @@ def ait_table(results: Results) -> str:
 
 
 def detail_table(results: Results) -> str:
-    lines = ["| workload | batch | backend | status | median ms | kernel ms | phases ms | iters | items/s | peak MiB | "
-             "rel. error vs eager | accuracy vs fp64 |", "|---|---:|---|---|---:|---:|---|---:|---:|---:|---:|---|"]
+    lines = ["| workload | batch | backend | status | median ms | kernel ms | host us/step | launches | host us/launch | "
+             "phases ms | iters | items/s | peak MiB | rel. error vs eager | accuracy vs fp64 |",
+             "|---|---:|---|---|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---|"]
     for r in results["results"]:
         phases = ", ".join(f"{k} {_fmt(v)}" for k, v in (r.get("phases_ms") or {}).items()) or "-"
         error = r.get("max_rel_error")
         error_cell = "-" if error is None else f"{_fmt(error, 2)} (tol {r.get('tolerance')})"
         lines.append(f"| {r['workload']} | {_batch(r)} | {r['backend']} | {r.get('status')} | "
-                     f"{_fmt(r.get('median_ms'))} | {_fmt(r.get('kernel_ms'))} | {phases} | {r.get('iters') or '-'} | "
+                     f"{_fmt(r.get('median_ms'))} | {_fmt(r.get('kernel_ms'))} | {_fmt(r.get('host_us'), 0)} | "
+                     f"{_fmt(r.get('launches'), 0)} | {_fmt(r.get('us_per_launch'), 1)} | {phases} | {r.get('iters') or '-'} | "
                      f"{_fmt(r.get('items_per_s'), 1)} | {_fmt(r.get('peak_mem_mib'), 1)} | {error_cell} | "
                      f"{r.get('accuracy', '-')} |")
     return "\n".join(lines)

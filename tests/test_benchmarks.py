@@ -16,6 +16,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from ait_dynamo.kernels.runtime import triton_runs_on
+
 from benchmarks import cli, compare, fusion_bench, partition_bench, profile_gpu, report, train_bench
 from benchmarks import run as bench_run
 from benchmarks.backends import BACKENDS, Backend
@@ -536,6 +538,8 @@ def test_train_runs_backends_and_a_budget_sweep_and_report_reads_it(tmp_path):
     budgeted = records["ait+memory_budget=0.5"]
     assert budgeted["accuracy"] == "pass" and budgeted["saved_mib"] > 0
     # a budget never saves more (without the interpreter the CPU's ait keeps the default partition: no report)
+    if triton_runs_on("cpu"):
+        assert "saved_mib" in records["ait"]
     assert budgeted["saved_mib"] <= records["ait"].get("saved_mib", math.inf)
     assert "| ait+memory_budget=0.5 | 0.5 |" in (tmp_path / "train_bench.md").read_text()
     assert (tmp_path / "budget_sweep.png").stat().st_size > 0
@@ -572,3 +576,34 @@ def test_partition_times_each_partitioner(tmp_path, capsys):
                                                "functorch min_cut (networkx)"]
     assert all(r["median_ms"] > 0 and r["saved_bytes"] > 0 for r in records)
     assert "| ait min_cut | scipy |" in capsys.readouterr().out
+
+
+def test_host_time_is_cuda_only():
+    from benchmarks.measure import host_time
+
+    class Step:
+        phases = ("all",)
+
+        def run(self, mark):
+            mark()
+
+    assert host_time(Step(), torch.device("cpu")) is None
+
+
+@pytest.mark.gpu
+def test_host_time_counts_launches_and_enqueue_time():
+    from benchmarks.measure import host_time
+
+    x = torch.randn(1024, device="cuda")
+
+    class Step:
+        phases = ("all",)
+
+        def run(self, mark):
+            for _ in range(5):
+                torch.sin(x, out=x)
+            mark()
+
+    host = host_time(Step(), torch.device("cuda"))
+    assert host is not None and host.launches == 5 and host.enqueue_us > 0
+    assert host.us_per_launch == pytest.approx(host.enqueue_us / 5)

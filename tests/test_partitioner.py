@@ -404,22 +404,6 @@ def test_partitioner_failure_falls_back_to_the_default_partition(monkeypatch):
         min_cut_rematerialization_partition(None, None, num_fwd_outputs=1, memory_budget=7.5)
 
 
-def test_train_bench_smoke(tmp_path):
-    """The GPU training benchmark runs end to end (tiny shapes, CPU, eager and ait, one budget)."""
-    from benchmarks import train_bench
-
-    assert train_bench.main(["--out", str(tmp_path), "--small", "--device", "cpu", "--dtype", "float32",
-                             "--workload", "encoder_block", "--modes", "eager,ait", "--budgets", "0.5",
-                             "--sweep-modes", "ait", "--iters", "1"]) == 0
-    import json
-
-    results = json.loads((tmp_path / "train_bench.json").read_text())["results"]
-    assert [r["mode"] for r in results] == ["eager", "ait", "ait-budget"]
-    assert all(r["error"] is None and r["step_ms"] > 0 for r in results)
-    assert results[2]["saved_mib"] <= results[1]["saved_mib"]
-    assert (tmp_path / "budget_sweep.png").exists()
-
-
 def test_attention_without_dropout_is_compute_intensive_with_dropout_random():
     graph = torch.fx.Graph()
     q = graph.placeholder("q")
