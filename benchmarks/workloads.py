@@ -114,6 +114,12 @@ def _tutorial_builder(rows: int, cols: int) -> Callable[[str, "int | None", torc
 # --- training steps ---------------------------------------------------------------------------
 
 
+def _at_least_fp32(out: torch.Tensor) -> torch.Tensor:
+    """The loss in fp32 under autocast, and in fp64 for the float64 reference run (``.float()``
+    there mixed fp32 logits with fp64 targets: torch 2.11's mse_loss backward refused it)."""
+    return out.to(torch.promote_types(out.dtype, torch.float32))
+
+
 class WithLoss(nn.Module):
     """``model`` followed by its loss, so that one compiled graph holds the forward and the loss."""
 
@@ -127,8 +133,8 @@ class WithLoss(nn.Module):
     def forward(self, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         out = self.model(x)
         if self.loss == "mse":
-            return F.mse_loss(out.float(), target)
-        return F.cross_entropy(out.float(), target)
+            return F.mse_loss(_at_least_fp32(out), target)
+        return F.cross_entropy(_at_least_fp32(out), target)
 
 
 def _build_encoder_train(scale: str, batch: int | None, device: torch.device) -> Built:

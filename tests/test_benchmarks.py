@@ -536,11 +536,11 @@ def test_train_runs_backends_and_a_budget_sweep_and_report_reads_it(tmp_path):
     assert set(records) == {"eager", "ait", "ait+memory_budget=0.5"}
     assert all(r["status"] == "ok" and r["median_ms"] > 0 and r["mode"] == "train" for r in records.values())
     budgeted = records["ait+memory_budget=0.5"]
-    assert budgeted["accuracy"] == "pass" and budgeted["saved_mib"] > 0
-    # a budget never saves more (without the interpreter the CPU's ait keeps the default partition: no report)
+    assert budgeted["accuracy"] == "pass"
+    # a budget never saves more; without the interpreter the CPU's ait keeps the default partition
+    # by design (no partition report, nothing to compare)
     if triton_runs_on("cpu"):
-        assert "saved_mib" in records["ait"]
-    assert budgeted["saved_mib"] <= records["ait"].get("saved_mib", math.inf)
+        assert 0 < budgeted["saved_mib"] <= records["ait"]["saved_mib"]
     assert "| ait+memory_budget=0.5 | 0.5 |" in (tmp_path / "train_bench.md").read_text()
     assert (tmp_path / "budget_sweep.png").stat().st_size > 0
     assert report.main([str(tmp_path / "train_bench.json"), "--out", str(tmp_path / "report"), "--no-plots"]) == 0
