@@ -69,6 +69,7 @@ class GroupCall:
     copies: list[str] = field(default_factory=list)  # output copies, after ATen's values
     outputs: str = ""
     inputs: str = ""
+    taken: list[str] = field(default_factory=list)  # dead buffers the outputs took (kernels/slots.py)
 
     def source(self) -> str:
         """The steady-state body: allocations, then one launch in a ``try``; where Triton does
@@ -98,11 +99,14 @@ def _indent(lines: list[str]) -> list[str]:
 
 def group_call_source(group: FusionGroup, kernel: GeneratedKernel, names: Callable[[fx.Node], str],
                       symbols: SymbolLocals, autotune: bool = False,
-                      reuse: dict[str, tuple[str, bool]] | None = None, triton_runs: bool = True) -> GroupCall:
+                      reuse: dict[str, tuple[str, bool]] | None = None, triton_runs: bool = True,
+                      take_slot: Callable[[fx.Node], str | None] | None = None) -> GroupCall:
     """``reuse``: output buffer → (the name of a dying input whose buffer it is written into,
     whether that input has another shape: a contiguous base read through a view).
     ``triton_runs``: whether Triton runs on the group's device in this process (decided once, at
-    compile time); where it does not, the group is its ATen calls and nothing else."""
+    compile time); where it does not, the group is its ATen calls and nothing else.
+    ``take_slot(node)``: the name of a dead buffer of the node's exact layout its fresh output
+    buffer may take instead of an allocation (``kernels/slots.py``), or ``None``."""
     reuse = reuse or {}
     inputs = ", ".join(names(n) for n in group.reads())
     outputs = "".join(f"{names(n)}, " for n in group.outputs)
@@ -131,6 +135,12 @@ def group_call_source(group: FusionGroup, kernel: GeneratedKernel, names: Callab
         if buffer in reuse:  # same elements, strides and dtype; each is read before it is written
             source, reshaped = reuse[buffer]
             call.allocate.append(f"{buffer} = {source}.view({shape})" if reshaped else f"{buffer} = {source}")
+            continue
+        slot = take_slot(node) if take_slot is not None else None
+        if slot is not None:  # a dead buffer of this exact layout, allocated at offset 0
+            call.allocate.append(f"{buffer} = {slot}")
+            call.taken.append(slot)
+            fresh.add(buffer)
             continue
         stride = value_source(tuple(symbols.source(s) for s in meta.stride()), lambda n: n).replace("'", "")
         call.allocate.append(f"{buffer} = torch.empty_strided({shape}, {stride}, dtype={meta.dtype}, device={device})")

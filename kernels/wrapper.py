@@ -17,6 +17,7 @@ from ait_dynamo.kernels.codegen import generate_kernel
 from ait_dynamo.kernels.group_call import SymbolLocals, aten_function_source, group_call_source
 from ait_dynamo.kernels.op_table import HELPERS_SOURCE
 from ait_dynamo.kernels.reuse import choose_reuse, owned_buffers
+from ait_dynamo.kernels.slots import SlotPool
 
 from ait_dynamo.kernels.source import call_source, entry_point_source, target_source, value_source
 from ait_dynamo.passes.plan import FusionGroup, Plan
@@ -107,6 +108,7 @@ def generate_wrapper(plan: Plan, gm: fx.GraphModule, version: str, autotune: boo
     # Identical kernels (the same layer's work, repeated per transformer layer) are defined once:
     # Triton compiles each distinct function separately, so duplicates only cost compile time.
     owned = owned_buffers(plan)
+    slots = SlotPool(plan, names)
     setup: list[str] = []  # make_call lines: the launch sites
     entry_points: dict[Any, str] = {}  # OpOverload → the local bound to its cheapest entry point
 
@@ -141,8 +143,10 @@ def generate_wrapper(plan: Plan, gm: fx.GraphModule, version: str, autotune: boo
                 for buffer, node in reused.items()
             }
             runs = triton_runs_on(step.outputs[0].meta["val"].device.type)
-            call = group_call_source(step, kernel, names, symbols, autotune, reuse, triton_runs=runs)
-            frees = [names(n) for n in plan.frees_after.get(index, [])]
+            call = group_call_source(step, kernel, names, symbols, autotune, reuse, triton_runs=runs,
+                                     take_slot=slots.take if runs else None)
+            frees = [names(n) for n in plan.frees_after.get(index, [])] + call.taken
+            slots.hold(index, frees, set(reused.values()))
             header = f"# {step.name}: {step.kind}, {len(step.nodes)} ops\n{' ' * 8}"
             body.append((header + call.source(), frees))
             setup.extend(call.setup)
@@ -168,9 +172,15 @@ def generate_wrapper(plan: Plan, gm: fx.GraphModule, version: str, autotune: boo
             line = f"{names(node)} = {call_source(node, names, bound_op)[0]}"
             if step.aten_op is not None:
                 externs.append(step.aten_op)
+        frees = [names(n) for n in plan.frees_after.get(index, [])]
+        slots.hold(index, frees, set())
         if line is not None:
-            body.append((line, [names(n) for n in plan.frees_after.get(index, [])]))
+            body.append((line, frees))
             verifying_body.append(body[-1])
+        elif frees:  # a constant's step frees nothing of its own, but may end another value's life
+            body.append(("pass", frees))
+            verifying_body.append(body[-1])
+    slots.finish()
     result = value_source(plan.output.args[0], _returned_names(plan, names))
     source = render_template(
         "wrapper.py.jinja",
