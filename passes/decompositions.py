@@ -50,6 +50,14 @@ _DECOMPOSED_OPS = [
     aten.native_layer_norm_backward,
     aten.logsumexp,
     *[getattr(aten, name) for name in ("_fused_rms_norm", "_fused_rms_norm_backward") if hasattr(aten, name)],
+    # Inference batch norm (issue 13): pointwise work that fuses with the convolution's consumers
+    # (ReLU, residual add) instead of its own ATen pass. Training batch norm stays ATen for now:
+    # decomposed (torch's decompositions of _native_batch_norm_legit_functional and
+    # native_batch_norm_backward), a conv-BN-add-ReLU training step in bf16 on the CPU interpreter
+    # gave 2 of 324 conv-weight gradient elements 25x further from fp64 than eager's (0.028 against
+    # 0.001), where BN alone passed; not understood yet, so not shipped.
+    aten._native_batch_norm_legit_no_training,
+    aten._native_batch_norm_legit.default,  # what the inference decomposition calls (training=False)
 ]
 
 
