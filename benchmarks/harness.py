@@ -7,7 +7,7 @@ float64; the relative L2 error against eager is recorded too), recompiled after 
 asked (warm compile, on-disk caches hit), then measured: by default ``measure.time_step`` (median
 after warm-up), ``measure.peak_memory`` (absolute, and above what was in use before the backend's
 first step: parameters, inputs and the step's own copy of the weights) and, on CUDA,
-``measure.kernel_time_ms``. A subcommand may measure otherwise (``profile`` profiles instead).
+``measure.profile_step`` (kernel time, launches) and ``measure.host_time``. A subcommand may measure otherwise (``profile`` profiles instead).
 A wrong result or an error is a record with that status, printed loudly; the other cases still run.
 
 ``add_case_arguments`` / ``resolve_case_arguments`` give the subcommands one set of options for
@@ -36,7 +36,7 @@ from benchmarks.measure import (
     MemoryUse,
     TimingPolicy,
     host_time,
-    kernel_time_ms,
+    profile_step,
     max_relative_error,
     memory_in_use,
     peak_memory,
@@ -249,8 +249,11 @@ class CaseRunner:
         if peak is not None and above is not None:
             record.update(peak_mem_mib=peak.allocated_mib, peak_reserved_mib=peak.reserved_mib,
                           above_inputs_mib=above.allocated_mib, reserved_above_inputs_mib=above.reserved_mib)
-        record["kernel_ms"] = kernel_time_ms(step, self.device) if self.settings.kernel_time else None
-        host = host_time(step, self.device) if self.settings.kernel_time else None
+        record["kernel_ms"] = host = None
+        if self.settings.kernel_time and self.device.type == "cuda":
+            profiled = profile_step(step, self.device)  # one trace: kernel time and launch count
+            record["kernel_ms"] = sum(row.ms for row in profiled.rows)
+            host = host_time(step, self.device, launches=profiled.launches)
         if host is not None:
             record.update(host_us=host.enqueue_us, launches=host.launches, us_per_launch=host.us_per_launch)
         if record.get("batch") is not None:

@@ -161,23 +161,35 @@ class KernelRow:
     calls: float  # per iteration
 
 
-def kernel_profile(step: Step, device: torch.device, iters: int = 5) -> list[KernelRow]:
-    """Where a step's compute time goes, longest first, from a torch.profiler trace of ``iters``
-    iterations. On CUDA the rows are the kernels (and copies) the device ran, each once (the ATen
-    op that launched a kernel and the ranges around compiled regions are not rows: they would count
-    it twice). On a CPU they are the ATen ops by self time, which is where a CPU computes."""
+# The CUDA runtime/driver calls that put a kernel on a stream, as torch.profiler names them.
+_LAUNCH_EVENTS = {"cudaLaunchKernel", "cudaLaunchKernelExC", "cuLaunchKernel", "cuLaunchKernelEx",
+                  "cudaLaunchCooperativeKernel", "cudaGraphLaunch"}
+
+
+@dataclass(frozen=True)
+class StepProfile:
+    rows: list[KernelRow]  # longest first (see ``kernel_profile``)
+    launches: float | None  # kernel launches per iteration (CUDA; ``None`` on a CPU)
+
+
+def profile_step(step: Step, device: torch.device, iters: int = 5) -> StepProfile:
+    """One torch.profiler trace of ``iters`` iterations: the kernel rows (``kernel_profile``) and,
+    on CUDA, the launches per iteration counted from the host's runtime calls (``host_time``)."""
     from torch.autograd import DeviceType
     from torch.profiler import ProfilerActivity, profile
 
     cuda = device.type == "cuda"
     synchronize(device)
-    with profile(activities=[ProfilerActivity.CUDA if cuda else ProfilerActivity.CPU]) as prof:
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA] if cuda else [ProfilerActivity.CPU]) as prof:
         for _ in range(iters):
             step.run(lambda: None)
         synchronize(device)
     total_us: dict[str, float] = defaultdict(float)
     calls: dict[str, int] = defaultdict(int)
+    launches = 0
     for event in prof.events():
+        if cuda and event.name in _LAUNCH_EVENTS:
+            launches += 1
         if cuda and event.device_type == DeviceType.CUDA:
             total_us[event.name] += event.device_time
         elif not cuda and event.device_type == DeviceType.CPU and event.name.startswith("aten::"):
@@ -186,7 +198,15 @@ def kernel_profile(step: Step, device: torch.device, iters: int = 5) -> list[Ker
             continue
         calls[event.name] += 1
     rows = [KernelRow(name, us / 1e3 / iters, calls[name] / iters) for name, us in total_us.items()]
-    return sorted(rows, key=lambda row: -row.ms)
+    return StepProfile(sorted(rows, key=lambda row: -row.ms), launches / iters if cuda else None)
+
+
+def kernel_profile(step: Step, device: torch.device, iters: int = 5) -> list[KernelRow]:
+    """Where a step's compute time goes, longest first, from a torch.profiler trace of ``iters``
+    iterations. On CUDA the rows are the kernels (and copies) the device ran, each once (the ATen
+    op that launched a kernel and the ranges around compiled regions are not rows: they would count
+    it twice). On a CPU they are the ATen ops by self time, which is where a CPU computes."""
+    return profile_step(step, device, iters).rows
 
 
 def kernel_time_ms(step: Step, device: torch.device, iters: int = 5) -> float | None:
@@ -196,11 +216,6 @@ def kernel_time_ms(step: Step, device: torch.device, iters: int = 5) -> float | 
     if device.type != "cuda":
         return None
     return sum(row.ms for row in kernel_profile(step, device, iters))
-
-
-# The CUDA runtime/driver calls that put a kernel on a stream, as torch.profiler names them.
-_LAUNCH_EVENTS = {"cudaLaunchKernel", "cudaLaunchKernelExC", "cuLaunchKernel", "cuLaunchKernelEx",
-                  "cudaLaunchCooperativeKernel", "cudaGraphLaunch"}
 
 
 @dataclass(frozen=True)
@@ -213,30 +228,24 @@ class HostTime:
         return self.enqueue_us / self.launches if self.launches else None
 
 
-def host_time(step: Step, device: torch.device, iters: int = 20) -> HostTime | None:
+def host_time(step: Step, device: torch.device, iters: int = 20, launches: float | None = None) -> HostTime | None:
     """Host overhead of a step on CUDA (issue 12): the CPU time from its first call to its return,
     without waiting for the GPU (each step starts on an idle queue, so a launch never waits for
     queue space), and its kernel launches counted in a profile. ``us_per_launch`` is everything
     the host does per step (Python, guards, allocations, ATen dispatch) divided by the launches:
-    the figure to hold against Inductor's, measured the same way. ``None`` on a CPU."""
+    the figure to hold against Inductor's, measured the same way. ``launches``: the count from a
+    ``profile_step`` already taken, else this profiles. ``None`` on a CPU."""
     if device.type != "cuda":
         return None
-    from torch.profiler import ProfilerActivity, profile
-
     samples = []
     for _ in range(iters):
         synchronize(device)
         begin = time.perf_counter()
         step.run(lambda: None)
         samples.append((time.perf_counter() - begin) * 1e6)
-    synchronize(device)
-    profiled = 3
-    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
-        for _ in range(profiled):
-            step.run(lambda: None)
-        synchronize(device)
-    launches = sum(1 for event in prof.events() if event.name in _LAUNCH_EVENTS)
-    return HostTime(statistics.median(samples), launches / profiled)
+    if launches is None:
+        launches = profile_step(step, device, iters=3).launches
+    return HostTime(statistics.median(samples), launches or 0.0)
 
 
 def same_as_reference(actual: Sequence[torch.Tensor], eager: Sequence[torch.Tensor], fp64: Sequence[torch.Tensor],

@@ -76,21 +76,22 @@ class GroupCall:
         not run, the ATen calls alone."""
         if not self.launch:
             return ("\n" + _INDENT).join(self.recover + self.copies)
-        lines = self.allocate + ["try:"] + _indent(self.launch)
-        lines += ["except Exception as error:  # noqa: BLE001 - failed, or retired: ATen runs the group"]
-        lines += _indent(self.recover + self.copies)
-        return ("\n" + _INDENT).join(lines)
+        return ("\n" + _INDENT).join(self._guarded())
 
-    def verified_source(self, kernel: str) -> str:
+    def verified_source(self) -> str:
         """The first, verified call (``ait_dynamo/verify.py``): ATen's reference before the
         kernel (which may overwrite a dying input), the check after."""
         reference = f"reference_{self.group}"
         lines = [f"{reference} = verifier.reference({self.group!r}, {self.group}_aten, ({self.inputs}))"]
-        lines += self.allocate + ["try:"] + _indent(self.launch)
-        lines += ["except Exception as error:  # noqa: BLE001"] + _indent(self.recover + self.copies)
+        lines += self._guarded()
         lines += ["else:", f"    {self.outputs}= verifier.check({self.group}_site, {self.group!r}, {reference}, ({self.outputs}))"]
         lines += _indent(self.copies) + [f"del {reference}"]
         return ("\n" + _INDENT).join(lines)
+
+    def _guarded(self) -> list[str]:
+        lines = self.allocate + ["try:"] + _indent(self.launch)
+        lines += ["except Exception as error:  # noqa: BLE001 - failed, or retired: ATen runs the group"]
+        return lines + _indent(self.recover + self.copies)
 
 
 def _indent(lines: list[str]) -> list[str]:

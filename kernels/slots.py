@@ -24,7 +24,6 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-import torch
 from torch import fx
 
 from ait_dynamo.passes.graph_utils import has_static_layout, may_alias_input
@@ -49,8 +48,8 @@ def _aliases(node: fx.Node) -> set[fx.Node]:
 
 
 class SlotPool:
-    """Built once per plan; the wrapper generator calls :meth:`died` after each step's frees are
-    known and :meth:`take` for each fresh kernel output, then :meth:`finish`."""
+    """Built once per plan; the wrapper generator calls :meth:`take` for each fresh kernel output
+    of a step, :meth:`hold` once the step's frees are known, and :meth:`finish` at the end."""
 
     def __init__(self, plan: Plan, names: Callable[[fx.Node], str]):
         self.names = names
@@ -60,20 +59,16 @@ class SlotPool:
                 name_death[node] = index
         outputs = set(plan.output.all_input_nodes)
         written = {n for step in plan.steps if isinstance(step, FusionGroup) for n in step.outputs}
-        self.memory_death: dict[fx.Node, int] = {}  # poolable buffer → the step after which it is dead
+        self.names_dying: dict[int, list[fx.Node]] = {}  # step → poolable buffers whose name dies there
+        self.memory_dying: dict[int, list[fx.Node]] = {}  # step → poolable buffers dead after it
         for node in written:
             aliases = _aliases(node)
             if _layout(node.meta.get("val")) is None or aliases & outputs or any(a not in name_death for a in aliases):
                 continue
-            self.memory_death[node] = max(name_death[a] for a in aliases)
-        self.names_dying: dict[int, list[fx.Node]] = {}  # step → poolable buffers whose name dies there
-        self.memory_dying: dict[int, list[fx.Node]] = {}  # step → poolable buffers dead after it
-        for node, death in self.memory_death.items():
             self.names_dying.setdefault(name_death[node], []).append(node)
-            self.memory_dying.setdefault(death, []).append(node)
+            self.memory_dying.setdefault(max(name_death[a] for a in aliases), []).append(node)
         self.free: dict[tuple, list[fx.Node]] = {}  # layout → dead buffers, oldest first
         self.held: dict[fx.Node, list[str]] = {}  # buffers whose name is kept → the del list it came from
-        self.taken = 0
 
     def hold(self, index: int, frees: list[str], consumed: set[fx.Node]) -> None:
         """After step ``index``: poolable buffers whose name dies here keep it (until taken, or
@@ -96,7 +91,6 @@ class SlotPool:
             return None
         node = candidates.pop(0)
         del self.held[node]
-        self.taken += 1
         return self.names(node)
 
     def finish(self) -> None:
@@ -105,6 +99,3 @@ class SlotPool:
             frees.append(self.names(node))
         self.held = {}
         self.free = {}
-
-
-__all__ = ["SlotPool", "torch"]

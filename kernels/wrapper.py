@@ -153,7 +153,7 @@ def generate_wrapper(plan: Plan, gm: fx.GraphModule, version: str, autotune: boo
             if runs:
                 launched.add(kernel.name)
             if verify:
-                verifying_body.append((header + (call.verified_source(kernel.name) if runs else call.source()), frees))
+                verifying_body.append((header + (call.verified_source() if runs else call.source()), frees))
             continue
         node = step.node
         if node.op == "get_attr":
