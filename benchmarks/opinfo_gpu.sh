@@ -4,7 +4,7 @@
 # call ends in time; a later call resumes from the JSON an earlier one left.
 #   OUT=folder                   results: opinfo_<dtype>.json (outcomes), opinfo_<dtype>.md (summary), opinfo.log
 #   DTYPES="float32 float16 bfloat16"   float32 compares gradients too, the others forward only
-#   JOBS=14  DEADLINE=400        worker processes; seconds per dtype before no new op starts
+#   JOBS=14  DEADLINE=400        worker processes; seconds per dtype before no new unit (40 samples of one op) starts
 #   RESUME=folder                opinfo_<dtype>.json files of an earlier call: their ops are kept
 #   SAMPLES=N                    first N samples per op (default: all); GIVEN_ONLY=1 skips non-contiguous copies
 # Needs expecttest (torch.testing._internal imports it): carried as a wheel in .whl/.
@@ -25,5 +25,5 @@ for dtype in ${DTYPES:-float32}; do
     --jobs "${JOBS:-14}" --deadline "${DEADLINE:-400}" --out "$OUT/opinfo_$dtype.json" "$@" >> "$OUT/opinfo.log" 2>&1
   python3 tests/opinfo_sweep.py --merge "$OUT/opinfo_$dtype.json" --out "$OUT/opinfo_$dtype.md" \
     --title "OpInfo sweep, H200, $dtype$([ "$dtype" = float32 ] && echo ' with gradients')"
-  grep -E "ops done|MISMATCH|bad \(" "$OUT/opinfo.log" | tail -n 20
+  grep -E "units of|MISMATCH|bad \(" "$OUT/opinfo.log" | tail -n 20
 done

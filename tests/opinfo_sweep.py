@@ -349,29 +349,41 @@ def _aot_eager_is_as_far(program: _Program, seed: int, gradients: bool, expected
 
 
 def samples_of(op: Any, device: str, dtype: torch.dtype, gradients: bool, limit: int | None,
-               noncontiguous: bool = True) -> Iterator[tuple[int, str, Any]]:
-    """(index, layout, sample): each sample as OpInfo makes it, then a non-contiguous copy of it
-    where that differs (OpInfo's own samples include broadcasting ones)."""
+               noncontiguous: bool = True, first: int = 0) -> Iterator[tuple[int, str, Any]]:
+    """(index, layout, sample) for the samples ``first`` up to ``limit``: each sample as OpInfo
+    makes it, then a non-contiguous copy of it where that differs (OpInfo's own samples include
+    broadcasting ones). All samples are made before any runs, under one seed, so a sample's
+    numbers do not depend on which others ran before it (a sweep split into chunks sees the same
+    samples as one that runs them all)."""
     torch.manual_seed(0)
-    samples = op.sample_inputs(device, dtype, requires_grad=gradients)
-    for index, sample in enumerate(samples):
-        if limit is not None and index >= limit:
-            return
+    samples = list(op.sample_inputs(device, dtype, requires_grad=gradients))
+    for index in range(first, len(samples) if limit is None else min(limit, len(samples))):
+        sample = samples[index]
         yield index, "given", sample
         if noncontiguous and any(isinstance(t, torch.Tensor) and t.dim() > 0 and t.numel() > 1
                                  for t in tree_flatten((sample.input, sample.args, sample.kwargs))[0]):
             yield index, "non-contiguous", sample.noncontiguous()
 
 
+def count_samples(op: Any, device: str, dtype: torch.dtype, gradients: bool) -> int:
+    torch.manual_seed(0)
+    return sum(1 for _ in op.sample_inputs(device, dtype, requires_grad=gradients))
+
+
+def _wants_gradients(op: Any, dtype: torch.dtype, gradients: bool) -> bool:
+    return gradients and op.supports_autograd and (dtype.is_floating_point or dtype.is_complex)
+
+
 def run_op(op: Any, device: str, dtype: torch.dtype, gradients: bool, limit: int | None,
-           options: dict[str, Any] | None = None, noncontiguous: bool = True) -> OpSummary:
+           options: dict[str, Any] | None = None, noncontiguous: bool = True, first: int = 0) -> OpSummary:
+    """Samples ``first`` up to ``limit`` (default: all) of one op."""
     summary = OpSummary(op_name(op))
-    grad = gradients and op.supports_autograd and (dtype.is_floating_point or dtype.is_complex)
-    for index, layout, sample in samples_of(op, device, dtype, grad, limit, noncontiguous):
+    grad = _wants_gradients(op, dtype, gradients)
+    for index, layout, sample in samples_of(op, device, dtype, grad, limit, noncontiguous, first):
         outcome = run_sample(op, sample, index, layout, dtype, grad, options)
         if outcome.status == EAGER_RAISES and grad:
             # an op whose sample cannot take gradients (an in-place variant on a leaf): forward only
-            retry = next((s for i, l, s in samples_of(op, device, dtype, False, index + 1)
+            retry = next((s for i, l, s in samples_of(op, device, dtype, False, index + 1, first=index)
                           if i == index and l == layout), None)
             if retry is not None:
                 outcome = run_sample(op, retry, index, layout, dtype, False, options)
@@ -411,6 +423,11 @@ def summarise(summaries: Sequence[OpSummary], title: str) -> str:
 
 _WORKER_OPS: dict[str, Any] = {}
 
+# Samples per work unit: ops with thousands of samples (max_pool2d has 1440 on the CPU) are split
+# so that no process holds the sweep up; a unit of 40 samples (80 runs with the non-contiguous
+# copies) takes 10-30 s on the H200 machine.
+CHUNK = 40
+
 
 def _init_worker() -> None:
     import logging
@@ -420,21 +437,35 @@ def _init_worker() -> None:
     _WORKER_OPS.update({op_name(op): op for op in all_ops()})
 
 
-def _sweep_op(name: str, device: str, dtype_name: str, gradients: bool, samples: int | None,
-              noncontiguous: bool) -> dict[str, Any]:
-    """One op in a worker process; returns its outcomes as JSON-ready dicts."""
+def _sweep_chunk(name: str, first: int, device: str, dtype_name: str, gradients: bool, samples: int | None,
+                 noncontiguous: bool) -> dict[str, Any]:
+    """Samples ``first`` to ``first + CHUNK`` of one op in a worker process; returns a JSON-ready
+    entry. The first unit of an op also counts its samples (``total``), so that the parent can
+    hand out the op's other units."""
     op = _WORKER_OPS[name]
+    entry: dict[str, Any] = {"op": name, "first": first, "total": 0, "outcomes": []}
     chosen = pick_dtype(op, device, getattr(torch, dtype_name))
     if chosen is None:
-        return {"op": name, "outcomes": []}
+        return entry
+    stop = first + CHUNK if samples is None else min(first + CHUNK, samples)
     try:
-        summary = run_op(op, device, chosen, gradients, samples, noncontiguous=noncontiguous)
+        if first == 0:
+            total = count_samples(op, device, chosen, _wants_gradients(op, chosen, gradients))
+            entry["total"] = total if samples is None else min(total, samples)
+        summary = run_op(op, device, chosen, gradients, stop, noncontiguous=noncontiguous, first=first)
     except Exception as error:  # noqa: BLE001 - sample generation itself failed
         summary = OpSummary(name, [Outcome(name, -1, "given", EAGER_RAISES, f"samples: {type(error).__name__}: {error}")])
-    return {"op": summary.op, "outcomes": [asdict(o) for o in summary.outcomes]}
+    entry["outcomes"] = [asdict(o) for o in summary.outcomes]
+    return entry
+
+
+def _unit_key(name: str, first: int) -> str:
+    return f"{name}@{first}"
 
 
 def _load(paths: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """Work units done by earlier runs, by ``op@first`` (files written before the split into
+    units hold whole ops: they count as their op's only unit)."""
     import gzip
 
     entries: dict[str, dict[str, Any]] = {}
@@ -442,8 +473,32 @@ def _load(paths: Sequence[str]) -> dict[str, dict[str, Any]]:
         if os.path.exists(path):
             with (gzip.open(path, "rt") if path.endswith(".gz") else open(path)) as file:
                 for entry in json.load(file)["ops"]:
-                    entries[entry["op"]] = entry
+                    entry.setdefault("first", 0)
+                    entry.setdefault("total", 0)
+                    entries[_unit_key(entry["op"], entry["first"])] = entry
     return entries
+
+
+def _by_op(entries: dict[str, dict[str, Any]]) -> list[OpSummary]:
+    summaries: dict[str, OpSummary] = {}
+    for entry in sorted(entries.values(), key=lambda e: (e["op"], e["first"])):
+        summary = summaries.setdefault(entry["op"], OpSummary(entry["op"]))
+        summary.outcomes += [Outcome(**o) for o in entry["outcomes"]]
+    return sorted(summaries.values(), key=lambda s: s.op)
+
+
+def _units_left(names: Sequence[str], done: dict[str, dict[str, Any]]) -> list[tuple[str, int]]:
+    """(op, first sample) of every unit not done: an op never started has its first unit; an op
+    whose first unit is done has the units its sample count calls for."""
+    units: list[tuple[str, int]] = []
+    for name in names:
+        head = done.get(_unit_key(name, 0))
+        if head is None:
+            units.append((name, 0))
+            continue
+        units += [(name, first) for first in range(CHUNK, head["total"], CHUNK)
+                  if _unit_key(name, first) not in done]
+    return units
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -455,18 +510,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--given-only", action="store_true", help="skip the non-contiguous copies")
     parser.add_argument("--shard", default="0/1", help="K/N: every N-th op from the K-th")
     parser.add_argument("--ops", default="", help="comma-separated op names (default: every op)")
-    parser.add_argument("--jobs", type=int, default=1, help="worker processes (ops are handed out one at a time)")
-    parser.add_argument("--deadline", type=float, default=None, help="seconds: start no op after, stop all at +60")
-    parser.add_argument("--resume", nargs="*", default=[], help="JSON files of earlier runs: their ops are kept, not rerun")
+    parser.add_argument("--jobs", type=int, default=1, help=f"worker processes (units of {CHUNK} samples of one op are handed out one at a time)")
+    parser.add_argument("--deadline", type=float, default=None, help="seconds: start no unit after, stop all at +60")
+    parser.add_argument("--resume", nargs="*", default=[], help="JSON files of earlier runs: their units are kept, not rerun")
     parser.add_argument("--out", required=True, help=".json with the outcomes; .md with --merge")
     parser.add_argument("--merge", nargs="*", help="write the markdown summary of these JSON files")
     parser.add_argument("--title", default="OpInfo sweep")
     args = parser.parse_args(argv)
     if args.merge:
-        entries = _load(args.merge)
-        summaries = [OpSummary(e["op"], [Outcome(**o) for o in e["outcomes"]]) for e in entries.values()]
-        summaries.sort(key=lambda s: s.op)
-        text = summarise(summaries, args.title)
+        text = summarise(_by_op(_load(args.merge)), args.title)
         with open(args.out, "w") as file:
             file.write(text)
         print(text.split("\n## ")[0])
@@ -477,60 +529,85 @@ def main(argv: list[str] | None = None) -> int:
     done = _load(args.resume)
     names = [op_name(op) for i, op in enumerate(all_ops())
              if i % shards == shard and (not wanted or op_name(op) in wanted)]
-    todo = [name for name in names if name not in done]
-    print(f"{len(todo)} ops to run ({len(done)} from earlier runs) with {args.jobs} processes", flush=True)
+    queue = _units_left(names, done)
+    print(f"{len(queue)} units to run ({len(done)} from earlier runs) with {args.jobs} processes", flush=True)
 
     def save() -> None:
-        with open(args.out, "w") as file:  # after every op: a killed run keeps what it did
+        with open(args.out, "w") as file:  # after every unit: a killed run keeps what it did
             json.dump({"device": args.device, "dtype": args.dtype, "ops": list(done.values())}, file)
 
     def report(entry: dict[str, Any]) -> None:
-        done[entry["op"]] = entry
+        done[_unit_key(entry["op"], entry["first"])] = entry
+        if entry["first"] == 0:  # the op's other units go first: its samples are made already
+            queue[:0] = [(entry["op"], first) for first in range(CHUNK, entry["total"], CHUNK)]
         bad = [o for o in entry["outcomes"] if o["status"] in (MISMATCH, RAISED)]
-        print(f"{entry['op']}: {len(entry['outcomes'])} samples, {len(bad)} bad"
+        print(f"{entry['op']}@{entry['first']}: {len(entry['outcomes'])} samples, {len(bad)} bad"
               + (f" ({bad[0]['status']}: {bad[0]['detail']})" if bad else ""), flush=True)
         save()
 
     task = (args.device, args.dtype, not args.no_gradients, args.samples, not args.given_only)
     if args.jobs <= 1:
         _init_worker()
-        for name in todo:
+        while queue:
             if args.deadline is not None and time.monotonic() - started > args.deadline:
                 break
-            report(_sweep_op(name, *task))
+            name, first = queue.pop(0)
+            report(_sweep_chunk(name, first, *task))
     else:
         import concurrent.futures as futures
+        from concurrent.futures.process import BrokenProcessPool
         import multiprocessing
 
-        pool = futures.ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn"),
-                                           initializer=_init_worker)
-        pending: set[futures.Future] = set()
-        queue = list(todo)
+        def new_pool() -> futures.ProcessPoolExecutor:
+            return futures.ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn"),
+                                               initializer=_init_worker)
+
+        pool = new_pool()
+        pending: dict[futures.Future, tuple[str, int]] = {}
+        attempts: collections.Counter[tuple[str, int]] = collections.Counter()
         try:
             while queue or pending:
                 late = args.deadline is not None and time.monotonic() - started > args.deadline
                 while queue and not late and len(pending) < args.jobs * 2:
-                    pending.add(pool.submit(_sweep_op, queue.pop(0), *task))
+                    unit = queue.pop(0)
+                    attempts[unit] += 1
+                    pending[pool.submit(_sweep_chunk, *unit, *task)] = unit
                 if not pending:
                     break
                 timeout = None if args.deadline is None else max(1.0, args.deadline + 60 - (time.monotonic() - started))
-                finished, pending = futures.wait(pending, timeout=timeout, return_when=futures.FIRST_COMPLETED)
+                finished, _ = futures.wait(pending, timeout=timeout, return_when=futures.FIRST_COMPLETED)
                 if not finished and late:
-                    print(f"deadline: {len(pending)} ops still running are dropped", flush=True)
+                    print(f"deadline: {len(pending)} units still running are dropped", flush=True)
                     break
+                broken = False
                 for future in finished:
+                    unit = pending.pop(future)
                     try:
                         report(future.result())
-                    except Exception as error:  # noqa: BLE001 - a worker died (a crash inside an op)
-                        print(f"a worker failed: {type(error).__name__}: {error}", flush=True)
+                    except BrokenProcessPool:
+                        broken = True
+                        if attempts[unit] < 2:  # a unit whose worker died runs once more in a fresh pool
+                            queue.append(unit)
+                        else:  # twice: a crash inside the unit itself, reported as ait's failure
+                            report({"op": unit[0], "first": unit[1], "total": 0, "outcomes": [asdict(
+                                Outcome(unit[0], unit[1], "given", RAISED, "the worker process died twice in this unit"))]})
+                if broken:  # every unit in flight failed with the pool: run them again
+                    print("a worker process died: a fresh pool runs the units in flight again", flush=True)
+                    for unit in pending.values():
+                        attempts[unit] -= 1
+                        queue.insert(0, unit)
+                    pending.clear()
+                    pool.shutdown(wait=False, cancel_futures=True)
+                    pool = new_pool()
         finally:
             for process in list(getattr(pool, "_processes", {}).values()):
                 process.kill()
             pool.shutdown(wait=False, cancel_futures=True)
     save()
-    left = [name for name in names if name not in done]
-    print(f"{len(names) - len(left)} of {len(names)} ops done in {time.monotonic() - started:.0f} s"
-          + (f"; not reached: {len(left)}" if left else ""), flush=True)
+    left = _units_left(names, done)
+    print(f"{len(done)} units of {len({e['op'] for e in done.values()})} ops done in "
+          f"{time.monotonic() - started:.0f} s; units left: {len(left)} (ops not started: "
+          f"{sum(first == 0 for _, first in left)})", flush=True)
     return 0
 
 
