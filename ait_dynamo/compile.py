@@ -29,6 +29,7 @@ from ait_dynamo.passes.fusion import build_plan
 from ait_dynamo.passes.graph_utils import is_mutating, may_alias_input
 from ait_dynamo.passes.plan import FusionGroup
 from ait_dynamo.passes.pipeline import run_passes
+from ait_dynamo.passes.sizes import untrusted_sizes
 from ait_dynamo.verify import Verifier
 
 log = logging.getLogger("ait_dynamo")
@@ -117,9 +118,18 @@ def compile_graph(
     record = metrics.GraphRecord(name=name, kind=kind, rewrites=list(rewrites))
     debug = DebugDir(config.debug_dir, name)
     debug.write("00-input.txt", gm.print_readable(print_output=False))
+    untrusted = untrusted_sizes(gm.graph)
     try:
-        with faults.compiling(name):
-            compiled, source = _compile(gm, config, name, debug, record)
+        if untrusted:  # not a failure: code specialised on those sizes would be wrong for other values
+            ops = ", ".join(sorted({str(n.target) for n in untrusted}))
+            record.aten_reason = f"sizes depend on tensor values ({ops}) but were recorded as fixed numbers"
+            log.info("%s runs through ATen as given: %s", name, record.aten_reason)
+            debug.write("aten_reason.txt", record.aten_reason + "\n")
+            record.externs = [str(n.target) for n in gm.graph.nodes if n.op == "call_function"]
+            compiled, source = _boxed(gm), None
+        else:
+            with faults.compiling(name):
+                compiled, source = _compile(gm, config, name, debug, record)
     except Exception as error:  # noqa: BLE001 - any compile failure must degrade, not crash
         message = f"ait_dynamo: compiling {name} failed ({type(error).__name__}: {error}); running it through ATen"
         warnings.warn(message, RuntimeWarning, stacklevel=2)

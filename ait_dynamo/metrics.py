@@ -25,7 +25,8 @@ class GraphRecord:
     externs: list[str] = field(default_factory=list)
     fused_ops: list[str] = field(default_factory=list)  # aten ops computed inside the kernels
     refused: dict[str, str] = field(default_factory=dict)  # node name → why it was not fused
-    fallback_reason: str | None = None
+    fallback_reason: str | None = None  # compiling failed: the graph ran through ATen, with one warning
+    aten_reason: str | None = None  # the graph ran through ATen by design (sizes that cannot be trusted)
     rewrites: list[str] = field(default_factory=list)  # what rewrites before AOTAutograd did (attention → SDPA)
     verified: list[str] = field(default_factory=list)  # kernels the numerics guard found in agreement
     verify_failures: dict[str, str] = field(default_factory=dict)  # kernel → how it differed from ATen

@@ -109,3 +109,35 @@ def _print(expr: Any, names: dict[Any, str]) -> str:
 def free_symbols(size: Any) -> set[Any]:
     expr = _expr(size)
     return set(getattr(expr, "free_symbols", set()))
+
+
+# Ops whose output sizes depend on the values of their inputs, beyond torch's
+# ``Tag.dynamic_output_shape``: torch 2.11 lacks the tag on ``_unique`` and records a fixed size
+# for it (size 1 in index_fill's backward, whose true size is the number of distinct indices).
+_VALUE_SIZED = frozenset({torch.ops.aten._unique.default})
+_BOOL_INDEX_DTYPES = (torch.bool, torch.uint8)
+
+
+def _sized_by_values(node: fx.Node) -> bool:
+    target = node.target
+    if not isinstance(target, torch._ops.OpOverload):
+        return False
+    if target is torch.ops.aten.index.Tensor:  # a mask selects a value-dependent count; integer indices do not
+        indices = node.args[1] if len(node.args) > 1 else ()
+        return any(isinstance(i, fx.Node) and getattr(i.meta.get("val"), "dtype", None) in _BOOL_INDEX_DTYPES
+                   for i in indices)
+    return target in _VALUE_SIZED or torch.Tag.dynamic_output_shape in target.tags
+
+
+def _all_static(value: Any) -> bool:
+    flat = value if isinstance(value, (list, tuple)) else [value]
+    return all(not isinstance(size, torch.SymInt)
+               for t in flat if isinstance(t, torch.Tensor) for size in t.shape)
+
+
+def untrusted_sizes(graph: fx.Graph) -> list[fx.Node]:
+    """Nodes whose outputs' sizes depend on tensor values but whose recorded sizes are fixed
+    numbers: the recording cannot be right for every input, so no code may be specialised on it
+    (with an unbacked symbol instead, the size checks of the planner already refuse it)."""
+    return [node for node in graph.nodes
+            if node.op == "call_function" and _sized_by_values(node) and _all_static(node.meta.get("val"))]

@@ -156,3 +156,82 @@ def test_partitioner_alone_saves_no_more_than_functorch():
     assert report.functorch_bytes is not None
     assert report.saved_bytes <= report.functorch_bytes, (report.saved_bytes, report.functorch_bytes)
     assert ours_held <= _held_storage_bytes(functorch_min_cut)
+
+
+# -- 4. sizes that depend on values: torch 2.11 records index_fill's backward `_unique` as size 1 --
+# (found by the full OpInfo sweep on the H200: index_fill's value gradient summed 1 of the
+# distinct indices' columns instead of all of them)
+
+
+def _unique_columns_sum(index: torch.Tensor, grad: torch.Tensor) -> tuple[torch.Tensor]:
+    """index_fill's backward for its value: the gradient summed over the distinct filled columns."""
+    distinct = torch.ops.aten._unique.default(index, False)[0]
+    return (torch.ops.aten.sum.default(torch.ops.aten.index_select.default(grad, -1, distinct)),)
+
+
+def _graph_with_a_fixed_unique_size(index: torch.Tensor, grad: torch.Tensor, recorded: int) -> torch.fx.GraphModule:
+    """The graph torch 2.11 hands the backend: ``_unique``'s size recorded as the fixed number
+    ``recorded`` (torch 2.13 makes it an unbacked symbol, or breaks the graph)."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    gm = torch.fx.symbolic_trace(_unique_columns_sum)
+    with FakeTensorMode() as mode:
+        fake_index, fake_grad = mode.from_tensor(index), mode.from_tensor(grad)
+        values = {"index": fake_index, "grad": fake_grad}
+        for node in gm.graph.nodes:
+            if node.op == "placeholder":
+                node.meta["val"] = values[node.target]
+            elif node.target is torch.ops.aten._unique.default:
+                node.meta["val"] = (torch.empty(recorded, dtype=torch.int64), torch.empty(0, dtype=torch.int64))
+            elif node.op == "call_function":
+                args = torch.fx.node.map_arg(node.args, lambda n: n.meta["val"])
+                node.meta["val"] = node.target(*args)
+            elif node.op == "output":
+                node.meta["val"] = torch.fx.node.map_arg(node.args[0], lambda n: n.meta["val"])
+    return gm
+
+
+@needs_triton
+def test_recorded_size_of_a_value_sized_op_is_not_trusted():
+    ait_dynamo.metrics.reset()
+    grad = torch.randn(5, 5, device=DEVICE)
+    index = torch.tensor([2, 1, 4, 2, 2], device=DEVICE)
+    compiled = ait_dynamo.ait_compile(_graph_with_a_fixed_unique_size(index, grad, recorded=1), [index, grad])
+    for values in ([2, 1, 4, 2, 2], [0, 0, 0, 0, 0], [4, 3, 2, 1, 0]):
+        index = torch.tensor(values, device=DEVICE)
+        (result,) = compiled([index, grad])
+        torch.testing.assert_close(result, _unique_columns_sum(index, grad)[0])
+    record = ait_dynamo.metrics.compiled_graphs[-1]
+    assert record.aten_reason is not None and "aten._unique.default" in record.aten_reason
+    assert record.fallback_reason is None and ait_dynamo.metrics.generated_kernels == 0
+
+
+def test_index_fill_value_gradient_with_repeated_indices():
+    """The sweep's sample: a 0-dim value tensor, repeated indices along the last dim."""
+    check_compiled(lambda x, index, v: torch.index_fill(x, -1, index, v),
+                   torch.randn(5, 5, device=DEVICE, requires_grad=True), torch.tensor([2, 1, 4, 2, 2], device=DEVICE),
+                   torch.tensor(-1.7658, device=DEVICE, requires_grad=True))
+
+
+# -- 5. trunc division: Triton's float32 `/` is approximate (div.full), so a quotient that is an
+# integer could come out just below it and truncate one lower (H200 sweep, div.trunc_rounding, bf16)
+
+
+@needs_triton
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+def test_trunc_division_of_exact_multiples(dtype, tmp_path):
+    generator = torch.Generator().manual_seed(0)
+    # b has 8 significant bits, k at most 5: k * b is exact in float32, so a / b is k exactly
+    divisor = torch.randn(4096, generator=generator).to(torch.bfloat16).float()
+    multiple = torch.randint(-16, 17, (4096,), generator=generator).float()
+    a, b = (multiple * divisor).to(device=DEVICE), divisor.to(device=DEVICE)
+    if dtype != torch.float32:  # exact in the narrower type too only where it fits: keep those
+        fits = (a.to(dtype).float() == a) & (b.to(dtype).float() == b)
+        a, b, multiple = a[fits].to(dtype), b[fits].to(dtype), multiple[fits.cpu()]
+    compiled = torch.compile(lambda x, y: torch.div(x, y, rounding_mode="trunc"), backend="ait",
+                             options={"debug_dir": str(tmp_path)})
+    torch._dynamo.reset()
+    result = compiled(a, b)
+    assert torch.equal(result.float().cpu(), multiple), (result.float().cpu() - multiple).abs().max()
+    sources = "".join(p.read_text() for p in tmp_path.rglob("module.py"))
+    assert "tl.div_rn(" in sources and "@triton.jit" in sources
