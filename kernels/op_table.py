@@ -151,7 +151,11 @@ def _div_mode(a: Any, b: Any, rounding_mode: str | None = None) -> str:
         raise Unsupported(f"integer division with rounding_mode={rounding_mode!r}")
     x, y = cast(a, computation), cast(b, computation)
     if rounding_mode == "trunc":
-        expr = f"tmath.trunc({x} / {y})"
+        # Triton's float32 `/` is div.full (within 2 ulp): 15 / 3 can come out as 4.9999995 and
+        # truncate to 4 (the H200 OpInfo sweep found it in bfloat16); eager divides exactly.
+        # The floor path is safe without it: its correction step rounds a quotient near an integer.
+        quotient = f"tl.div_rn({x}, {y})" if computation == torch.float32 else f"{x} / {y}"
+        expr = f"tmath.trunc({quotient})"
     elif rounding_mode == "floor":
         expr = f"_ait_floor_divide({x}, {y})"
     else:
