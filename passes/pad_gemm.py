@@ -87,8 +87,17 @@ def _store_path(cache_dir: str, device: str) -> str:
 
 
 def _random_like(value: torch.Tensor) -> torch.Tensor:
-    tensor = torch.empty_strided(tuple(value.shape), tuple(value.stride()), dtype=value.dtype, device=value.device)
-    return tensor.normal_()
+    """Random numbers with ``value``'s sizes and strides. Broadcast operands (stride 0) share
+    memory between elements, which ``normal_`` refuses to write: fill the storage, then view it."""
+    extent = 1 + sum((size - 1) * stride for size, stride in zip(value.shape, value.stride())) if value.numel() else 0
+    storage = torch.empty(extent, dtype=value.dtype, device=value.device)
+    return storage.normal_().as_strided(tuple(value.shape), tuple(value.stride()))
+
+
+def _pads_bias(bias: Any, n: int) -> bool:
+    """A bias along N (last dim n) is padded with the GEMM's N; a scalar, 0-dim or broadcast one
+    is not."""
+    return bias.dim() > 0 and bias.shape[-1] == n
 
 
 def _measure(node: fx.Node, pads: tuple[int, int]) -> bool:
@@ -116,7 +125,7 @@ def _padded_gemm(target: Any, bias: Any, a: torch.Tensor, b: torch.Tensor, pads:
     a = aten.constant_pad_nd.default(a, [0, pad_k]) if pad_k else a
     b = aten.constant_pad_nd.default(b, [0, pad_n, 0, pad_k]) if pad_k or pad_n else b
     if bias is not None:
-        bias = aten.constant_pad_nd.default(bias, [0, pad_n]) if pad_n and bias.shape[-1] == n else bias
+        bias = aten.constant_pad_nd.default(bias, [0, pad_n]) if pad_n and _pads_bias(bias, n) else bias
         out = target(bias, a, b)
     else:
         out = target(a, b)
@@ -206,7 +215,7 @@ def pad_gemms(gm: fx.GraphModule, config: Any) -> fx.GraphModule:
             if pad_k:
                 a = _call(graph, aten.constant_pad_nd.default, (a, [0, pad_k]))
             b = _call(graph, aten.constant_pad_nd.default, (b, [0, pad_n, 0, pad_k]))
-            if bias is not None and pad_n and isinstance(bias, fx.Node) and meta_value(bias).shape[-1] == n:
+            if bias is not None and pad_n and isinstance(bias, fx.Node) and _pads_bias(meta_value(bias), n):
                 bias = _call(graph, aten.constant_pad_nd.default, (bias, [0, pad_n]))
             gemm = _call(graph, node.target, (bias, a, b) if bias is not None else (a, b))
             result = gemm

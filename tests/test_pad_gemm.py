@@ -94,3 +94,29 @@ def test_auto_measures_once_and_keeps_the_choice(tmp_path):
     assert len(choices) == 1 and isinstance(next(iter(choices.values())), bool)
     padded = _pads() > 0
     assert padded == next(iter(choices.values()))
+
+
+def test_addmm_with_a_scalar_or_broadcast_bias_is_padded_without_error():
+    """OpInfo's addmm samples on the H200: a 0-dim bias made the rewrite index ``shape[-1]`` of
+    a 0-dim tensor (IndexError; ait fell back to ATen with a warning)."""
+    torch.manual_seed(0)
+    a, b = torch.randn(5, 7, device=DEVICE), torch.randn(7, 3, device=DEVICE)
+    for bias in (torch.randn((), device=DEVICE), torch.randn(1, device=DEVICE), torch.randn(5, 1, device=DEVICE),
+                 torch.randn(3, device=DEVICE)):
+        before = metrics.fallbacks
+        check_compiled(lambda c, x, y: torch.addmm(c, x, y, beta=1, alpha=1), bias, a, b, backward=False, options=ALWAYS)
+        assert metrics.fallbacks == before
+        assert _pads() >= 1
+
+
+def test_measurement_operands_keep_broadcast_strides():
+    """The timing run makes random operands with the graph's strides; an expanded (stride 0)
+    operand used to fail in ``normal_`` (a fallback with a warning for matmul and linear)."""
+    from ait_dynamo.passes.pad_gemm import _random_like as random_like
+
+    expanded = torch.empty(3, 1, device=DEVICE).expand(3, 5)
+    operand = random_like(expanded)
+    assert operand.shape == expanded.shape and operand.stride() == expanded.stride()
+    assert torch.isfinite(operand).all() and (operand[:, 0:1] == operand).all()
+    empty = random_like(torch.empty(0, 4, device=DEVICE))
+    assert empty.shape == (0, 4)
