@@ -56,6 +56,23 @@ RANDOM = frozenset({
 })
 
 
+# Outputs that are the random generator's state, not values computed from the inputs: SDPA's
+# kernels return the Philox seed and offset they read from the generator (the same seed gives
+# eager and compiled code different offsets, as it does aot_eager). They are left out of the
+# comparison; every other output of these ops is compared as usual.
+RNG_STATE_OUTPUTS = {
+    "torch.ops.aten._efficient_attention_forward": frozenset({2, 3}),
+    "torch.ops.aten._flash_attention_forward": frozenset({2, 3}),
+}
+
+
+def _without_rng_state(name: str, outputs: Any) -> Any:
+    skip = RNG_STATE_OUTPUTS.get(name)
+    if not skip or not isinstance(outputs, (tuple, list)):
+        return outputs
+    return tuple(value for index, value in enumerate(outputs) if index not in skip)
+
+
 @dataclass
 class Outcome:
     op: str
@@ -304,6 +321,7 @@ def run_sample(op: Any, sample: Any, index: int, layout: str, dtype: torch.dtype
         else:
             outcome.detail = "same draws as eager under one seed" if same_draws else "metadata compared"
         return outcome
+    expected, actual, reference = (_without_rng_state(name, v) for v in (expected, actual, reference))
     checks = [("output", expected, actual, reference)]
     checks.append(("input after the call", eager_inputs, ait_inputs, reference_inputs or None))
     if gradients:
@@ -339,7 +357,7 @@ def _aot_eager_is_as_far(program: _Program, seed: int, gradients: bool, expected
             other, _, other_grads = _compiled_run(program, program.tensors(_clone), seed, gradients, "aot_eager", None)
     except Exception:  # noqa: BLE001
         return False
-    if not _agrees(expected, other, reference, dtype):
+    if not _agrees(expected, _without_rng_state(op_name(program.op), other), reference, dtype):
         return True
     return gradients and eager_grads is not None and other_grads is not None and not _agrees(
         eager_grads, other_grads, reference_grads, dtype)
