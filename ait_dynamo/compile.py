@@ -26,7 +26,7 @@ from ait_dynamo.kernels.wrapper import generate_wrapper
 from ait_dynamo.fusion_report import build_report, emit_report
 from ait_dynamo.partitioners import USER_OUTPUTS_META
 from ait_dynamo.passes.fusion import build_plan
-from ait_dynamo.passes.graph_utils import is_mutating, may_alias_input
+from ait_dynamo.passes.graph_utils import mutated_placeholders
 from ait_dynamo.passes.plan import FusionGroup
 from ait_dynamo.passes.pipeline import run_passes
 from ait_dynamo.passes.sizes import untrusted_sizes
@@ -69,22 +69,8 @@ def guess_graph_kind(gm: fx.GraphModule) -> str:
 
 def mutated_input_indices(gm: fx.GraphModule) -> list[int]:
     """Indices of the placeholders that an op of ``gm`` writes to, directly or through a view."""
-    placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
-    written: set[fx.Node] = set()
-    for node in gm.graph.nodes:
-        if node.op == "call_function" and is_mutating(node):
-            written.update(node.all_input_nodes)
-    indices = []
-    for index, placeholder in enumerate(placeholders):
-        aliases, frontier = {placeholder}, [placeholder]
-        while frontier:
-            for user in frontier.pop().users:
-                if user not in aliases and may_alias_input(user) and not is_mutating(user):
-                    aliases.add(user)
-                    frontier.append(user)
-        if aliases & written:
-            indices.append(index)
-    return indices
+    written = mutated_placeholders(gm.graph)
+    return [index for index, node in enumerate(n for n in gm.graph.nodes if n.op == "placeholder") if node in written]
 
 
 def _graphed(compiled: BoxedCallable, gm: fx.GraphModule, name: str, kind: str, config: AitConfig,

@@ -10,6 +10,7 @@ from functools import lru_cache
 from typing import Any, Callable
 
 import jinja2
+import torch
 from torch import fx
 
 from ait_dynamo.kernels import runtime
@@ -20,11 +21,13 @@ from ait_dynamo.kernels.reuse import choose_reuse, owned_buffers
 from ait_dynamo.kernels.slots import SlotPool
 
 from ait_dynamo.kernels.source import call_source, entry_point_source, target_source, value_source
+from ait_dynamo.passes.graph_utils import mutated_placeholders
 from ait_dynamo.passes.plan import FusionGroup, Plan
 
 # Names the generated module uses itself; graph values never take them.
 _RESERVED = {"torch", "args", "call", "make_call", "constants", "triton", "tl", "tmath", "_rt", "error",
-             "verifier", "call_verifying", "current_call", "call_first_verified", "LaunchSite"}
+             "verifier", "call_verifying", "current_call", "call_first_verified", "LaunchSite",
+             "LayoutGuard", "layouts", "call_checking"}
 
 
 @dataclass(frozen=True)
@@ -121,6 +124,12 @@ def generate_wrapper(plan: Plan, gm: fx.GraphModule, version: str, autotune: boo
             entry_points[op] = name
         return entry_points[op]
 
+    # The first call checks the layout of every value a kernel reads that the trace only predicted
+    # (graph inputs, ATen results): kernels/layout_guard.py. Kernel outputs are allocated as traced.
+    checked = _layouts_to_check(plan, triton_runs_on)
+    checking_body: list[tuple[str, list[str]]] = [(_layout_check(p, names, "input"), []) for p in plan.placeholders
+                                                  if p in checked]
+    verifying_body.extend(checking_body)
     launched: set[str] = set()  # kernels some site launches: only those are defined
     defined: dict[str, str] = {}  # source with the name blanked → the name it is defined under
     sources: list[tuple[str, str]] = []
@@ -149,6 +158,7 @@ def generate_wrapper(plan: Plan, gm: fx.GraphModule, version: str, autotune: boo
             slots.hold(index, frees, set(reused.values()))
             header = f"# {step.name}: {step.kind}, {len(step.nodes)} ops\n{' ' * 8}"
             body.append((header + call.source(), frees))
+            checking_body.append(body[-1])
             setup.extend(call.setup)
             if runs:
                 launched.add(kernel.name)
@@ -177,9 +187,15 @@ def generate_wrapper(plan: Plan, gm: fx.GraphModule, version: str, autotune: boo
         if line is not None:
             body.append((line, frees))
             verifying_body.append(body[-1])
+            checking_body.append(body[-1])
+            if node in checked:
+                check = (_layout_check(node, names, str(node.target)), [])
+                verifying_body.append(check)
+                checking_body.append(check)
         elif frees:  # a constant's step frees nothing of its own, but may end another value's life
             body.append(("pass", frees))
             verifying_body.append(body[-1])
+            checking_body.append(body[-1])
     slots.finish()
     result = value_source(plan.output.args[0], _returned_names(plan, names))
     source = render_template(
@@ -196,11 +212,37 @@ def generate_wrapper(plan: Plan, gm: fx.GraphModule, version: str, autotune: boo
         setup=[f"{name} = {entry_point_source(op)}" for op, name in entry_points.items()] + setup,
         body=body,
         verifying_body=verifying_body if verify and launched else [],
+        checking_body=checking_body if checked and launched else [],
         result=result,
     )
     return GeneratedModule(
         source=source, constants=tuple(constants), aten_externs=tuple(externs), kernels=tuple(kernels)
     )
+
+
+def _layouts_to_check(plan: Plan, triton_runs_on: Callable[[str], bool]) -> set[fx.Node]:
+    """Values launched kernels read whose layout comes from the trace, not from ait: graph inputs
+    and ATen results, where the sizes and strides are static numbers."""
+    computed = {n for step in plan.steps if isinstance(step, FusionGroup) for n in step.outputs}
+    # an input the graph writes to is not replaced by a copy (the write would miss the caller's
+    # tensor); dynamo guards the strides of the inputs the user passes
+    computed |= mutated_placeholders(plan.graph)
+    checked: set[fx.Node] = set()
+    for step in plan.steps:
+        if not isinstance(step, FusionGroup) or not triton_runs_on(step.outputs[0].meta["val"].device.type):
+            continue
+        for node in step.reads():
+            value = node.meta.get("val")
+            if (node not in computed and node.op in ("placeholder", "call_function") and isinstance(value, torch.Tensor)
+                    and all(isinstance(v, int) for v in (*value.shape, *value.stride()))):
+                checked.add(node)
+    return checked
+
+
+def _layout_check(node: fx.Node, names: _Names, op: str) -> str:
+    value = node.meta["val"]
+    name = names(node)
+    return f"{name} = layouts.expect({name}, {tuple(value.shape)!r}, {tuple(value.stride())!r}, {name!r}, {op!r})"
 
 
 def _returned_names(plan: Plan, names: _Names) -> Any:

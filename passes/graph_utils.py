@@ -61,3 +61,22 @@ def same_tensor_layout(a: Any, b: Any) -> bool:
 def count_ops(gm: fx.GraphModule) -> int:
     """Calls in a graph (functions, methods, submodules): what ``min_acc_module_size`` counts."""
     return sum(node.op in ("call_function", "call_method", "call_module") for node in gm.graph.nodes)
+
+
+def mutated_placeholders(graph: fx.Graph) -> set[fx.Node]:
+    """The placeholders that an op of ``graph`` writes to, directly or through a view."""
+    written: set[fx.Node] = set()
+    for node in graph.nodes:
+        if node.op == "call_function" and is_mutating(node):
+            written.update(node.all_input_nodes)
+    mutated: set[fx.Node] = set()
+    for placeholder in (n for n in graph.nodes if n.op == "placeholder"):
+        aliases, frontier = {placeholder}, [placeholder]
+        while frontier:
+            for user in frontier.pop().users:
+                if user not in aliases and may_alias_input(user) and not is_mutating(user):
+                    aliases.add(user)
+                    frontier.append(user)
+        if aliases & written:
+            mutated.add(placeholder)
+    return mutated

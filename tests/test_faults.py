@@ -177,3 +177,55 @@ def test_unknown_fault_kind_is_a_clear_error():
     with pytest.raises(ValueError, match="valid kinds: compile, launch"):
         with faults.inject("segfault"):
             pass
+
+
+# -- a layout the trace predicted wrongly (kernels/layout_guard.py) ---------------------------------
+
+
+def _graph_with_a_mispredicted_layout(a: torch.Tensor, b: torch.Tensor) -> torch.fx.GraphModule:
+    """``sin(a @ b) * 2`` whose trace says the product is column-major: what a meta function that
+    disagrees with the real kernel (cuDNN's layout choice, an older torch) would record."""
+    from torch.fx.experimental.proxy_tensor import make_fx
+
+    def program(x, y):
+        return (torch.ops.aten.mul.Tensor(torch.ops.aten.sin.default(torch.ops.aten.mm.default(x, y)), 2.0),)
+
+    gm = make_fx(program, tracing_mode="fake")(a, b)
+    product = next(n for n in gm.graph.nodes if n.target is torch.ops.aten.mm.default)
+    value = product.meta["val"]
+    product.meta["val"] = value.new_empty_strided(value.shape, (1, value.shape[0]))
+    return gm
+
+
+@needs_triton
+def test_a_layout_the_trace_mispredicted_is_copied_into_the_traced_one():
+    from ait_dynamo import ait_compile
+
+    a, b = torch.randn(6, 5, device=DEVICE), torch.randn(5, 7, device=DEVICE)
+    expected = torch.sin(a @ b) * 2
+    compiled = ait_compile(_graph_with_a_mispredicted_layout(a, b), [a, b])
+    assert metrics.compiled_graphs[-1].kernels, "the pointwise work must run as a generated kernel"
+    for call in range(3):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            (result,) = compiled([a, b])
+        torch.testing.assert_close(result, expected)
+        messages = _ait_warnings(caught)
+        assert len(messages) == (1 if call == 0 else 0), messages  # one warning, on the first call
+        if call == 0:
+            assert "aten.mm.default" in messages[0] and "(1, 6)" in messages[0]
+
+
+@needs_triton
+def test_layouts_are_checked_on_the_first_call_only(monkeypatch):
+    from ait_dynamo.kernels.layout_guard import LayoutGuard
+
+    checks = []
+    original = LayoutGuard.expect
+    monkeypatch.setattr(LayoutGuard, "expect", lambda self, *args: checks.append(args[3]) or original(self, *args))
+    a, b = torch.randn(6, 5, device=DEVICE), torch.randn(5, 7, device=DEVICE)
+    compiled = torch.compile(lambda x, y: torch.sin(x @ y) * 2, backend="ait")
+    torch._dynamo.reset()
+    for _ in range(3):
+        torch.testing.assert_close(compiled(a, b), torch.sin(a @ b) * 2)
+    assert checks == ["mm"], checks  # the product: checked on the first call, never again

@@ -34,7 +34,9 @@ def _generated(triton_runs: bool, tmp_path, **options):
 
 
 def _call_body(source: str) -> str:
-    return source[source.index("    def call(args):"):]
+    """The plain body every call after the first runs (the first checks layouts: layout_guard.py)."""
+    start = source.index("    def call(args):")
+    return source[start:source.index("    call._boxed_call = True", start)]
 
 
 def test_the_call_body_is_straight_line_where_triton_runs(tmp_path):
