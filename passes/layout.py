@@ -47,6 +47,8 @@ from typing import Any, Sequence
 import torch
 from torch import fx
 
+from ait_dynamo.kernels import op_table
+from ait_dynamo.kernels.op_table import OpClass
 from ait_dynamo.partitioners import USER_OUTPUTS_META
 from ait_dynamo.passes.graph_utils import has_static_layout, is_mutating, is_random, meta_value
 
@@ -151,6 +153,7 @@ class _Propagation:
     changed: set[fx.Node] = field(default_factory=set)  # nodes whose strides differ from the trace
     copies: list[str] = field(default_factory=list)
     restored: dict[fx.Node, fx.Node] = field(default_factory=dict)  # node → its copy in traced strides
+    visited: set[fx.Node] = field(default_factory=set)  # nodes whose layout is settled, copies included
 
     @property
     def graph(self) -> fx.Graph:
@@ -164,6 +167,7 @@ class _Propagation:
     def _call(self, target: Any, args: tuple, kwargs: dict | None = None) -> fx.Node:
         node = self.graph.call_function(target, args, kwargs or {})
         node.meta["val"] = self._fake(target, args, kwargs or {})
+        self.visited.add(node)
         return node
 
     def _copy(self, source: fx.Node, before: fx.Node, like: torch.Tensor | None, why: str) -> fx.Node:
@@ -223,20 +227,68 @@ class _Propagation:
             return
         self._set(node, value)
 
+    def _channels_last_copy(self, value: fx.Node, node: fx.Node, why: str) -> None:
+        """A channels-last copy of ``value`` before ``node``, read by ``node`` and by every later
+        reader of ``value``: a residual add after the block then reads NHWC as well, instead of
+        making the next block's input NCHW again."""
+        copy = self._copy(value, node, None, why)
+        self.traced[copy] = self.traced[value]
+        self.changed.add(copy)
+        if value not in self.changed:
+            self.restored[copy] = value  # where the traced strides are needed, the original serves
+        for user in list(value.users):
+            if user is not copy and user.op != "output" and user not in self.visited:
+                user.replace_input_with(value, copy)
+
+    def _mixed_layouts(self, node: fx.Node) -> list[fx.Node]:
+        """The NCHW 4-d inputs of an ATen call that also reads NHWC ones, where the call is not
+        pointwise or a reduction (whose meta functions share ATen's stride rule): ATen and the meta
+        functions may disagree on its result's layout (``native_batch_norm_backward`` on the CPU
+        follows its input, its meta function the output gradient)."""
+        if not isinstance(node.target, torch._ops.OpOverload) or is_mutating(node) or is_random(node):
+            return []
+        if node.target in _ACTIVATIONS:  # NHWC activations with an OIHW weight: NHWC, both agree (checked)
+            return []
+        if op_table.op_class(node.target) in (OpClass.POINTWISE, OpClass.REDUCTION, OpClass.VIEW):
+            return []
+        inputs = [n for n in node.all_input_nodes if isinstance(meta_value(n), torch.Tensor) and meta_value(n).dim() == 4]
+        # a value that is both (one channel, or 1x1 pixels) suits either rule
+        channels_last = [n for n in inputs if is_channels_last(meta_value(n))]
+        if not any(not meta_value(n).is_contiguous() for n in channels_last):
+            return []
+        return [n for n in inputs if n not in channels_last]
+
+    def _early_inputs(self) -> list[fx.Node]:
+        """4-d NCHW placeholders made channels-last where first read rather than where a
+        convolution reads them: a backward's output gradients (AOTAutograd names them
+        ``tangents_*``), which start its residual stream (ConvNeXt's backward would transpose
+        them for the linear layers of every block), and the placeholders a convolution reads as
+        its activation, which other ops may read first (a residual add that the partitioner
+        recomputes in the backward). Other 4-d placeholders may be NHWC-shaped already."""
+        activations = {n.args[p] for n in self.graph.nodes if is_conv2d(n) for p in _ACTIVATIONS[n.target]}
+        return [n for n in self.graph.nodes if n.op == "placeholder"
+                and (n.name.startswith("tangents") or n in activations)
+                and isinstance(meta_value(n), torch.Tensor) and meta_value(n).dim() == 4
+                and not is_channels_last(meta_value(n)) and n.users]
+
     def run(self, convert: bool) -> None:
+        pending = set(self._early_inputs()) if convert else set()
         for node in list(self.graph.nodes):
             if node.op != "call_function":
                 continue
+            for value in [n for n in node.all_input_nodes if n in pending]:
+                pending.discard(value)
+                self._channels_last_copy(value, node, f"channels-last {value.name} where first read")
             if convert and is_conv2d(node):
                 for position in _ACTIVATIONS[node.target]:
                     activation = node.args[position]
                     if isinstance(activation, fx.Node) and not is_channels_last(meta_value(activation)):
-                        copy = self._copy(activation, node, None, f"channels-last input of {node.name}")
-                        node.update_arg(position, copy)
-                        self.traced[copy] = meta_value(activation)
-                        self.changed.add(copy)
+                        self._channels_last_copy(activation, node, f"channels-last input of {node.name}")
             if any(used in self.changed for used in node.all_input_nodes):
+                for value in self._mixed_layouts(node):
+                    self._channels_last_copy(value, node, f"one layout for {node.name}")
                 self._update(node)
+            self.visited.add(node)
 
     def restore_outputs(self, keep_from: int | None) -> None:
         """Outputs before ``keep_from`` (all when ``None``) get their traced strides back."""
