@@ -73,6 +73,7 @@ class LayoutDecision:
     channels_last: bool
     reason: str
     copies: tuple[str, ...] = ()  # the copies this pass inserted: "node: why"
+    saved_in_new_layout: bool = False  # a forward's saved value left NHWC: AOTAutograd must hear of it
 
 
 class LayoutError(Exception):
@@ -290,17 +291,21 @@ class _Propagation:
                 self._update(node)
             self.visited.add(node)
 
-    def restore_outputs(self, keep_from: int | None) -> None:
-        """Outputs before ``keep_from`` (all when ``None``) get their traced strides back."""
+    def restore_outputs(self, keep_from: int | None) -> bool:
+        """Outputs before ``keep_from`` (all when ``None``) get their traced strides back; True
+        when a later one keeps a new layout."""
+        kept = False
         output = self.graph.output_node()
         values = list(output.args[0]) if isinstance(output.args[0], (list, tuple)) else [output.args[0]]
         for index, value in enumerate(values):
             if not isinstance(value, fx.Node) or value.op == "placeholder" or value not in self.changed:
                 continue
             if keep_from is not None and index >= keep_from:
+                kept = kept or not same_layout(self.traced[value], value.meta["val"])
                 continue
             values[index] = self._restored(value, output, f"output {index} in eager's strides")
         output.args = (type(output.args[0])(values) if isinstance(output.args[0], (list, tuple)) else values[0],)
+        return kept
 
 
 def can_report_output_strides() -> bool:
@@ -311,8 +316,12 @@ def can_report_output_strides() -> bool:
 
 
 def report_output_strides(gm: fx.GraphModule) -> None:
-    """Tell AOTAutograd the strides of the compiled graph's outputs (as Inductor does)."""
-    if not can_report_output_strides():
+    """Tell AOTAutograd the strides of the compiled graph's outputs (as Inductor does), where this
+    pass left saved values in a new layout. Only there: AOTAutograd maps the reported strides to
+    the backward's placeholders by its own count of the outputs, which our partition of some graphs
+    does not match (linalg.solve's forward: an IndexError restriding its backward inputs)."""
+    decision = gm.meta.get(LAYOUT_META)
+    if decision is None or not decision.saved_in_new_layout or not can_report_output_strides():
         return
     context = torch._guards.TracingContext.try_get()
     output = gm.graph.output_node().args[0]
@@ -361,10 +370,10 @@ def channels_last_layout(gm: fx.GraphModule, config: Any) -> fx.GraphModule:
     propagation.run(convert=decision.channels_last)
     user_outputs = gm.meta.get(USER_OUTPUTS_META)
     # saved values keep their layout only where the backward will hear of it
-    propagation.restore_outputs(user_outputs if user_outputs is not None and can_report_output_strides() else None)
+    kept = propagation.restore_outputs(user_outputs if user_outputs is not None and can_report_output_strides() else None)
     gm.graph.lint()
     gm.recompile()
-    gm.meta[LAYOUT_META] = LayoutDecision(decision.channels_last, decision.reason, tuple(propagation.copies))
+    gm.meta[LAYOUT_META] = LayoutDecision(decision.channels_last, decision.reason, tuple(propagation.copies), kept)
     log.info("layout: %s (%s), %d copies", "channels-last" if decision.channels_last else "contiguous",
              decision.reason, len(propagation.copies))
     return gm

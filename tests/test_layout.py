@@ -265,10 +265,10 @@ def test_auto_layout_rule_on_cuda_graphs(convolutions, extra_nodes, expected):
     assert not layout.decide(gm, AitConfig.create({"channels_last": "off"}, environ={})).channels_last
 
 
-def _slot_blocks(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+def _slot_blocks(x: torch.Tensor, w: torch.Tensor) -> tuple[torch.Tensor]:
     a = torch.relu(F.conv2d(x, w, padding=1)) * 2  # an NHWC kernel output; dies at the next conv
     b = torch.sigmoid(F.conv2d(a, w, padding=1)) * 3  # NHWC as well: it may take a's buffer
-    return F.conv2d(b, w, padding=1) + 1  # back in NCHW for the caller: it must not take b's
+    return (F.conv2d(b, w, padding=1) + 1,)  # back in NCHW for the caller: it must not take b's
 
 
 def test_kernel_outputs_take_dead_channels_last_buffers_of_their_layout_only(tmp_path):
@@ -295,6 +295,6 @@ def test_kernel_outputs_take_dead_channels_last_buffers_of_their_layout_only(tmp
     if runtime.triton_runs_on("cpu"):
         module, _ = load_module(generated.source, str(tmp_path))
         (got,) = module.make_call(generated.constants)([x.clone(), w])
-        want = _slot_blocks(x, w)
+        (want,) = _slot_blocks(x, w)
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
         assert got.stride() == want.stride()
