@@ -25,6 +25,7 @@ from ait_dynamo.kernels.precompile import precompile
 from ait_dynamo.kernels.wrapper import generate_wrapper
 from ait_dynamo.fusion_report import build_report, emit_report
 from ait_dynamo.partitioners import USER_OUTPUTS_META
+from ait_dynamo.passes import layout
 from ait_dynamo.passes.fusion import build_plan
 from ait_dynamo.passes.graph_utils import mutated_placeholders
 from ait_dynamo.passes.plan import FusionGroup
@@ -47,7 +48,9 @@ def _copy_graph_module(gm: fx.GraphModule) -> fx.GraphModule:
         result, old_output = copied  # type: ignore[misc]
         graph.output(result, type_expr=old_output.type).meta = dict(old_output.meta)
     graph._codegen = gm.graph._codegen
-    return fx.GraphModule(gm, graph, gm.__class__.__name__)
+    copy = fx.GraphModule(gm, graph, gm.__class__.__name__)
+    copy.meta = dict(gm.meta)  # what the partitioner noted (how many outputs are the user's)
+    return copy
 
 
 def _boxed(gm: fx.GraphModule) -> BoxedCallable:
@@ -115,7 +118,7 @@ def compile_graph(
             compiled, source = _boxed(gm), None
         else:
             with faults.compiling(name):
-                compiled, source = _compile(gm, config, name, debug, record)
+                compiled, source = _compile(gm, example_inputs, config, name, debug, record)
     except Exception as error:  # noqa: BLE001 - any compile failure must degrade, not crash
         message = f"ait_dynamo: compiling {name} failed ({type(error).__name__}: {error}); running it through ATen"
         warnings.warn(message, RuntimeWarning, stacklevel=2)
@@ -138,10 +141,16 @@ def compile_graph(
     return compiled
 
 
-def _compile(gm: fx.GraphModule, config: AitConfig, name: str, debug: DebugDir,
+def _compile(gm: fx.GraphModule, example_inputs: Sequence[Any], config: AitConfig, name: str, debug: DebugDir,
              record: metrics.GraphRecord) -> tuple[BoxedCallable, str]:
     """passes → plan → report → generated module → loaded (cached) → ``call``."""
-    work = run_passes(_copy_graph_module(gm), config, dump=debug.write if debug else None)
+    work = _copy_graph_module(gm)
+    layout.adopt_input_strides(work, example_inputs)  # a backward's saved values, as the forward laid them out
+    work = run_passes(work, config, dump=debug.write if debug else None)
+    decision = work.meta.get(layout.LAYOUT_META)
+    record.layout = "" if decision is None else f"{'channels-last' if decision.channels_last else 'contiguous'}: {decision.reason}"
+    record.layout_copies = layout.layout_copies(work)
+    record.convolutions = layout.channels_last_convolutions(work)
     plan, refusals = build_plan(work, config)
     record.refused = dict(refusals)
     debug.write("plan.txt", plan.describe())
@@ -168,6 +177,7 @@ def _compile(gm: fx.GraphModule, config: AitConfig, name: str, debug: DebugDir,
     record.externs = list(generated.aten_externs)
     record.kernels = [kernel.name for kernel in generated.kernels]
     record.fused_ops = [str(n.target) for g in groups for n in g.nodes]
+    layout.report_output_strides(work)  # last: a compile that fails after it would return other strides
     return compiled, generated.source
 
 

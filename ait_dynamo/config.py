@@ -79,6 +79,11 @@ class AitConfig:
             float64 where the dtype allows), by dynamo's accuracy rule; a kernel past tolerance
             runs through ATen from then on, with one warning and a line in the fusion report.
             Later calls pay nothing (``AIT_VERIFY=1``).
+        channels_last: run convolutional graphs channels-last (``passes/layout.py``):
+            ``"auto"`` where it pays, on CUDA graphs that are conv-dominated (the module doc of
+            ``passes/layout.py`` states the rule), never on other devices; ``"on"`` on any
+            device (how the CPU tests exercise it); ``"off"`` never. ``True`` / ``False`` mean
+            ``"on"`` / ``"off"``. The graph's outputs keep the strides eager gives them.
     """
 
     debug_dir: str | None = None
@@ -95,6 +100,7 @@ class AitConfig:
     rewrite_attention: bool = True
     pad_gemms: str = "auto"
     min_acc_module_size: int = 0
+    channels_last: str = "auto"
 
     @staticmethod
     def option_names() -> tuple[str, ...]:
@@ -141,7 +147,7 @@ class AitConfig:
     def cache_token(self) -> str:
         """The options that change generated code (the cache key includes them)."""
         return repr((self.fusion, self.fallback_ops, self.autotune, self.fallback_random, self.verify,
-                     self.rewrite_attention, self.pad_gemms))
+                     self.rewrite_attention, self.pad_gemms, self.channels_last))
 
 
 def _parse_str_or_none(name: str, value: Any) -> str | None:
@@ -190,6 +196,21 @@ def _parse_pad_mode(name: str, value: Any) -> str:
         value = "auto" if value else "never"
     if value not in PAD_MODES:
         raise ValueError(f"ait backend: option {name!r} got {value!r}; valid values: {', '.join(PAD_MODES)}")
+    return str(value)
+
+
+def _parse_layout_mode(name: str, value: Any) -> str:
+    from ait_dynamo.passes.layout import LAYOUT_MODES
+
+    if isinstance(value, bool):
+        value = "on" if value else "off"
+    if isinstance(value, str):
+        value = value.strip().lower()
+        if value not in LAYOUT_MODES and value in _TRUE + _FALSE:  # AIT_CHANNELS_LAST=1 / 0
+            value = "on" if value in _TRUE else "off"
+    if value not in LAYOUT_MODES:
+        raise ValueError(f"ait backend: option {name!r} got {value!r}; valid values: {', '.join(LAYOUT_MODES)} "
+                         "(or True / False for on / off)")
     return str(value)
 
 
@@ -313,6 +334,7 @@ _PARSERS: dict[str, Callable[[str, Any], Any]] = {
     "rewrite_attention": _parse_bool,
     "pad_gemms": _parse_pad_mode,
     "min_acc_module_size": _parse_count,
+    "channels_last": _parse_layout_mode,
 }
 assert set(_PARSERS) == set(AitConfig.option_names()), "every option needs a parser"
 

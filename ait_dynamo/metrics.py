@@ -30,6 +30,9 @@ class GraphRecord:
     rewrites: list[str] = field(default_factory=list)  # what rewrites before AOTAutograd did (attention → SDPA)
     verified: list[str] = field(default_factory=list)  # kernels the numerics guard found in agreement
     verify_failures: dict[str, str] = field(default_factory=dict)  # kernel → how it differed from ATen
+    layout: str = ""  # "channels-last: why" | "contiguous: why" (passes/layout.py)
+    layout_copies: list[str] = field(default_factory=list)  # copies that change a 4-d value's memory order
+    convolutions: tuple[int, int] = (0, 0)  # (2-D convolutions, those reading channels-last activations)
     cache_hit: bool = False
     compile_seconds: float = 0.0
 

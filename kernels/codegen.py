@@ -20,6 +20,7 @@ from ait_dynamo import faults
 from ait_dynamo.kernels import op_table
 from ait_dynamo.kernels.codegen_reductions import ReductionWriter
 from ait_dynamo.kernels.column_reduction import SplitSources, is_column_layout, split_sources
+from ait_dynamo.kernels.loop_order import memory_order
 from ait_dynamo.kernels.reuse import inplace_candidates
 from ait_dynamo.kernels.triton_values import Operand, compute_dtype, round_to, to_storage, triton_type
 from ait_dynamo.passes.fusion_maps import broadcast_map
@@ -151,6 +152,8 @@ class KernelWriter(ReductionWriter):
         reduced = set(group.reduced)
         self.r_dims = [d for d in range(len(space)) if d in reduced]
         self.x_dims = [d for d in range(len(space)) if d not in reduced]
+        if not reduced:  # a reduction's rows keep the natural order (its columns: column_reduction.py)
+            self.x_dims = memory_order(group, space, self.x_dims)
         self.x_nonunit = [d for d in self.x_dims if not is_one(space[d])]
         self.r_nonunit = [d for d in self.r_dims if not is_one(space[d])]
         self.x_contig = _contiguous(space, self.x_dims)

@@ -12,7 +12,11 @@ AOTAutograd (``passes/pre_autograd.py``): what they rewrite, AOTAutograd then di
 2. CSE before DCE, because merging duplicates leaves the later copies unused;
 3. pad_gemms after CSE, so that each distinct GEMM is measured and padded once;
 4. DCE, to drop everything the earlier passes orphaned;
-5. reinplace_dying_inputs last (only where nothing is generated): it needs the final users of
+5. channels_last_layout after DCE, so that dead convolutions do not count towards its rule, and
+   before the planner, which plans kernels over the strides it chose;
+6. remove_noops once more: contiguous clones the trace needed on NCHW values (ConvNeXt's permute
+   before a linear layer) are identities on NHWC ones;
+7. reinplace_dying_inputs last (only where nothing is generated): it needs the final users of
    each value, and its in-place ops would keep CSE and DCE from touching them.
 """
 
@@ -26,6 +30,7 @@ from torch import fx
 from ait_dynamo.passes.attention import fuse_attention
 from ait_dynamo.passes.cse import common_subexpression_elimination
 from ait_dynamo.passes.dead_code import eliminate_dead_code
+from ait_dynamo.passes.layout import channels_last_layout
 from ait_dynamo.passes.pad_gemm import pad_gemms
 from ait_dynamo.passes.reinplace import reinplace_dying_inputs
 from ait_dynamo.passes.remove_noops import remove_noops
@@ -43,6 +48,8 @@ PASSES: list[GraphPass] = [
     common_subexpression_elimination,
     pad_gemms,
     eliminate_dead_code,
+    channels_last_layout,
+    remove_noops,
     reinplace_dying_inputs,
 ]
 

@@ -110,6 +110,16 @@ def assert_close_to_reference(actual: Any, expected_eager: Any, reference: Any, 
             )
 
 
+def assert_same_strides(actual: Any, expected: Any, what: str) -> None:
+    """Each tensor of ``actual`` has the strides of its counterpart in ``expected`` along every
+    dim of size > 1 (a size-1 dim's stride addresses nothing)."""
+    for index, (a, e) in enumerate(zip(tree_flatten(actual)[0], tree_flatten(expected)[0])):
+        if isinstance(a, torch.Tensor) and isinstance(e, torch.Tensor) and e.numel() > 0:
+            got = [st for size, st in zip(a.shape, a.stride()) if size != 1]
+            want = [st for size, st in zip(e.shape, e.stride()) if size != 1]
+            assert got == want, f"{what}[{index}]: strides {a.stride()} != eager's {e.stride()} (shape {tuple(e.shape)})"
+
+
 def check_compiled(
     fn: Callable[..., Any],
     *inputs: Any,
@@ -119,11 +129,13 @@ def check_compiled(
     compiler: Callable[[Callable[..., Any]], Callable[..., Any]] | None = None,
     seed: int = 0,
     eager: Callable[..., Any] | None = None,
+    check_strides: bool = False,
 ) -> Any:
     """Run ``fn`` eagerly, compiled with ait, and in fp64; compare outputs (and input/parameter
     gradients when ``backward``). Returns the compiled outputs. ``eager``: what runs as eager's
     side instead of ``fn`` (the same function written with the ops a rewrite produces, whose own
-    rounding sets the bound), with ``fn``'s parameters."""
+    rounding sets the bound), with ``fn``'s parameters. ``check_strides``: outputs and gradients
+    must also have eager's strides."""
     torch._dynamo.reset()
     eager_fn = fn if eager is None else eager
     compiled_source, reference_fn = (copy.deepcopy(fn) if isinstance(fn, torch.nn.Module) else fn), _to_fp64(fn)
@@ -144,6 +156,8 @@ def check_compiled(
     torch.manual_seed(seed)
     reference = reference_fn(*reference_inputs)
     assert_close_to_reference(actual, expected, reference, "output")
+    if check_strides:
+        assert_same_strides(actual, expected, "output")
     # mutated inputs must match too
     assert_close_to_reference(list(compiled_inputs), list(eager_inputs), list(reference_inputs), "input after call")
 
@@ -156,4 +170,6 @@ def check_compiled(
             _grads(reference_fn, reference_inputs),
             "grad",
         )
+        if check_strides:
+            assert_same_strides(_grads(compiled_source, compiled_inputs), _grads(eager_fn, eager_inputs), "grad")
     return actual
