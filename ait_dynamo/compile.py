@@ -46,7 +46,9 @@ def _copy_graph_module(gm: fx.GraphModule) -> fx.GraphModule:
         result, old_output = copied  # type: ignore[misc]
         graph.output(result, type_expr=old_output.type).meta = dict(old_output.meta)
     graph._codegen = gm.graph._codegen
-    return fx.GraphModule(gm, graph, gm.__class__.__name__)
+    module = fx.GraphModule(gm, graph, gm.__class__.__name__)
+    module.meta.update(gm.meta)  # e.g. how many outputs are the caller's (partitioners.USER_OUTPUTS_META)
+    return module
 
 
 def _boxed(gm: fx.GraphModule) -> BoxedCallable:
