@@ -11,8 +11,10 @@ AOTAutograd (``passes/pre_autograd.py``): what they rewrite, AOTAutograd then di
 1. remove_noops first, so CSE sees the real producers and more expressions coincide;
 2. CSE before DCE, because merging duplicates leaves the later copies unused;
 3. pad_gemms after CSE, so that each distinct GEMM is measured and padded once;
-4. DCE, to drop everything the earlier passes orphaned;
-5. reinplace_dying_inputs last (only where nothing is generated): it needs the final users of
+4. cancel_negations (only where nothing is generated) before DCE, which drops the negations it
+   reads through;
+5. DCE, to drop everything the earlier passes orphaned;
+6. reinplace_dying_inputs last (only where nothing is generated): it needs the final users of
    each value, and its in-place ops would keep CSE and DCE from touching them.
 """
 
@@ -24,6 +26,7 @@ from typing import Any, Callable
 from torch import fx
 
 from ait_dynamo.passes.attention import fuse_attention
+from ait_dynamo.passes.cancel_negations import cancel_negations
 from ait_dynamo.passes.cse import common_subexpression_elimination
 from ait_dynamo.passes.dead_code import eliminate_dead_code
 from ait_dynamo.passes.pad_gemm import pad_gemms
@@ -42,6 +45,7 @@ PASSES: list[GraphPass] = [
     remove_noops,
     common_subexpression_elimination,
     pad_gemms,
+    cancel_negations,
     eliminate_dead_code,
     reinplace_dying_inputs,
 ]

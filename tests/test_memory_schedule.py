@@ -342,3 +342,36 @@ def test_add_and_mul_write_into_their_dying_second_operand(monkeypatch):
         assert torch.equal(got, expected)
     metrics.reset()
     check_compiled(fn, x.requires_grad_(True), y, b)
+
+
+def test_negations_cancel_across_products_where_nothing_is_generated(monkeypatch):
+    """The tutorial's backward, tangent * -sin(cos x) * -sin(x): fusion off, the two negations
+    cancel (each was a full pass over memory), and the gradients are bit for bit eager's. A
+    negation read twice, or one that would cover a broadcast product, stays."""
+    from ait_dynamo.kernels import runtime
+
+    monkeypatch.setattr(runtime, "INTERPRETING", False)
+
+    def tutorial(a, b):
+        return (a + b).cos().cos()
+
+    a, b = torch.randn(4, 6, requires_grad=True), torch.randn(4, 6, requires_grad=True)
+    compiled = torch.compile(tutorial, backend="ait")
+    compiled(a, b).sum().backward()
+    compiled_grads = (a.grad.clone(), b.grad.clone())
+    a.grad = b.grad = None
+    tutorial(a, b).sum().backward()
+    assert torch.equal(compiled_grads[0], a.grad) and torch.equal(compiled_grads[1], b.grad)
+    backward = next(g for g in metrics.compiled_graphs if g.kind == "backward")
+    assert not any(op.startswith("aten.neg") for op in backward.externs), backward.externs
+    metrics.reset()
+
+    def kept(x, small):
+        n = -small                       # [6], broadcast over x: moved onto x * n it would grow
+        m = -x
+        return x * n, m * x, m.exp()     # m is read twice
+
+    x, small = torch.randn(4, 6), torch.randn(6)
+    with torch.no_grad():
+        check_compiled(kept, x, small, backward=False)
+    assert metrics.compiled_graphs[0].externs.count("aten.neg.default") == 2
