@@ -7,7 +7,7 @@ float64; the relative L2 error against eager is recorded too), recompiled after 
 asked (warm compile, on-disk caches hit), then measured: by default ``measure.time_step`` (median
 after warm-up), ``measure.peak_memory`` (absolute, and above what was in use before the backend's
 first step: parameters, inputs and the step's own copy of the weights) and, on CUDA,
-``measure.host_time`` and ``measure.profile_step`` (kernel time, launches). On a CPU each compiled
+``measure.host_time`` and then ``measure.profile_step`` (kernel time, launches). On a CPU each compiled
 backend is instead timed interleaved with eager (``measure.time_interleaved``): a 2-core machine
 shared with other work moves eager itself by up to 2x between runs, so only times taken in the
 same window compare; its speedup is eager's median over its own in that window, with the spread of
@@ -38,6 +38,7 @@ from benchmarks import model_suite
 from benchmarks.backends import BACKENDS, BackendSpec, fresh_caches, make_step, parse_backends
 from benchmarks.measure import (
     TOLERANCES,
+    HostTime,
     MemoryUse,
     Timing,
     TimingPolicy,
@@ -278,9 +279,15 @@ class CaseRunner:
                           above_inputs_mib=above.allocated_mib, reserved_above_inputs_mib=above.reserved_mib)
         record["kernel_ms"] = host = None
         if self.settings.kernel_time and self.device.type == "cuda":
+            # Host time before the profile: after a torch.profiler session the process issues work
+            # slower for a while (on the H200, eager's host time taken after the profile was 366 us
+            # per step against a wall time of 309 us taken before it, and 265 us in a plain loop:
+            # benchmarks/results/nvidia-h200/host_time/).
+            enqueue = host_time(step, self.device, launches=0.0)
             profiled = profile_step(step, self.device)  # one trace: kernel time and launch count
             record["kernel_ms"] = sum(row.ms for row in profiled.rows)
-            host = host_time(step, self.device, launches=profiled.launches)
+            if enqueue is not None:
+                host = HostTime(enqueue.enqueue_us, profiled.launches or 0.0)
         if host is not None:
             record.update(host_us=host.enqueue_us, launches=host.launches, us_per_launch=host.us_per_launch)
         if record.get("batch") is not None:
