@@ -10,8 +10,8 @@ first step: parameters, inputs and the step's own copy of the weights) and, on C
 ``measure.host_time`` and then ``measure.profile_step`` (kernel time, launches). On a CPU each compiled
 backend is instead timed interleaved with eager (``measure.time_interleaved``): a 2-core machine
 shared with other work moves eager itself by up to 2x between runs, so only times taken in the
-same window compare; its speedup is eager's median over its own in that window, with the spread of
-the per-round ratios. A subcommand may measure otherwise (``profile`` profiles instead).
+same window compare; its speedup is the median of the per-round ratios (eager's time over the
+backend's in each round), with their quartiles. A subcommand may measure otherwise (``profile`` profiles instead).
 A wrong result or an error is a record with that status, printed loudly; the other cases still run.
 
 ``add_case_arguments`` / ``resolve_case_arguments`` give the subcommands one set of options for
@@ -298,9 +298,9 @@ class CaseRunner:
 
     def _time(self, step: Any, record: Record, spec: BackendSpec) -> Any:
         """``time_step``, or on a CPU (``_interleaves``) ``time_interleaved`` with eager's step:
-        a compiled backend's record gets eager's median of the same window and the speedup over
-        it (``speedup_vs_eager``, with the quartiles of the per-round ratios); eager's record, made
-        last, the median of all its interleaved iterations."""
+        a compiled backend's record gets eager's median of the same window and its speedup over
+        eager (``speedup_vs_eager``: the median of the per-round ratios, with their quartiles);
+        eager's record, made last, the median of all its interleaved iterations."""
         partner = self._eager_partner
         if partner is None:
             return time_step(step, self.device, self.policy)
@@ -314,10 +314,12 @@ class CaseRunner:
                           sum(t.iters for t in samples), ())
         eager_timing, timing = time_interleaved([partner, step], self.device, self.policy)
         self._eager_timings.append(eager_timing)
-        ratios = sorted(e / b for e, b in zip(eager_timing.round_ms, timing.round_ms) if b > 0)
+        # The median of the per-round ratios: each round compares the two under the same load,
+        # where pooled medians may each come from another load when the machine's drifts
+        ratios = [e / b for e, b in zip(eager_timing.round_ms, timing.round_ms) if b > 0]
         record.update(timing=f"interleaved with eager, {len(timing.round_ms)} rounds",
                       eager_same_window_ms=eager_timing.median_ms,
-                      speedup_vs_eager=eager_timing.median_ms / timing.median_ms)
+                      speedup_vs_eager=statistics.median(ratios) if ratios else eager_timing.median_ms / timing.median_ms)
         if len(ratios) >= 4:
             quartiles = statistics.quantiles(ratios, n=4)
             record["speedup_round_quartiles"] = [quartiles[0], quartiles[2]]

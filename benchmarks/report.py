@@ -100,7 +100,7 @@ def _cases(records: list[Record]) -> list[tuple[str, int | None]]:
 
 def speedups(results: Results) -> dict[tuple[str, int | None, str], float]:
     """Eager median / backend median for every measured case with an eager measurement; where the
-    backend was timed interleaved with eager (on a CPU), eager's median of that same window."""
+    backend was timed interleaved with eager (on a CPU), the median of its per-round ratios."""
     by_key = {case_key(r): r for r in results["results"]}
     table = {}
     for (workload, batch, backend), record in by_key.items():
@@ -219,9 +219,9 @@ def markdown(results: Results, plots: Iterable[str] = ()) -> str:
         environment_line(env),
         "Median latency per iteration after warm-up (CUDA events on a GPU), speedup = eager / backend. "
         "On a CPU each compiled backend is timed interleaved with eager (alternating rounds of a few "
-        "iterations each), its speedup taken against eager's median of the same window, and \"rounds a-b\" "
-        "is the middle half (quartiles) of the per-round ratios; eager's own column is the median over "
-        "those windows. "
+        "iterations each): its speedup is the median over rounds of eager's time over its own in the same "
+        "round, and \"rounds a-b\" the middle half (quartiles) of those ratios; a wide one means the machine's "
+        "load changed within rounds. Eager's own column is its median over those windows. "
         "Inference in the seed tables' precision under `torch.no_grad()`; `fwd_bwd` is forward + "
         "`out.sum().backward()`; `train` is one step (forward + loss, backward, SGD). Every compiled "
         "result is checked against eager before timing.",
