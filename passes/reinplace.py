@@ -67,8 +67,10 @@ def _is_fresh(node: fx.Node, rewritten: set[fx.Node]) -> bool:
         return True
     if node.target is operator.getitem and isinstance(node.args[0], fx.Node):
         producer = node.args[0]
+        # another getitem of the same element would be the same tensor under another name
+        twins = [u for u in producer.users if u is not node and u.target is operator.getitem and u.args[1:] == node.args[1:]]
         return producer.op == "call_function" and isinstance(producer.target, torch._ops.OpOverload) \
-            and not may_alias_input(producer)
+            and not may_alias_input(producer) and not twins
     return False
 
 

@@ -375,3 +375,32 @@ def test_negations_cancel_across_products_where_nothing_is_generated(monkeypatch
     with torch.no_grad():
         check_compiled(kept, x, small, backward=False)
     assert metrics.compiled_graphs[0].externs.count("aten.neg.default") == 2
+
+
+def test_two_getitems_of_one_element_are_one_buffer_to_the_in_place_pass():
+    """``getitem(ln, 0)`` twice names one tensor twice: writing ReLU into the first would change
+    what exp reads through the second."""
+    import operator
+
+    from ait_dynamo.passes.reinplace import reinplace_dying_inputs
+
+    aten = torch.ops.aten
+    gm = make_fx(lambda x, w, b: aten.native_layer_norm.default(x, [4], w, b, 1e-5))(
+        torch.randn(3, 4), torch.randn(4), torch.randn(4))
+    graph = gm.graph
+    norm = next(n for n in graph.nodes if n.target == aten.native_layer_norm.default)
+    output = next(n for n in graph.nodes if n.op == "output")
+    with graph.inserting_before(output):
+        first, second = (graph.call_function(operator.getitem, (norm, 0)) for _ in range(2))
+        relu = graph.call_function(aten.relu.default, (first,))
+        exp = graph.call_function(aten.exp.default, (second,))
+        total = graph.call_function(aten.add.Tensor, (relu, exp))
+    for node in (first, second, relu, exp, total):
+        node.meta["val"] = torch.empty(3, 4)
+    output.args = ((total,),)
+    graph.eliminate_dead_code()
+    gm.recompile()
+    gm = reinplace_dying_inputs(gm, AitConfig.create({"fusion": False}, environ={}))
+    targets = [n.target for n in gm.graph.nodes if n.op == "call_function"]
+    assert aten.relu.default in targets and aten.exp.default in targets  # neither writes the shared buffer
+    assert aten.add_.Tensor in targets  # relu's own fresh result dies in the sum
