@@ -7,13 +7,11 @@ of ``torch.compile`` as keyword arguments.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import itertools
 import logging
 from typing import Any, Callable, Mapping, Sequence
 
-import torch
 from torch import fx
 from torch._dynamo.backends.common import aot_autograd
 
@@ -22,7 +20,7 @@ from ait_dynamo.compile import compile_graph
 from ait_dynamo.config import AitConfig
 from ait_dynamo.cuda_graphs import GraphPair
 from ait_dynamo.debug import DebugDir
-from ait_dynamo.kernels.runtime import triton_runs_on
+from ait_dynamo.devices import for_devices
 from ait_dynamo.partitioners import partition_function
 from ait_dynamo.passes.decompositions import decomposition_table
 from ait_dynamo.passes.graph_utils import count_ops
@@ -47,23 +45,6 @@ def aot_compilers(config: AitConfig, graph_pair: GraphPair | None = None,
         "partition_fn": partition_function(config),
         "decompositions": decomposition_table(config),
     }
-
-
-def for_devices(config: AitConfig, example_inputs: Sequence[Any]) -> AitConfig:
-    """The configuration for where the graph runs. Where Triton cannot run (the CPU without
-    ``TRITON_INTERPRET=1``) nothing is generated: a fusion group would run its decomposed ops
-    one by one through ATen, slower than ATen's native composite kernels (layer_norm, softmax,
-    gelu). So there fusion is off, which also keeps the composite ops whole, and the default
-    partition (save what the forward computed) replaces the min-cut one, whose recomputations
-    pay only when they fuse into a backward kernel (unless a memory budget asks for them)."""
-    devices = {value.device.type for value in example_inputs if isinstance(value, torch.Tensor)}
-    if not devices or any(triton_runs_on(device) for device in devices) or not config.fusion:
-        return config
-    changes: dict[str, Any] = {"fusion": False}
-    if config.partitioner == "min_cut" and config.memory_budget is None:
-        changes["partitioner"] = "default"
-    log.debug("graph on %s, where Triton does not run: %s", sorted(devices), changes)
-    return dataclasses.replace(config, **changes)
 
 
 @functools.lru_cache(maxsize=32)

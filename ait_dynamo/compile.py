@@ -49,7 +49,7 @@ def _copy_graph_module(gm: fx.GraphModule) -> fx.GraphModule:
         graph.output(result, type_expr=old_output.type).meta = dict(old_output.meta)
     graph._codegen = gm.graph._codegen
     copy = fx.GraphModule(gm, graph, gm.__class__.__name__)
-    copy.meta = dict(gm.meta)  # what the partitioner noted (how many outputs are the user's)
+    copy.meta = dict(gm.meta)  # what the partitioner noted (how many outputs are the caller's: USER_OUTPUTS_META)
     return copy
 
 

@@ -172,6 +172,10 @@ class _StepBase:
     last: list[torch.Tensor] = field(default_factory=list)
 
     def _begin(self) -> None:
+        # The previous iteration's outputs die before this one starts, as in a loop that consumes
+        # each result (``y = f(x); use(y); del y``): held, they count twice in the peak memory of an
+        # inference step and keep their blocks from the allocator while the next call runs.
+        self.last = []
         if self.cudagraphs:
             # Tell CUDA-graph trees a new iteration starts: the previous outputs may be overwritten.
             torch.compiler.cudagraph_mark_step_begin()

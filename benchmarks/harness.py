@@ -7,7 +7,11 @@ float64; the relative L2 error against eager is recorded too), recompiled after 
 asked (warm compile, on-disk caches hit), then measured: by default ``measure.time_step`` (median
 after warm-up), ``measure.peak_memory`` (absolute, and above what was in use before the backend's
 first step: parameters, inputs and the step's own copy of the weights) and, on CUDA,
-``measure.profile_step`` (kernel time, launches) and ``measure.host_time``. A subcommand may measure otherwise (``profile`` profiles instead).
+``measure.host_time`` and then ``measure.profile_step`` (kernel time, launches). On a CPU each compiled
+backend is instead timed interleaved with eager (``measure.time_interleaved``): a 2-core machine
+shared with other work moves eager itself by up to 2x between runs, so only times taken in the
+same window compare; its speedup is the median of the per-round ratios (eager's time over the
+backend's in each round), with their quartiles. A subcommand may measure otherwise (``profile`` profiles instead).
 A wrong result or an error is a record with that status, printed loudly; the other cases still run.
 
 ``add_case_arguments`` / ``resolve_case_arguments`` give the subcommands one set of options for
@@ -18,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import statistics
 import sys
 import time
 import traceback
@@ -33,7 +38,9 @@ from benchmarks import model_suite
 from benchmarks.backends import BACKENDS, BackendSpec, fresh_caches, make_step, parse_backends
 from benchmarks.measure import (
     TOLERANCES,
+    HostTime,
     MemoryUse,
+    Timing,
     TimingPolicy,
     host_time,
     profile_step,
@@ -43,6 +50,7 @@ from benchmarks.measure import (
     run_once,
     same_as_reference,
     synchronize,
+    time_interleaved,
     time_step,
 )
 from benchmarks.recording import Record, Recorder
@@ -119,6 +127,16 @@ class CaseRunner:
         self._step: Any = None
         self._baseline: MemoryUse | None = None
         self.fp64: list[torch.Tensor] | None = None
+        # On a CPU, with the default measurement: eager's step, kept alive to be timed interleaved
+        # with each compiled backend, and the eager timings of those windows.
+        self._eager_partner: Any = None
+        self._eager_timings: list[Any] = []
+
+    def _interleaves(self) -> bool:
+        """Whether compiled backends are timed interleaved with eager: on a CPU, where there is no
+        device memory to keep eager's step from (``measure.peak_memory`` is CUDA's), with the
+        default measurement (``profile`` and others measure otherwise)."""
+        return self.device.type != "cuda" and self.measure == self.time_and_memory
 
     def run(self, workload: Workload, batch: int | None, measure_warm: bool) -> list[Record]:
         torch.manual_seed(0)
@@ -138,15 +156,25 @@ class CaseRunner:
         eager.last = []
         self.fp64 = self._fp64_reference(built)
         records: dict[str, Record] = {}
-        for spec in self.settings.specs:
-            if spec.backend.compile is None:
+        eager_specs = [spec for spec in self.settings.specs if spec.backend.compile is None]
+        compiled_specs = [spec for spec in self.settings.specs if spec.backend.compile is not None]
+        interleave = self._interleaves() and bool(eager_specs) and bool(compiled_specs)
+        if interleave:
+            # eager is timed beside each compiled backend (time_and_memory), and its record made last
+            self._eager_partner, self._eager_timings = eager, []
+        else:
+            for spec in eager_specs:
                 self._baseline = eager_baseline
                 records[spec.label] = self._measure(spec, built, base, reference, measure_warm, eager)
-        del eager
-        cleanup(self.device)
-        for spec in self.settings.specs:
-            if spec.backend.compile is not None:
-                records[spec.label] = self._measure(spec, built, base, reference, measure_warm, None)
+            del eager
+            cleanup(self.device)
+        for spec in compiled_specs:
+            records[spec.label] = self._measure(spec, built, base, reference, measure_warm, None)
+        if interleave:
+            for spec in eager_specs:
+                records[spec.label] = self._measure(spec, built, base, reference, measure_warm, eager)
+            self._eager_partner, self._eager_timings = None, []
+            del eager
         del built, reference
         cleanup(self.device)
         return [records[spec.label] for spec in self.settings.specs]
@@ -241,7 +269,7 @@ class CaseRunner:
         """The default measurement: time, peak memory (absolute and above the backend's baseline)
         and kernel time."""
         synchronize(self.device)
-        timing = time_step(step, self.device, self.policy)
+        timing = self._time(step, record, spec)
         record["median_ms"] = timing.median_ms
         record["phases_ms"] = timing.phases_ms
         record["iters"] = timing.iters
@@ -251,15 +279,51 @@ class CaseRunner:
                           above_inputs_mib=above.allocated_mib, reserved_above_inputs_mib=above.reserved_mib)
         record["kernel_ms"] = host = None
         if self.settings.kernel_time and self.device.type == "cuda":
+            # Host time before the profile: after a torch.profiler session the process issues work
+            # slower for a while (on the H200, eager's host time taken after the profile was 366 us
+            # per step against a wall time of 309 us taken before it, and 265 us in a plain loop:
+            # benchmarks/results/nvidia-h200/host_time/).
+            enqueue = host_time(step, self.device, launches=0.0)
             profiled = profile_step(step, self.device)  # one trace: kernel time and launch count
             record["kernel_ms"] = sum(row.ms for row in profiled.rows)
-            host = host_time(step, self.device, launches=profiled.launches)
+            if enqueue is not None:
+                host = HostTime(enqueue.enqueue_us, profiled.launches or 0.0)
         if host is not None:
             record.update(host_us=host.enqueue_us, launches=host.launches, us_per_launch=host.us_per_launch)
         if record.get("batch") is not None:
             record["items_per_s"] = record["batch"] / (timing.median_ms / 1e3)
         if built.bytes_moved is not None:
             record["gbps"] = built.bytes_moved / timing.median_ms / 1e6
+
+
+    def _time(self, step: Any, record: Record, spec: BackendSpec) -> Any:
+        """``time_step``, or on a CPU (``_interleaves``) ``time_interleaved`` with eager's step:
+        a compiled backend's record gets eager's median of the same window and its speedup over
+        eager (``speedup_vs_eager``: the median of the per-round ratios, with their quartiles);
+        eager's record, made last, the median of all its interleaved iterations."""
+        partner = self._eager_partner
+        if partner is None:
+            return time_step(step, self.device, self.policy)
+        if step is partner:
+            if not self._eager_timings:  # every compiled backend failed before its timing
+                return time_step(step, self.device, self.policy)
+            samples = list(self._eager_timings)
+            record["timing"] = f"interleaved with {len(samples)} compiled backend(s)"
+            return Timing(statistics.median(t.median_ms for t in samples),
+                          {name: statistics.median(t.phases_ms[name] for t in samples) for name in samples[0].phases_ms},
+                          sum(t.iters for t in samples), ())
+        eager_timing, timing = time_interleaved([partner, step], self.device, self.policy)
+        self._eager_timings.append(eager_timing)
+        # The median of the per-round ratios: each round compares the two under the same load,
+        # where pooled medians may each come from another load when the machine's drifts
+        ratios = [e / b for e, b in zip(eager_timing.round_ms, timing.round_ms) if b > 0]
+        record.update(timing=f"interleaved with eager, {len(timing.round_ms)} rounds",
+                      eager_same_window_ms=eager_timing.median_ms,
+                      speedup_vs_eager=statistics.median(ratios) if ratios else eager_timing.median_ms / timing.median_ms)
+        if len(ratios) >= 4:
+            quartiles = statistics.quantiles(ratios, n=4)
+            record["speedup_round_quartiles"] = [quartiles[0], quartiles[2]]
+        return timing
 
 
 def announce_problem(record: Record) -> None:

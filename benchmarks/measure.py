@@ -5,6 +5,10 @@
   current stream, so one iteration is timed on the GPU from its first launch to its last kernel,
   gaps for Python launch overhead included (what a caller waiting on the result sees). On a CPU,
   marks read ``perf_counter``.
+- ``time_interleaved``: several steps timed in alternating rounds (the CPU's timing function for
+  comparisons): on a CPU shared with other work, the speed of the machine itself drifts by up to
+  2x between runs, so steps timed one after the other compare different machines; interleaved,
+  every step sees the same drift, and the ratio of their medians means something.
 - ``peak_memory``: the peak-memory function (CUDA), read after ``time_step`` (which starts the
   allocator's peak statistics afresh after its warm-up) and taken above a ``memory_in_use`` baseline.
 - ``kernel_profile`` / ``kernel_time_ms``: the kernel-time function, from a torch.profiler trace.
@@ -39,6 +43,9 @@ class TimingPolicy:
     measure_s: float = 0.5
     min_iters: int = 10
     max_iters: int = 300
+    # time_interleaved: each round runs every step for about round_s (at least one iteration)
+    round_s: float = 0.03
+    min_rounds: int = 10
 
     @staticmethod
     def for_device(device: torch.device, quick: bool = False) -> "TimingPolicy":
@@ -46,7 +53,8 @@ class TimingPolicy:
             return TimingPolicy(warmup_s=0.0, min_warmup_iters=1, measure_s=0.0, min_iters=2, max_iters=2)
         if device.type == "cuda":
             return TimingPolicy()
-        return TimingPolicy(warmup_s=0.1, min_warmup_iters=2, measure_s=0.3, min_iters=5, max_iters=100)
+        # measure_s is per step; interleaved, 2 steps of the CPU main job's 5 cases take about 5 s
+        return TimingPolicy(warmup_s=0.1, min_warmup_iters=2, measure_s=0.5, min_iters=5, max_iters=200)
 
 
 @dataclass(frozen=True)
@@ -54,6 +62,7 @@ class Timing:
     median_ms: float
     phases_ms: dict[str, float]  # median of each phase
     iters: int
+    round_ms: tuple[float, ...] = ()  # time_interleaved: the median iteration of each round, in order
 
 
 def synchronize(device: torch.device) -> None:
@@ -97,29 +106,67 @@ def time_step(step: Step, device: torch.device, policy: TimingPolicy) -> Timing:
     peak statistics reset between warm-up and measurement, so that ``peak_memory`` read afterwards
     is the steady state of the timed iterations (CUDA-graph capture, first-call workspaces and
     compilation happen in the warm-up)."""
-    warmup_begin = time.perf_counter()
-    warmup_iters = 0
-    while warmup_iters < policy.min_warmup_iters or time.perf_counter() - warmup_begin < policy.warmup_s:
-        step.run(lambda: None)
-        synchronize(device)
-        warmup_iters += 1
-    if warmup_iters:
-        per_iter_s = (time.perf_counter() - warmup_begin) / warmup_iters
+    per_iter_s = _warm_up(step, device, policy)
+    if per_iter_s > 0:
         iters = max(policy.min_iters, min(policy.max_iters, math.ceil(policy.measure_s / max(per_iter_s, 1e-6))))
     else:  # no warm-up asked for (a step that is never the same twice, as a partition of a fresh copy)
         iters = policy.min_iters
     if device.type == "cuda":
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
-    samples = []
-    for _ in range(iters):
-        phases = _one_timed_iteration(step, device)
-        if len(phases) != len(step.phases):
-            raise RuntimeError(f"step marked {len(phases)} phases, declares {len(step.phases)}: {step.phases}")
-        samples.append(phases)
+    samples = [_timed_phases(step, device) for _ in range(iters)]
+    return _summary(step, samples)
+
+
+def _warm_up(step: Step, device: torch.device, policy: TimingPolicy) -> float:
+    """Run ``step`` for the policy's warm-up; seconds per iteration (0.0 without warm-up)."""
+    begin = time.perf_counter()
+    iters = 0
+    while iters < policy.min_warmup_iters or time.perf_counter() - begin < policy.warmup_s:
+        step.run(lambda: None)
+        synchronize(device)
+        iters += 1
+    return (time.perf_counter() - begin) / iters if iters else 0.0
+
+
+def _timed_phases(step: Step, device: torch.device) -> list[float]:
+    phases = _one_timed_iteration(step, device)
+    if len(phases) != len(step.phases):
+        raise RuntimeError(f"step marked {len(phases)} phases, declares {len(step.phases)}: {step.phases}")
+    return phases
+
+
+def _summary(step: Step, samples: list[list[float]], round_ms: tuple[float, ...] = ()) -> Timing:
     totals = [sum(sample) for sample in samples]
     per_phase = {name: statistics.median(s[i] for s in samples) for i, name in enumerate(step.phases)}
-    return Timing(statistics.median(totals), per_phase, iters)
+    return Timing(statistics.median(totals), per_phase, len(samples), round_ms)
+
+
+def time_interleaved(steps: Sequence[Step], device: torch.device, policy: TimingPolicy) -> list[Timing]:
+    """Each step's median time per iteration, the steps timed in alternating rounds after each
+    one's warm-up. A round runs every step for about ``policy.round_s`` (the same number of
+    iterations each round); the order within a round alternates (ABBA...), so that no step always
+    runs right after the same other one. ``Timing.round_ms`` holds each round's median, for the
+    spread of the per-round ratios. Rounds: at least ``min_rounds``, enough for ``measure_s`` per
+    step, and no more than ``max_iters`` iterations of any step."""
+    if not steps:
+        return []
+    per_iter_s = [_warm_up(step, device, policy) for step in steps]
+    repeats = [max(1, int(policy.round_s / s)) if s > 0 else 1 for s in per_iter_s]
+    round_s = max(r * s for r, s in zip(repeats, per_iter_s))
+    rounds = max(policy.min_rounds, math.ceil(policy.measure_s / round_s) if round_s > 0 else policy.min_iters)
+    rounds = min(rounds, max(1, policy.max_iters // max(repeats)))
+    if policy.measure_s == 0.0:  # a smoke run: the fewest iterations asked for
+        rounds, repeats = policy.min_iters, [1] * len(steps)
+    samples: list[list[list[float]]] = [[] for _ in steps]
+    round_ms: list[list[float]] = [[] for _ in steps]
+    for index in range(rounds):
+        order = range(len(steps)) if index % 2 == 0 else reversed(range(len(steps)))
+        for which in order:
+            these = [_timed_phases(steps[which], device) for _ in range(repeats[which])]
+            samples[which] += these
+            round_ms[which].append(statistics.median(sum(sample) for sample in these))
+    return [_summary(step, s, tuple(r)) for step, s, r in zip(steps, samples, round_ms)]
 
 
 @dataclass(frozen=True)

@@ -99,12 +99,17 @@ def _cases(records: list[Record]) -> list[tuple[str, int | None]]:
 
 
 def speedups(results: Results) -> dict[tuple[str, int | None, str], float]:
-    """Eager median / backend median for every measured case with an eager measurement."""
+    """Eager median / backend median for every measured case with an eager measurement; where the
+    backend was timed interleaved with eager (on a CPU), the median of its per-round ratios."""
     by_key = {case_key(r): r for r in results["results"]}
     table = {}
     for (workload, batch, backend), record in by_key.items():
         eager = by_key.get((workload, batch, "eager"))
-        if record.get("median_ms") and eager and eager.get("median_ms") and record.get("status") == "ok":
+        if record.get("status") != "ok" or not record.get("median_ms"):
+            continue
+        if record.get("speedup_vs_eager"):
+            table[(workload, batch, backend)] = record["speedup_vs_eager"]
+        elif eager and eager.get("median_ms"):
             table[(workload, batch, backend)] = eager["median_ms"] / record["median_ms"]
     return table
 
@@ -115,7 +120,10 @@ def _status_cell(record: Record | None, speedup: float | None) -> str:
     status = record.get("status")
     if status == "ok":
         text = f"{_fmt(record.get('median_ms'))} ms"
-        return text + (f" ({speedup:.2f}x)" if speedup is not None and record["backend"] != "eager" else "")
+        if speedup is None or record["backend"] == "eager":
+            return text
+        spread = record.get("speedup_round_quartiles")
+        return text + (f" ({speedup:.2f}x, rounds {spread[0]:.2f}-{spread[1]:.2f})" if spread else f" ({speedup:.2f}x)")
     if status == "wrong":
         return f"**WRONG** ({_fmt(record.get('median_ms'))} ms)"
     return status or "?"
@@ -210,6 +218,10 @@ def markdown(results: Results, plots: Iterable[str] = ()) -> str:
         f"# Benchmark results: {env.get('device_name', '?')}",
         environment_line(env),
         "Median latency per iteration after warm-up (CUDA events on a GPU), speedup = eager / backend. "
+        "On a CPU each compiled backend is timed interleaved with eager (alternating rounds of a few "
+        "iterations each): its speedup is the median over rounds of eager's time over its own in the same "
+        "round, and \"rounds a-b\" the middle half (quartiles) of those ratios; a wide one means the machine's "
+        "load changed within rounds. Eager's own column is its median over those windows. "
         "Inference in the seed tables' precision under `torch.no_grad()`; `fwd_bwd` is forward + "
         "`out.sum().backward()`; `train` is one step (forward + loss, backward, SGD). Every compiled "
         "result is checked against eager before timing.",

@@ -11,12 +11,14 @@ AOTAutograd (``passes/pre_autograd.py``): what they rewrite, AOTAutograd then di
 1. remove_noops first, so CSE sees the real producers and more expressions coincide;
 2. CSE before DCE, because merging duplicates leaves the later copies unused;
 3. pad_gemms after CSE, so that each distinct GEMM is measured and padded once;
-4. DCE, to drop everything the earlier passes orphaned;
-5. channels_last_layout after DCE, so that dead convolutions do not count towards its rule, and
+4. cancel_negations (only where nothing is generated) before DCE, which drops the negations it
+   reads through;
+5. DCE, to drop everything the earlier passes orphaned;
+6. channels_last_layout after DCE, so that dead convolutions do not count towards its rule, and
    before the planner, which plans kernels over the strides it chose;
-6. remove_noops once more: contiguous clones the trace needed on NCHW values (ConvNeXt's permute
+7. remove_noops once more: contiguous clones the trace needed on NCHW values (ConvNeXt's permute
    before a linear layer) are identities on NHWC ones;
-7. reinplace_dying_inputs last (only where nothing is generated): it needs the final users of
+8. reinplace_dying_inputs last (only where nothing is generated): it needs the final users of
    each value, and its in-place ops would keep CSE and DCE from touching them.
 """
 
@@ -28,6 +30,7 @@ from typing import Any, Callable
 from torch import fx
 
 from ait_dynamo.passes.attention import fuse_attention
+from ait_dynamo.passes.cancel_negations import cancel_negations
 from ait_dynamo.passes.cse import common_subexpression_elimination
 from ait_dynamo.passes.dead_code import eliminate_dead_code
 from ait_dynamo.passes.layout import channels_last_layout
@@ -47,6 +50,7 @@ PASSES: list[GraphPass] = [
     remove_noops,
     common_subexpression_elimination,
     pad_gemms,
+    cancel_negations,
     eliminate_dead_code,
     channels_last_layout,
     remove_noops,

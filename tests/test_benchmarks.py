@@ -21,7 +21,7 @@ from ait_dynamo.kernels.runtime import triton_runs_on
 from benchmarks import cli, compare, fusion_bench, partition_bench, profile_gpu, report, train_bench
 from benchmarks import run as bench_run
 from benchmarks.backends import BACKENDS, Backend
-from benchmarks.measure import TimingPolicy, max_relative_error, relative_error, time_step
+from benchmarks.measure import TimingPolicy, max_relative_error, relative_error, time_interleaved, time_step
 from benchmarks.micro import runner as micro_runner
 from benchmarks.micro.cases import CASES, FAMILIES, cases_of
 from benchmarks.micro.runner import bench
@@ -56,6 +56,11 @@ def test_cpu_default_run_writes_json_markdown_and_plots(tmp_path, capsys):
             assert record["ait_metrics"]["fallbacks"] == 0
     train = [r for r in results["results"] if r["mode"] == "train"]
     assert train and set(train[0]["phases_ms"]) == {"forward", "backward", "optimizer"}
+    # on a CPU, ait is timed interleaved with eager; its speedup is against eager's same window
+    for record in results["results"]:
+        assert record["timing"].startswith("interleaved with")
+        if record["backend"] == "ait":  # the median of 2 per-round ratios (--quick: 2 rounds)
+            assert record["speedup_vs_eager"] > 0 and record["eager_same_window_ms"] > 0
     markdown = (tmp_path / "results.md").read_text()
     assert "| simple_mlp | 2 |" in markdown and "## Compile time" in markdown
     assert (tmp_path / "speedup.png").stat().st_size > 0 and (tmp_path / "compile_time.png").stat().st_size > 0
@@ -320,6 +325,92 @@ def test_time_step_reports_every_phase():
     policy = TimingPolicy(warmup_s=0.0, min_warmup_iters=2, measure_s=0.0, min_iters=4, max_iters=4)
     timing = time_step(step, torch.device("cpu"), policy)
     assert timing.iters == 4 and step.calls == 6 and set(timing.phases_ms) == {"a", "b"}
+
+
+class _ClockStep:
+    """A step that takes ``ms`` of a fake clock, times the machine's slowdown, and notes the
+    order in which steps ran."""
+
+    phases = ("forward",)
+
+    def __init__(self, name, ms, clock, log):
+        self.name, self.ms, self.clock, self.log = name, ms, clock, log
+
+    def run(self, mark):
+        self.clock["now"] += self.ms * self.clock.get("slowdown", 1.0) / 1e3
+        self.log.append(self.name)
+        if len(self.log) == self.clock.get("slow_after", -1):
+            self.clock["slowdown"] = 2.0  # the machine halves its speed from here on
+        mark()
+
+
+def test_time_interleaved_alternates_rounds_and_shares_the_drift(monkeypatch):
+    """Rounds alternate the order (ABBA), each step runs the same number of iterations per
+    round, and a machine that slows down during the measurement slows every step alike: each
+    round compares like with like."""
+    from benchmarks import measure
+
+    clock, log = {"now": 0.0}, []
+    monkeypatch.setattr(measure.time, "perf_counter", lambda: clock["now"])
+    fast, slow = _ClockStep("fast", 2.0, clock, log), _ClockStep("slow", 4.0, clock, log)
+    policy = TimingPolicy(warmup_s=0.0, min_warmup_iters=1, measure_s=0.2, min_iters=2, max_iters=200,
+                          round_s=0.008, min_rounds=10)
+    fast_timing, slow_timing = time_interleaved([fast, slow], torch.device("cpu"), policy)
+    # warm-up: 1 each; then 4 iterations of fast and 2 of slow per round (about 8 ms each)
+    timed = log[2:]
+    rounds = len(fast_timing.round_ms)
+    assert rounds == len(slow_timing.round_ms) >= 10
+    assert fast_timing.iters == 4 * rounds and slow_timing.iters == 2 * rounds
+    assert timed[:12] == ["fast"] * 4 + ["slow"] * 2 + ["slow"] * 2 + ["fast"] * 4
+    assert math.isclose(slow_timing.median_ms / fast_timing.median_ms, 2.0)
+
+    # the machine slows down between rounds 4 and 5 (the 2 warm-up runs and 4 rounds of 6 steps)
+    clock.update(now=0.0, slowdown=1.0, slow_after=2 + 4 * 6)
+    log.clear()
+    fast_timing, slow_timing = time_interleaved([fast, slow], torch.device("cpu"), policy)
+    ratios = [s / f for f, s in zip(fast_timing.round_ms, slow_timing.round_ms)]
+    assert all(math.isclose(r, 2.0) for r in ratios)  # every round compares like with like
+    assert math.isclose(max(fast_timing.round_ms), 2 * min(fast_timing.round_ms))  # though the machine drifted
+
+
+def test_harness_speedup_is_the_median_of_the_per_round_ratios(monkeypatch):
+    """On a CPU the harness times a compiled backend interleaved with eager's step; with the
+    machine halving its speed mid-measurement, each round still says 2x, and so does the record."""
+    from benchmarks import harness, measure
+
+    clock, log = {"now": 0.0, "slowdown": 1.0, "slow_after": 2 + 4 * 6}, []
+    monkeypatch.setattr(measure.time, "perf_counter", lambda: clock["now"])
+    eager, compiled = _ClockStep("eager", 4.0, clock, log), _ClockStep("ait", 2.0, clock, log)
+    settings = harness.Settings(torch.device("cpu"), "tiny", [])
+    runner = harness.CaseRunner(settings)
+    runner.policy = TimingPolicy(warmup_s=0.0, min_warmup_iters=1, measure_s=0.2, min_iters=2, max_iters=200,
+                                 round_s=0.008, min_rounds=10)
+    runner._eager_partner = eager
+    record = {}
+    timing = runner._time(compiled, record, None)
+    assert record["speedup_vs_eager"] == pytest.approx(2.0)
+    assert record["speedup_round_quartiles"] == pytest.approx([2.0, 2.0])
+    assert record["timing"] == f"interleaved with eager, {len(timing.round_ms)} rounds"
+    eager_record = {}
+    runner._time(eager, eager_record, None)  # eager's own record: the median of its windows
+    assert eager_record["timing"] == "interleaved with 1 compiled backend(s)"
+
+
+def test_time_interleaved_smoke_policy_runs_the_fewest_iterations():
+    clock, log = {"now": 0.0}, []
+    steps = [_ClockStep("a", 1.0, clock, log), _ClockStep("b", 1.0, clock, log)]
+    timings = time_interleaved(steps, torch.device("cpu"), TimingPolicy.for_device(torch.device("cpu"), quick=True))
+    assert [t.iters for t in timings] == [2, 2] and len(log) == 2 + 4
+
+
+def test_report_takes_the_interleaved_speedup_and_shows_its_spread():
+    results = {"schema": report.SCHEMA, "environment": {"device_name": "cpu"}, "results": [
+        {"workload": "w", "batch": 1, "backend": "eager", "status": "ok", "median_ms": 10.0},
+        {"workload": "w", "batch": 1, "backend": "ait", "status": "ok", "median_ms": 8.0,
+         "speedup_vs_eager": 1.1, "speedup_round_quartiles": [1.05, 1.15]},
+    ]}
+    assert report.speedups(results)[("w", 1, "ait")] == 1.1  # not 10 / 8: another window
+    assert "8.000 ms (1.10x, rounds 1.05-1.15)" in report.speedup_table(results)
 
 
 def test_cuda_event_timing_logic_with_fake_events(monkeypatch):

@@ -197,7 +197,7 @@ def test_several_outputs_and_horizontal_work():
 def test_nothing_is_generated_where_triton_cannot_run(monkeypatch):
     """On CPU without TRITON_INTERPRET a group would run its decomposed ops one by one, slower
     than ATen's native composite kernels: fusion is off there, softmax stays whole, and the
-    default partition saves what the forward computed (backend.for_devices)."""
+    default partition saves what the forward computed (devices.for_devices)."""
     from ait_dynamo.kernels import runtime
 
     monkeypatch.setattr(runtime, "INTERPRETING", False)
@@ -207,6 +207,62 @@ def test_nothing_is_generated_where_triton_cannot_run(monkeypatch):
     assert _kernels() == [0, 0]
     assert "aten._softmax.default" in metrics.compiled_graphs[0].externs
     assert "aten._softmax_backward_data.default" in metrics.compiled_graphs[1].externs
+
+
+class _Composites(torch.nn.Module):
+    """The native composite ops the seed workloads hit: linear + GELU, layer_norm, softmax,
+    log_softmax, SiLU and batch norm."""
+
+    def __init__(self):
+        super().__init__()
+        self.linear = torch.nn.Linear(8, 8)
+        self.norm = torch.nn.LayerNorm(8)
+        self.batch_norm = torch.nn.BatchNorm1d(8)
+
+    def forward(self, x):
+        h = self.norm(F.gelu(self.linear(x)) + x)
+        h = self.batch_norm(F.silu(h))
+        return torch.softmax(h, -1) + torch.log_softmax(h * 2, -1)
+
+
+# Each composite op as ATen's own kernel: (forward ops, backward ops), inference and training.
+_WHOLE_FORWARD = ["aten.gelu.default", "aten.native_layer_norm.default", "aten.silu.default",
+                  "aten._softmax.default", "aten._log_softmax.default"]
+_WHOLE_BACKWARD = ["aten.gelu_backward.default", "aten.native_layer_norm_backward.default",
+                   "aten.silu_backward.default", "aten._softmax_backward_data.default",
+                   "aten._log_softmax_backward_data.default", "aten.native_batch_norm_backward.default"]
+
+
+def _externs(kind: str) -> list[str]:
+    return [op.replace("_.", ".") for g in metrics.compiled_graphs if g.kind == kind for op in g.externs]
+
+
+@pytest.mark.parametrize("entry", ["torch.compile", "memory_efficient_fusion"])
+def test_composite_ops_stay_whole_where_triton_cannot_run(monkeypatch, entry):
+    """On the CPU without the interpreter, decided when each graph is compiled: every composite op
+    stays one ATen call (native_layer_norm, not its decomposition; batch norm ATen's in training
+    and in eval), forward and backward, nothing is generated, and results match eager and fp64.
+    ``memory_efficient_fusion`` decides per call's devices, as torch.compile does per graph."""
+    from ait_dynamo import memory_efficient_fusion
+    from ait_dynamo.kernels import runtime
+
+    monkeypatch.setattr(runtime, "INTERPRETING", False)
+    compiler = memory_efficient_fusion if entry == "memory_efficient_fusion" else None
+    model, x = _Composites(), torch.randn(6, 8, requires_grad=True)
+    check_compiled(model, x, compiler=compiler)
+    _no_fallback()
+    assert sum(_kernels()) == 0
+    forward = _externs("forward")
+    assert all(op in forward for op in _WHOLE_FORWARD), forward
+    assert any("batch_norm" in op for op in forward), forward
+    backward = _externs("backward")
+    assert all(op in backward for op in _WHOLE_BACKWARD), backward
+    metrics.reset()
+    with torch.no_grad():
+        check_compiled(model.eval(), x.detach(), backward=False, compiler=compiler)
+    inference = _externs("inference")
+    assert all(op in inference for op in _WHOLE_FORWARD), inference
+    assert any("batch_norm" in op for op in inference), inference
 
 
 @needs_triton

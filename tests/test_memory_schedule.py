@@ -257,14 +257,150 @@ def test_elementwise_aten_calls_write_into_dying_inputs_where_nothing_is_generat
         h = torch.relu(x @ w)           # the product dies in relu: in place
         kept = torch.sigmoid(h)         # h dies: in place; kept is read twice below
         spread = kept.sum(0) + b        # a fresh [6] buffer
-        return kept * spread + kept.exp(), x.cos()   # kept * spread reads kept again; x is an input
+        # graph order: kept * spread (kept is read again by exp, and spread is broadcast: out of
+        # place), then kept.exp() (kept's last reader: in place); x is an input
+        return kept * spread + kept.exp(), x.cos()
 
     x, w, b = torch.randn(5, 6), torch.randn(6, 6), torch.randn(6)
     with torch.no_grad():
         check_compiled(fn, x, w, b, backward=False)
     externs = metrics.compiled_graphs[0].externs
     assert "aten.relu_.default" in externs and "aten.sigmoid_.default" in externs
-    assert "aten.exp.default" in externs  # kept is read again by the product (order of the graph)
+    assert "aten.mul.Tensor" in externs and "aten.mul_.Tensor" not in externs  # kept is read again later
+    assert "aten.exp_.default" in externs  # kept dies in exp, after the product read it
     assert "aten.cos.default" in externs  # x is the caller's
     x.requires_grad_(True)
     check_compiled(fn, x, w, b)  # and in training, where the forward saves what the backward reads
+
+
+class _LinearRelu(torch.nn.Module):
+    """The encoder block's MLP: a linear layer on a 3-d input is addmm(...).view(...), and the
+    ReLU reads that view, the product's last use."""
+
+    def __init__(self):
+        super().__init__()
+        self.up, self.down = torch.nn.Linear(6, 12), torch.nn.Linear(12, 6)
+
+    def forward(self, x):
+        return self.down(torch.relu(self.up(x))) + x
+
+
+def test_relu_writes_through_the_view_of_a_dying_product_where_nothing_is_generated(monkeypatch):
+    """fusion off (the CPU without the interpreter): the ReLU after a linear layer on a 3-d input
+    runs in place through the view, as eager's nn.ReLU(inplace=True) does, in inference and in
+    the training forward, where the ReLU's result is saved for the backward."""
+    from ait_dynamo.kernels import runtime
+
+    monkeypatch.setattr(runtime, "INTERPRETING", False)
+    model, x = _LinearRelu(), torch.randn(2, 5, 6)
+    with torch.no_grad():
+        check_compiled(model, x, backward=False)
+    assert "aten.relu_.default" in metrics.compiled_graphs[0].externs
+    metrics.reset()
+    check_compiled(model, x.requires_grad_(True))
+    forward = next(g for g in metrics.compiled_graphs if g.kind == "forward")
+    assert "aten.relu_.default" in forward.externs
+
+
+def test_a_result_written_through_a_view_is_never_the_callers(monkeypatch):
+    """Written through a view, the result would be a view of the product: returned to the caller,
+    it stays a fresh tensor (out of place)."""
+    from ait_dynamo.kernels import runtime
+
+    monkeypatch.setattr(runtime, "INTERPRETING", False)
+
+    def fn(x, w):
+        return torch.relu((x @ w).view(2, 3, 4))
+
+    x, w = torch.randn(6, 5), torch.randn(5, 4)
+    with torch.no_grad():
+        check_compiled(fn, x, w, backward=False)
+    externs = metrics.compiled_graphs[0].externs
+    assert "aten.relu.default" in externs and "aten.relu_.default" not in externs
+
+
+def test_add_and_mul_write_into_their_dying_second_operand(monkeypatch):
+    """``y * x.sin()``: the sine is a fresh buffer that dies in the product, y is the caller's;
+    the product is written into the sine (operands swapped: exact in IEEE arithmetic), bit for bit
+    eager's result. A broadcast operand, or one read again later, is never written."""
+    from ait_dynamo.kernels import runtime
+
+    monkeypatch.setattr(runtime, "INTERPRETING", False)
+
+    def fn(x, y, b):
+        s = x.sin()
+        c = x.cos()
+        return y * s, b + c, c.exp()   # s dies in the product; c is read again; b + c broadcasts b
+
+    x, y, b = torch.randn(4, 6), torch.randn(4, 6), torch.randn(6)
+    with torch.no_grad():
+        compiled = torch.compile(fn, backend="ait")(x, y, b)
+    externs = metrics.compiled_graphs[0].externs
+    assert "aten.mul_.Tensor" in externs  # into the sine
+    assert "aten.add.Tensor" in externs and "aten.add_.Tensor" not in externs  # c is read by exp later
+    for got, expected in zip(compiled, fn(x, y, b)):
+        assert torch.equal(got, expected)
+    metrics.reset()
+    check_compiled(fn, x.requires_grad_(True), y, b)
+
+
+def test_negations_cancel_across_products_where_nothing_is_generated(monkeypatch):
+    """The tutorial's backward, tangent * -sin(cos x) * -sin(x): fusion off, the two negations
+    cancel (each was a full pass over memory), and the gradients are bit for bit eager's. A
+    negation read twice, or one that would cover a broadcast product, stays."""
+    from ait_dynamo.kernels import runtime
+
+    monkeypatch.setattr(runtime, "INTERPRETING", False)
+
+    def tutorial(a, b):
+        return (a + b).cos().cos()
+
+    a, b = torch.randn(4, 6, requires_grad=True), torch.randn(4, 6, requires_grad=True)
+    compiled = torch.compile(tutorial, backend="ait")
+    compiled(a, b).sum().backward()
+    compiled_grads = (a.grad.clone(), b.grad.clone())
+    a.grad = b.grad = None
+    tutorial(a, b).sum().backward()
+    assert torch.equal(compiled_grads[0], a.grad) and torch.equal(compiled_grads[1], b.grad)
+    backward = next(g for g in metrics.compiled_graphs if g.kind == "backward")
+    assert not any(op.startswith("aten.neg") for op in backward.externs), backward.externs
+    metrics.reset()
+
+    def kept(x, small):
+        n = -small                       # [6], broadcast over x: moved onto x * n it would grow
+        m = -x
+        return x * n, m * x, m.exp()     # m is read twice
+
+    x, small = torch.randn(4, 6), torch.randn(6)
+    with torch.no_grad():
+        check_compiled(kept, x, small, backward=False)
+    assert metrics.compiled_graphs[0].externs.count("aten.neg.default") == 2
+
+
+def test_two_getitems_of_one_element_are_one_buffer_to_the_in_place_pass():
+    """``getitem(ln, 0)`` twice names one tensor twice: writing ReLU into the first would change
+    what exp reads through the second."""
+    import operator
+
+    from ait_dynamo.passes.reinplace import reinplace_dying_inputs
+
+    aten = torch.ops.aten
+    gm = make_fx(lambda x, w, b: aten.native_layer_norm.default(x, [4], w, b, 1e-5))(
+        torch.randn(3, 4), torch.randn(4), torch.randn(4))
+    graph = gm.graph
+    norm = next(n for n in graph.nodes if n.target == aten.native_layer_norm.default)
+    output = next(n for n in graph.nodes if n.op == "output")
+    with graph.inserting_before(output):
+        first, second = (graph.call_function(operator.getitem, (norm, 0)) for _ in range(2))
+        relu = graph.call_function(aten.relu.default, (first,))
+        exp = graph.call_function(aten.exp.default, (second,))
+        total = graph.call_function(aten.add.Tensor, (relu, exp))
+    for node in (first, second, relu, exp, total):
+        node.meta["val"] = torch.empty(3, 4)
+    output.args = ((total,),)
+    graph.eliminate_dead_code()
+    gm.recompile()
+    gm = reinplace_dying_inputs(gm, AitConfig.create({"fusion": False}, environ={}))
+    targets = [n.target for n in gm.graph.nodes if n.op == "call_function"]
+    assert aten.relu.default in targets and aten.exp.default in targets  # neither writes the shared buffer
+    assert aten.add_.Tensor in targets  # relu's own fresh result dies in the sum

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 from functorch.compile import aot_function, min_cut_rematerialization_partition
-from utils import check_compiled
+from utils import check_compiled, needs_cpu_triton
 
 from ait_dynamo import ait_compile, memory_efficient_fusion, metrics
 from benchmarks.models import EncoderBlock, LoweringModel, SimpleMLP, tutorial_fn
@@ -68,6 +68,7 @@ def test_tutorial_with_min_cut_partition_and_ait():
     _check_tutorial(compiled, inputs)
 
 
+@needs_cpu_triton  # generated kernels and the min-cut partition: CPU tensors under the interpreter
 def test_tutorial_memory_efficient_fusion():
     _check_tutorial(memory_efficient_fusion(tutorial_fn), _tutorial_inputs())
     forward, backward = metrics.compiled_graphs

@@ -18,7 +18,7 @@ from ait_dynamo.kernels.runtime import triton_runs_on
 
 # Tests whose CPU tensors must go through generated kernels and our partitioner. Where Triton
 # cannot run CPU tensors (a CUDA machine without TRITON_INTERPRET=1), ait compiles them with
-# fusion off and the default partition, by design (``backend.for_devices``): such a test would
+# fusion off and the default partition, by design (``devices.for_devices``): such a test would
 # check nothing there. CI runs them under the interpreter.
 needs_cpu_triton = pytest.mark.skipif(
     not triton_runs_on("cpu"),
