@@ -169,6 +169,8 @@ def group_call_source(group: FusionGroup, kernel: GeneratedKernel, names: Callab
         options.append(f"xnumel={xnumel}")
         if kernel.kind == "reduction":
             options.append(f"rnumel={rnumel}")
+    if kernel.gemm is not None:
+        options.append(f"gemm={kernel.gemm!r}, dtype={kernel.gemm_dtype}")
     if kernel.column:
         options.append("column=True")
     if kernel.split and static:

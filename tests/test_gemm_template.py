@@ -1,0 +1,187 @@
+"""The Triton GEMM template (``kernels/templates/gemm.py.jinja``) on the CPU through Triton's
+interpreter, forced by ``gemm_backends=("triton",)``: mm / addmm / bmm, odd and unit sizes,
+transposed operands, every epilogue kind, forward and backward against an fp64 reference; the
+GEMM and its epilogue are one kernel; the default choice keeps ATen; a failing template kernel
+runs through ATen with one warning."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from ait_dynamo import faults, metrics
+from ait_dynamo.config import AitConfig
+from ait_dynamo.kernels import runtime
+from utils import check_compiled, needs_cpu_triton
+
+TRITON = {"gemm_backends": ("triton",)}
+GEMM_OPS = {"aten.mm.default", "aten.addmm.default", "aten.bmm.default"}
+
+pytestmark = needs_cpu_triton
+
+
+@pytest.fixture(autouse=True)
+def _kernels_must_not_fail():
+    runtime.BROKEN.clear()
+    yield
+    assert not runtime.BROKEN, f"generated kernels failed: {runtime.BROKEN}"
+
+
+def _graphs(kind: str) -> list[metrics.GraphRecord]:
+    return [g for g in metrics.compiled_graphs if g.kind == kind]
+
+
+def _assert_gemms_in_kernels(expected_kernels: int | None = None, kind: str = "forward") -> metrics.GraphRecord:
+    """The graph's GEMMs run inside generated kernels (none as ATen externs)."""
+    graph = _graphs(kind)[-1]
+    assert graph.fallback_reason is None, graph.fallback_reason
+    assert not GEMM_OPS & set(graph.externs), graph.externs
+    assert GEMM_OPS & set(graph.fused_ops), graph.fused_ops
+    if expected_kernels is not None:
+        assert len(graph.kernels) == expected_kernels, (graph.kernels, graph.externs)
+    return graph
+
+
+def _randn(*shape: int, dtype: torch.dtype = torch.float32, grad: bool = True) -> torch.Tensor:
+    return torch.randn(*shape, dtype=dtype).requires_grad_(grad)
+
+
+@pytest.mark.parametrize("m,n,k", [(13, 7, 5), (1, 9, 1), (33, 17, 40), (2, 1, 3)],
+                         ids=["odd", "k1_m1", "multi_tile_k", "n1"])
+def test_mm_odd_sizes(m, n, k):
+    check_compiled(torch.mm, _randn(m, k), _randn(k, n), options=TRITON)
+    _assert_gemms_in_kernels(1)
+    _assert_gemms_in_kernels(kind="backward")  # the gradient GEMMs take the template too
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=str)
+def test_linear_bias_gelu_one_kernel_saves_preactivation(dtype):
+    """addmm + GELU in one kernel; its pre-activation is a second output, saved for backward."""
+    model = torch.nn.Sequential(torch.nn.Linear(11, 6), torch.nn.GELU()).to(dtype)
+    x = _randn(9, 11, dtype=dtype)
+    check_compiled(model, x, options=TRITON)
+    forward = _assert_gemms_in_kernels(1)
+    assert "aten.gelu.default" in forward.fused_ops
+    backward = _assert_gemms_in_kernels(kind="backward")
+    assert not GEMM_OPS & set(backward.externs)
+
+
+@pytest.mark.parametrize("epilogue", ["relu", "residual", "scale", "cast_fp16", "cast_bf16", "sigmoid_mul"])
+def test_epilogues(epilogue):
+    w, b = _randn(10, 7), _randn(10)
+    x, residual = _randn(5, 7), _randn(5, 10)
+
+    def fn(x, w, b, residual):
+        y = F.linear(x, w, b)
+        if epilogue == "relu":
+            return torch.relu(y)
+        if epilogue == "residual":
+            return y + residual
+        if epilogue == "scale":
+            return y * 0.125
+        if epilogue == "cast_fp16":
+            return y.to(torch.float16)
+        if epilogue == "cast_bf16":
+            return y.to(torch.bfloat16)
+        return y * torch.sigmoid(y)  # SiLU written out: the product read twice
+
+    check_compiled(fn, x, w, b, residual, options=TRITON)
+    _assert_gemms_in_kernels(1)
+
+
+def test_bmm_batch_one_and_odd():
+    for batch in (1, 3):
+        a, b = _randn(batch, 5, 9), _randn(batch, 9, 6)
+        check_compiled(lambda a, b: torch.relu(torch.bmm(a, b)) * 2.0, a, b, options=TRITON)
+        _assert_gemms_in_kernels(1)
+
+
+def test_transposed_operands_and_output():
+    """Operands read through their strides (column-major A and B), and a transposed product."""
+    a = torch.randn(7, 11).t().requires_grad_()   # 11 x 7, column-major
+    b = torch.randn(5, 7).t().requires_grad_()    # 7 x 5, column-major
+    check_compiled(lambda a, b: (a @ b).t() + 1.0, a, b, options=TRITON)
+    _assert_gemms_in_kernels(1)
+
+
+def test_addmm_beta_alpha_and_row_bias():
+    bias = _randn(4, 1)  # broadcast along N
+    a, b = _randn(4, 3), _randn(3, 6)
+    check_compiled(lambda bias, a, b: torch.addmm(bias, a, b, beta=0.5, alpha=2.0), bias, a, b, options=TRITON)
+    _assert_gemms_in_kernels(1)
+
+
+def test_mlp_three_dims_backward():
+    """An MLP on [batch, tokens, features]: every forward and backward GEMM on the template."""
+    model = torch.nn.Sequential(torch.nn.Linear(8, 12), torch.nn.GELU(), torch.nn.Linear(12, 8))
+    x = _randn(2, 3, 8)
+    check_compiled(model, x, options=TRITON)
+    _assert_gemms_in_kernels()
+    _assert_gemms_in_kernels(kind="backward")
+
+
+def test_generated_source_has_one_dot_and_the_epilogue():
+    from ait_dynamo.compile import compile_graph
+    from torch.fx.experimental.proxy_tensor import make_fx
+
+    x, w, b = torch.randn(6, 4), torch.randn(4, 5), torch.randn(5)
+    gm = make_fx(lambda x, w, b: torch.relu(torch.addmm(b, x, w)))(x, w, b)
+    config = AitConfig.create({**TRITON, "cache_dir": "/tmp/ait_gemm_test_cache"}, environ={})
+    metrics.reset()
+    compiled = compile_graph(gm, [x, w, b], config)
+    torch.testing.assert_close(compiled([x, w, b]), torch.relu(torch.addmm(b, x, w)))
+    graph = metrics.compiled_graphs[-1]
+    assert graph.externs == [] and len(graph.kernels) == 1
+    assert graph.fused_ops == ["aten.addmm.default", "aten.relu.default"]
+
+
+def test_default_backends_keep_aten_without_a_measurement():
+    """Default ("aten", "triton") on the CPU: no measurement, so cuBLAS/ATen as before, with
+    the reason in the refusals; ("aten",) likewise."""
+    for options in ({}, {"gemm_backends": ("aten",)}):
+        x, w = _randn(5, 4), _randn(6, 4)
+        check_compiled(lambda x, w: torch.relu(F.linear(x, w)), x, w, options=options)
+        forward = _graphs("forward")[-1]
+        assert "aten.mm.default" in forward.externs
+        reasons = [r for r in forward.refused.values() if "GEMM runs through ATen" in r]
+        assert reasons, forward.refused
+
+
+def test_a_failing_template_runs_through_aten_with_one_warning():
+    x, w = _randn(5, 4), _randn(6, 4)
+    with faults.inject("compile", kernel="kernel_0", graph="forward"), warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        check_compiled(lambda x, w: torch.relu(F.linear(x, w)), x, w, options=TRITON)
+    messages = [str(w.message) for w in caught if "ait_dynamo" in str(w.message)]
+    assert len(messages) == 1 and "injected compile failure" in messages[0], messages
+    assert len(runtime.BROKEN) == 1
+    runtime.BROKEN.clear()
+
+
+def test_gemm_options_are_validated():
+    assert AitConfig.create({"gemm_backends": "triton,aten"}, environ={}).gemm_backends == ("aten", "triton")
+    assert AitConfig.create(environ={"AIT_GEMM_BACKENDS": "triton"}).gemm_backends == ("triton",)
+    assert AitConfig.create({}, environ={}).gemm_backends == ("aten", "triton")
+    for bad in ((), ("cublas",), 3, ("triton", 1)):
+        with pytest.raises(ValueError, match="gemm_backends"):
+            AitConfig.create({"gemm_backends": bad}, environ={})
+    with pytest.raises(ValueError, match="CUTLASS"):
+        AitConfig.create({"gemm_backends": ("cutlass",)}, environ={})
+    assert AitConfig.create({"autotune_budget_s": "2.5"}, environ={}).autotune_budget_s == 2.5
+    for bad in (-1, "soon", True, float("nan")):
+        with pytest.raises(ValueError, match="autotune_budget_s"):
+            AitConfig.create({"autotune_budget_s": bad}, environ={})
+    a = AitConfig.create({}, environ={})
+    assert a.cache_token() != a.replace(gemm_backends=("triton",)).cache_token()
+
+
+def test_padding_is_skipped_when_only_the_template_runs():
+    """GEMM padding serves cuBLAS: under ("triton",) even pad_gemms="always" leaves the graph as
+    it is (the template masks ragged K and N), and the product is one kernel."""
+    x, w = _randn(5, 7), _randn(3, 7)  # K = 7, N = 3: unaligned
+    check_compiled(lambda x, w: F.linear(x, w) * 2.0, x, w, options={**TRITON, "pad_gemms": "always"})
+    forward = _assert_gemms_in_kernels(1)
+    assert "aten.constant_pad_nd.default" not in forward.externs + forward.fused_ops
