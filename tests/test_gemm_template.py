@@ -185,3 +185,65 @@ def test_padding_is_skipped_when_only_the_template_runs():
     check_compiled(lambda x, w: F.linear(x, w) * 2.0, x, w, options={**TRITON, "pad_gemms": "always"})
     forward = _assert_gemms_in_kernels(1)
     assert "aten.constant_pad_nd.default" not in forward.externs + forward.fused_ops
+
+
+def _two_gemm_graph():
+    from torch.fx.experimental.proxy_tensor import make_fx
+
+    x, w1, w2 = torch.randn(6, 5), torch.randn(5, 7), torch.randn(7, 3)
+    gm = make_fx(lambda x, w1, w2: torch.relu(x @ w1) @ w2 * 2.0)(x, w1, w2)
+    return gm, (x, w1, w2)
+
+
+def test_measured_choice_is_kept_on_disk_and_replans(tmp_path):
+    """Both backends allowed: each GEMM group of a trial plan is timed (template with its
+    epilogue vs ATen + the epilogue's copy), the faster wins, the decision is stored per device
+    and template source, and a later compile reads it instead of measuring."""
+    from ait_dynamo.kernels import gemm_tuning
+    from ait_dynamo.passes.fusion import build_plan
+
+    gm, _ = _two_gemm_graph()
+    config = AitConfig.create({"cache_dir": str(tmp_path), "autotune": True}, environ={})
+    timings = iter([1.0, 2.0,    # first GEMM (+ relu): template 1.0 ms, ATen 2.0 ms -> template
+                    3.0, 2.5])   # second GEMM (* 2.0): template 3.0 ms, ATen 2.5 ms -> ATen
+    timed: list[str] = []
+
+    def bench(fn):
+        fn()  # both sides really run (the template through the interpreter)
+        timed.append("run")
+        return next(timings)
+
+    def plan_with(measured):
+        return build_plan(gm, config, measured)
+
+    gemm_tuning._decisions.clear()
+    decisions = gemm_tuning.choose_gemm_backends(gm, config, plan_with, bench=bench, device_name="test-device")
+    mm_names = [n.name for n in gm.graph.nodes if n.target is torch.ops.aten.mm.default]
+    assert decisions == {mm_names[0]: True, mm_names[1]: False}
+    assert len(timed) == 4
+    plan, refusals = build_plan(gm, config, decisions)
+    kinds = [getattr(s, "kind", "extern") for s in plan.steps]
+    assert kinds.count("gemm") == 1 and "cuBLAS faster" in refusals[mm_names[1]]
+    stored = (tmp_path / "gemm_choice" / "test_device.json").read_text()
+    assert stored.count('"template": true') == 1 and stored.count('"template": false') == 1
+    gemm_tuning._decisions.clear()  # a new process: the decisions come back from disk, unmeasured
+    again = gemm_tuning.choose_gemm_backends(gm, config, plan_with, bench=bench, device_name="test-device")
+    assert again == decisions and len(timed) == 4
+
+
+def test_tuning_budget_leaves_aten(tmp_path):
+    from ait_dynamo.kernels import gemm_tuning
+    from ait_dynamo.passes.fusion import build_plan
+
+    gm, _ = _two_gemm_graph()
+    config = AitConfig.create({"cache_dir": str(tmp_path), "autotune": True, "autotune_budget_s": 0}, environ={})
+    gemm_tuning._decisions.clear()
+
+    def bench(fn):
+        raise AssertionError("nothing may be measured once the budget is spent")
+
+    decisions = gemm_tuning.choose_gemm_backends(gm, config, lambda m: build_plan(gm, config, m), bench=bench,
+                                                 device_name="test-device")
+    assert decisions == {}
+    plan, _ = build_plan(gm, config, decisions)
+    assert not [s for s in plan.steps if getattr(s, "kind", None) == "gemm"]
