@@ -20,9 +20,9 @@ import torch
 from torch import fx
 
 from ait_dynamo import faults
-from ait_dynamo.kernels.codegen import GeneratedKernel, KernelWriter, _bytes_moved
+from ait_dynamo.kernels.codegen import GeneratedKernel, KernelWriter, _bytes_moved, _wrong_value
 from ait_dynamo.kernels.gemm_choice import operands, scalars
-from ait_dynamo.kernels.triton_values import literal, round_to
+from ait_dynamo.kernels.triton_values import literal, round_to, to_storage
 from ait_dynamo.passes.fusion_maps import broadcast_map
 from ait_dynamo.passes.plan import FusionGroup
 from ait_dynamo.passes.sizes import is_one
@@ -53,17 +53,18 @@ class GemmWriter(KernelWriter):
 
         self.x_contig = _contiguous(self.space, self.x_dims)
         self.gemm = group.nodes[0]
-        self.batched = len(self.space) == 3
+        self.batched = self.gemm.target is torch.ops.aten.bmm.default
+        self.rows = list(group.gemm_rows)  # iteration dims the tile's rows run over (row-major)
+        self.columns = len(self.space) - 1
 
     def tile_shape(self, uses_r: bool) -> str:
         return "[BLOCK_M, BLOCK_N]"
 
     def store_offset(self, offset: str, uses_x: bool, dim_map: tuple) -> str:
-        # an offset along the columns only (a size-1 M, or an output broadcast along M) is a
-        # [1, BLOCK_N] pointer: widen it to the tile
+        # an offset that does not run along every row and column dim (a size-1 dim, an output
+        # broadcast along one) is narrower than the tile: widen it (xindex spans the tile)
         covered = {m for m in dim_map if m is not None}
-        tile_dims = self.x_dims[-2:]
-        return offset if set(tile_dims) <= covered else f"{offset} + 0 * xindex"
+        return offset if set(self.rows + [self.columns]) <= covered else f"{offset} + 0 * xindex"
 
     def value(self, node: fx.Node) -> tuple[str, bool]:
         if node is not self.gemm:
@@ -88,25 +89,48 @@ class GemmWriter(KernelWriter):
         return var, False
 
     def index_lines(self, level: str) -> list[str]:
+        """x<d> of the tile: the batch program, the rows (div/mod of ``rm`` where the rows run
+        over several dims of a reshaped product), the columns."""
         if level != "x":
             return []
-        tile = (["pid_b"] if self.batched else []) + ["rm[:, None]", "rn[None, :]"]
-        return [f"x{d} = {tile[d]}" for d in self.x_dims if ("x", d) in self.used_dims]
+        index = {self.columns: "rn[None, :]"}
+        if self.batched:
+            index[0] = "pid_b"
+        for position, d in enumerate(self.rows):
+            inner = 1
+            for later in self.rows[position + 1:]:
+                inner *= int(self.space[later])
+            expr = "rm[:, None]" if inner == 1 else f"(rm[:, None] // {inner})"
+            if position > 0:
+                expr = f"{expr} % {int(self.space[d])}"
+            index[d] = expr
+        return [f"x{d} = {index[d]}" for d in self.x_dims if ("x", d) in self.used_dims]
 
     def flat_index(self) -> str:
-        """Row-major flat index of each tile element (what ``_Access`` uses for contiguous
-        accesses): size-1 dims add nothing, as in ``_contiguous``."""
-        tile = (["pid_b"] if self.batched else []) + ["rm[:, None]", "rn[None, :]"]
-        terms = []
-        for d in self.x_dims:
-            if is_one(self.space[d]):
-                continue
-            stride = self.x_contig[d]
-            terms.append(tile[d] if stride == 1 else f"{tile[d]} * {stride}")
-        for d, index in zip(self.x_dims[-2:], tile[-2:]):
-            if is_one(self.space[d]):  # xindex spans the whole tile, as the masks do
-                terms.append(f"0 * {index}")
-        return " + ".join(terms)
+        """Row-major flat index of each tile element over the iteration space (what ``_Access``
+        uses for contiguous accesses): batch, then rows, then columns, whatever dims are 1."""
+        n = int(self.space[self.columns])
+        rows = 1
+        for d in self.rows:
+            rows *= int(self.space[d])
+        flat = f"rm[:, None] * {n} + rn[None, :]"
+        return f"pid_b * {rows * n} + {flat}" if self.batched else flat
+
+    def store(self, node: fx.Node, buffer_index: int) -> None:
+        if node is not self.gemm:
+            super().store(node, buffer_index)
+            return
+        # the product itself (the pre-activation a backward reads): indexed by the tile's rows
+        # and columns directly, whatever the group's iteration space
+        strides = [str(s) for s in node.meta["val"].stride()]
+        offset = f"rm[:, None] * {strides[-2]} + rn[None, :] * {strides[-1]}"
+        if self.batched:
+            offset = f"pid_b * {strides[0]} + {offset}"
+        var, _ = self.value(node)
+        if faults.active("wrong_result", self.name):
+            var = _wrong_value(var, node.meta["val"].dtype)
+        self._lines().append(f"tl.store(out_ptr{buffer_index} + ({offset}), {to_storage(var, node.meta['val'].dtype)}, xmask)")
+        self.store_offsets[buffer_index] = offset
 
     def operand(self, node: fx.Node) -> tuple[str, str, tuple[str, str, str]]:
         """(pointer parameter, element offset, (batch, row, column) strides) of A or B."""

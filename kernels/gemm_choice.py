@@ -95,3 +95,31 @@ def backend_choice(node: fx.Node, backends: tuple[str, ...], measured: Mapping[s
     if node.name in measured:
         return measured[node.name], "measured: " + ("template faster" if measured[node.name] else "cuBLAS faster")
     return False, "no measurement (autotune off, not CUDA, or budget spent): cuBLAS"
+
+
+_RESHAPES = (aten.view.default, aten._unsafe_view.default, aten.reshape.default)
+
+
+def splits_rows(gemm: fx.Node, view: fx.Node) -> bool:
+    """Whether ``view`` reshapes a 2-D GEMM's [M, N] product into [d0, ..., dk, N] with
+    d0 * ... * dk = M: ``nn.Linear`` on a [batch, tokens, features] input. The template's tile
+    rows then run over the flattened leading dims (their indices by div/mod of the row), and
+    the epilogue's iteration space is the view's. A full-size addmm bias ([M, N]) would need the
+    rows unflattened: refused."""
+    if gemm.target not in (aten.mm.default, aten.addmm.default) or view.target not in _RESHAPES:
+        return False
+    product, reshaped = meta_value(gemm), meta_value(view)
+    if not isinstance(product, torch.Tensor) or not isinstance(reshaped, torch.Tensor) or reshaped.dim() < 2:
+        return False
+    m, n = product.shape
+    if not product.is_contiguous() or reshaped.shape[-1] != n:
+        return False
+    rows = 1
+    for size in reshaped.shape[:-1]:
+        if not isinstance(size, int):
+            return False
+        rows *= size
+    bias = operands(gemm)[0]
+    if bias is not None and meta_value(bias).dim() == 2 and meta_value(bias).shape[0] != 1:
+        return False
+    return rows == m

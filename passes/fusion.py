@@ -25,6 +25,7 @@ from ait_dynamo.kernels import gemm_choice, op_table
 from ait_dynamo.kernels.op_table import OpClass
 from ait_dynamo.kernels.triton_values import FUSIBLE_DTYPES, Operand, Unsupported
 from ait_dynamo.passes.fold_views import drop_folded_views, fold_view
+from ait_dynamo.passes.fusion_gemm import split_gemm_rows, start_gemm_group
 from ait_dynamo.passes.graph_utils import is_mutating, meta_value
 from ait_dynamo.passes.hoist import hoist_shrinking_steps
 from ait_dynamo.passes.plan import ExternCall, FusionGroup, Plan, Step, compute_lifetimes
@@ -53,6 +54,7 @@ class _Group:
     nodes: list[fx.Node] = field(default_factory=list)
     maps: dict[fx.Node, DimMap] = field(default_factory=dict)
     gemm: fx.Node | None = None  # a GEMM group's mm / addmm / bmm: the others are its epilogue
+    gemm_rows: tuple[int, ...] = (0,)  # iteration dims the GEMM's rows (M) run over, flattened
 
     @property
     def is_reduction(self) -> bool:
@@ -204,6 +206,8 @@ class Planner:
         for used in node.all_input_nodes:
             if self.group_of.get(used) is not group:
                 continue
+            if used is group.gemm and len(group.gemm_rows) > 1:
+                raise Refused("reads the GEMM's [M, N] product where the group runs over its reshaped rows")
             used_shape = tuple(_tensor_meta(used).shape)
             offset = len(shape) - len(used_shape)
             if offset < 0:
@@ -391,21 +395,6 @@ class Planner:
         group.reduced = reduced
         self._add(group, node, reduced_map(identity, dims, keepdim))
 
-    def _gemm(self, node: fx.Node) -> None:
-        """An mm / addmm / bmm the template computes starts a GEMM group over its output's
-        space; pointwise consumers of that output join it as the epilogue."""
-        # refusals keep the op class first: "compute_intensive op: ..." is how reports group them
-        refusal = gemm_choice.template_refusal(node)
-        if refusal is not None:
-            raise Refused(f"compute_intensive op: {refusal}")
-        chosen, why = gemm_choice.backend_choice(node, self.config.gemm_backends, self.gemm_measured)
-        if not chosen:
-            raise Refused(f"compute_intensive op: GEMM runs through ATen ({why})")
-        value = _check_tensor(node, self.known_symbols)
-        group = self._new_group(tuple(value.shape))
-        group.gemm = node
-        self._add(group, node, tuple(None if is_one(s) else d for d, s in enumerate(value.shape)))
-
     def _forget(self, group: _Group) -> None:
         self.groups.pop(group.ident, None)
 
@@ -418,6 +407,10 @@ class Planner:
         source_map = group.maps[source]
         source_shape = tuple(_tensor_meta(source).shape)
         shape = tuple(value.shape)
+        if source is group.gemm and len(group.gemm_rows) > 1:
+            raise Refused("a second view of a GEMM product whose rows the group already split")
+        if source is group.gemm and split_gemm_rows(self, group, node, shape):
+            return
         dim_map = view_map(node, source_shape, source_map, shape)
         for k, target in enumerate(dim_map):
             if target is not None and not same_size(shape[k], group.space[target]):
@@ -451,7 +444,7 @@ class Planner:
             elif node.target in op_table.RANDOM_UNIFORM:
                 self._random(node)
             elif node.target in gemm_choice.GEMMS:
-                self._gemm(node)
+                start_gemm_group(self, node)
             elif node.target is operator.getitem or kind is OpClass.OTHER:
                 if node.target is not operator.getitem and isinstance(node.target, torch._ops.OpOverload):
                     refuse(self.refusals, node, "not in the op table")
@@ -575,6 +568,7 @@ class Planner:
                 FusionGroup(
                     name=f"kernel_{next(kernel_names)}",
                     kind="gemm" if group.gemm is not None else "reduction" if group.is_reduction else "pointwise",
+                    gemm_rows=group.gemm_rows if group.gemm is not None else (),
                     nodes=members,
                     inputs=inputs,
                     outputs=outputs,

@@ -114,13 +114,37 @@ def test_addmm_beta_alpha_and_row_bias():
     _assert_gemms_in_kernels(1)
 
 
-def test_mlp_three_dims_backward():
-    """An MLP on [batch, tokens, features]: every forward and backward GEMM on the template."""
-    model = torch.nn.Sequential(torch.nn.Linear(8, 12), torch.nn.GELU(), torch.nn.Linear(12, 8))
-    x = _randn(2, 3, 8)
-    check_compiled(model, x, options=TRITON)
-    _assert_gemms_in_kernels()
+class _Block(torch.nn.Module):
+    """fc2(gelu(fc1(x))) + x on [batch, tokens, features]: each GEMM's product is viewed as
+    [batch, tokens, N] before its epilogue."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1, self.fc2 = torch.nn.Linear(8, 12), torch.nn.Linear(12, 8)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(F.gelu(self.fc1(x))) + x
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+def test_three_dim_block_fuses_through_the_row_reshape(dtype):
+    """The view [M, N] -> [batch, tokens, N] splits the tile's rows: forward = two kernels (fc1 +
+    bias + GELU with the pre-activation saved, fc2 + bias + residual), every GEMM of the
+    backward on the template."""
+    x = _randn(2, 3, 8, dtype=dtype)
+    check_compiled(_Block().to(dtype), x, options=TRITON)
+    forward = _assert_gemms_in_kernels(2)
+    assert {"aten.gelu.default", "aten.add.Tensor", "aten.view.default"} <= set(forward.fused_ops)
+    assert forward.externs.count("aten.view.default") <= 1  # the input's flattening, nothing after a GEMM
     _assert_gemms_in_kernels(kind="backward")
+
+
+def test_a_reshape_that_is_not_a_row_split_stays_outside():
+    """[M, N] -> [N, M]-shaped view (not a split of the rows): refused with a reason, and right."""
+    a, b = _randn(4, 6), _randn(6, 3)
+    check_compiled(lambda a, b: torch.relu((a @ b).reshape(3, 4)), a, b, options=TRITON)
+    forward = _graphs("forward")[-1]
+    assert any("not a reshape of its rows" in r for r in forward.refused.values()), forward.refused
 
 
 def test_generated_source_has_one_dot_and_the_epilogue():
