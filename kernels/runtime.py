@@ -7,6 +7,7 @@ a few configurations once per kernel and device and remembers the choice on disk
 
 from __future__ import annotations
 
+import logging
 import os
 import warnings
 from dataclasses import dataclass
@@ -292,5 +293,36 @@ def launch_gemm(kernel: Any, tensors: Sequence[Any], ints: Sequence[int], proble
     if _tuning(tune, tensors):
         from ait_dynamo.kernels import autotune
 
-        config = autotune.choose(tune, (batch, m, n, k), gemm_configs.candidates(batch, m, n, k, dtype), run)
+        def compile_all(configs: Sequence[tuple[int, ...]]) -> None:
+            warm_gemm_configs(kernel, (*tensors, *ints), configs, k, upcast)
+
+        config = autotune.choose(tune, (batch, m, n, k), gemm_configs.candidates(batch, m, n, k, dtype), run,
+                                 prepare=compile_all)
     return run(config)
+
+
+def warm_gemm_configs(kernel: Any, args: Sequence[Any], configs: Sequence[tuple[int, ...]], k: int, upcast: bool,
+                      workers: int = 8) -> None:
+    """Compile a GEMM kernel's candidate configurations in parallel before they are timed one by
+    one (``JITFunction.warmup`` with the launch's own arguments: the same specialisation). ptxas
+    runs as a subprocess, so threads overlap; this is most of a cold autotuning compile. A
+    configuration that fails here fails again, and is skipped, when it is timed."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from ait_dynamo.kernels import gemm_configs
+
+    warmup = getattr(kernel, "warmup", None)
+    if warmup is None or len(configs) < 2:
+        return
+
+    def compile_one(config: tuple[int, ...]) -> None:
+        _, _, _, _, warps, stages = config
+        values = gemm_configs.constexprs(config, k, upcast)  # type: ignore[arg-type]
+        warmup(*args, grid=(1,), num_warps=warps, num_stages=stages, **values)
+
+    with ThreadPoolExecutor(max_workers=min(workers, len(configs)), thread_name_prefix="ait-gemm-compile") as pool:
+        for future in [pool.submit(compile_one, c) for c in configs]:
+            try:
+                future.result()
+            except Exception as error:  # noqa: BLE001 - timed (and skipped) later
+                logging.getLogger("ait_dynamo").debug("precompiling a GEMM configuration failed: %s", _cause(error))

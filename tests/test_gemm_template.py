@@ -271,3 +271,41 @@ def test_tuning_budget_leaves_aten(tmp_path):
     assert decisions == {}
     plan, _ = build_plan(gm, config, decisions)
     assert not [s for s in plan.steps if getattr(s, "kind", None) == "gemm"]
+
+
+def test_candidate_configs_compile_in_parallel_before_timing(tmp_path):
+    """Cold autotuning: every candidate is compiled (JITFunction.warmup, in threads) before the
+    first is timed, and only when there is something to measure."""
+    from ait_dynamo.kernels import autotune, gemm_configs
+
+    class Kernel:
+        def __init__(self):
+            self.warmed: list[tuple] = []
+
+        def warmup(self, *args, grid, num_warps, num_stages, **constexprs):
+            self.warmed.append((constexprs["BLOCK_M"], constexprs["BLOCK_N"], constexprs["BLOCK_K"],
+                                constexprs["GROUP_M"], num_warps, num_stages))
+
+    kernel = Kernel()
+    configs = gemm_configs.candidates(1, 8192, 8192, 8192, torch.bfloat16)
+    assert len(configs) > 4 and all(gemm_configs.fits(c, torch.bfloat16) for c in configs)
+    order: list[str] = []
+    autotune.set_directory(str(tmp_path))
+    autotune._memory.clear()
+
+    def prepare(candidates):
+        runtime.warm_gemm_configs(kernel, (torch.zeros(1),), candidates, 8192, False)
+        order.append("prepared")
+
+    def bench(fn):
+        order.append("timed")
+        return 1.0
+
+    choice = autotune.choose("gemmkey", (1, 8192, 8192, 8192), configs, lambda c: None, device="dev",
+                             bench=bench, prepare=prepare)
+    assert sorted(kernel.warmed) == sorted(configs) and order[0] == "prepared" and choice in configs
+    autotune._memory.clear()
+    order.clear()
+    autotune.choose("gemmkey", (1, 8192, 8192, 8192), configs, lambda c: None, device="dev", bench=bench,
+                    prepare=prepare)
+    assert order == []  # the stored choice: nothing compiled or timed again
