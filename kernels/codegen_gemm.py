@@ -20,9 +20,10 @@ import torch
 from torch import fx
 
 from ait_dynamo import faults
-from ait_dynamo.kernels.codegen import GeneratedKernel, KernelWriter, _bytes_moved, _wrong_value
-from ait_dynamo.kernels.gemm_choice import operands, scalars
-from ait_dynamo.kernels.triton_values import literal, round_to, to_storage
+from ait_dynamo.kernels import op_table
+from ait_dynamo.kernels.codegen import GeneratedKernel, KernelWriter, _bytes_moved, _contiguous, _wrong_value
+from ait_dynamo.kernels.gemm_choice import TRANSPOSES, gemm_node, operands, scalars
+from ait_dynamo.kernels.triton_values import Operand, compute_dtype, literal, round_to, to_storage
 from ait_dynamo.passes.fusion_maps import broadcast_map
 from ait_dynamo.passes.plan import FusionGroup
 from ait_dynamo.passes.sizes import is_one
@@ -49,10 +50,8 @@ class GemmWriter(KernelWriter):
         # the tile's rows and columns are the space's dims in order: no memory-order walk
         self.x_dims = list(range(len(self.space)))
         self.x_nonunit = [d for d in self.x_dims if not is_one(self.space[d])]
-        from ait_dynamo.kernels.codegen import _contiguous
-
         self.x_contig = _contiguous(self.space, self.x_dims)
-        self.gemm = group.nodes[0]
+        self.gemm = gemm_node(group)
         self.batched = self.gemm.target is torch.ops.aten.bmm.default
         self.rows = list(group.gemm_rows)  # iteration dims the tile's rows run over (row-major)
         self.columns = len(self.space) - 1
@@ -132,14 +131,29 @@ class GemmWriter(KernelWriter):
         self._lines().append(f"tl.store(out_ptr{buffer_index} + ({offset}), {to_storage(var, node.meta['val'].dtype)}, xmask)")
         self.store_offsets[buffer_index] = offset
 
-    def operand(self, node: fx.Node) -> tuple[str, str, tuple[str, str, str]]:
-        """(pointer parameter, element offset, (batch, row, column) strides) of A or B."""
-        param = self.input_params[node]
+    def operand(self, node: fx.Node, tile: str) -> tuple[str, str, tuple[str, str, str], str]:
+        """(pointer parameter, element offset, (batch, row, column) strides, prologue expression
+        or "") of A or B. A prologue member (passes/fusion_gemm.py) is computed from its
+        source's tile: the operand's strides address the source as they address the result."""
         meta = node.meta["val"]
         strides = [str(s) for s in meta.stride()]
         if len(strides) == 2:
             strides = ["0"] + strides
-        return param, str(self.input_offsets.get(node, 0)), (strides[0], strides[1], strides[2])
+        prologue = ""
+        read = node
+        if node in self.members:
+            op = node.args[0] if node.target in TRANSPOSES else node
+            read = op.args[0]
+            source = read.meta["val"]
+            loaded = tile if compute_dtype(source.dtype) == source.dtype else f"{tile}.to(tl.float32)"
+
+            def argument(value: object) -> object:
+                return Operand(loaded, source.dtype) if value is read else value
+
+            expr = op_table.POINTWISE[op.target].emit(*[argument(a) for a in op.args],
+                                                      **{k: argument(v) for k, v in op.kwargs.items()})
+            prologue = to_storage(expr, op.meta["val"].dtype)
+        return self.input_params[read], str(self.input_offsets.get(read, 0)), (strides[0], strides[1], strides[2]), prologue
 
 
 def generate_gemm_kernel(group: FusionGroup, tensor_name: Callable[[fx.Node], str]) -> GeneratedKernel:
@@ -156,8 +170,8 @@ def generate_gemm_kernel(group: FusionGroup, tensor_name: Callable[[fx.Node], st
     body = writer.body()
     if faults.active("compile", name):
         body = ['tl.static_assert(False, "ait_dynamo: injected compile failure")'] + body
-    a_param, a_offset, a_strides = writer.operand(a)
-    b_param, b_offset, b_strides = writer.operand(b)
+    a_param, a_offset, a_strides, a_prologue = writer.operand(a, "a_tile")
+    b_param, b_offset, b_strides, b_prologue = writer.operand(b, "b_tile")
     source = render_template(
         "gemm.py.jinja",
         name=name,
@@ -166,6 +180,8 @@ def generate_gemm_kernel(group: FusionGroup, tensor_name: Callable[[fx.Node], st
         a=(a_param, a_offset),
         b=(b_param, b_offset),
         a_strides=a_strides,
+        a_prologue=a_prologue,
+        b_prologue=b_prologue,
         b_strides=b_strides,
         m=str(m),
         n=str(n),

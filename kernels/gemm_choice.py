@@ -33,6 +33,7 @@ aten = torch.ops.aten
 
 GEMMS = (aten.mm.default, aten.addmm.default, aten.bmm.default)
 TEMPLATE_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+TRANSPOSES = (aten.t.default, aten.transpose.int, aten.permute.default)
 
 
 def operands(node: fx.Node) -> tuple[Any, fx.Node, fx.Node]:
@@ -40,6 +41,11 @@ def operands(node: fx.Node) -> tuple[Any, fx.Node, fx.Node]:
     if node.target is aten.addmm.default:
         return node.args[0], node.args[1], node.args[2]
     return None, node.args[0], node.args[1]
+
+
+def gemm_node(group: Any) -> fx.Node:
+    """The mm / addmm / bmm of a GEMM fusion group (its prologue ops come before it)."""
+    return next(n for n in group.nodes if n.target in GEMMS)
 
 
 def scalars(node: fx.Node) -> tuple[Any, Any]:

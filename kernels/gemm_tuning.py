@@ -10,7 +10,8 @@ graph's shapes, dtypes and strides:
   and keeps the choice on disk, under the same key its launch site reads later);
 * ATen: the GEMM through cuBLAS (``addmm``'s bias included), plus, where the group has an
   epilogue, a copy that moves the bytes the separate epilogue kernel would (it reads the product
-  and the epilogue's other inputs and writes its outputs): a fused pointwise kernel runs at
+  and the epilogue's other inputs and writes its outputs), and the bytes of the prologue's casts
+  or scales (their sources read, cuBLAS's operands written): a fused pointwise kernel runs at
   about copy bandwidth, and this keeps the measurement to one GEMM and one copy.
 
 The faster wins; the decision is kept on disk per device and per template source (which fixes
@@ -118,12 +119,23 @@ def _kernel_arguments(group: FusionGroup, kernel: GeneratedKernel, names: _Names
 def _epilogue_bytes(group: FusionGroup) -> int:
     """Bytes a separate epilogue kernel moves: the product read back, the epilogue's other inputs
     read, its outputs written. ``0`` for a bare GEMM (nothing runs after cuBLAS)."""
-    gemm = group.nodes[0]
-    if len(group.nodes) == 1:
+    gemm = gemm_choice.gemm_node(group)
+    if group.nodes[-1] is gemm:  # no epilogue (prologue ops precede the GEMM)
         return 0
+    prologue = group.nodes[:group.nodes.index(gemm)]
     bias, a, b = gemm_choice.operands(gemm)
-    others = [n for n in group.inputs if n not in (a, b, bias)]
+    others = [n for n in group.inputs if n not in (a, b, bias) and not set(n.users) & set(prologue)]
     values = [gemm.meta["val"]] + [n.meta["val"] for n in others] + [n.meta["val"] for n in group.outputs]
+    return sum(int(v.numel()) * v.element_size() for v in values)
+
+
+def _prologue_bytes(group: FusionGroup) -> int:
+    """Bytes the separate prologue kernels (casts, scales) move: their sources read, their
+    results written (the results are cuBLAS's operands)."""
+    gemm = gemm_choice.gemm_node(group)
+    prologue = group.nodes[:group.nodes.index(gemm)]
+    values = [n.meta["val"] for n in group.inputs if set(n.users) & set(prologue)]
+    values += [n.meta["val"] for n in prologue if n.target not in gemm_choice.TRANSPOSES]
     return sum(int(v.numel()) * v.element_size() for v in values)
 
 
@@ -144,11 +156,11 @@ def measure_group(group: FusionGroup, cache_dir: str, bench: Bench | None = None
 
     template()  # compiles; on CUDA, measures the block configurations once (kept on disk)
     template_ms = bench(template)
-    gemm = group.nodes[0]
+    gemm = gemm_choice.gemm_node(group)
     bias, a, b = gemm_choice.operands(gemm)
     operands = [_example(n.meta["val"]) for n in ((bias, a, b) if bias is not None else (a, b))]
     kwargs = dict(gemm.kwargs)
-    moved = _epilogue_bytes(group)
+    moved = _epilogue_bytes(group) + _prologue_bytes(group)
     source = torch.empty(moved // 2, dtype=torch.uint8, device=operands[0].device)
     target = torch.empty_like(source)
 
@@ -192,7 +204,7 @@ def choose_gemm_backends(gm: fx.GraphModule, config: Any, plan_with: Callable[[d
     bar = _progress(len(groups))
     try:
         for group in groups:
-            gemm = group.nodes[0]
+            gemm = gemm_choice.gemm_node(group)
             if time.perf_counter() - started > config.autotune_budget_s:
                 log.info("gemm tuning: budget of %.1f s spent; %s keeps cuBLAS", config.autotune_budget_s, gemm.name)
                 continue
@@ -226,7 +238,7 @@ def _decide(group: FusionGroup, cache_dir: str, device: str, path: str, bench: B
     else:
         template_ms, aten_ms, _ = measure_group(group, cache_dir, bench)
         faster = template_ms < aten_ms
-        log.info("gemm %s (%s): template %.4f ms, ATen %.4f ms", group.nodes[0].name, key, template_ms, aten_ms)
+        log.info("gemm %s (%s): template %.4f ms, ATen %.4f ms", gemm_choice.gemm_node(group).name, key, template_ms, aten_ms)
         data = load_json(path)
         data[key] = {"template_ms": template_ms, "aten_ms": aten_ms, "template": faster}
         store_json(path, data)

@@ -309,3 +309,39 @@ def test_candidate_configs_compile_in_parallel_before_timing(tmp_path):
     autotune.choose("gemmkey", (1, 8192, 8192, 8192), configs, lambda c: None, device="dev", bench=bench,
                     prepare=prepare)
     assert order == []  # the stored choice: nothing compiled or timed again
+
+
+@pytest.mark.parametrize("prologue", ["cast_bf16", "cast_fp16", "scale", "transposed_cast"])
+def test_prologues_load_through_the_template(prologue):
+    """Inference (nothing saves the operands): a cast or scale in front of the GEMM is computed
+    on the operand tiles as they are loaded; ragged K (7) exercises the masked columns."""
+    x, w, b = torch.randn(13, 7), torch.randn(5, 7), torch.randn(5)
+
+    def fn(x, w, b):
+        if prologue == "cast_bf16":
+            return torch.relu(F.linear(x.to(torch.bfloat16), w.to(torch.bfloat16))) + b.to(torch.bfloat16)
+        if prologue == "cast_fp16":
+            return torch.mm(x.to(torch.float16), w.t().to(torch.float16)) * 2.0
+        if prologue == "scale":
+            return (x * 0.5) @ (w / 4.0).t() + b
+        return torch.mm(x.to(torch.float16), w.to(torch.float16).t())
+
+    check_compiled(fn, x, w, b, backward=False, options=TRITON)
+    graph = metrics.compiled_graphs[-1]
+    assert graph.fallback_reason is None and not GEMM_OPS & set(graph.externs) and not graph.externs
+    # one kernel: the GEMM with its operands' casts / scales (cast_bf16: the bias's cast is an
+    # epilogue input, computed by a kernel of its own)
+    assert len(graph.kernels) == (2 if prologue == "cast_bf16" else 1), (graph.kernels, graph.fused_ops)
+
+
+def test_an_operand_read_elsewhere_is_not_a_prologue():
+    """The cast operand is also returned: it must exist in memory, so it stays its own kernel."""
+    x, w = torch.randn(6, 4), torch.randn(4, 3)
+
+    def fn(x, w):
+        xh = x.to(torch.float16)
+        return xh @ w.to(torch.float16), xh
+
+    check_compiled(fn, x, w, backward=False, options=TRITON)
+    graph = metrics.compiled_graphs[-1]
+    assert graph.fallback_reason is None and len(graph.kernels) == 2, graph.kernels
