@@ -345,3 +345,13 @@ def test_an_operand_read_elsewhere_is_not_a_prologue():
     check_compiled(fn, x, w, backward=False, options=TRITON)
     graph = metrics.compiled_graphs[-1]
     assert graph.fallback_reason is None and len(graph.kernels) == 2, graph.kernels
+
+
+def test_symbolic_sizes_keep_aten():
+    """The template specialises on sizes and strides: under dynamic shapes the GEMM stays ATen
+    (with its reason) and the epilogue is an ordinary kernel; results stay right."""
+    x, w = _randn(6, 4), _randn(5, 4)
+    check_compiled(lambda x, w: torch.relu(F.linear(x, w)), x, w, dynamic=True, options=TRITON)
+    forward = _graphs("forward")[-1]
+    assert "aten.mm.default" in forward.externs
+    assert any("symbolic sizes" in r for r in forward.refused.values()), forward.refused
