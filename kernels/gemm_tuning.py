@@ -125,7 +125,8 @@ def _epilogue_bytes(group: FusionGroup) -> int:
     prologue = group.nodes[:group.nodes.index(gemm)]
     bias, a, b = gemm_choice.operands(gemm)
     others = [n for n in group.inputs if n not in (a, b, bias) and not set(n.users) & set(prologue)]
-    values = [gemm.meta["val"]] + [n.meta["val"] for n in others] + [n.meta["val"] for n in group.outputs]
+    written = [n for n in group.outputs if n is not gemm]  # cuBLAS writes the product itself
+    values = [gemm.meta["val"]] + [n.meta["val"] for n in others] + [n.meta["val"] for n in written]
     return sum(int(v.numel()) * v.element_size() for v in values)
 
 

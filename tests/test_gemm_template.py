@@ -355,3 +355,23 @@ def test_symbolic_sizes_keep_aten():
     forward = _graphs("forward")[-1]
     assert "aten.mm.default" in forward.externs
     assert any("symbolic sizes" in r for r in forward.refused.values()), forward.refused
+
+
+def test_the_aten_side_is_charged_the_bytes_of_separate_kernels():
+    """cuBLAS + separate kernels: the epilogue reads the product and its other inputs and writes
+    its outputs (not the product again); a prologue reads its source and writes the operand."""
+    from torch.fx.experimental.proxy_tensor import make_fx
+
+    from ait_dynamo.kernels import gemm_tuning
+    from ait_dynamo.passes.fusion import build_plan
+
+    x, w, r = torch.randn(6, 4), torch.randn(5, 4), torch.randn(6, 5)
+    gm = make_fx(lambda x, w, r: (torch.mm(x.to(torch.float16), w.t().to(torch.float16)) + r.half(),))(x, w, r)
+    config = AitConfig.create(TRITON, environ={})
+    plan, _ = build_plan(gm, config)
+    (group,) = [s for s in plan.steps if getattr(s, "kind", None) == "gemm"]
+    half, single = 2, 4
+    # epilogue: product read (6x5 fp16), r.half() read (6x5 fp16: its own kernel), sum written
+    assert gemm_tuning._epilogue_bytes(group) == 3 * 30 * half
+    # prologues: x and w read in fp32, their fp16 casts written
+    assert gemm_tuning._prologue_bytes(group) == (24 + 20) * (single + half)
