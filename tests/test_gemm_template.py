@@ -375,3 +375,32 @@ def test_the_aten_side_is_charged_the_bytes_of_separate_kernels():
     assert gemm_tuning._epilogue_bytes(group) == 3 * 30 * half
     # prologues: x and w read in fp32, their fp16 casts written
     assert gemm_tuning._prologue_bytes(group) == (24 + 20) * (single + half)
+
+
+def test_dropout_in_the_epilogue_with_philox():
+    """fallback_random=False: dropout after the GEMM is drawn inside the template's epilogue
+    (Philox offset = the element's flat index); kept elements are the product scaled by 2."""
+    x, w = torch.randn(13, 7), torch.randn(5, 7)
+    compiled = torch.compile(lambda x, w: F.dropout(F.linear(x, w), 0.5, training=True), backend="ait",
+                             options={**TRITON, "fallback_random": False})
+    torch._dynamo.reset()
+    y = compiled(x, w)
+    kept = y != 0
+    assert 0.2 < kept.float().mean().item() < 0.8
+    torch.testing.assert_close(y[kept], 2 * (x @ w.t())[kept])
+    graph = metrics.compiled_graphs[-1]
+    assert graph.kernels == ["kernel_0"] and not graph.externs
+
+
+def test_the_numerics_guard_catches_a_wrong_template_kernel():
+    """verify=True: a template kernel that stores a wrong product (fault wrong_result, in the
+    pre-activation's store as well) is found on the first call and retired; results are right."""
+    x, w = _randn(6, 4), _randn(5, 4)
+    with faults.inject("wrong_result", kernel="kernel_0", graph="forward"), \
+            warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        check_compiled(lambda x, w: torch.relu(F.linear(x, w)), x, w, options={**TRITON, "verify": True})
+    forward = _graphs("forward")[-1]
+    assert "kernel_0" in forward.verify_failures, forward.verify_failures
+    assert any("kernel_0" in str(w.message) for w in caught)
+    runtime.BROKEN.clear()  # retired by the guard, as intended
