@@ -28,6 +28,7 @@ import logging
 import os
 import threading
 import time
+import warnings
 from typing import Any, Callable
 
 import torch
@@ -156,6 +157,11 @@ def measure_group(group: FusionGroup, cache_dir: str, bench: Bench | None = None
         return runtime.launch_gemm(function, tensors, ints, problem, dtype, key)
 
     template()  # compiles; on CUDA, measures the block configurations once (kept on disk)
+    wrong = _differs_from_aten(group, kernel, names, tensors)
+    if wrong is not None:  # a template that computes a wrong value never wins
+        warnings.warn(f"ait_dynamo: the Triton GEMM template for {gemm_choice.gemm_node(group).name} differs "
+                      f"from ATen ({wrong}); cuBLAS runs it", RuntimeWarning, stacklevel=2)
+        return float("inf"), 0.0, key
     template_ms = bench(template)
     gemm = gemm_choice.gemm_node(group)
     bias, a, b = gemm_choice.operands(gemm)
@@ -172,6 +178,61 @@ def measure_group(group: FusionGroup, cache_dir: str, bench: Bench | None = None
 
     aten_ms = bench(aten)
     return template_ms, aten_ms, key
+
+
+def _differs_from_aten(group: FusionGroup, kernel: GeneratedKernel, names: _Names,
+                       tensors: list[torch.Tensor]) -> str | None:
+    """What differs when the template's outputs, just computed from ``tensors``, are judged
+    against the group's ATen ops on the same inputs and a float64 run of them, by the rule of
+    the numerics guard (``verify.compare``); ``None`` if they agree. The measurement has both at
+    hand, so a template that is wrong on this device (it is tested on the CPU interpreter) is
+    caught before it is chosen. Groups that draw random numbers, or whose inputs cannot be
+    rebuilt here, are not judged."""
+    from ait_dynamo.passes.graph_utils import is_random
+    from ait_dynamo.verify import compare
+
+    if any(is_random(n) for n in group.nodes):
+        return None
+    by_name = dict(zip(kernel.args.tensors, tensors))
+    known = {node: by_name[name] for node, name in names.by_node.items() if name in by_name}
+    members = set(group.nodes)
+
+    def run(convert: Callable[[Any], Any]) -> dict[fx.Node, Any] | None:
+        values: dict[fx.Node, Any] = {}
+
+        def value(node: fx.Node) -> Any:
+            if node in values:
+                return values[node]
+            if node in known and node not in members:
+                values[node] = convert(known[node])
+            elif node.op == "call_function" and (node in members or node.target in gemm_choice.TRANSPOSES
+                                                  or node in group.inputs):
+                args = fx.node.map_arg(node.args, value)
+                kwargs = fx.node.map_arg(node.kwargs, value)
+                values[node] = node.target(*args, **kwargs)
+            else:
+                raise LookupError(node.name)
+            return values[node]
+
+        try:
+            for node in group.nodes:
+                value(node)
+        except LookupError:
+            return None
+        return values
+
+    def to_fp64(t: Any) -> Any:
+        return t.double() if isinstance(t, torch.Tensor) and t.is_floating_point() else t
+
+    expected, reference = run(lambda t: t), run(to_fp64)
+    if expected is None or reference is None:
+        return None
+    for node, buffer in kernel.out_buffers:
+        ref = reference[node]
+        problem = compare(by_name[buffer], expected[node], ref if isinstance(ref, torch.Tensor) else None)
+        if problem is not None:
+            return f"{node.name}: {problem}"
+    return None
 
 
 def _store_path(cache_dir: str, device: str) -> str:

@@ -404,3 +404,35 @@ def test_the_numerics_guard_catches_a_wrong_template_kernel():
     assert "kernel_0" in forward.verify_failures, forward.verify_failures
     assert any("kernel_0" in str(w.message) for w in caught)
     runtime.BROKEN.clear()  # retired by the guard, as intended
+
+
+def test_a_template_that_computes_a_wrong_value_is_never_chosen(tmp_path):
+    """The measurement has the template's outputs and the ATen ops at hand: a template that is
+    wrong on the device (here an injected wrong store) keeps cuBLAS, however fast it is, with one
+    warning that names the GEMM."""
+    import warnings
+
+    from ait_dynamo import faults
+    from ait_dynamo.kernels import gemm_tuning
+    from ait_dynamo.passes.fusion import build_plan
+
+    gm, _ = _two_gemm_graph()
+    config = AitConfig.create({"cache_dir": str(tmp_path), "autotune": True}, environ={})
+    gemm_tuning._decisions.clear()
+
+    def bench(fn):
+        fn()
+        return 1.0  # as fast as ATen: only correctness can tell them apart
+
+    with faults.inject("wrong_result"), warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        decisions = gemm_tuning.choose_gemm_backends(gm, config, lambda m: build_plan(gm, config, m), bench=bench,
+                                                     device_name="test-device")
+    assert decisions and not any(decisions.values()), decisions
+    messages = [str(w.message) for w in caught if "GEMM template" in str(w.message)]
+    assert len(messages) == len(decisions) and "differs from ATen" in messages[0], messages
+    gemm_tuning._decisions.clear()
+    right = gemm_tuning.choose_gemm_backends(gm, config.replace(cache_dir=str(tmp_path / "again")),
+                                             lambda m: build_plan(gm, config, m), bench=lambda fn: fn() or 1.0,
+                                             device_name="test-device")
+    assert right == {name: False for name in decisions}  # ties keep cuBLAS; no warning needed
