@@ -20,7 +20,7 @@ from ait_dynamo._version import __version__
 from ait_dynamo.cache import load_module
 from ait_dynamo.config import AitConfig
 from ait_dynamo.debug import DebugDir
-from ait_dynamo.kernels import autotune, op_table
+from ait_dynamo.kernels import autotune, gemm_tuning, op_table
 from ait_dynamo.kernels.precompile import precompile
 from ait_dynamo.kernels.wrapper import generate_wrapper
 from ait_dynamo.fusion_report import build_report, emit_report
@@ -151,7 +151,7 @@ def _compile(gm: fx.GraphModule, example_inputs: Sequence[Any], config: AitConfi
     record.layout = "" if decision is None else f"{'channels-last' if decision.channels_last else 'contiguous'}: {decision.reason}"
     record.layout_copies = layout.layout_copies(work)
     record.convolutions = layout.channels_last_convolutions(work)
-    plan, refusals = build_plan(work, config)
+    plan, refusals = build_plan(work, config, _gemm_choices(work, config))
     record.refused = dict(refusals)
     debug.write("plan.txt", plan.describe())
     report = build_report(name, plan, refusals, record.rewrites)
@@ -179,6 +179,15 @@ def _compile(gm: fx.GraphModule, example_inputs: Sequence[Any], config: AitConfi
     record.fused_ops = [str(n.target) for g in groups for n in g.nodes]
     layout.report_output_strides(work)  # last: a compile that fails after it would return other strides
     return compiled, generated.source
+
+
+def _gemm_choices(work: fx.GraphModule, config: AitConfig) -> dict[str, bool]:
+    """GEMM node → the template measured faster (kernels/gemm_tuning.py); empty where nothing is
+    measured (then the rule of kernels/gemm_choice.py decides)."""
+    if not gemm_tuning.wanted(config):
+        return {}
+    autotune.set_directory(config.cache_dir)
+    return gemm_tuning.choose_gemm_backends(work, config, lambda measured: build_plan(work, config, measured))
 
 
 def ait_compile(gm: fx.GraphModule, example_inputs: Sequence[Any], **options: Any) -> BoxedCallable:

@@ -84,6 +84,13 @@ class AitConfig:
             ``passes/layout.py`` states the rule), never on other devices; ``"on"`` on any
             device (how the CPU tests exercise it); ``"off"`` never. ``True`` / ``False`` mean
             ``"on"`` / ``"off"``. The graph's outputs keep the strides eager gives them.
+        gemm_backends: which implementations an mm / addmm / bmm may take: ``"aten"`` (cuBLAS,
+            its epilogue a separate fused kernel) and ``"triton"`` (``kernels/templates/gemm.py.jinja``,
+            the epilogue fused into the GEMM). With both, the choice is by measurement on CUDA
+            under ``autotune``, and ATen otherwise (``kernels/gemm_choice.py`` states the rule);
+            with one, that one is used wherever it can run.
+        autotune_budget_s: most seconds one graph spends measuring GEMM backends and configs
+            (``autotune``); past it, the remaining GEMMs take the heuristic's choice.
     """
 
     debug_dir: str | None = None
@@ -101,6 +108,8 @@ class AitConfig:
     pad_gemms: str = "auto"
     min_acc_module_size: int = 0
     channels_last: str = "auto"
+    gemm_backends: tuple[str, ...] = ("aten", "triton")
+    autotune_budget_s: float = 60.0
 
     @staticmethod
     def option_names() -> tuple[str, ...]:
@@ -147,7 +156,8 @@ class AitConfig:
     def cache_token(self) -> str:
         """The options that change generated code (the cache key includes them)."""
         return repr((self.fusion, self.fallback_ops, self.autotune, self.fallback_random, self.verify,
-                     self.rewrite_attention, self.pad_gemms, self.channels_last))
+                     self.rewrite_attention, self.pad_gemms, self.channels_last, self.gemm_backends,
+                     self.autotune_budget_s))
 
 
 def _parse_str_or_none(name: str, value: Any) -> str | None:
@@ -212,6 +222,37 @@ def _parse_layout_mode(name: str, value: Any) -> str:
         raise ValueError(f"ait backend: option {name!r} got {value!r}; valid values: {', '.join(LAYOUT_MODES)} "
                          "(or True / False for on / off)")
     return str(value)
+
+
+GEMM_BACKENDS = ("aten", "triton")
+
+
+def _parse_gemm_backends(name: str, value: Any) -> tuple[str, ...]:
+    """A tuple / list of backend names, or a comma-separated string (``AIT_GEMM_BACKENDS=triton``)."""
+    items = value.split(",") if isinstance(value, str) else value
+    if not isinstance(items, (list, tuple)) or not all(isinstance(i, str) for i in items):
+        raise ValueError(f"ait backend: option {name!r} must be a tuple of backend names "
+                         f"({', '.join(GEMM_BACKENDS)}), got {value!r}")
+    names = [i.strip().lower() for i in items if i.strip()]
+    if "cutlass" in names:
+        raise ValueError(f"ait backend: option {name!r}: the CUTLASS GEMM backend is not built yet; "
+                         f"valid backends: {', '.join(GEMM_BACKENDS)}")
+    unknown = [i for i in names if i not in GEMM_BACKENDS]
+    if unknown or not names:
+        raise ValueError(f"ait backend: option {name!r} got {value!r}; give one or more of "
+                         f"{', '.join(GEMM_BACKENDS)}")
+    return tuple(b for b in GEMM_BACKENDS if b in names)  # canonical order: one cache key per set
+
+
+def _parse_seconds(name: str, value: Any) -> float:
+    if isinstance(value, str):
+        try:
+            value = float(value.strip())
+        except ValueError:
+            raise ValueError(f"ait backend: option {name!r} must be a number of seconds >= 0, got {value!r}") from None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0 or value == float("inf"):
+        raise ValueError(f"ait backend: option {name!r} must be a number of seconds >= 0, got {value!r}")
+    return float(value)
 
 
 def _parse_bool(name: str, value: Any) -> bool:
@@ -335,6 +376,8 @@ _PARSERS: dict[str, Callable[[str, Any], Any]] = {
     "pad_gemms": _parse_pad_mode,
     "min_acc_module_size": _parse_count,
     "channels_last": _parse_layout_mode,
+    "gemm_backends": _parse_gemm_backends,
+    "autotune_budget_s": _parse_seconds,
 }
 assert set(_PARSERS) == set(AitConfig.option_names()), "every option needs a parser"
 

@@ -48,6 +48,12 @@ def _inductor_reduce_overhead(fn: Callable[..., Any], built: Built, extra: dict[
     return torch.compile(fn, backend="inductor", mode="reduce-overhead", dynamic=False)
 
 
+def _inductor_max_autotune(fn: Callable[..., Any], built: Built, extra: dict[str, Any]) -> Callable[..., Any]:
+    # Inductor's GEMM autotuning (Triton templates vs cuBLAS) without CUDA graphs: what ait's
+    # gemm_backends=aten,triton with autotune=True is compared against (issue 14's compile target)
+    return torch.compile(fn, backend="inductor", mode="max-autotune-no-cudagraphs", dynamic=False)
+
+
 def _ait(fn: Callable[..., Any], built: Built, extra: dict[str, Any]) -> Callable[..., Any]:
     options = {**built.ait_options, **extra}
     return torch.compile(fn, backend="ait", options=options, dynamic=False)
@@ -60,6 +66,8 @@ BACKENDS: dict[str, Backend] = {
         Backend("inductor", 'torch.compile(backend="inductor")', _inductor),
         Backend("inductor-reduce-overhead", 'torch.compile(mode="reduce-overhead"): Inductor + CUDA graphs',
                 _inductor_reduce_overhead, needs_cuda=True, cudagraphs=True),
+        Backend("inductor-max-autotune", 'torch.compile(mode="max-autotune-no-cudagraphs")', _inductor_max_autotune,
+                needs_cuda=True),
         Backend("ait", 'torch.compile(backend="ait")', _ait, takes_options=True),
     )
 }
@@ -91,7 +99,8 @@ BACKENDS["ait-cudagraphs"] = Backend("ait-cudagraphs", 'torch.compile(backend="a
 
 def default_backends(device: torch.device) -> list[str]:
     if device.type == "cuda":
-        return [name for name in BACKENDS if name != "ait-lower"]
+        # max-autotune compiles for minutes: only where asked for (the micro GEMM cases)
+        return [name for name in BACKENDS if name not in ("ait-lower", "inductor-max-autotune")]
     return ["eager", "ait"]
 
 

@@ -48,9 +48,11 @@ def _store(kernel_hash: str, choices: dict[str, list[int]]) -> None:
 
 def choose(kernel_hash: str, sizes: Sequence[int], candidates: Sequence[tuple[int, ...]],
            run: Callable[[tuple[int, ...]], Any], device: str | None = None,
-           bench: Callable[[Callable[[], Any]], float] | None = None) -> tuple[int, ...]:
+           bench: Callable[[Callable[[], Any]], float] | None = None,
+           prepare: Callable[[Sequence[tuple[int, ...]]], Any] | None = None) -> tuple[int, ...]:
     """The fastest of ``candidates`` for this kernel, device and size bucket; ``run(config)``
-    launches the kernel once with a configuration, ``bench(fn)`` times it (default: do_bench)."""
+    launches the kernel once with a configuration, ``bench(fn)`` times it (default: do_bench).
+    ``prepare(candidates)`` runs first when they are to be measured (compiling them in parallel)."""
     device = device or torch.cuda.get_device_name()
     key = f"{device}|{','.join(str(_bucket(s)) for s in sizes)}"
     memory_key = f"{kernel_hash}|{key}"
@@ -67,6 +69,8 @@ def choose(kernel_hash: str, sizes: Sequence[int], candidates: Sequence[tuple[in
             def bench(fn: Callable[[], Any]) -> float:
                 return float(do_bench(fn, warmup=5, rep=20))
 
+        if prepare is not None:
+            prepare(candidates)
         timings = []
         out_of_memory: BaseException | None = None
         for config in candidates:

@@ -43,7 +43,7 @@ class KernelArgs:
 class GeneratedKernel:
     name: str
     source: str
-    kind: str  # "pointwise" | "reduction"
+    kind: str  # "pointwise" | "reduction" | "gemm"
     persistent: bool
     column: bool
     split: bool
@@ -61,6 +61,9 @@ class GeneratedKernel:
     # (tensor dtypes, int args) with every value known statically, for compiling the kernel ahead
     # of its first launch (kernels/precompile.py); None under symbolic sizes
     warmup: tuple[tuple[torch.dtype, ...], tuple[int, ...]] | None = None
+    # GEMM template kernels: (batch, M, N, K) and the operand dtype (kernels/codegen_gemm.py)
+    gemm: tuple[int, int, int, int] | None = None
+    gemm_dtype: torch.dtype | None = None
 
 
 def _numel_factors(sizes: list[Any]) -> list[Any]:
@@ -360,6 +363,15 @@ class KernelWriter(ReductionWriter):
 
     # -- stores -------------------------------------------------------------------------------
 
+    def store_offset(self, offset: str, uses_x: bool, dim_map: tuple) -> str:
+        """A store's pointer must have the mask's shape (Triton broadcasts a load's pointer, not
+        a store's)."""
+        return offset if uses_x else f"{offset} + 0 * xindex"
+
+    def tile_shape(self, uses_r: bool) -> str:
+        """The shape of a stored value at the current scope (a constant is broadcast to it)."""
+        return "[XBLOCK, RBLOCK]" if uses_r else ("[XBLOCK, 1]" if self.is_reduction else "[XBLOCK]")
+
     def store(self, node: fx.Node, buffer_index: int) -> None:
         meta = node.meta["val"]
         dim_map = self.group.dim_maps[node]
@@ -367,12 +379,11 @@ class KernelWriter(ReductionWriter):
         # every copy of a value returned several times is laid out alike
         offset, uses_x, uses_r = access.offset()
         var, constant = self.value(self.split_sources[node][0] if self.split else node)
-        shape = "[XBLOCK, RBLOCK]" if uses_r else ("[XBLOCK, 1]" if self.is_reduction else "[XBLOCK]")
+        shape = self.tile_shape(uses_r)
         if constant or (self.is_reduction and not uses_r and not uses_x):
             var = f"({var} + tl.zeros({shape}, {triton_type(compute_dtype(meta.dtype))}))"
         mask = "xmask & rmask" if uses_r else "xmask"
-        if not uses_x:
-            offset = f"{offset} + 0 * xindex"  # the pointer takes the mask's shape
+        offset = self.store_offset(offset, uses_x, dim_map)
         if uses_r and not uses_x:
             pass
         covered = {m for m in dim_map if m is not None}
@@ -458,6 +469,11 @@ def _contiguous(space: list[Any], dims: list[int]) -> dict[int, Any]:
 
 def generate_kernel(group: FusionGroup, tensor_name: Callable[[fx.Node], str]) -> GeneratedKernel:
     from ait_dynamo.kernels.wrapper import render_template
+
+    if group.kind == "gemm":
+        from ait_dynamo.kernels.codegen_gemm import generate_gemm_kernel
+
+        return generate_gemm_kernel(group, tensor_name)
 
     name = group.name
     kernel = KernelWriter(group, name, tensor_name)

@@ -169,12 +169,15 @@ def group_call_source(group: FusionGroup, kernel: GeneratedKernel, names: Callab
         options.append(f"xnumel={xnumel}")
         if kernel.kind == "reduction":
             options.append(f"rnumel={rnumel}")
+    if kernel.gemm is not None:
+        options.append(f"gemm={kernel.gemm!r}, dtype={kernel.gemm_dtype}")
     if kernel.column:
         options.append("column=True")
     if kernel.split and static:
         options.append(f"splits={split}")
-    if autotune:
-        options.append(f"tune={hashlib.sha256(kernel.source.encode()).hexdigest()[:20]!r}")
+    if autotune:  # keyed by the source without the kernel's name: GEMM tuning measured it under that key
+        canonical = kernel.source.replace(f"def {kernel.name}(", "def _(", 1)
+        options.append(f"tune={hashlib.sha256(canonical.encode()).hexdigest()[:20]!r}")
     if checked:
         options.append(f"checked={checked}")
     if seeds:

@@ -54,9 +54,12 @@ class LaunchSite:
 
     def __init__(self, kernel: Any, fallback: Callable[..., tuple], name: str, kind: str, tensors: int, *,
                  xnumel: int | None = None, rnumel: int = 1, persistent: bool = False, column: bool = False,
-                 splits: int = 1, tune: str | None = None, checked: Sequence[int] = (), seeds: Sequence[int] = ()):
-        if kind not in ("pointwise", "reduction"):
-            raise ValueError(f"LaunchSite: kind must be 'pointwise' or 'reduction', got {kind!r}")
+                 splits: int = 1, tune: str | None = None, checked: Sequence[int] = (), seeds: Sequence[int] = (),
+                 gemm: tuple[int, int, int, int] | None = None, dtype: torch.dtype | None = None):
+        if kind not in ("pointwise", "reduction", "gemm"):
+            raise ValueError(f"LaunchSite: kind must be 'pointwise', 'reduction' or 'gemm', got {kind!r}")
+        if kind == "gemm" and (gemm is None or dtype is None):
+            raise ValueError("LaunchSite: a gemm site needs its problem (batch, M, N, K) and operand dtype")
         self.kernel = kernel
         self.fallback = fallback
         self.name = name
@@ -70,6 +73,8 @@ class LaunchSite:
         self.tune = tune
         self.checked = tuple(checked)
         self.seeds = tuple(seeds)
+        self.gemm = gemm
+        self.dtype = dtype
         self.direct = False  # whether later calls go straight to the compiled launcher
         self.launch: Callable[..., None] = self._first
 
@@ -77,6 +82,8 @@ class LaunchSite:
 
     def _generic(self, *args: Any) -> runtime.Launched | None:
         tensors, ints = args[:self.tensors], args[self.tensors:]
+        if self.kind == "gemm":  # static sizes, in the problem and the kernel's source
+            return runtime.launch_gemm(self.kernel, tensors, ints, self.gemm, self.dtype, self.tune)  # type: ignore[arg-type]
         if self.xnumel is None:  # dynamic sizes: the call passes them last
             if self.kind == "pointwise":
                 return runtime.launch_pointwise(self.kernel, tensors, ints[:-1], ints[-1], self.tune)
@@ -105,7 +112,8 @@ class LaunchSite:
         compiled = launched.compiled
         run, function, metadata = compiled.run, compiled.function, compiled.packed_metadata
         grid_x, grid_y, grid_z = launched.grid
-        tail = ((self.xnumel,) if self.kind == "pointwise" else (self.xnumel, self.rnumel)) + launched.constexprs
+        numels = {"pointwise": (self.xnumel,), "reduction": (self.xnumel, self.rnumel), "gemm": ()}[self.kind]
+        tail = numels + launched.constexprs
         stream = torch._C._cuda_getCurrentRawStream
         hooks = runtime.triton.knobs.runtime
         checked, seeds, generic = self.checked, self.seeds, self._generic

@@ -7,6 +7,7 @@ a few configurations once per kernel and device and remembers the choice on disk
 
 from __future__ import annotations
 
+import logging
 import os
 import warnings
 from dataclasses import dataclass
@@ -102,23 +103,27 @@ def _raw_stream(device_index: int) -> int:
     return torch._C._cuda_getCurrentRawStream(device_index)
 
 
-def launch(kernel: Any, grid: tuple[int, ...], args: Sequence[Any], constexprs: dict[str, int], num_warps: int) -> Any:
+def launch(kernel: Any, grid: tuple[int, ...], args: Sequence[Any], constexprs: dict[str, int], num_warps: int,
+           num_stages: int | None = None) -> Any:
     """``kernel[grid](*args, **constexprs, num_warps=num_warps)``, through the compiled kernel's
     launcher once that configuration has been compiled. ``constexprs`` follow ``args`` in the
     kernel's signature, in order (the generated kernels declare them last). Returns the compiled
     kernel where the direct path can call it (for :class:`~ait_dynamo.kernels.launch_site.LaunchSite`
-    to bind), else ``None``."""
+    to bind), else ``None``. ``num_stages``: the software pipeline's depth (GEMM templates)."""
     hooks = triton.knobs.runtime
     enter_hook = hooks.launch_enter_hook
+    options: dict[str, int] = {"num_warps": num_warps}
+    if num_stages is not None:
+        options["num_stages"] = num_stages
     if not _DIRECT["on"] or (enter_hook is not None and getattr(enter_hook, "calls", True)):
         # launch hooks (a profiler) want Triton's launch metadata: the JIT computes it
-        kernel[grid](*args, **constexprs, num_warps=num_warps)
+        kernel[grid](*args, **constexprs, **options)
         return None
     device = args[0].device.index if isinstance(args[0], torch.Tensor) else None
-    key = (kernel, tuple(constexprs.values()), num_warps, device, _specialization(args))
+    key = (kernel, tuple(constexprs.values()), num_warps, num_stages, device, _specialization(args))
     compiled = _COMPILED.get(key)
     if compiled is None:
-        compiled = kernel[grid](*args, **constexprs, num_warps=num_warps)
+        compiled = kernel[grid](*args, **constexprs, **options)
         if compiled is not None and hasattr(compiled, "run") and device is not None:
             if len(_COMPILED) >= _COMPILED_MAX:  # ints are part of the key: dynamic sizes add entries
                 _COMPILED.clear()
@@ -131,7 +136,7 @@ def launch(kernel: Any, grid: tuple[int, ...], args: Sequence[Any], constexprs: 
                      None, enter_hook, hooks.launch_exit_hook, *args, *constexprs.values())
     except (TypeError, AttributeError) as error:  # another launcher convention: use Triton's own path
         direct_launches_fail(error)
-        kernel[grid](*args, **constexprs, num_warps=num_warps)
+        kernel[grid](*args, **constexprs, **options)
         return None
     return compiled
 
@@ -262,3 +267,62 @@ def launch_reduction(kernel: Any, tensors: Sequence[Any], ints: Sequence[int], x
         config = autotune.choose(tune, (xnumel, rnumel), candidates, run)
     return run(config)
 
+
+
+def launch_gemm(kernel: Any, tensors: Sequence[Any], ints: Sequence[int], problem: tuple[int, int, int, int],
+                dtype: torch.dtype, tune: str | None = None) -> Launched | None:
+    """Launch a GEMM template kernel (``templates/gemm.py.jinja``) over ``problem`` = (batch, M, N,
+    K): one program per BLOCK_M x BLOCK_N tile along grid axis 0, the batch along axis 1. ``tune``
+    (the kernel's source hash) measures the configurations of ``kernels/gemm_configs.py`` once."""
+    from ait_dynamo.kernels import gemm_configs
+
+    batch, m, n, k = problem
+    if batch == 0 or m == 0 or n == 0:
+        return None
+    upcast = INTERPRETING and dtype == torch.bfloat16  # the interpreter's bf16 tl.dot is wrong
+
+    def run(config: tuple[int, ...]) -> Launched:
+        block_m, block_n, _, _, warps, stages = config
+        grid = (triton.cdiv(m, block_m) * triton.cdiv(n, block_n), batch)
+        values = gemm_configs.constexprs(config, k, upcast)  # type: ignore[arg-type]
+        return _launched(grid, values, warps, launch(kernel, grid, (*tensors, *ints), values, warps, stages))
+
+    if INTERPRETING:
+        return run(gemm_configs.interpreter_config(m, n, k))
+    config: tuple[int, ...] = gemm_configs.heuristic(batch, m, n, k, dtype)
+    if _tuning(tune, tensors):
+        from ait_dynamo.kernels import autotune
+
+        def compile_all(configs: Sequence[tuple[int, ...]]) -> None:
+            warm_gemm_configs(kernel, (*tensors, *ints), configs, k, upcast)
+
+        config = autotune.choose(tune, (batch, m, n, k), gemm_configs.candidates(batch, m, n, k, dtype), run,
+                                 prepare=compile_all)
+    return run(config)
+
+
+def warm_gemm_configs(kernel: Any, args: Sequence[Any], configs: Sequence[tuple[int, ...]], k: int, upcast: bool,
+                      workers: int = 8) -> None:
+    """Compile a GEMM kernel's candidate configurations in parallel before they are timed one by
+    one (``JITFunction.warmup`` with the launch's own arguments: the same specialisation). ptxas
+    runs as a subprocess, so threads overlap; this is most of a cold autotuning compile. A
+    configuration that fails here fails again, and is skipped, when it is timed."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from ait_dynamo.kernels import gemm_configs
+
+    warmup = getattr(kernel, "warmup", None)
+    if warmup is None or len(configs) < 2:
+        return
+
+    def compile_one(config: tuple[int, ...]) -> None:
+        _, _, _, _, warps, stages = config
+        values = gemm_configs.constexprs(config, k, upcast)  # type: ignore[arg-type]
+        warmup(*args, grid=(1,), num_warps=warps, num_stages=stages, **values)
+
+    with ThreadPoolExecutor(max_workers=min(workers, len(configs)), thread_name_prefix="ait-gemm-compile") as pool:
+        for future in [pool.submit(compile_one, c) for c in configs]:
+            try:
+                future.result()
+            except Exception as error:  # noqa: BLE001 - timed (and skipped) later
+                logging.getLogger("ait_dynamo").debug("precompiling a GEMM configuration failed: %s", _cause(error))

@@ -21,10 +21,11 @@ from typing import Any
 import torch
 from torch import fx
 
-from ait_dynamo.kernels import op_table
+from ait_dynamo.kernels import gemm_choice, op_table
 from ait_dynamo.kernels.op_table import OpClass
 from ait_dynamo.kernels.triton_values import FUSIBLE_DTYPES, Operand, Unsupported
 from ait_dynamo.passes.fold_views import drop_folded_views, fold_view
+from ait_dynamo.passes.fusion_gemm import split_gemm_rows, start_gemm_group
 from ait_dynamo.passes.graph_utils import is_mutating, meta_value
 from ait_dynamo.passes.hoist import hoist_shrinking_steps
 from ait_dynamo.passes.plan import ExternCall, FusionGroup, Plan, Step, compute_lifetimes
@@ -52,6 +53,8 @@ class _Group:
     reduced: frozenset = frozenset()
     nodes: list[fx.Node] = field(default_factory=list)
     maps: dict[fx.Node, DimMap] = field(default_factory=dict)
+    gemm: fx.Node | None = None  # a GEMM group's mm / addmm / bmm: the others are its epilogue
+    gemm_rows: tuple[int, ...] = (0,)  # iteration dims the GEMM's rows (M) run over, flattened
 
     @property
     def is_reduction(self) -> bool:
@@ -78,9 +81,10 @@ def _check_tensor(node: fx.Node, known_symbols: set) -> torch.Tensor:
 
 
 class Planner:
-    def __init__(self, gm: fx.GraphModule, config: Any):
+    def __init__(self, gm: fx.GraphModule, config: Any, gemm_measured: dict[str, bool] | None = None):
         self.gm = gm
         self.config = config
+        self.gemm_measured = gemm_measured or {}  # GEMM node name → the template measured faster
         self.refusals: dict[str, str] = {}
         self.group_of: dict[fx.Node, _Group] = {}
         self.groups: dict[int, _Group] = {}
@@ -147,7 +151,7 @@ class Planner:
     def _regrow(group: _Group, space: tuple) -> bool:
         """Widen a pointwise group's space to ``space`` (its old space broadcasts to it)."""
         offset = len(space) - len(group.space)
-        if offset < 0 or group.is_reduction:
+        if offset < 0 or group.is_reduction or group.gemm is not None:
             return False
         remap: list[int | None] = []
         for d, size in enumerate(group.space):
@@ -166,6 +170,9 @@ class Planner:
     def _merge(self, first: _Group, second: _Group) -> _Group:
         if first is second:
             return first
+        if first.gemm is not None or second.gemm is not None:
+            # the epilogue runs on the GEMM's output tile: only nodes that read the tile join
+            raise Refused("a GEMM group takes no other group")
         if len(first.space) != len(second.space) or not all(
             same_size(a, b) for a, b in zip(first.space, second.space)
         ):
@@ -199,6 +206,8 @@ class Planner:
         for used in node.all_input_nodes:
             if self.group_of.get(used) is not group:
                 continue
+            if used is group.gemm and len(group.gemm_rows) > 1:
+                raise Refused("reads the GEMM's [M, N] product where the group runs over its reshaped rows")
             used_shape = tuple(_tensor_meta(used).shape)
             offset = len(shape) - len(used_shape)
             if offset < 0:
@@ -302,7 +311,8 @@ class Planner:
 
     def _join(self, node: fx.Node, candidates: list[_Group], shape: tuple) -> _Group | None:
         """Join ``node`` to as many producer groups as can be merged, largest first."""
-        ordered = sorted(candidates, key=lambda g: -len(g.nodes))
+        # a GEMM group first: joining it saves writing the product and reading it back
+        ordered = sorted(candidates, key=lambda g: (g.gemm is None, -len(g.nodes)))
         for count in range(len(ordered), 0, -1):
             chosen = ordered[:count]
             ids = {g.ident for g in chosen}
@@ -365,7 +375,8 @@ class Planner:
             non_unit = {d for d, s in enumerate(group.space) if not is_one(s)}
             reduced = frozenset(source_map[d] for d in dims if source_map[d] is not None)
             joinable = (
-                full >= non_unit
+                group.gemm is None  # the template's epilogue is pointwise on the tile
+                and full >= non_unit
                 and not self._would_cycle(group.nodes + [node], {group.ident})
                 and (not group.is_reduction or group.reduced == reduced)
                 and reduced
@@ -396,6 +407,10 @@ class Planner:
         source_map = group.maps[source]
         source_shape = tuple(_tensor_meta(source).shape)
         shape = tuple(value.shape)
+        if source is group.gemm and len(group.gemm_rows) > 1:
+            raise Refused("a second view of a GEMM product whose rows the group already split")
+        if source is group.gemm and split_gemm_rows(self, group, node, shape):
+            return
         dim_map = view_map(node, source_shape, source_map, shape)
         for k, target in enumerate(dim_map):
             if target is not None and not same_size(shape[k], group.space[target]):
@@ -428,6 +443,8 @@ class Planner:
                 self._view(node)
             elif node.target in op_table.RANDOM_UNIFORM:
                 self._random(node)
+            elif node.target in gemm_choice.GEMMS:
+                start_gemm_group(self, node)
             elif node.target is operator.getitem or kind is OpClass.OTHER:
                 if node.target is not operator.getitem and isinstance(node.target, torch._ops.OpOverload):
                     refuse(self.refusals, node, "not in the op table")
@@ -481,6 +498,8 @@ class Planner:
         device: one launch instead of several, and inputs they share are read once."""
         buckets: dict[Any, list[_Group]] = {}
         for group in sorted(self.groups.values(), key=lambda g: g.ident):
+            if group.gemm is not None:  # one GEMM per template kernel
+                continue
             device = _tensor_meta(group.nodes[0]).device
             key = (tuple(str(s) for s in group.space), group.reduced, str(device))
             buckets.setdefault(key, []).append(group)
@@ -548,7 +567,8 @@ class Planner:
             steps.append(
                 FusionGroup(
                     name=f"kernel_{next(kernel_names)}",
-                    kind="reduction" if group.is_reduction else "pointwise",
+                    kind="gemm" if group.gemm is not None else "reduction" if group.is_reduction else "pointwise",
+                    gemm_rows=group.gemm_rows if group.gemm is not None else (),
                     nodes=members,
                     inputs=inputs,
                     outputs=outputs,
@@ -564,6 +584,8 @@ class Planner:
         return order_steps(drop_folded_views(steps, returned))
 
 
-def build_plan(gm: fx.GraphModule, config: Any) -> tuple[Plan, dict[str, str]]:
-    """Steps in dependency order; returns the plan and the refusals (node name → reason)."""
-    return Planner(gm, config).run()
+def build_plan(gm: fx.GraphModule, config: Any,
+               gemm_measured: dict[str, bool] | None = None) -> tuple[Plan, dict[str, str]]:
+    """Steps in dependency order; returns the plan and the refusals (node name → reason).
+    ``gemm_measured``: GEMM node name → whether the template measured faster than cuBLAS."""
+    return Planner(gm, config, gemm_measured).run()

@@ -8,7 +8,10 @@ about 0.12 ms (issue #11's profile). Padding costs a copy of the operands, so it
 measurement on the device (``triton.testing.do_bench`` of both forms, at the graph's shapes,
 dtypes and strides), once per shape: the choice is kept on disk under ``<cache_dir>/gemm_padding/``.
 Option ``pad_gemms``: ``"auto"`` (measure on CUDA; never on other devices), ``"always"``,
-``"never"``. Symbolic shapes are left alone.
+``"never"``. Symbolic shapes are left alone, and so is everything when ``gemm_backends`` has no
+``"aten"``: the Triton template (``kernels/templates/gemm.py.jinja``) masks ragged K and N, so
+the copies would buy nothing. A padded GEMM can still take the template where the backend choice
+gives it one (it then multiplies the padded operands: correct, if wasteful).
 
 Zero padding is exact: the padded K columns of A meet padded K rows of B (zeros times zeros add
 nothing), and the padded N columns are sliced away. The result is then copied contiguous, so that
@@ -198,7 +201,8 @@ def _call(graph: fx.Graph, target: Any, args: tuple) -> fx.Node:
 def pad_gemms(gm: fx.GraphModule, config: Any) -> fx.GraphModule:
     """Pad the K and N of GEMMs where a measurement says it pays (see the module doc)."""
     mode = getattr(config, "pad_gemms", "auto")
-    if mode == "never":
+    if mode == "never" or "aten" not in getattr(config, "gemm_backends", ("aten",)):
+        # padding serves cuBLAS; the Triton template masks ragged K and N itself
         return gm
     graph = gm.graph
     changed = False

@@ -48,7 +48,7 @@ class FusionGroup:
     (the kernel writes one buffer per occurrence, so autograd never clones them)."""
 
     name: str
-    kind: str  # "pointwise" | "reduction"
+    kind: str  # "pointwise" | "reduction" | "gemm" (nodes[0] the mm / addmm / bmm, the rest its epilogue)
     nodes: list[fx.Node]
     inputs: list[fx.Node]
     outputs: list[fx.Node]
@@ -62,6 +62,9 @@ class FusionGroup:
     view_chains: dict[fx.Node, list[fx.Node]] = field(default_factory=dict)  # view → views from its base
     # non-tensor values members take (symbolic sizes of a view): only the ATen path needs them
     scalar_inputs: list[fx.Node] = field(default_factory=list)
+    # GEMM groups: the iteration dims the product's rows (M) run over, flattened row-major (one
+    # dim, or the leading dims of a reshape [M, N] -> [d0, ..., dk, N] that the epilogue reads)
+    gemm_rows: tuple[int, ...] = ()
 
     @property
     def node(self) -> fx.Node:

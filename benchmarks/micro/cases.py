@@ -17,7 +17,7 @@ from torch.nn import functional as F
 from benchmarks.models import tutorial_fn
 from benchmarks.workload_types import Built, Workload, inference_dtype, precision_name, randn
 
-FAMILIES = ("pointwise", "reduction", "gemm_epilogue")
+FAMILIES = ("pointwise", "reduction", "gemm_epilogue", "gemm")
 BACKENDS = ("eager", "inductor", "ait")
 
 
@@ -71,6 +71,28 @@ def _gemm(rows: int, k: int, n: int, residual: bool) -> dict[str, list[tuple[int
     return {scale: [(r, kk), (nn, kk), (nn,)] + ([(r, nn)] if residual else []) for scale, (r, kk, nn) in sizes.items()}
 
 
+def product(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return a @ b
+
+
+# The GEMM template's cases (issue 14), meant for these backends: ``eager`` (cuBLAS and eager
+# epilogue ops), ``ait`` (cuBLAS + one fused epilogue kernel), ``ait+gemm_backends=triton``
+# (the Triton template with its epilogue fused), ``ait+autotune=1`` (the measured choice between
+# those two), ``inductor``, ``inductor-max-autotune``:
+#   python -m benchmarks micro --families gemm,gemm_epilogue --out DIR --backends \
+#       "eager,inductor,inductor-max-autotune,ait,ait+gemm_backends=triton,ait+autotune=1"
+GEMM_CASES: tuple[Workload, ...] = (
+    _case("gemm", "mm_8192_bf16", product,
+          {"seed": [(8192, 8192), (8192, 8192)], "small": [(512, 512), (512, 512)], "tiny": [(5, 8), (8, 12)]},
+          "a @ b, 8192^3 bf16: the template against cuBLAS", dtype=torch.bfloat16),
+    _case("gemm_epilogue", "mlp_fc1_gelu", linear_gelu, _gemm(1024, 512, 2048, residual=False),
+          "seed 001 simple MLP: gelu(x @ W.T + b), 1024x512 -> 2048"),
+    _case("gemm_epilogue", "encoder_fc1_gelu", linear_gelu, _gemm(32 * 196, 768, 3072, residual=False),
+          "seed 002 encoder block at batch 32: gelu(x @ W.T + b), 6272x768 -> 3072"),
+    _case("gemm_epilogue", "encoder_fc2_residual", linear_residual_relu, _gemm(32 * 196, 3072, 768, residual=True),
+          "seed 002 encoder block at batch 32: relu(x @ W.T + b + residual), 6272x3072 -> 768"),
+)
+
 CASES: tuple[Workload, ...] = (
     _case("pointwise", "add4_cos_cos", tutorial_fn,
           _rows_and_vectors({"seed": (4096, 4096), "small": (512, 512), "tiny": (8, 16)}, 4, 0),
@@ -89,7 +111,7 @@ CASES: tuple[Workload, ...] = (
           "seed 001 dense1: gelu(x @ W.T + b), 4096x512 -> 2048"),
     _case("gemm_epilogue", "linear_residual_relu", linear_residual_relu, _gemm(4096, 3072, 768, residual=True),
           "relu(x @ W.T + b + residual), 4096x3072 -> 768"),
-)
+) + GEMM_CASES
 
 
 def cases_of(family: str) -> list[Workload]:
