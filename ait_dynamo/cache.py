@@ -70,6 +70,13 @@ def _replace_file(path: str, text: str) -> None:
     os.replace(temporary, path)
 
 
+def device_choices_path(cache_dir: str, kind: str, device: str) -> str:
+    """Where measured choices of one ``kind`` (``gemm_padding``, ``gemm_choice``) are kept for
+    one device name."""
+    safe = "".join(ch if ch.isalnum() else "_" for ch in device)
+    return os.path.join(cache_dir, kind, f"{safe}.json")
+
+
 def load_json(path: str | None) -> dict:
     """A small JSON object of measured choices (autotuning, GEMM padding); ``{}`` if absent or bad."""
     if path is None:

@@ -9,6 +9,8 @@ Every expression comes from the op table; this module only wires loads, stores a
 
 from __future__ import annotations
 
+import hashlib
+
 import math
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -61,6 +63,18 @@ class GeneratedKernel:
     # (tensor dtypes, int args) with every value known statically, for compiling the kernel ahead
     # of its first launch (kernels/precompile.py); None under symbolic sizes
     warmup: tuple[tuple[torch.dtype, ...], tuple[int, ...]] | None = None
+
+    @property
+    def canonical_source(self) -> str:
+        """The source with the kernel's name blanked: identical work, identical text (what the
+        wrapper defines once, and what autotuning keys its choices by)."""
+        return self.source.replace(f"def {self.name}(", "def _(", 1)
+
+    @property
+    def tune_key(self) -> str:
+        """The key autotuning keeps a kernel's measured choice under (``kernels/autotune.py``;
+        the GEMM backend choice measures under it too)."""
+        return hashlib.sha256(self.canonical_source.encode()).hexdigest()[:20]
     # GEMM template kernels: (batch, M, N, K) and the operand dtype (kernels/codegen_gemm.py)
     gemm: tuple[int, int, int, int] | None = None
     gemm_dtype: torch.dtype | None = None

@@ -23,9 +23,7 @@ GEMMs not measured by then take ATen (and are measured by a later compile). A pr
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import os
 import threading
 import time
 import warnings
@@ -34,10 +32,11 @@ from typing import Any, Callable
 import torch
 from torch import fx
 
-from ait_dynamo.cache import load_json, load_module, store_json
+from ait_dynamo.cache import device_choices_path, load_json, load_module, store_json
 from ait_dynamo.kernels import gemm_choice, runtime
 from ait_dynamo.kernels.codegen import GeneratedKernel, generate_kernel
 from ait_dynamo.kernels.op_table import HELPERS_SOURCE
+from ait_dynamo.passes.graph_utils import random_like
 from ait_dynamo.passes.plan import FusionGroup
 
 log = logging.getLogger("ait_dynamo")
@@ -66,28 +65,6 @@ def _do_bench(fn: Callable[[], Any]) -> float:
     return float(do_bench(fn, warmup=5, rep=25, return_mode="median"))
 
 
-def canonical_source(kernel: GeneratedKernel) -> str:
-    """The kernel's source with its name blanked: identical work, identical key."""
-    return kernel.source.replace(f"def {kernel.name}(", "def _(", 1)
-
-
-def tune_key(kernel: GeneratedKernel) -> str:
-    """The autotune key of a kernel (its launch site reads the choice under the same key)."""
-    return hashlib.sha256(canonical_source(kernel).encode()).hexdigest()[:20]
-
-
-def _example(meta: torch.Tensor) -> torch.Tensor:
-    """A tensor with ``meta``'s sizes, strides and dtype, filled through its storage (stride-0
-    operands share elements, which ``normal_`` refuses to write)."""
-    extent = 1 + sum((s - 1) * st for s, st in zip(meta.shape, meta.stride())) if meta.numel() else 0
-    storage = torch.empty(extent + meta.storage_offset(), dtype=meta.dtype, device=meta.device)
-    if meta.dtype.is_floating_point:
-        storage.normal_()
-    else:
-        storage.zero_()
-    return storage.as_strided(tuple(meta.shape), tuple(meta.stride()), meta.storage_offset())
-
-
 class _Names:
     def __init__(self) -> None:
         self.by_node: dict[fx.Node, str] = {}
@@ -105,7 +82,7 @@ def _kernel_arguments(group: FusionGroup, kernel: GeneratedKernel, names: _Names
                                               device=meta.device)
     for name in kernel.args.tensors:
         if name not in tensors:
-            tensors[name] = _example(by_name[name].meta["val"])
+            tensors[name] = random_like(by_name[name].meta["val"])
     ints: list[int] = []
     for key in kernel.args.ints:
         if key[0] == "size":
@@ -146,7 +123,7 @@ def measure_group(group: FusionGroup, cache_dir: str, bench: Bench | None = None
     bench = bench or _do_bench
     names = _Names()
     kernel = generate_kernel(group, names)
-    key = tune_key(kernel)
+    key = kernel.tune_key
     module, _ = load_module(_MODULE_HEADER + "\n" + HELPERS_SOURCE + "\n\n" + kernel.source, cache_dir)
     function = getattr(module, kernel.name)
     tensors, ints = _kernel_arguments(group, kernel, names)
@@ -165,7 +142,7 @@ def measure_group(group: FusionGroup, cache_dir: str, bench: Bench | None = None
     template_ms = bench(template)
     gemm = gemm_choice.gemm_node(group)
     bias, a, b = gemm_choice.operands(gemm)
-    operands = [_example(n.meta["val"]) for n in ((bias, a, b) if bias is not None else (a, b))]
+    operands = [random_like(n.meta["val"]) for n in ((bias, a, b) if bias is not None else (a, b))]
     kwargs = dict(gemm.kwargs)
     moved = _epilogue_bytes(group) + _prologue_bytes(group)
     source = torch.empty(moved // 2, dtype=torch.uint8, device=operands[0].device)
@@ -235,11 +212,6 @@ def _differs_from_aten(group: FusionGroup, kernel: GeneratedKernel, names: _Name
     return None
 
 
-def _store_path(cache_dir: str, device: str) -> str:
-    safe = "".join(ch if ch.isalnum() else "_" for ch in device)
-    return os.path.join(cache_dir, "gemm_choice", f"{safe}.json")
-
-
 def _progress(total: int) -> Any:
     """A tqdm bar that shows itself only after a second; no bar where tqdm is missing."""
     try:
@@ -260,7 +232,7 @@ def choose_gemm_backends(gm: fx.GraphModule, config: Any, plan_with: Callable[[d
     trial, _ = plan_with({n.name: True for n in candidates})
     groups = [s for s in trial.steps if isinstance(s, FusionGroup) and s.kind == "gemm"]
     device = device_name or torch.cuda.get_device_name()
-    path = _store_path(config.cache_dir, device)
+    path = device_choices_path(config.cache_dir, "gemm_choice", device)
     started = time.perf_counter()
     decisions: dict[str, bool] = {}
     bar = _progress(len(groups))
@@ -290,7 +262,7 @@ def choose_gemm_backends(gm: fx.GraphModule, config: Any, plan_with: Callable[[d
 
 def _decide(group: FusionGroup, cache_dir: str, device: str, path: str, bench: Bench | None) -> bool:
     """Whether the template beats cuBLAS for one group: from memory, from disk, or measured."""
-    key = f"{device}|{tune_key(generate_kernel(group, _Names()))}"
+    key = f"{device}|{generate_kernel(group, _Names()).tune_key}"
     with _lock:
         if key in _decisions:
             return _decisions[key]

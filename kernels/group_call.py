@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -176,8 +175,7 @@ def group_call_source(group: FusionGroup, kernel: GeneratedKernel, names: Callab
     if kernel.split and static:
         options.append(f"splits={split}")
     if autotune:  # keyed by the source without the kernel's name: GEMM tuning measured it under that key
-        canonical = kernel.source.replace(f"def {kernel.name}(", "def _(", 1)
-        options.append(f"tune={hashlib.sha256(canonical.encode()).hexdigest()[:20]!r}")
+        options.append(f"tune={kernel.tune_key!r}")
     if checked:
         options.append(f"checked={checked}")
     if seeds:

@@ -136,8 +136,7 @@ def generate_wrapper(plan: Plan, gm: fx.GraphModule, version: str, autotune: boo
     for index, step in enumerate(plan.steps):
         if isinstance(step, FusionGroup):
             kernel = generate_kernel(step, names)
-            canonical = kernel.source.replace(f"def {kernel.name}(", "def _(", 1)
-            first = defined.setdefault(canonical, kernel.name)
+            first = defined.setdefault(kernel.canonical_source, kernel.name)
             if first == kernel.name:
                 sources.append((kernel.name, kernel.source))
             else:

@@ -80,3 +80,17 @@ def mutated_placeholders(graph: fx.Graph) -> set[fx.Node]:
         if aliases & written:
             mutated.add(placeholder)
     return mutated
+
+
+def random_like(meta: torch.Tensor) -> torch.Tensor:
+    """A real tensor with ``meta``'s sizes, strides, storage offset and dtype, for timing runs at
+    compile time: floating point values drawn from a normal distribution, others zero. It is
+    filled through its storage, since broadcast (stride-0) operands share elements, which
+    ``normal_`` refuses to write."""
+    extent = 1 + sum((s - 1) * st for s, st in zip(meta.shape, meta.stride())) if meta.numel() else 0
+    storage = torch.empty(extent + meta.storage_offset(), dtype=meta.dtype, device=meta.device)
+    if meta.dtype.is_floating_point:
+        storage.normal_()
+    else:
+        storage.zero_()
+    return storage.as_strided(tuple(meta.shape), tuple(meta.stride()), meta.storage_offset())

@@ -22,7 +22,6 @@ slice is read in place and the copy fuses into it. The measurement includes that
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import warnings
 from typing import Any
@@ -30,8 +29,8 @@ from typing import Any
 import torch
 from torch import fx
 
-from ait_dynamo.cache import load_json, store_json
-from ait_dynamo.passes.graph_utils import meta_value
+from ait_dynamo.cache import device_choices_path, load_json, store_json
+from ait_dynamo.passes.graph_utils import meta_value, random_like
 
 log = logging.getLogger("ait_dynamo")
 aten = torch.ops.aten
@@ -84,19 +83,6 @@ def _key(node: fx.Node, pads: tuple[int, int]) -> str:
     return "|".join(parts + [str(pads)])
 
 
-def _store_path(cache_dir: str, device: str) -> str:
-    safe = "".join(ch if ch.isalnum() else "_" for ch in device)
-    return os.path.join(cache_dir, "gemm_padding", f"{safe}.json")
-
-
-def _random_like(value: torch.Tensor) -> torch.Tensor:
-    """Random numbers with ``value``'s sizes and strides. Broadcast operands (stride 0) share
-    memory between elements, which ``normal_`` refuses to write: fill the storage, then view it."""
-    extent = 1 + sum((size - 1) * stride for size, stride in zip(value.shape, value.stride())) if value.numel() else 0
-    storage = torch.empty(extent, dtype=value.dtype, device=value.device)
-    return storage.normal_().as_strided(tuple(value.shape), tuple(value.stride()))
-
-
 def _pads_bias(bias: Any, n: int) -> bool:
     """A bias along N (last dim n) is padded with the GEMM's N; a scalar, 0-dim or broadcast one
     is not."""
@@ -107,7 +93,7 @@ def _measure(node: fx.Node, pads: tuple[int, int]) -> bool:
     """Whether pad + GEMM + slice beats the GEMM alone on this device (do_bench medians)."""
     from triton.testing import do_bench
 
-    bias, a, b = (_random_like(meta_value(x)) if isinstance(x, fx.Node) else x for x in _operands(node))
+    bias, a, b = (random_like(meta_value(x)) if isinstance(x, fx.Node) else x for x in _operands(node))
 
     def plain() -> Any:
         return node.target(bias, a, b) if bias is not None else node.target(a, b)
@@ -148,7 +134,7 @@ def decide(node: fx.Node, pads: tuple[int, int], mode: str, cache_dir: str) -> b
     with _lock:
         if key in _decisions:
             return _decisions[key]
-    path = _store_path(cache_dir, name)
+    path = device_choices_path(cache_dir, "gemm_padding", name)
     stored = load_json(path)
     if key in stored:
         choice = bool(stored[key])

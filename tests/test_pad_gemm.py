@@ -112,7 +112,7 @@ def test_addmm_with_a_scalar_or_broadcast_bias_is_padded_without_error():
 def test_measurement_operands_keep_broadcast_strides():
     """The timing run makes random operands with the graph's strides; an expanded (stride 0)
     operand used to fail in ``normal_`` (a fallback with a warning for matmul and linear)."""
-    from ait_dynamo.passes.pad_gemm import _random_like as random_like
+    from ait_dynamo.passes.graph_utils import random_like
 
     expanded = torch.empty(3, 1, device=DEVICE).expand(3, 5)
     operand = random_like(expanded)
