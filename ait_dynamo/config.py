@@ -80,8 +80,9 @@ class AitConfig:
             runs through ATen from then on, with one warning and a line in the fusion report.
             Later calls pay nothing (``AIT_VERIFY=1``).
         channels_last: run convolutional graphs channels-last (``passes/layout.py``):
-            ``"auto"`` where it pays, on CUDA graphs that are conv-dominated (the module doc of
-            ``passes/layout.py`` states the rule), never on other devices; ``"on"`` on any
+            ``"auto"`` where it pays, on CUDA graphs that are conv-dominated with fp16 / bf16
+            convolutions (the module doc of ``passes/layout.py`` states the rule), never on
+            other devices; ``"on"`` on any
             device (how the CPU tests exercise it); ``"off"`` never. ``True`` / ``False`` mean
             ``"on"`` / ``"off"``. The graph's outputs keep the strides eager gives them.
         gemm_backends: which implementations an mm / addmm / bmm may take: ``"aten"`` (cuBLAS,

@@ -7,7 +7,8 @@ lets that layout flow on through the graph, so that batch norm + ReLU + residual
 write NHWC, and nothing is transposed between one convolution and the next.
 
 **When** (``decide``): option ``channels_last`` = ``"on"``, ``"off"``, or ``"auto"`` (default):
-on for a *conv-dominated* graph on CUDA, off elsewhere. Conv-dominated: it holds at least one
+on for a *conv-dominated* graph on CUDA whose convolutions are fp16 or bf16, off elsewhere
+(``"on"`` also turns float32 convolutions, which cuDNN then may run in TF32). Conv-dominated: it holds at least one
 2-D convolution (``convolution`` or ``convolution_backward`` with a 4-d weight) per
 ``NODES_PER_CONVOLUTION`` (300) graph nodes: Inductor's threshold (``decide_layout_opt``), so that
 a ViT's or Swin's single patch-embedding convolution among ~1,000 nodes does not turn the graph
@@ -56,6 +57,12 @@ log = logging.getLogger("ait_dynamo")
 aten = torch.ops.aten
 
 LAYOUT_MODES = ("auto", "on", "off")
+# "auto" turns only 16-bit convolutions channels-last. In float32, cuDNN's NHWC kernels take TF32
+# paths (torch.backends.cudnn.allow_tf32 is on by default) where the NCHW ones picked for the same
+# small shapes compute in full float32: on the H200 the input gradient of a conv-BN-ReLU block
+# moved 1.6e-4 relative from eager's (tests/test_batch_norm.py, torch 2.11, 2026-12-02), past
+# eager's own distance to float64. The tensor-core win that channels-last exists for is a 16-bit one.
+HALF_DTYPES = (torch.float16, torch.bfloat16)
 NODES_PER_CONVOLUTION = 300
 LAYOUT_META = "ait_layout"  # gm.meta: the LayoutDecision this pass took
 TRACED_INPUTS_META = "ait_traced_inputs"  # gm.meta: placeholder → its meta before adopt_input_strides
@@ -130,9 +137,14 @@ def decide(gm: fx.GraphModule, config: Any) -> LayoutDecision:
         return LayoutDecision(False, "symbolic shapes")
     if mode == "on":
         return LayoutDecision(True, "channels_last='on'")
-    device = meta_value(convolutions[0].args[_WEIGHT[convolutions[0].target]]).device
-    if device.type != "cuda":
-        return LayoutDecision(False, f"on {device.type}: channels-last pays where cuDNN's NHWC kernels run (CUDA)")
+    weight = meta_value(convolutions[0].args[_WEIGHT[convolutions[0].target]])
+    if weight.device.type != "cuda":
+        return LayoutDecision(False, f"on {weight.device.type}: channels-last pays where cuDNN's NHWC kernels run (CUDA)")
+    wide = sorted({str(w.dtype) for w in (meta_value(n.args[_WEIGHT[n.target]]) for n in convolutions)
+                   if w.dtype not in HALF_DTYPES})
+    if wide:
+        return LayoutDecision(False, f"convolutions in {', '.join(wide)}: cuDNN's NHWC kernels would round "
+                                     "them to TF32 where eager's NCHW ones keep full precision")
     nodes = len(gm.graph.nodes)
     if len(convolutions) * NODES_PER_CONVOLUTION < nodes:
         return LayoutDecision(False, f"{len(convolutions)} convolutions in {nodes} nodes: "

@@ -170,6 +170,18 @@ def test_moved_parameter_runs_without_the_graph(device):
         "static input 0 is not where it was at capture": 1}
 
 
+def test_moved_static_input_is_found_by_index():
+    """The replay's pointer check (one C++ call where torch has it, else a loop) names the first
+    static input that moved, and takes a non-tensor in a tensor's place as moved."""
+    a, b, c = torch.zeros(3), torch.zeros(3), torch.zeros(3)
+    inputs = [a, 7, b, c]
+    pointers = [a.data_ptr(), 0, b.data_ptr(), c.data_ptr()]  # one per input, by index
+    assert cuda_graphs._moved_static_input(inputs, [0, 2, 3], pointers) is None
+    assert cuda_graphs._moved_static_input([a, 7, b, torch.zeros(3)], [0, 2, 3], pointers) == 3
+    assert cuda_graphs._moved_static_input([a, 7, None, c], [0, 2, 3], pointers) == 2
+    assert cuda_graphs._moved_static_input(inputs, [], []) is None
+
+
 def test_input_of_another_shape_runs_without_the_graph(device):
     compiled = torch.compile(lambda x: torch.tanh(x) * 2, backend="ait", options={"cuda_graphs": True},
                              dynamic=False)

@@ -232,7 +232,7 @@ def test_a_bad_channels_last_value_names_the_valid_ones(value):
         AitConfig.create({"channels_last": value}, environ={})
 
 
-def _fake_cuda_graph(convolutions: int, extra_nodes: int) -> torch.fx.GraphModule:
+def _fake_cuda_graph(convolutions: int, extra_nodes: int, dtype: torch.dtype = torch.float16) -> torch.fx.GraphModule:
     """A traced graph on fake CUDA tensors (no GPU needed): ``convolutions`` 3x3 convolutions,
     then ``extra_nodes`` cheap pointwise ops."""
     from torch._subclasses.fake_tensor import FakeTensorMode
@@ -245,7 +245,8 @@ def _fake_cuda_graph(convolutions: int, extra_nodes: int) -> torch.fx.GraphModul
         return x
 
     with FakeTensorMode(allow_non_fake_inputs=True):
-        x, w = torch.empty(2, 4, 6, 6, device="cuda"), torch.empty(4, 4, 3, 3, device="cuda")
+        x, w = (torch.empty(2, 4, 6, 6, device="cuda", dtype=dtype),
+                torch.empty(4, 4, 3, 3, device="cuda", dtype=dtype))
         return make_fx(fn, tracing_mode="fake")(x, w)
 
 
@@ -263,6 +264,20 @@ def test_auto_layout_rule_on_cuda_graphs(convolutions, extra_nodes, expected):
     decision = layout.decide(gm, AitConfig.create({"channels_last": "auto"}, environ={}))
     assert decision.channels_last is expected, decision.reason
     assert not layout.decide(gm, AitConfig.create({"channels_last": "off"}, environ={})).channels_last
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+def test_auto_layout_keeps_float32_convolutions_nchw(dtype):
+    """cuDNN's NHWC kernels would round float32 convolutions to TF32 (see passes/layout.py)."""
+    try:
+        gm = _fake_cuda_graph(2, 10, dtype)
+    except (RuntimeError, AssertionError) as error:
+        pytest.skip(f"no fake CUDA tensors here: {error}")
+    decision = layout.decide(gm, AitConfig.create({"channels_last": "auto"}, environ={}))
+    assert decision.channels_last is (dtype != torch.float32), decision.reason
+    if dtype == torch.float32:
+        assert "TF32" in decision.reason
+        assert layout.decide(gm, AitConfig.create({"channels_last": "on"}, environ={})).channels_last
 
 
 def _slot_blocks(x: torch.Tensor, w: torch.Tensor) -> tuple[torch.Tensor]:

@@ -78,12 +78,12 @@ def test_pooling_and_batch_norm_strides_match_the_fake_tensors(dtype):
         assert _significant(r) == _significant(f), (r.stride(), f.stride())
 
 
-def _check_channels_last(kinds: tuple[str, ...]) -> None:
+def _check_channels_last(kinds: tuple[str, ...], why: str = "conv-dominated") -> None:
     for record in metrics.compiled_graphs:
         if record.kind not in kinds:
             continue
         assert record.fallback_reason is None, record.fallback_reason
-        assert record.layout.startswith("channels-last: conv-dominated"), record.layout
+        assert record.layout.startswith(f"channels-last: {why}"), record.layout
         convolutions, channels_last = record.convolutions
         assert convolutions and channels_last == convolutions, record.convolutions
 
@@ -102,10 +102,25 @@ def test_blocks_run_channels_last_on_cuda_by_default(name):
 @pytest.mark.parametrize("name", list(BLOCKS))
 def test_blocks_train_channels_last_on_cuda(name):
     torch.manual_seed(0)
-    model = BLOCKS[name]().cuda().train()
-    x = torch.randn(8, _channels(model), 20, 20, device="cuda", requires_grad=True)
+    model = BLOCKS[name]().cuda().bfloat16().train()
+    x = torch.randn(8, _channels(model), 20, 20, device="cuda", dtype=torch.bfloat16, requires_grad=True)
     check_compiled(model, x, check_strides=True)
     _check_channels_last(("forward", "backward"))
+
+
+@pytest.mark.parametrize("name", list(BLOCKS))
+def test_blocks_train_channels_last_in_float32_without_tf32(name, monkeypatch):
+    """float32 stays NCHW under "auto" (cuDNN's NHWC kernels would take TF32); forced on with
+    TF32 off, the layout must change nothing but the speed."""
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
+    torch.manual_seed(0)
+    model = BLOCKS[name]().cuda().train()
+    x = torch.randn(8, _channels(model), 20, 20, device="cuda", requires_grad=True)
+    check_compiled(model, x, check_strides=True, options={"channels_last": "on"})
+    _check_channels_last(("forward", "backward"), why="channels_last='on'")
+    metrics.reset()
+    check_compiled(model, x, check_strides=True)
+    assert all(r.layout.startswith("contiguous") for r in metrics.compiled_graphs), [r.layout for r in metrics.compiled_graphs]
 
 
 def test_off_keeps_nchw_on_cuda():

@@ -182,7 +182,8 @@ def _graph_with_a_fixed_unique_size(index: torch.Tensor, grad: torch.Tensor, rec
             if node.op == "placeholder":
                 node.meta["val"] = values[node.target]
             elif node.target is torch.ops.aten._unique.default:
-                node.meta["val"] = (torch.empty(recorded, dtype=torch.int64), torch.empty(0, dtype=torch.int64))
+                node.meta["val"] = (torch.empty(recorded, dtype=torch.int64, device=index.device),
+                                    torch.empty(0, dtype=torch.int64, device=index.device))
             elif node.op == "call_function":
                 args = torch.fx.node.map_arg(node.args, lambda n: n.meta["val"])
                 node.meta["val"] = node.target(*args)
