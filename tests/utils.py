@@ -75,7 +75,38 @@ def _backward(outputs: Any, seed: int) -> bool:
     return True
 
 
-def assert_close_to_reference(actual: Any, expected_eager: Any, reference: Any, what: str) -> None:
+# check_compiled's rules for "as close to float64 as eager":
+# * "elementwise" (the default): every element within the dtype's tolerance plus twice eager's own
+#   error at that element. Right where ait rounds what eager rounds.
+# * "distribution": over each output, ait's RMSE against float64 within twice eager's (dynamo's
+#   accuracy rule, torch._dynamo.utils.same) and ait's largest error within twice eager's largest,
+#   plus the dtype's atol. For GEMMs that sum hundreds of operands which ait's fused kernels round
+#   differently from eager's (often more accurately: one rounding instead of two): the sums then
+#   differ by rounding noise, and the elementwise rule flags the elements where eager happened to
+#   land near float64. Measured on the CPU (benchmarks/results/nvidia-h200/gemm_template/
+#   diagnose.py): sigmoid(bmm) * 3 in fp16 flags 64 of 21,000 input-gradient elements with cuBLAS
+#   as with the Triton template, at an RMSE below eager's. A wrong value (a lost or doubled term, a
+#   wrong mask, TF32 products) moves the RMSE or the worst error far past eager's: still caught.
+RULES = ("elementwise", "distribution")
+
+
+def _distribution_problem(a64: torch.Tensor, e64: torch.Tensor, r64: torch.Tensor, atol: float) -> str | None:
+    finite = torch.isfinite(e64) & torch.isfinite(r64)
+    if not bool(finite.any()):
+        return None
+    error, eager_error = (a64 - r64).abs()[finite], (e64 - r64).abs()[finite]
+    rmse, eager_rmse = float(error.pow(2).mean().sqrt()), float(eager_error.pow(2).mean().sqrt())
+    worst, eager_worst = float(error.max()), float(eager_error.max())
+    if rmse > 2 * eager_rmse + atol:
+        return f"RMSE against fp64 {rmse:.3e}, eager's {eager_rmse:.3e}"
+    if worst > 2 * eager_worst + atol:
+        return f"largest error against fp64 {worst:.3e}, eager's {eager_worst:.3e}"
+    return None
+
+
+def assert_close_to_reference(actual: Any, expected_eager: Any, reference: Any, what: str,
+                              rule: str = "elementwise") -> None:
+    assert rule in RULES, f"unknown rule {rule!r}; valid: {', '.join(RULES)}"
     flat_actual, flat_eager, flat_ref = (tree_flatten(v)[0] for v in (actual, expected_eager, reference))
     assert len(flat_actual) == len(flat_eager), f"{what}: {len(flat_actual)} outputs, eager has {len(flat_eager)}"
     for index, (a, e, r) in enumerate(zip(flat_actual, flat_eager, flat_ref)):
@@ -96,6 +127,10 @@ def assert_close_to_reference(actual: Any, expected_eager: Any, reference: Any, 
         # Where eager overflowed or produced NaN, the compiled result must do the same.
         same_nonfinite = (a64 == e64) | (torch.isnan(a64) & torch.isnan(e64))
         assert bool(torch.where(finite, True, same_nonfinite).all()), f"{label}: inf/NaN differ from eager"
+        if rule == "distribution":
+            problem = _distribution_problem(a64, e64, r64, atol)
+            assert problem is None, f"{label} ({e.dtype}): {problem}"
+            continue
         eager_error = (e64 - r64).abs()
         # Never stricter than eager's own distance to fp64 (twice it: errors may point either way).
         allowed = atol + rtol * r64.abs() + 2 * eager_error
@@ -130,12 +165,13 @@ def check_compiled(
     seed: int = 0,
     eager: Callable[..., Any] | None = None,
     check_strides: bool = False,
+    rule: str = "elementwise",
 ) -> Any:
     """Run ``fn`` eagerly, compiled with ait, and in fp64; compare outputs (and input/parameter
     gradients when ``backward``). Returns the compiled outputs. ``eager``: what runs as eager's
     side instead of ``fn`` (the same function written with the ops a rewrite produces, whose own
     rounding sets the bound), with ``fn``'s parameters. ``check_strides``: outputs and gradients
-    must also have eager's strides."""
+    must also have eager's strides. ``rule``: how close to float64 counts as close (``RULES``)."""
     torch._dynamo.reset()
     eager_fn = fn if eager is None else eager
     compiled_source, reference_fn = (copy.deepcopy(fn) if isinstance(fn, torch.nn.Module) else fn), _to_fp64(fn)
@@ -155,7 +191,7 @@ def check_compiled(
     actual = compiled_fn(*compiled_inputs)
     torch.manual_seed(seed)
     reference = reference_fn(*reference_inputs)
-    assert_close_to_reference(actual, expected, reference, "output")
+    assert_close_to_reference(actual, expected, reference, "output", rule)
     if check_strides:
         assert_same_strides(actual, expected, "output")
     # mutated inputs must match too
@@ -169,6 +205,7 @@ def check_compiled(
             _grads(eager_fn, eager_inputs),
             _grads(reference_fn, reference_inputs),
             "grad",
+            rule,
         )
         if check_strides:
             assert_same_strides(_grads(compiled_source, compiled_inputs), _grads(eager_fn, eager_inputs), "grad")

@@ -62,6 +62,29 @@ def linear_gelu(dtype: torch.dtype) -> None:
             print(f"{dtype} {name:6s} grad[{i}] {judge(g, e, r)}")
 
 
+def bmm_sigmoid(dtype: torch.dtype) -> None:
+    """test_bmm_with_epilogue: sigmoid(bmm(a, b)) * 3, forward and backward, both backends."""
+    torch.manual_seed(0)
+    a = torch.randn(3, 100, 70, device=DEVICE, dtype=dtype)
+    b = torch.randn(3, 70, 90, device=DEVICE, dtype=dtype)
+    fn = lambda a, b: torch.bmm(a, b).sigmoid() * 3.0  # noqa: E731
+
+    def run(f, *xs):
+        leaves = [x.detach().clone().requires_grad_() for x in xs]
+        out = f(*leaves)
+        _backward(out, 0)
+        return out, [x.grad for x in leaves]
+
+    ref_out, ref_grads = run(fn, a.double(), b.double())
+    eager_out, eager_grads = run(fn, a, b)
+    for name, options in (("triton", TRITON), ("aten", ATEN)):
+        torch._dynamo.reset()
+        out, grads = run(torch.compile(fn, backend="ait", options=options), a, b)
+        print(f"{dtype} bmm {name:6s} output  {judge(out, eager_out, ref_out)}")
+        for i, (g, e, r) in enumerate(zip(grads, eager_grads, ref_grads)):
+            print(f"{dtype} bmm {name:6s} grad[{i}] {judge(g, e, r)}")
+
+
 def gemm_alone(dtype: torch.dtype) -> None:
     """The backward's weight GEMM (t(dY) @ X, K = 1000) and input GEMM on cuBLAS's own operands."""
     torch.manual_seed(1)
@@ -70,7 +93,14 @@ def gemm_alone(dtype: torch.dtype) -> None:
     w = torch.randn(257, 515, device=DEVICE, dtype=dtype)
     cases = {"t(dY) @ X": (lambda a, b: a.t() @ b, dy, x), "dY @ W": (lambda a, b: a @ b, dy, w),
              "bmm": (lambda a, b: torch.bmm(a, b), torch.randn(3, 100, 90, device=DEVICE, dtype=dtype),
-                     torch.randn(3, 90, 70, device=DEVICE, dtype=dtype))}
+                     torch.randn(3, 90, 70, device=DEVICE, dtype=dtype)),
+             # the backward of test_bmm_with_epilogue: grad_a = g @ b^T, grad_b = a^T @ g
+             "bmm @b^T": (lambda a, b: torch.bmm(a, b.transpose(1, 2)), torch.randn(3, 100, 90, device=DEVICE, dtype=dtype),
+                          torch.randn(3, 70, 90, device=DEVICE, dtype=dtype)),
+             "bmm a^T@": (lambda a, b: torch.bmm(a.transpose(1, 2), b), torch.randn(3, 100, 70, device=DEVICE, dtype=dtype),
+                          torch.randn(3, 100, 90, device=DEVICE, dtype=dtype)),
+             "bmm+sigm": (lambda a, b: torch.bmm(a, b).sigmoid() * 3.0, torch.randn(3, 100, 70, device=DEVICE, dtype=dtype),
+                          torch.randn(3, 70, 90, device=DEVICE, dtype=dtype))}
     for label, (fn, a, b) in cases.items():
         torch._dynamo.reset()
         got = torch.compile(fn, backend="ait", options=TRITON)(a, b)
@@ -102,6 +132,7 @@ if __name__ == "__main__":
     print(torch.__version__, torch.cuda.get_device_name() if DEVICE == "cuda" else "cpu")
     for dtype in [getattr(torch, d) for d in (sys.argv[1:] or ["float16", "bfloat16", "float32"])]:
         linear_gelu(dtype)
+        bmm_sigmoid(dtype)
         gemm_alone(dtype)
     if DEVICE == "cuda":
         measured_choice()
