@@ -29,6 +29,16 @@ from ait_dynamo.passes.plan import FusionGroup
 from ait_dynamo.passes.sizes import is_one
 
 
+# float32 GEMMs with a K above this sum each BLOCK_K slice apart and add it to the accumulator
+# (``blocked_sum`` in the template) instead of chaining every product into it: the chain's rounding
+# error grows with K. On the H200 (diagnose.py under benchmarks/results/nvidia-h200/gemm_template/)
+# a K = 1000 weight gradient came out at 2.2x cuBLAS's RMSE against float64 and 4.4x its worst
+# error (cuBLAS splits such a K); the cost is one add per tile element and K slice, small beside
+# float32's FMA-bound dot. fp16 / bf16 keep the chain: it is what lets Hopper's wgmma accumulate
+# asynchronously, and their outputs' rounding dwarfs the chain's error.
+BLOCKED_SUM_MIN_K = 256
+
+
 def dot_options(dtype: torch.dtype) -> str:
     """tl.dot's precision argument: fp32 operands follow ``torch.backends.cuda.matmul.allow_tf32``
     as cuBLAS does. Triton 3.x names it ``input_precision``; older ones ``allow_tf32``."""
@@ -189,6 +199,7 @@ def generate_gemm_kernel(group: FusionGroup, tensor_name: Callable[[fx.Node], st
         batched=writer.batched,
         int64=writer.int64,
         dot_options=dot_options(a_meta.dtype),
+        blocked_sum=a_meta.dtype == torch.float32 and k > BLOCKED_SUM_MIN_K,
         xindex=writer.flat_index(),
         x_index=writer.index_lines("x"),
         body=body,

@@ -36,7 +36,7 @@ from ait_dynamo.cache import device_choices_path, load_json, load_module, store_
 from ait_dynamo.kernels import gemm_choice, runtime
 from ait_dynamo.kernels.codegen import GeneratedKernel, generate_kernel
 from ait_dynamo.kernels.op_table import HELPERS_SOURCE
-from ait_dynamo.passes.graph_utils import random_like
+from ait_dynamo.passes.graph_utils import random_like, real_tensors
 from ait_dynamo.passes.plan import FusionGroup
 
 log = logging.getLogger("ait_dynamo")
@@ -243,7 +243,10 @@ def choose_gemm_backends(gm: fx.GraphModule, config: Any, plan_with: Callable[[d
                 log.info("gemm tuning: budget of %.1f s spent; %s keeps cuBLAS", config.autotune_budget_s, gemm.name)
                 continue
             try:
-                with torch.no_grad():
+                # real tensors: under torch.compile this runs inside Dynamo's fake mode, where
+                # the operands made for the measurement would be fake (the H200 run of 2968b3f
+                # measured nothing: "Cannot access data pointer of Tensor (e.g. FakeTensor ...)")
+                with real_tensors(), torch.no_grad():
                     decisions[gemm.name] = _decide(group, config.cache_dir, device, path, bench)
             except torch.cuda.OutOfMemoryError:
                 torch.cuda.empty_cache()

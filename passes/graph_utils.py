@@ -94,3 +94,16 @@ def random_like(meta: torch.Tensor) -> torch.Tensor:
     else:
         storage.zero_()
     return storage.as_strided(tuple(meta.shape), tuple(meta.stride()), meta.storage_offset())
+
+
+def real_tensors() -> Any:
+    """A context in which new tensors are real even if the compiler runs inside a fake mode
+    (Dynamo's, during ``torch.compile``): measurements on the device need them."""
+    try:
+        from torch._subclasses.fake_tensor import unset_fake_temporarily
+
+        return unset_fake_temporarily()
+    except ImportError:  # pragma: no cover - older torch
+        import contextlib
+
+        return contextlib.nullcontext()

@@ -30,7 +30,7 @@ import torch
 from torch import fx
 
 from ait_dynamo.cache import device_choices_path, load_json, store_json
-from ait_dynamo.passes.graph_utils import meta_value, random_like
+from ait_dynamo.passes.graph_utils import meta_value, random_like, real_tensors
 
 log = logging.getLogger("ait_dynamo")
 aten = torch.ops.aten
@@ -140,7 +140,7 @@ def decide(node: fx.Node, pads: tuple[int, int], mode: str, cache_dir: str) -> b
         choice = bool(stored[key])
     else:
         try:
-            with _real_tensors(), torch.no_grad():
+            with real_tensors(), torch.no_grad():
                 choice = _measure(node, pads)
         except torch.cuda.OutOfMemoryError as error:
             warnings.warn(f"ait_dynamo: out of memory while timing the padding of {node.target} ({error}); "
@@ -153,18 +153,6 @@ def decide(node: fx.Node, pads: tuple[int, int], mode: str, cache_dir: str) -> b
     with _lock:
         _decisions[key] = choice
     return choice
-
-
-def _real_tensors() -> Any:
-    """The measurement needs real tensors even if the compiler runs inside a fake mode."""
-    try:
-        from torch._subclasses.fake_tensor import unset_fake_temporarily
-
-        return unset_fake_temporarily()
-    except ImportError:  # pragma: no cover - older torch
-        import contextlib
-
-        return contextlib.nullcontext()
 
 
 def _fake(function: Any, *args: Any) -> Any:

@@ -162,6 +162,20 @@ def test_generated_source_has_one_dot_and_the_epilogue():
     assert graph.fused_ops == ["aten.addmm.default", "aten.relu.default"]
 
 
+@pytest.mark.parametrize("dtype, k, blocked", [(torch.float32, 300, True), (torch.float32, 64, False),
+                                               (torch.float16, 300, False)], ids=str)
+def test_long_float32_sums_add_each_k_slice_apart(dtype, k, blocked, tmp_path):
+    """float32 with K > BLOCKED_SUM_MIN_K sums each K slice apart (the chain's rounding grows with
+    K); shorter or 16-bit GEMMs chain the dot into the accumulator."""
+    a, b = torch.randn(33, k, dtype=dtype), torch.randn(k, 17, dtype=dtype)
+    compiled = torch.compile(lambda a, b: a @ b, backend="ait", options={**TRITON, "debug_dir": str(tmp_path)})
+    torch._dynamo.reset()
+    torch.testing.assert_close(compiled(a, b).double(), a.double() @ b.double(),
+                               rtol=1e-5 if dtype == torch.float32 else 2e-3, atol=1e-4 if dtype == torch.float32 else 2e-2)
+    source = next(tmp_path.glob("*/module.py")).read_text()
+    assert ("acc += tl.dot(" in source) is blocked and ("tl.dot(a_tile, b_tile, acc" in source) is not blocked
+
+
 def test_default_backends_keep_aten_without_a_measurement():
     """Default ("aten", "triton") on the CPU: no measurement, so cuBLAS/ATen as before, with
     the reason in the refusals; ("aten",) likewise."""
@@ -253,6 +267,31 @@ def test_measured_choice_is_kept_on_disk_and_replans(tmp_path):
     gemm_tuning._decisions.clear()  # a new process: the decisions come back from disk, unmeasured
     again = gemm_tuning.choose_gemm_backends(gm, config, plan_with, bench=bench, device_name="test-device")
     assert again == decisions and len(timed) == 4
+
+
+def test_measurement_inside_dynamos_fake_mode_uses_real_tensors(tmp_path):
+    """Under torch.compile the compiler runs inside Dynamo's FakeTensorMode: the measurement must
+    still time real tensors (on the H200 it raised "Cannot access data pointer of Tensor" for
+    every GEMM and stored no decision)."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    from ait_dynamo.kernels import gemm_tuning
+    from ait_dynamo.passes.fusion import build_plan
+
+    gm, _ = _two_gemm_graph()
+    config = AitConfig.create({"cache_dir": str(tmp_path), "autotune": True}, environ={})
+    timings = iter([1.0, 2.0, 3.0, 2.5])
+
+    def bench(fn):
+        fn()
+        return next(timings)
+
+    gemm_tuning._decisions.clear()
+    with FakeTensorMode():
+        decisions = gemm_tuning.choose_gemm_backends(gm, config, lambda m: build_plan(gm, config, m), bench=bench,
+                                                     device_name="test-device")
+    assert sorted(decisions.values()) == [False, True], decisions
+    assert (tmp_path / "gemm_choice" / "test_device.json").exists()
 
 
 def test_tuning_budget_leaves_aten(tmp_path):
