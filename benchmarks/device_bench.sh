@@ -13,7 +13,7 @@
 #   partition  partition_bench.json
 #   profile    profile.tar.gz (a table per workload and backend, profile.json, ait's debug dumps)
 #   ddp        ddp_bench.json, ddp_bench.md
-# and log.txt (everything printed). <STEP>_ARGS replaces a step's extra arguments (defaults below:
+# and log.txt (everything printed); past PACK_OVER (6) files, all but log.txt go into bench.tar.gz. <STEP>_ARGS replaces a step's extra arguments (defaults below:
 # RUN_ARGS="--workload vit_l16_384,vit_b16_train" for what a first call did not reach, then merge
 # with `python -m benchmarks report first.json second.json`; TRAIN_ARGS="--budgets 0.5,0.25";
 # PROFILE_ARGS="--memory --host"); <STEP>_LIMIT its limit in seconds. Tests are not a step:
@@ -79,4 +79,13 @@ done
 
 stamp "done: exit $status"
 ls -la "$OUT"
+# The device tool brings back at most 8 files a call (2 folders down): past PACK_OVER files
+# (default 6), everything but log.txt goes into one bench.tar.gz (a profile of BERT was lost to
+# that limit on 2026-12-02).
+files=$(find "$OUT" -type f | wc -l)
+if [ "$files" -gt "${PACK_OVER:-6}" ]; then
+  (cd "$OUT" && find . -type f ! -name log.txt ! -name bench.tar.gz -print0 | tar czf bench.tar.gz --null -T - --remove-files)
+  find "$OUT" -mindepth 1 -type d -empty -delete
+  echo "packed $files files into $OUT/bench.tar.gz"
+fi
 exit "$status"
