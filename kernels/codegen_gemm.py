@@ -33,9 +33,12 @@ from ait_dynamo.passes.sizes import is_one
 # (``blocked_sum`` in the template) instead of chaining every product into it: the chain's rounding
 # error grows with K. On the H200 (diagnose.py under benchmarks/results/nvidia-h200/gemm_template/)
 # a K = 1000 weight gradient came out at 2.2x cuBLAS's RMSE against float64 and 4.4x its worst
-# error (cuBLAS splits such a K); the cost is one add per tile element and K slice, small beside
-# float32's FMA-bound dot. fp16 / bf16 keep the chain: it is what lets Hopper's wgmma accumulate
-# asynchronously, and their outputs' rounding dwarfs the chain's error.
+# error (cuBLAS presumably splits that K: its K = 257 GEMMs came out bit-identical to the
+# template's). The cost, not measured yet, is one add per tile element and K slice, against
+# BLOCK_K (32) FMAs of float32's dot. fp16 / bf16 keep the chain for now: it is what lets Hopper's
+# wgmma accumulate asynchronously. Their long-K results drift from cuBLAS's too (diagnose.py: up
+# to 5x cuBLAS's error on cancelling elements of that weight gradient) yet stay within eager's
+# error distribution; whether blocked sums cost them speed is to be measured.
 BLOCKED_SUM_MIN_K = 256
 
 
