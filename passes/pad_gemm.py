@@ -13,6 +13,10 @@ Option ``pad_gemms``: ``"auto"`` (measure on CUDA; never on other devices), ``"a
 the copies would buy nothing. A padded GEMM can still take the template where the backend choice
 gives it one (it then multiplies the padded operands: correct, if wasteful).
 
+Each operand is padded in its own memory order (``_pad_matrix``): ``nn.Linear``'s transposed
+weight is padded as the contiguous matrix it is, then transposed back, so the copy runs row by
+row and cuBLAS reads the result as a transposed operand with an aligned leading dimension.
+
 Zero padding is exact: the padded K columns of A meet padded K rows of B (zeros times zeros add
 nothing), and the padded N columns are sliced away. The result is then copied contiguous, so that
 every consumer sees the layout AOTAutograd traced; where the consumer is a generated kernel, the
@@ -21,10 +25,11 @@ slice is read in place and the copy fuses into it. The measurement includes that
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import warnings
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch import fx
@@ -107,12 +112,40 @@ def _measure(node: fx.Node, pads: tuple[int, int]) -> bool:
     return padded_ms < _MIN_GAIN * unpadded_ms
 
 
+def _column_major(value: torch.Tensor) -> bool:
+    """The last two dims are stored transposed: ``t(W)`` of a contiguous ``W``, as every
+    ``nn.Linear`` hands its weight to mm / addmm."""
+    rows, cols = value.shape[-2], value.shape[-1]
+    return rows > 1 and cols > 1 and value.stride(-2) == 1 and value.stride(-1) >= rows
+
+
+def _pad_matrix(value: Any, pad_rows: int, pad_cols: int, meta: torch.Tensor, call: Callable[..., Any]) -> Any:
+    """``value`` (an operand of the GEMM, ``meta`` its traced value) zero-padded by ``pad_rows``
+    rows and ``pad_cols`` columns, copied in its own memory order: a transposed weight is padded
+    as the contiguous matrix it is and transposed back (a row-by-row copy, the layout cuBLAS reads
+    as a transposed operand), where padding the transposed view would make ``constant_pad_nd``
+    write a row-major copy, a transposing pass over the whole weight (GPT-2's LM head: 77 MB a
+    call). ``call(target, args)`` runs an op: eagerly for the measurement, as a new graph node
+    for the rewrite."""
+    if not (pad_rows or pad_cols):
+        return value
+    if _column_major(meta):
+        stored = call(aten.transpose.int, (value, -1, -2))
+        padded = call(aten.constant_pad_nd.default, (stored, [0, pad_rows, 0, pad_cols]))
+        return call(aten.transpose.int, (padded, -1, -2))
+    return call(aten.constant_pad_nd.default, (value, [0, pad_cols, 0, pad_rows]))
+
+
+def _eager(target: Any, args: tuple) -> Any:
+    return target(*args)
+
+
 def _padded_gemm(target: Any, bias: Any, a: torch.Tensor, b: torch.Tensor, pads: tuple[int, int]) -> torch.Tensor:
     """The computation the rewrite inserts, run eagerly (for the measurement)."""
     pad_k, pad_n = pads
     n = b.shape[-1]
-    a = aten.constant_pad_nd.default(a, [0, pad_k]) if pad_k else a
-    b = aten.constant_pad_nd.default(b, [0, pad_n, 0, pad_k]) if pad_k or pad_n else b
+    a = _pad_matrix(a, 0, pad_k, a, _eager)
+    b = _pad_matrix(b, pad_k, pad_n, b, _eager)
     if bias is not None:
         bias = aten.constant_pad_nd.default(bias, [0, pad_n]) if pad_n and _pads_bias(bias, n) else bias
         out = target(bias, a, b)
@@ -190,9 +223,9 @@ def pad_gemms(gm: fx.GraphModule, config: Any) -> fx.GraphModule:
         bias, a, b = _operands(node)
         n = meta_value(b).shape[-1]
         with graph.inserting_before(node):
-            if pad_k:
-                a = _call(graph, aten.constant_pad_nd.default, (a, [0, pad_k]))
-            b = _call(graph, aten.constant_pad_nd.default, (b, [0, pad_n, 0, pad_k]))
+            call = functools.partial(_call, graph)
+            a = _pad_matrix(a, 0, pad_k, meta_value(a), call)
+            b = _pad_matrix(b, pad_k, pad_n, meta_value(b), call)
             if bias is not None and pad_n and isinstance(bias, fx.Node) and _pads_bias(meta_value(bias), n):
                 bias = _call(graph, aten.constant_pad_nd.default, (bias, [0, pad_n]))
             gemm = _call(graph, node.target, (bias, a, b) if bias is not None else (a, b))

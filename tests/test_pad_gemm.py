@@ -39,6 +39,25 @@ def test_padded_linear_forward_and_backward(shape):
     assert _pads() >= 2, [g.externs for g in metrics.compiled_graphs]  # forward and backward GEMMs
 
 
+def test_a_transposed_weight_is_padded_in_its_own_memory_order():
+    """nn.Linear hands mm t(W): the pad copies W row by row and transposes back, so that the padded
+    operand keeps W's memory order (no transposing copy of the whole weight) and stays exact."""
+    from torch.fx.experimental.proxy_tensor import make_fx
+
+    from ait_dynamo.config import AitConfig
+    from ait_dynamo.passes.pad_gemm import pad_gemms
+
+    x, w = torch.randn(6, 13), torch.randn(21, 13)  # K = 13, N = 21: both padded in float32 (to 16, 24)
+    gm = make_fx(lambda x, w: torch.mm(x, w.t()), tracing_mode="fake")(x, w)
+    pad_gemms(gm, AitConfig.create(ALWAYS, environ={}))
+    pads = [n for n in gm.graph.nodes if n.target is torch.ops.aten.constant_pad_nd.default]
+    padded_b = next(n for n in gm.graph.nodes if n.target is torch.ops.aten.mm.default).args[1]
+    assert padded_b.target is torch.ops.aten.transpose.int and padded_b.args[0] in pads
+    meta = padded_b.meta["val"]
+    assert tuple(meta.shape) == (16, 24) and meta.stride() == (1, 16), (meta.shape, meta.stride())
+    torch.testing.assert_close(gm(x, w), x @ w.t())
+
+
 def test_padded_mm_and_bmm():
     torch.manual_seed(0)
     a = torch.randn(7, 9, device=DEVICE, requires_grad=True)
