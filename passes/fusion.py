@@ -44,6 +44,9 @@ def refuse(refusals: dict[str, str], node: fx.Node, reason: str) -> None:
     log.debug("not fused: %s (%s): %s", node.name, node.target, reason)
 
 
+# A producer group of at most this many ops may be recomputed per element of a larger consumer
+# (``_regrow_along``): batch norm's per-channel scale is 3-5 ops.
+SMALL_GROUP_NODES = 8
 
 
 @dataclass
@@ -165,6 +168,36 @@ class Planner:
             n: tuple(None if m is None else remap[m] for m in dim_map) for n, dim_map in group.maps.items()
         }
         group.space = tuple(space)
+        return True
+
+    @staticmethod
+    def _regrow_along(group: _Group, used: fx.Node, shape: tuple) -> bool:
+        """Widen a small pointwise group to ``shape`` by how its member ``used`` broadcasts
+        (right-aligned, as ATen does) into a node of that shape. ``_regrow`` aligns the group's
+        own space, which fails for a per-channel value that reaches the consumer through
+        unsqueezes: batch norm's scale, computed over [C] and read as [C, 1, 1] by an
+        [N, C, H, W] kernel. Left alone that is a kernel of its own per batch norm (ResNet-50
+        inference: 53 extra launches of a few dozen elements each); widened, its few ops are
+        recomputed per element inside the consumer, as Inductor does."""
+        if group.is_reduction or group.gemm is not None or len(group.nodes) > SMALL_GROUP_NODES:
+            return False
+        used_shape = tuple(_tensor_meta(used).shape)
+        offset = len(shape) - len(used_shape)
+        if offset < 0:
+            return False
+        remap: list[int | None] = [None] * len(group.space)
+        for k, target in enumerate(group.maps[used]):
+            if target is None:
+                continue
+            if not same_size(used_shape[k], shape[k + offset]) or remap[target] is not None:
+                return False
+            remap[target] = k + offset
+        if any(r is None and not is_one(size) for r, size in zip(remap, group.space)):
+            return False  # an iteration dim the read does not show: it has no place in ``shape``
+        group.maps = {
+            n: tuple(None if m is None else remap[m] for m in dim_map) for n, dim_map in group.maps.items()
+        }
+        group.space = tuple(shape)
         return True
 
     def _merge(self, first: _Group, second: _Group) -> _Group:
@@ -321,6 +354,7 @@ class Planner:
                 continue
             snapshot = [(g, g.space, g.reduced, list(g.nodes), dict(g.maps)) for g in chosen]
             try:
+                self._widen_small_producers(node, chosen, shape)
                 group = chosen[0]
                 for other in chosen[1:]:
                     group = self._merge(group, other)
@@ -336,6 +370,20 @@ class Planner:
             self._add(group, node, dim_map)
             return group
         return None
+
+    def _widen_small_producers(self, node: fx.Node, chosen: list[_Group], shape: tuple) -> None:
+        """Before ``node`` joins ``chosen``: a producer group whose space neither is ``shape`` nor
+        broadcasts to it right-aligned, but whose value ``node`` reads broadcast (a per-channel
+        scale), is widened to ``shape`` (``_regrow_along``)."""
+        for group in chosen:
+            if len(group.space) == len(shape) and all(same_size(a, b) for a, b in zip(group.space, shape)):
+                continue
+            offset = len(shape) - len(group.space)
+            if offset >= 0 and all(is_one(a) or same_size(a, shape[d + offset]) for d, a in enumerate(group.space)):
+                continue  # _regrow's right alignment does it
+            for used in node.all_input_nodes:
+                if self.group_of.get(used) is group and self._regrow_along(group, used, shape):
+                    break
 
     def _restore(self, snapshot: list) -> None:
         for group, space, reduced, nodes, maps in snapshot:

@@ -52,6 +52,17 @@ def test_inference_batch_norm_fuses_with_relu_and_the_residual_add(dtype):
     assert "aten.sqrt.default" in fused and "aten.add.Tensor" in fused and "aten.relu.default" in fused, fused
 
 
+def test_inference_batch_norm_is_one_kernel_with_its_consumers():
+    """The per-channel scale (rsqrt of var + eps, times weight) is recomputed inside the kernel
+    that normalises, not launched as a kernel of its own per batch norm (fusion._regrow_along)."""
+    torch.manual_seed(0)
+    model = _with_running_stats(ConvBnReluAdd()).to(DEVICE).eval()
+    with torch.no_grad():
+        check_compiled(model, torch.randn(2, 6, 5, 7, device=DEVICE), backward=False)
+    (graph,) = metrics.compiled_graphs
+    assert graph.externs == ["aten.convolution.default"] and len(graph.kernels) == 1, (graph.externs, graph.kernels)
+
+
 def test_training_batch_norm_updates_running_statistics_as_eager_does():
     torch.manual_seed(0)
     eager = ConvBnReluAdd().to(DEVICE).train()
