@@ -346,8 +346,11 @@ class Planner:
         """Join ``node`` to as many producer groups as can be merged, largest first."""
         # a GEMM group first: joining it saves writing the product and reading it back
         ordered = sorted(candidates, key=lambda g: (g.gemm is None, -len(g.nodes)))
-        for count in range(len(ordered), 0, -1):
-            chosen = ordered[:count]
+        # the largest prefixes first, then each smaller producer alone: a squeeze-excitation's
+        # y * sigmoid(s) cannot join y's reduction group (s is computed from it), but can join
+        # the sigmoid's, which is then widened to y's space instead of being a kernel of its own
+        attempts = [ordered[:count] for count in range(len(ordered), 0, -1)] + [[g] for g in ordered[1:]]
+        for chosen in attempts:
             ids = {g.ident for g in chosen}
             members = [n for g in chosen for n in g.nodes] + [node]
             if self._would_cycle(members, ids):

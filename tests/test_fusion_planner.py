@@ -549,3 +549,19 @@ def test_views_read_in_place_also_run_through_aten():
     _no_fallback()
     assert _kernels() == [1, 1]
     runtime.BROKEN.clear()
+
+
+@needs_triton
+def test_squeeze_excitation_scale_joins_the_multiply():
+    """y * sigmoid(conv(mean(y))): the multiply cannot join y's reduction kernel (its other operand
+    is computed from that kernel's result), so it joins the sigmoid's small group, widened to y's
+    space: two kernels (relu + mean, sigmoid + multiply), not a third for the sigmoid alone."""
+    def squeeze_excitation(x, w):
+        y = torch.relu(x)
+        return y * torch.sigmoid(F.conv2d(y.mean((2, 3), keepdim=True), w))
+
+    x = torch.randn(2, 6, 5, 7, device=DEVICE, requires_grad=True)
+    check_compiled(squeeze_excitation, x, torch.randn(6, 6, 1, 1, device=DEVICE, requires_grad=True))
+    _no_fallback()
+    forward = metrics.compiled_graphs[0]
+    assert forward.kind == "forward" and len(forward.kernels) == 2, (forward.kernels, forward.fused_ops)
