@@ -15,7 +15,6 @@ from __future__ import annotations
 import itertools
 import logging
 import operator
-from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -26,6 +25,7 @@ from ait_dynamo.kernels.op_table import OpClass
 from ait_dynamo.kernels.triton_values import FUSIBLE_DTYPES, Operand, Unsupported
 from ait_dynamo.passes.fold_views import drop_folded_views, fold_view
 from ait_dynamo.passes.fusion_gemm import split_gemm_rows, start_gemm_group
+from ait_dynamo.passes.fusion_groups import Group, regrow, regrow_along, right_aligned_remap, same_space
 from ait_dynamo.passes.graph_utils import is_mutating, meta_value
 from ait_dynamo.passes.hoist import hoist_shrinking_steps
 from ait_dynamo.passes.plan import ExternCall, FusionGroup, Plan, Step, compute_lifetimes
@@ -37,31 +37,10 @@ log = logging.getLogger("ait_dynamo")
 aten = torch.ops.aten
 
 
-
 def refuse(refusals: dict[str, str], node: fx.Node, reason: str) -> None:
     """Record that ``node`` stays outside any fusion group, and why."""
     refusals[node.name] = reason
     log.debug("not fused: %s (%s): %s", node.name, node.target, reason)
-
-
-# A producer group of at most this many ops may be recomputed per element of a larger consumer
-# (``_regrow_along``): batch norm's per-channel scale is 3-5 ops.
-SMALL_GROUP_NODES = 8
-
-
-@dataclass
-class _Group:
-    ident: int
-    space: tuple
-    reduced: frozenset = frozenset()
-    nodes: list[fx.Node] = field(default_factory=list)
-    maps: dict[fx.Node, DimMap] = field(default_factory=dict)
-    gemm: fx.Node | None = None  # a GEMM group's mm / addmm / bmm: the others are its epilogue
-    gemm_rows: tuple[int, ...] = (0,)  # iteration dims the GEMM's rows (M) run over, flattened
-
-    @property
-    def is_reduction(self) -> bool:
-        return bool(self.reduced)
 
 
 def _tensor_meta(node: Any) -> torch.Tensor | None:
@@ -89,8 +68,8 @@ class Planner:
         self.config = config
         self.gemm_measured = gemm_measured or {}  # GEMM node name → the template measured faster
         self.refusals: dict[str, str] = {}
-        self.group_of: dict[fx.Node, _Group] = {}
-        self.groups: dict[int, _Group] = {}
+        self.group_of: dict[fx.Node, Group] = {}
+        self.groups: dict[int, Group] = {}
         self.ids = itertools.count()
         self.merged_into: dict[int, int] = {}
         self.index: dict[fx.Node, int] = {}
@@ -138,83 +117,25 @@ class Planner:
                 stack.extend(u for u in member.all_input_nodes if self.group_of.get(u) is not group)
         return False
 
-    def _new_group(self, space: tuple) -> _Group:
-        group = _Group(next(self.ids), tuple(space))
+    def _new_group(self, space: tuple) -> Group:
+        group = Group(next(self.ids), tuple(space))
         self.groups[group.ident] = group
         return group
 
-    def _add(self, group: _Group, node: fx.Node, dim_map: DimMap) -> None:
+    def _add(self, group: Group, node: fx.Node, dim_map: DimMap) -> None:
         group.nodes.append(node)
         group.maps[node] = tuple(dim_map)
         self.group_of[node] = group
 
-    # -- space arithmetic ---------------------------------------------------------------------
-
-    @staticmethod
-    def _regrow(group: _Group, space: tuple) -> bool:
-        """Widen a pointwise group's space to ``space`` (its old space broadcasts to it)."""
-        offset = len(space) - len(group.space)
-        if offset < 0 or group.is_reduction or group.gemm is not None:
-            return False
-        remap: list[int | None] = []
-        for d, size in enumerate(group.space):
-            if same_size(size, space[d + offset]):
-                remap.append(d + offset)
-            elif is_one(size):
-                remap.append(None)
-            else:
-                return False
-        group.maps = {
-            n: tuple(None if m is None else remap[m] for m in dim_map) for n, dim_map in group.maps.items()
-        }
-        group.space = tuple(space)
-        return True
-
-    @staticmethod
-    def _regrow_along(group: _Group, used: fx.Node, shape: tuple) -> bool:
-        """Widen a small pointwise group to ``shape`` by how its member ``used`` broadcasts
-        (right-aligned, as ATen does) into a node of that shape. ``_regrow`` aligns the group's
-        own space, which fails for a per-channel value that reaches the consumer through
-        unsqueezes: batch norm's scale, computed over [C] and read as [C, 1, 1] by an
-        [N, C, H, W] kernel. Left alone that is a kernel of its own per batch norm, of a few
-        dozen elements (ResNet-50 has 53 batch norms); widened, its few ops are recomputed per
-        element inside the consumer, as Inductor does."""
-        if group.is_reduction or group.gemm is not None or len(group.nodes) > SMALL_GROUP_NODES:
-            return False
-        used_shape = tuple(_tensor_meta(used).shape)
-        offset = len(shape) - len(used_shape)
-        if offset < 0:
-            return False
-        remap: list[int | None] = [None] * len(group.space)
-        for k, target in enumerate(group.maps[used]):
-            if target is None:
-                continue
-            if not same_size(used_shape[k], shape[k + offset]) or remap[target] is not None:
-                return False
-            remap[target] = k + offset
-        if any(r is None and not is_one(size) for r, size in zip(remap, group.space)):
-            return False  # an iteration dim the read does not show: it has no place in ``shape``
-        group.maps = {
-            n: tuple(None if m is None else remap[m] for m in dim_map) for n, dim_map in group.maps.items()
-        }
-        group.space = tuple(shape)
-        return True
-
-    def _merge(self, first: _Group, second: _Group) -> _Group:
+    def _merge(self, first: Group, second: Group) -> Group:
         if first is second:
             return first
         if first.gemm is not None or second.gemm is not None:
             # the epilogue runs on the GEMM's output tile: only nodes that read the tile join
             raise Refused("a GEMM group takes no other group")
-        if len(first.space) != len(second.space) or not all(
-            same_size(a, b) for a, b in zip(first.space, second.space)
-        ):
-            if not first.is_reduction and self._regrow(first, second.space):
-                pass
-            elif not second.is_reduction and self._regrow(second, first.space):
-                pass
-            else:
-                raise Refused("producer groups have different iteration spaces")
+        if not same_space(first.space, second.space) and not (
+                regrow(first, second.space) or regrow(second, first.space)):
+            raise Refused("producer groups have different iteration spaces")
         if first.is_reduction and second.is_reduction and first.reduced != second.reduced:
             raise Refused("producer groups reduce different dims")
         maps = {**first.maps, **second.maps}
@@ -231,7 +152,7 @@ class Planner:
 
     # -- node kinds ---------------------------------------------------------------------------
 
-    def _node_map(self, node: fx.Node, group: _Group, shape: tuple) -> DimMap:
+    def _node_map(self, node: fx.Node, group: Group, shape: tuple) -> DimMap:
         """Dim map of a pointwise ``node`` joining ``group``: from its in-group operands where they
         say, else by right-aligned broadcasting against the group's space."""
         dims: list[int | None] = [None] * len(shape)
@@ -335,14 +256,14 @@ class Planner:
             if group is not None and group not in producers:
                 producers.append(group)
         candidates = [g for g in producers]
-        joined: _Group | None = None
+        joined: Group | None = None
         if candidates:
             joined = self._join(node, candidates, shape)
         if joined is None:
             group = self._new_group(shape)
             self._add(group, node, tuple(None if is_one(s) else d for d, s in enumerate(shape)))
 
-    def _join(self, node: fx.Node, candidates: list[_Group], shape: tuple) -> _Group | None:
+    def _join(self, node: fx.Node, candidates: list[Group], shape: tuple) -> Group | None:
         """Join ``node`` to as many producer groups as can be merged, largest first."""
         # a GEMM group first: joining it saves writing the product and reading it back
         ordered = sorted(candidates, key=lambda g: (g.gemm is None, -len(g.nodes)))
@@ -361,10 +282,8 @@ class Planner:
                 group = chosen[0]
                 for other in chosen[1:]:
                     group = self._merge(group, other)
-                if not group.is_reduction and not (
-                    len(shape) == len(group.space) and all(same_size(a, b) for a, b in zip(shape, group.space))
-                ):
-                    self._regrow(group, tuple(shape))  # a no-op when the node is the smaller one
+                if not same_space(shape, group.space):
+                    regrow(group, tuple(shape))  # a no-op when the node is the smaller one
                 dim_map = self._node_map(node, group, shape)
             except Refused as error:
                 self._restore(snapshot)
@@ -374,18 +293,15 @@ class Planner:
             return group
         return None
 
-    def _widen_small_producers(self, node: fx.Node, chosen: list[_Group], shape: tuple) -> None:
+    def _widen_small_producers(self, node: fx.Node, chosen: list[Group], shape: tuple) -> None:
         """Before ``node`` joins ``chosen``: a producer group whose space neither is ``shape`` nor
         broadcasts to it right-aligned, but whose value ``node`` reads broadcast (a per-channel
-        scale), is widened to ``shape`` (``_regrow_along``)."""
+        scale), is widened to ``shape`` (``fusion_groups.regrow_along``)."""
         for group in chosen:
-            if len(group.space) == len(shape) and all(same_size(a, b) for a, b in zip(group.space, shape)):
-                continue
-            offset = len(shape) - len(group.space)
-            if offset >= 0 and all(is_one(a) or same_size(a, shape[d + offset]) for d, a in enumerate(group.space)):
-                continue  # _regrow's right alignment does it
+            if same_space(group.space, shape) or right_aligned_remap(group.space, shape) is not None:
+                continue  # nothing to widen, or regrow's right alignment does it
             for used in node.all_input_nodes:
-                if self.group_of.get(used) is group and self._regrow_along(group, used, shape):
+                if self.group_of.get(used) is group and regrow_along(group, used, tuple(_tensor_meta(used).shape), shape):
                     break
 
     def _restore(self, snapshot: list) -> None:
@@ -446,7 +362,7 @@ class Planner:
         group.reduced = reduced
         self._add(group, node, reduced_map(identity, dims, keepdim))
 
-    def _forget(self, group: _Group) -> None:
+    def _forget(self, group: Group) -> None:
         self.groups.pop(group.ident, None)
 
     def _view(self, node: fx.Node) -> None:
@@ -527,7 +443,7 @@ class Planner:
         compute_lifetimes(plan)
         return plan, self.refusals
 
-    def _neighbours(self, first: _Group, second: _Group) -> bool:
+    def _neighbours(self, first: Group, second: Group) -> bool:
         """True when no ATen call lies between the two groups in graph order. A merged group
         runs where its first consumer needs it, so merging distant groups computes the later
         one's values early and keeps them alive meanwhile: in ViT-B's backward, merging the
@@ -547,7 +463,7 @@ class Planner:
     def _fuse_horizontally(self) -> None:
         """Merge independent neighbouring groups over the same iteration space, reduced dims and
         device: one launch instead of several, and inputs they share are read once."""
-        buckets: dict[Any, list[_Group]] = {}
+        buckets: dict[Any, list[Group]] = {}
         for group in sorted(self.groups.values(), key=lambda g: g.ident):
             if group.gemm is not None:  # one GEMM per template kernel
                 continue
@@ -555,7 +471,7 @@ class Planner:
             key = (tuple(str(s) for s in group.space), group.reduced, str(device))
             buckets.setdefault(key, []).append(group)
         for candidates in buckets.values():
-            merged: list[_Group] = []
+            merged: list[Group] = []
             for group in candidates:
                 for target in merged:
                     if not all(same_size(a, b) for a, b in zip(group.space, target.space)):

@@ -20,7 +20,8 @@ from ait_dynamo.passes.fusion_maps import Refused, view_map
 from ait_dynamo.passes.sizes import is_one
 
 if TYPE_CHECKING:
-    from ait_dynamo.passes.fusion import Planner, _Group
+    from ait_dynamo.passes.fusion import Planner
+    from ait_dynamo.passes.fusion_groups import Group
 
 aten = torch.ops.aten
 
@@ -42,7 +43,7 @@ def start_gemm_group(planner: "Planner", node: fx.Node) -> None:
     planner._add(group, node, tuple(None if is_one(s) else d for d, s in enumerate(value.shape)))
     absorb_prologues(planner, group)
 
-def split_gemm_rows(planner: "Planner", group: "_Group", node: fx.Node, shape: tuple) -> bool:
+def split_gemm_rows(planner: "Planner", group: "Group", node: fx.Node, shape: tuple) -> bool:
     """``node`` reshapes the product's rows into leading dims (gemm_choice.splits_rows): the
     group's space becomes the view's, the rows run over all but its last dim. Only while the
     group has no epilogue yet (no member's dim map refers to the old space)."""
@@ -101,7 +102,7 @@ def prologue_chain(planner: "Planner", gemm: fx.Node, operand: fx.Node) -> list[
     return chain
 
 
-def absorb_prologues(planner: "Planner", group: "_Group") -> None:
+def absorb_prologues(planner: "Planner", group: "Group") -> None:
     """Pull the prologue chains of the GEMM's operands into its group (their own groups go)."""
     gemm = group.gemm
     _, a, b = gemm_choice.operands(gemm)

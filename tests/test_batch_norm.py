@@ -54,7 +54,7 @@ def test_inference_batch_norm_fuses_with_relu_and_the_residual_add(dtype):
 
 def test_inference_batch_norm_is_one_kernel_with_its_consumers():
     """The per-channel scale (rsqrt of var + eps, times weight) is recomputed inside the kernel
-    that normalises, not launched as a kernel of its own per batch norm (fusion._regrow_along)."""
+    that normalises, not launched as a kernel of its own per batch norm (fusion_groups.regrow_along)."""
     torch.manual_seed(0)
     model = _with_running_stats(ConvBnReluAdd()).to(DEVICE).eval()
     with torch.no_grad():
