@@ -30,12 +30,14 @@ from ait_dynamo.passes.sizes import is_one
 
 
 # float32 GEMMs with a K above this sum each BLOCK_K slice apart and add it to the accumulator
-# (``blocked_sum`` in the template) instead of chaining every product into it: the chain's rounding
-# error grows with K. On the H200 (diagnose.py under benchmarks/results/nvidia-h200/gemm_template/)
-# a K = 1000 weight gradient came out at 2.2x cuBLAS's RMSE against float64 and 4.4x its worst
-# error (cuBLAS presumably splits that K: its K = 257 GEMMs came out bit-identical to the
-# template's). The cost, not measured yet, is one add per tile element and K slice, against
-# BLOCK_K (32) FMAs of float32's dot. fp16 / bf16 keep the chain for now: it is what lets Hopper's
+# with Kahan's compensation (``blocked_sum`` in the template) instead of chaining every product
+# into it: the chain's rounding error grows with K. On the H200 (diagnose.py under
+# benchmarks/results/nvidia-h200/gemm_template/) a K = 1000 weight gradient came out at 2.2x
+# cuBLAS's RMSE against float64 and 4.4x its worst error (cuBLAS presumably splits that K: its
+# K = 257 GEMMs came out bit-identical to the template's). A plain ``acc += tl.dot(a, b)`` changed
+# nothing there (2.2x / 3.5x, diagnose_1202/): Triton's dot-add combine folds it back into the
+# chain; the compensation's subtraction keeps the slices apart. The cost, not measured yet, is four
+# adds per tile element and K slice, against BLOCK_K (32) FMAs of float32's dot. fp16 / bf16 keep the chain for now: it is what lets Hopper's
 # wgmma accumulate asynchronously. Their long-K results drift from cuBLAS's too (diagnose.py: up
 # to 5x cuBLAS's error on cancelling elements of that weight gradient) yet stay within eager's
 # error distribution; whether blocked sums cost them speed is to be measured.

@@ -1,4 +1,5 @@
-"""Drop ops that return their input unchanged: same values, dtype, device, shape and strides.
+"""Drop ops that return their input unchanged: same values, dtype, device, shape and strides; and
+``cat`` of one non-empty input, which becomes that input or a ``clone`` of it.
 
 An op is only dropped when its result is provably laid out like its input (a later ``view`` may
 depend on the strides) and the result is not a graph output (AOTAutograd decided at trace time
@@ -11,6 +12,8 @@ from typing import Any
 
 import torch
 from torch import fx
+
+from torch.fx.experimental.symbolic_shapes import statically_known_true
 
 from ait_dynamo.passes.graph_utils import meta_value, same_tensor_layout
 
@@ -83,10 +86,76 @@ def _round_trip_source(node: fx.Node) -> fx.Node | None:
     return source if same_tensor_layout(meta_value(source), meta_value(node)) else None
 
 
+# Attention kernels read q, k and v (arguments 0-2) through their strides: a copy made only to
+# hand them a contiguous tensor can go, where the strided one meets their alignment needs.
+_ATTENTION = {
+    aten._scaled_dot_product_cudnn_attention.default, aten._scaled_dot_product_flash_attention.default,
+    aten._scaled_dot_product_efficient_attention.default, aten._scaled_dot_product_flash_attention_for_cpu.default,
+    aten.scaled_dot_product_attention.default,
+}
+
+
+def _attention_operand_only(node: fx.Node, source: fx.Node) -> bool:
+    value = meta_value(source)
+    if not isinstance(value, torch.Tensor) or value.dim() == 0 or not node.users:
+        return False
+    aligned = 16 // value.element_size()
+    strides = [statically_known_true(st % aligned == 0) for st in value.stride()[:-1]]
+    if not (statically_known_true(value.stride(-1) == 1) and all(strides)
+            and statically_known_true(value.storage_offset() % aligned == 0)):
+        return False
+    return all(user.target in _ATTENTION and node not in user.args[3:] and node not in user.kwargs.values()
+               for user in node.users)
+
+
+def _lone_cat_input(node: fx.Node) -> fx.Node | None:
+    """``cat`` whose other inputs are all empty (a key/value cache that starts empty, as Hugging
+    Face's ``DynamicCache`` does on the first step): the one input with the result's shape and dtype."""
+    if node.op != "call_function" or node.target is not aten.cat.default or not isinstance(node.args[0], (list, tuple)):
+        return None
+    out, kept = meta_value(node), []
+    for item in node.args[0]:
+        value = meta_value(item)
+        if not isinstance(value, torch.Tensor):
+            return None
+        if not statically_known_true(value.numel() == 0):
+            kept.append(item)
+    if len(kept) != 1 or not isinstance(out, torch.Tensor):
+        return None
+    value = meta_value(kept[0])
+    if value.dtype != out.dtype or value.device != out.device or value.dim() != out.dim():
+        return None
+    return kept[0] if all(statically_known_true(a == b) for a, b in zip(value.shape, out.shape)) else None
+
+
+def _copy_of(node: fx.Node, source: fx.Node, is_output: bool) -> fx.Node | None:
+    """What replaces ``node``, a fresh copy of ``source``'s values (``cat`` of one input): the
+    source itself where the layout agrees or only attention kernels read it (not for a graph
+    output, which must not alias), else ``clone`` into the contiguous layout ``cat`` gives (a
+    pointwise copy the fusion planner can take)."""
+    if not is_output and (same_tensor_layout(meta_value(source), meta_value(node))
+                          or _attention_operand_only(node, source)):
+        return source
+    if not meta_value(node).is_contiguous():
+        return None
+    with node.graph.inserting_before(node):
+        clone = node.graph.call_function(aten.clone.default, (source,), {"memory_format": torch.contiguous_format})
+    clone.meta.update(node.meta)
+    return clone
+
+
 def remove_noops(gm: fx.GraphModule, config: Any) -> fx.GraphModule:
     output = next(n for n in reversed(gm.graph.nodes) if n.op == "output")
     changed = False
     for node in list(gm.graph.nodes):
+        lone = _lone_cat_input(node)
+        if lone is not None:
+            replacement = _copy_of(node, lone, node in output.all_input_nodes)
+            if replacement is not None:
+                node.replace_all_uses_with(replacement)
+                gm.graph.erase_node(node)
+                changed = True
+            continue
         if node in output.all_input_nodes:
             continue
         replacement = node.args[0] if _is_noop(node) else _round_trip_source(node)

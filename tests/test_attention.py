@@ -270,3 +270,37 @@ def test_hugging_face_eager_attention(family):
     ids = torch.randint(0, 100, (2, 9), device=DEVICE)
     check_compiled(lambda i: model(input_ids=i).last_hidden_state, ids, backward=False)
     assert sum("-> scaled_dot_product_attention" in line for line in _rewrites()) == 2, _rewrites()
+
+
+def _attention_over_a_cache_that_starts_empty(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """GPT-2 / Llama under Hugging Face's ``DynamicCache`` on the first step: k and v are
+    ``cat([empty cache, new], -2)``, a copy whose only reader is the attention."""
+    q, k, v = (x @ w).view(2, 7, 3, 2, 8).permute(2, 0, 3, 1, 4)
+    empty = torch.tensor([], dtype=x.dtype, device=x.device)
+    keys, values = torch.cat([empty, k], dim=-2), torch.cat([empty, v], dim=-2)
+    return F.scaled_dot_product_attention(q, keys, values, is_causal=True).transpose(1, 2).reshape(2, 7, 16)
+
+
+@pytest.mark.parametrize("backward", [False, True], ids=["inference", "training"])
+def test_a_cat_onto_an_empty_cache_is_no_copy(backward):
+    torch.manual_seed(0)
+    x, w = torch.randn(2, 7, 16, device=DEVICE), torch.randn(16, 48, device=DEVICE)
+    if backward:
+        x.requires_grad_()
+        w.requires_grad_()
+    check_compiled(_attention_over_a_cache_that_starts_empty, x, w, backward=backward)
+    for graph in metrics.compiled_graphs:
+        assert "aten.cat.default" not in graph.externs and "aten.cat.default" not in graph.fused_ops, (
+            graph.name, graph.externs)
+    assert _sdpa_in("forward")
+
+
+def test_a_cat_of_one_non_empty_input_that_others_read_is_a_contiguous_copy():
+    """Read by a view as well: the copy stays (contiguous, as cat gives it), as a fused clone."""
+    def fn(x):
+        empty = torch.tensor([], dtype=x.dtype, device=x.device)
+        return torch.cat([empty, x.transpose(0, 1)], dim=0).view(-1) * 2
+
+    check_compiled(fn, torch.randn(5, 3, device=DEVICE), backward=False)
+    graph = metrics.compiled_graphs[-1]
+    assert "aten.cat.default" not in graph.externs and "aten.clone.default" in graph.fused_ops, graph.externs

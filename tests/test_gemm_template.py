@@ -165,15 +165,15 @@ def test_generated_source_has_one_dot_and_the_epilogue():
 @pytest.mark.parametrize("dtype, k, blocked", [(torch.float32, 300, True), (torch.float32, 64, False),
                                                (torch.float16, 300, False)], ids=str)
 def test_long_float32_sums_add_each_k_slice_apart(dtype, k, blocked, tmp_path):
-    """float32 with K > BLOCKED_SUM_MIN_K sums each K slice apart (the chain's rounding grows with
-    K); shorter or 16-bit GEMMs chain the dot into the accumulator."""
+    """float32 with K > BLOCKED_SUM_MIN_K sums each K slice apart with Kahan's compensation (the
+    chain's rounding grows with K); shorter or 16-bit GEMMs chain the dot into the accumulator."""
     a, b = torch.randn(33, k, dtype=dtype), torch.randn(k, 17, dtype=dtype)
     compiled = torch.compile(lambda a, b: a @ b, backend="ait", options={**TRITON, "debug_dir": str(tmp_path)})
     torch._dynamo.reset()
     torch.testing.assert_close(compiled(a, b).double(), a.double() @ b.double(),
                                rtol=1e-5 if dtype == torch.float32 else 2e-3, atol=1e-4 if dtype == torch.float32 else 2e-2)
     source = next(tmp_path.glob("*/module.py")).read_text()
-    assert ("acc += tl.dot(" in source) is blocked and ("tl.dot(a_tile, b_tile, acc" in source) is not blocked
+    assert ("part = tl.dot(a_tile, b_tile" in source and "lost = (total - acc) - part" in source) is blocked and ("tl.dot(a_tile, b_tile, acc" in source) is not blocked
 
 
 def test_default_backends_keep_aten_without_a_measurement():
