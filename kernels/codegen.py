@@ -317,6 +317,10 @@ class KernelWriter(ReductionWriter):
             result = self.value(node.args[0])
             cache[node] = result
             return result
+        if node.target is torch.ops.aten.cat.default:
+            result = (self._cat(node, full), False)
+            cache[node] = result
+            return result
         if node.target in op_table.IOTA:
             start, step = op_table.iota_arguments(node.target, node.args)
             offset, _, _ = _Access(self, "", _UnitStride(), self.group.dim_maps[node]).offset()
@@ -357,6 +361,53 @@ class KernelWriter(ReductionWriter):
         var = self._tmp(expr, full)
         cache[node] = (var, constant)
         return var, constant
+
+    def _cat(self, node: fx.Node, full: bool) -> str:
+        """``cat`` along dim d: each input loaded (masked) where the iteration index along d falls
+        in its slice, at that index minus the slice's start; one ``tl.where`` picks the value.
+        The planner keeps cat's inputs out of its group, so each is a kernel input."""
+        meta = node.meta["val"]
+        dim = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim", 0)
+        dim %= meta.dim()
+        node_map = self.group.dim_maps[node]
+        target = node_map[dim]
+        level = "r" if target in self.r_dims else "x"
+        index = f"{level}{target}"
+        self.used_dims.add((level, target))
+        pieces: list[tuple[int, str]] = []
+        start = 0
+        for item in node.args[0]:
+            item_meta = item.meta["val"]
+            param = self.input_params[item]
+            access = _Access(self, param, item_meta, node_map)
+            terms, levels = [], {level}
+            for k, iteration_dim in enumerate(node_map):
+                if iteration_dim is None:
+                    continue
+                stride = access._stride(k)
+                if stride == "0":
+                    continue
+                k_level = "r" if iteration_dim in self.r_dims else "x"
+                self.used_dims.add((k_level, iteration_dim))
+                levels.add(k_level)
+                position = f"({index} - {start})" if k == dim and start else f"{k_level}{iteration_dim}"
+                terms.append(_scaled(position, stride))
+            offset = " + ".join(terms) or "0"
+            if self.input_offsets.get(item):
+                offset = f"{self.input_offsets[item]} + {offset}"
+            end = start + int(item_meta.shape[dim])
+            bounds = ([f"({index} >= {start})"] if start else []) + ([f"({index} < {end})"] if end < meta.shape[dim] else [])
+            mask = " & ".join([f"{m}mask" for m in sorted(levels)] + bounds)
+            self.load_log.append((item, f"cat:{offset}", len(self.store_offsets)))
+            expr = f"tl.load({param} + ({offset}), {mask}, other=0)"
+            if compute_dtype(item_meta.dtype) != item_meta.dtype:
+                expr += ".to(tl.float32)"
+            pieces.append((end, self._tmp(expr, full)))
+            start = end
+        chosen = pieces[-1][1]
+        for end, var in reversed(pieces[:-1]):
+            chosen = f"tl.where({index} < {end}, {var}, {chosen})"
+        return self._tmp(chosen, full)
 
     # -- reductions ---------------------------------------------------------------------------
 

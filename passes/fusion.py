@@ -36,6 +36,10 @@ from ait_dynamo.passes.sizes import SizeError, free_symbols, is_one, same_size, 
 log = logging.getLogger("ait_dynamo")
 aten = torch.ops.aten
 
+# A fused cat loads every input at every element (masked): past this many inputs a copy per
+# input (ATen's cat) moves fewer bytes.
+MAX_CAT_INPUTS = 4
+
 
 def refuse(refusals: dict[str, str], node: fx.Node, reason: str) -> None:
     """Record that ``node`` stays outside any fusion group, and why."""
@@ -138,6 +142,11 @@ class Planner:
             raise Refused("producer groups have different iteration spaces")
         if first.is_reduction and second.is_reduction and first.reduced != second.reduced:
             raise Refused("producer groups reduce different dims")
+        if (first.has_cat or second.has_cat) and (first.is_reduction or second.is_reduction):
+            raise Refused("a cat's masked loads stay out of reduction kernels")
+        members = set(first.nodes) | set(second.nodes)
+        if any(item in members for node in members if node.target is aten.cat.default for item in node.args[0]):
+            raise Refused("a cat's input would run inside the cat's kernel, in another index space")
         maps = {**first.maps, **second.maps}
         reduced = first.reduced or second.reduced
         for user, used in edges_between(first.nodes, second.nodes):
@@ -343,6 +352,7 @@ class Planner:
             reduced = frozenset(source_map[d] for d in dims if source_map[d] is not None)
             joinable = (
                 group.gemm is None  # the template's epilogue is pointwise on the tile
+                and not group.has_cat  # its masked loads stay out of reduction kernels
                 and full >= non_unit
                 and not self._would_cycle(group.nodes + [node], {group.ident})
                 and (not group.is_reduction or group.reduced == reduced)
@@ -361,6 +371,39 @@ class Planner:
             raise Refused("reduces only size-1 dims")
         group.reduced = reduced
         self._add(group, node, reduced_map(identity, dims, keepdim))
+
+    def _cat(self, node: fx.Node) -> None:
+        """``cat`` starts a group of its own whose kernel loads each input from memory over its
+        slice of the cat dim (masked loads, ``kernels/codegen.py``); consumers join it like any
+        pointwise group. Its inputs never join it: they are not in the output's index space."""
+        value = _check_tensor(node, self.known_symbols)
+        tensors = node.args[0]
+        dim = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim", 0)
+        if not isinstance(tensors, (list, tuple)) or not isinstance(dim, int):
+            raise Refused("cat of a non-list or along a symbolic dim")
+        rank = value.dim()
+        if rank == 0 or not -rank <= dim < rank:
+            raise Refused("cat of 0-dim tensors")
+        dim %= rank
+        if len(tensors) > MAX_CAT_INPUTS:
+            raise Refused(f"cat of more than {MAX_CAT_INPUTS} tensors (a load each per element)")
+        if not isinstance(value.shape[dim], int) or value.shape[dim] < 2:
+            raise Refused("cat along a symbolic or size-1 dim")
+        for item in tensors:
+            meta = _tensor_meta(item) if isinstance(item, fx.Node) else None
+            if meta is None:
+                raise Refused("cat of a non-tensor")
+            if meta.dtype != value.dtype or meta.device != value.device:
+                raise Refused("cat that promotes dtypes or moves data between devices")
+            if meta.dtype not in FUSIBLE_DTYPES:
+                raise Refused(f"cat of {meta.dtype}")
+            if meta.dim() != rank or not isinstance(meta.shape[dim], int) or meta.shape[dim] == 0:
+                raise Refused("cat of an empty, differently ranked or symbolically sized tensor")
+            if any(not same_size(a, b) for k, (a, b) in enumerate(zip(meta.shape, value.shape)) if k != dim):
+                raise Refused("cat inputs differ from the result outside the cat dim")
+        shape = tuple(value.shape)
+        group = self._new_group(shape)
+        self._add(group, node, tuple(None if is_one(s) else d for d, s in enumerate(shape)))
 
     def _forget(self, group: Group) -> None:
         self.groups.pop(group.ident, None)
@@ -400,7 +443,9 @@ class Planner:
             return
         kind = op_table.op_class(node.target)
         try:
-            if node.target in op_table.IOTA:
+            if node.target is aten.cat.default:
+                self._cat(node)
+            elif node.target in op_table.IOTA:
                 self._iota(node)
             elif kind is OpClass.POINTWISE:
                 self._pointwise(node)

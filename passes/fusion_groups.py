@@ -7,10 +7,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import torch
 from torch import fx
 
 from ait_dynamo.passes.fusion_maps import DimMap
 from ait_dynamo.passes.sizes import is_one, same_size
+
+aten = torch.ops.aten
 
 # A producer group of at most this many ops may be recomputed per element of a larger consumer
 # (``regrow_along``): batch norm's per-channel scale is 3-5 ops.
@@ -30,6 +33,10 @@ class Group:
     @property
     def is_reduction(self) -> bool:
         return bool(self.reduced)
+
+    @property
+    def has_cat(self) -> bool:
+        return any(node.target is aten.cat.default for node in self.nodes)
 
     @property
     def widenable(self) -> bool:

@@ -1,0 +1,86 @@
+"""``cat`` fused into pointwise kernels (``passes/fusion.py`` ``_cat``, ``kernels/codegen.py``
+``_cat``): each input is loaded, masked, over its slice of the cat dim, and consumers join the
+kernel. Llama's rotary embedding (``rotate_half``) was an ATen ``cat`` and a kernel per q and k."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from ait_dynamo import metrics
+from utils import check_compiled, needs_cpu_triton
+
+pytestmark = needs_cpu_triton
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+DTYPES = [torch.float32, torch.float16, torch.bfloat16]
+
+
+def _rotate_half(x: torch.Tensor) -> torch.Tensor:
+    half = x.shape[-1] // 2
+    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+
+
+def _rotary(q: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    return q * cos + _rotate_half(q) * sin
+
+
+def _graph(kind: str):
+    return [g for g in metrics.compiled_graphs if g.kind in kind][-1]
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_rotary_embedding_runs_its_cat_inside_the_kernel(dtype):
+    torch.manual_seed(0)
+    q = torch.randn(2, 3, 5, 10, device=DEVICE, dtype=dtype).transpose(1, 2).requires_grad_()  # non-contiguous
+    cos, sin = torch.randn(5, 1, 10, device=DEVICE, dtype=dtype), torch.randn(5, 1, 10, device=DEVICE, dtype=dtype)
+    check_compiled(_rotary, q, cos, sin)
+    forward = _graph(("forward",))
+    assert "aten.cat.default" in forward.fused_ops and "aten.cat.default" not in forward.externs, forward.externs
+    # the negation of one half, then the cat with both products and the sum: two kernels
+    assert len(forward.kernels) == 2, forward.kernels
+
+
+@pytest.mark.parametrize("shapes, dim", [
+    (((4, 3, 6), (4, 5, 6)), 1), (((1, 7), (1, 1), (1, 9)), 1), (((3, 2), (4, 2), (1, 2), (2, 2)), 0),
+    (((2, 33, 1), (2, 33, 1)), -1),
+], ids=str)
+def test_cat_shapes_forward_and_backward(shapes, dim):
+    torch.manual_seed(0)
+    tensors = [torch.randn(*s, device=DEVICE, requires_grad=True) for s in shapes]
+    check_compiled(lambda *ts: (torch.cat(ts, dim).relu() * 3).sin(), *tensors)
+    assert "aten.cat.default" in _graph(("forward",)).fused_ops
+
+
+def test_cat_of_values_its_producer_kernel_computes_reads_them_back():
+    """sin(x) and cos(x) run in one kernel; the cat (another index space) in the next."""
+    x = torch.randn(6, 5, device=DEVICE)
+    check_compiled(lambda x: torch.cat([x.sin(), x.cos()], 1) * 2, x, backward=False)
+    graph = _graph(("inference", "forward"))
+    assert len(graph.kernels) == 2 and "aten.cat.default" in graph.fused_ops, (graph.kernels, graph.fused_ops)
+
+
+def test_cat_feeding_a_reduction_keeps_the_reduction_in_its_own_kernel():
+    x, y = torch.randn(4, 6, device=DEVICE, requires_grad=True), torch.randn(4, 3, device=DEVICE, requires_grad=True)
+    check_compiled(lambda x, y: torch.softmax(torch.cat([x, y], 1), dim=1), x, y)
+    assert "aten.cat.default" in _graph(("forward",)).fused_ops
+
+
+@pytest.mark.parametrize("case", ["promotes", "five_inputs"])
+def test_cats_that_stay_in_aten_say_why(case):
+    x = torch.randn(3, 4, device=DEVICE)
+    if case == "promotes":
+        fn, args = (lambda x, i: torch.cat([x, i], 1) * 2), (x, torch.ones(3, 2, device=DEVICE, dtype=torch.int32))
+    else:
+        fn, args = (lambda x: torch.cat([x, x + 1, x + 2, x + 3, x + 4], 0) * 2), (x,)
+    check_compiled(fn, *args, backward=False)
+    graph = _graph(("inference", "forward"))
+    assert "aten.cat.default" in graph.externs
+    assert any("cat" in reason for reason in graph.refused.values()), graph.refused
+
+
+def test_cat_with_an_empty_input_is_a_copy_of_the_other():
+    """``passes/remove_noops.py`` turns it into the other input (or a fused clone) first."""
+    fn = lambda x, e: torch.cat([x, e], 0) * 2  # noqa: E731
+    check_compiled(fn, torch.randn(3, 4, device=DEVICE), torch.randn(0, 4, device=DEVICE), backward=False)
+    graph = _graph(("inference", "forward"))
+    assert "aten.cat.default" not in graph.externs + graph.fused_ops, (graph.externs, graph.fused_ops)
