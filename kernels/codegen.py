@@ -25,7 +25,7 @@ from ait_dynamo.kernels.column_reduction import SplitSources, is_column_layout, 
 from ait_dynamo.kernels.loop_order import memory_order
 from ait_dynamo.kernels.reuse import inplace_candidates
 from ait_dynamo.kernels.triton_values import Operand, compute_dtype, round_to, to_storage, triton_type
-from ait_dynamo.passes.fusion_maps import broadcast_map
+from ait_dynamo.passes.fusion_maps import broadcast_map, cat_dim, slice_backward_span
 from ait_dynamo.passes.plan import FusionGroup
 from ait_dynamo.passes.sizes import is_one, same_size, static_int
 
@@ -317,8 +317,9 @@ class KernelWriter(ReductionWriter):
             result = self.value(node.args[0])
             cache[node] = result
             return result
-        if node.target is torch.ops.aten.cat.default:
-            result = (self._cat(node, full), False)
+        if node.target is torch.ops.aten.cat.default or node.target is torch.ops.aten.slice_backward.default:
+            emit = self._cat if node.target is torch.ops.aten.cat.default else self._slice_backward
+            result = (emit(node, full), False)
             cache[node] = result
             return result
         if node.target in op_table.IOTA:
@@ -366,17 +367,30 @@ class KernelWriter(ReductionWriter):
         """``cat`` along dim d: each input loaded (masked) where the iteration index along d falls
         in its slice, at that index minus the slice's start; one ``tl.where`` picks the value.
         The planner keeps cat's inputs out of its group, so each is a kernel input."""
-        meta = node.meta["val"]
-        dim = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim", 0)
-        dim %= meta.dim()
+        dim = cat_dim(node)
+        pieces, start = [], 0
+        for item in node.args[0]:
+            end = start + int(item.meta["val"].shape[dim])
+            pieces.append((start, end, item))
+            start = end
+        return self._pieces(node, dim, pieces, full)
+
+    def _slice_backward(self, node: fx.Node, full: bool) -> str:
+        """``slice_backward``: the gradient loaded over its slice, zero elsewhere."""
+        dim, start, end = slice_backward_span(node)
+        return self._pieces(node, dim, [(start, end, node.args[0])], full)
+
+    def _pieces(self, node: fx.Node, dim: int, pieces: list[tuple[int, int, fx.Node]], full: bool) -> str:
+        """A value made of kernel inputs each covering ``[start, end)`` of the iteration dim that
+        ``node``'s dim ``dim`` runs along (masked loads, shifted by ``start``), zero where none does."""
+        size = int(node.meta["val"].shape[dim])
         node_map = self.group.dim_maps[node]
         target = node_map[dim]
         level = "r" if target in self.r_dims else "x"
         index = f"{level}{target}"
         self.used_dims.add((level, target))
-        pieces: list[tuple[int, str]] = []
-        start = 0
-        for item in node.args[0]:
+        loaded: list[tuple[int, int, str]] = []
+        for start, end, item in pieces:
             item_meta = item.meta["val"]
             param = self.input_params[item]
             access = _Access(self, param, item_meta, node_map)
@@ -392,21 +406,27 @@ class KernelWriter(ReductionWriter):
                 levels.add(k_level)
                 position = f"({index} - {start})" if k == dim and start else f"{k_level}{iteration_dim}"
                 terms.append(_scaled(position, stride))
-            offset = " + ".join(terms) or "0"
+            # an input broadcast along every dim (strides 0) still needs a block of pointers
+            offset = " + ".join(terms) or f"0 * {index}"
             if self.input_offsets.get(item):
                 offset = f"{self.input_offsets[item]} + {offset}"
-            end = start + int(item_meta.shape[dim])
-            bounds = ([f"({index} >= {start})"] if start else []) + ([f"({index} < {end})"] if end < meta.shape[dim] else [])
+            bounds = ([f"({index} >= {start})"] if start else []) + ([f"({index} < {end})"] if end < size else [])
             mask = " & ".join([f"{m}mask" for m in sorted(levels)] + bounds)
-            self.load_log.append((item, f"cat:{offset}", len(self.store_offsets)))
+            # never an in-place candidate: the store's offset differs (kernels/reuse.py)
+            self.load_log.append((item, f"shifted:{offset}", len(self.store_offsets)))
             expr = f"tl.load({param} + ({offset}), {mask}, other=0)"
             if compute_dtype(item_meta.dtype) != item_meta.dtype:
                 expr += ".to(tl.float32)"
-            pieces.append((end, self._tmp(expr, full)))
-            start = end
-        chosen = pieces[-1][1]
-        for end, var in reversed(pieces[:-1]):
-            chosen = f"tl.where({index} < {end}, {var}, {chosen})"
+            loaded.append((start, end, self._tmp(expr, full)))
+        covered = loaded[0][0] == 0 and loaded[-1][1] == size and all(
+            a[1] == b[0] for a, b in zip(loaded, loaded[1:]))
+        if covered:  # a cat: the last piece is what the others' bounds leave
+            chosen = loaded[-1][2]
+            for start, end, var in reversed(loaded[:-1]):
+                chosen = f"tl.where({index} < {end}, {var}, {chosen})"
+        else:  # slice_backward: its masked load gave 0 outside the piece
+            assert len(loaded) == 1, "only a cat's pieces are several"
+            return loaded[0][2]
         return self._tmp(chosen, full)
 
     # -- reductions ---------------------------------------------------------------------------

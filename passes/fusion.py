@@ -25,12 +25,12 @@ from ait_dynamo.kernels.op_table import OpClass
 from ait_dynamo.kernels.triton_values import FUSIBLE_DTYPES, Operand, Unsupported
 from ait_dynamo.passes.fold_views import drop_folded_views, fold_view
 from ait_dynamo.passes.fusion_gemm import split_gemm_rows, start_gemm_group
-from ait_dynamo.passes.fusion_groups import Group, regrow, regrow_along, right_aligned_remap, same_space
+from ait_dynamo.passes.fusion_groups import SHIFTED_LOADS, Group, regrow, regrow_along, right_aligned_remap, same_space
 from ait_dynamo.passes.graph_utils import is_mutating, meta_value
 from ait_dynamo.passes.hoist import hoist_shrinking_steps
 from ait_dynamo.passes.plan import ExternCall, FusionGroup, Plan, Step, compute_lifetimes
 from ait_dynamo.passes.fusion_maps import (DimMap, Refused, edge_agrees, edges_between, flatten, order_steps,
-                                           reduced_map, reduction_dims, view_map)
+                                           reduced_map, reduction_dims, slice_backward_span, view_map)
 from ait_dynamo.passes.sizes import SizeError, free_symbols, is_one, same_size, size_source_ok, symbol_sources
 
 log = logging.getLogger("ait_dynamo")
@@ -145,7 +145,7 @@ class Planner:
         if (first.has_cat or second.has_cat) and (first.is_reduction or second.is_reduction):
             raise Refused("a cat's masked loads stay out of reduction kernels")
         members = set(first.nodes) | set(second.nodes)
-        if any(item in members for node in members if node.target is aten.cat.default for item in node.args[0]):
+        if any(item in members for node in members if node.target in SHIFTED_LOADS for item in _shifted_inputs(node)):
             raise Refused("a cat's input would run inside the cat's kernel, in another index space")
         maps = {**first.maps, **second.maps}
         reduced = first.reduced or second.reduced
@@ -405,6 +405,22 @@ class Planner:
         group = self._new_group(shape)
         self._add(group, node, tuple(None if is_one(s) else d for d, s in enumerate(shape)))
 
+    def _slice_backward(self, node: fx.Node) -> None:
+        """The gradient of a slice: zeros with the gradient over the slice, one masked load in a
+        group of its own (as ``_cat``); the add that sums such gradients joins it."""
+        value = _check_tensor(node, self.known_symbols)
+        grad = node.args[0]
+        meta = _tensor_meta(grad) if isinstance(grad, fx.Node) else None
+        if meta is None or meta.dtype != value.dtype or meta.dtype not in FUSIBLE_DTYPES or meta.device != value.device:
+            raise Refused("slice_backward of a non-tensor, another dtype or device")
+        dim, _, _ = slice_backward_span(node)
+        if meta.dim() != value.dim() or any(
+                not same_size(a, b) for k, (a, b) in enumerate(zip(meta.shape, value.shape)) if k != dim):
+            raise Refused("slice_backward whose gradient differs from the result outside the slice dim")
+        shape = tuple(value.shape)
+        group = self._new_group(shape)
+        self._add(group, node, tuple(None if is_one(s) else d for d, s in enumerate(shape)))
+
     def _forget(self, group: Group) -> None:
         self.groups.pop(group.ident, None)
 
@@ -445,6 +461,8 @@ class Planner:
         try:
             if node.target is aten.cat.default:
                 self._cat(node)
+            elif node.target is aten.slice_backward.default:
+                self._slice_backward(node)
             elif node.target in op_table.IOTA:
                 self._iota(node)
             elif kind is OpClass.POINTWISE:
@@ -594,6 +612,10 @@ class Planner:
                 )
             )
         return order_steps(drop_folded_views(steps, returned))
+
+
+def _shifted_inputs(node: fx.Node) -> list[Any]:
+    return list(node.args[0]) if node.target is aten.cat.default else [node.args[0]]
 
 
 def build_plan(gm: fx.GraphModule, config: Any,

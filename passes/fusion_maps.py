@@ -171,3 +171,30 @@ def edge_agrees(user: fx.Node, used: fx.Node, maps: dict[fx.Node, DimMap], reduc
     if offset < 0:
         return False
     return all(is_one(size) or used_map[k] == user_map[k + offset] for k, size in enumerate(used_shape))
+
+
+def cat_dim(node: fx.Node) -> int:
+    """The (non-negative) dim a ``cat`` node joins along."""
+    dim = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim", 0)
+    return dim % node.meta["val"].dim()
+
+
+def slice_backward_span(node: fx.Node) -> tuple[int, int, int]:
+    """``slice_backward(grad, sizes, dim, start, end, step)``: (dim, first, end) of the slice the
+    gradient fills, normalised as ATen's ``slice`` normalises them; raises ``Refused`` unless
+    static, step 1 and consistent with the gradient's size."""
+    grad, sizes, dim, start, end, step = node.args[:6]
+    rank = len(sizes)
+    if not isinstance(dim, int) or rank == 0:
+        raise Refused("slice_backward along a symbolic dim")
+    dim %= rank
+    size, length = sizes[dim], grad.meta["val"].shape[dim]
+    if not all(isinstance(v, int) for v in (size, length, start, step)) or not (end is None or isinstance(end, int)):
+        raise Refused("slice_backward with symbolic bounds")
+    if step != 1:
+        raise Refused("slice_backward with a step")
+    start = min(max(start + size if start < 0 else start, 0), size)
+    end = size if end is None else min(max(end + size if end < 0 else end, start), size)
+    if end - start != length or length == 0:
+        raise Refused("slice_backward whose gradient does not fill its slice")
+    return dim, start, end

@@ -1,6 +1,8 @@
-"""``cat`` fused into pointwise kernels (``passes/fusion.py`` ``_cat``, ``kernels/codegen.py``
-``_cat``): each input is loaded, masked, over its slice of the cat dim, and consumers join the
-kernel. Llama's rotary embedding (``rotate_half``) was an ATen ``cat`` and a kernel per q and k."""
+"""``cat`` and ``slice_backward`` fused into pointwise kernels (``passes/fusion.py`` ``_cat``,
+``kernels/codegen.py`` ``_pieces``): each input is loaded, masked, over its slice of the dim, and
+consumers join the kernel; a negated input becomes a sign (``passes/cancel_negations.py``).
+Llama's rotary embedding (``rotate_half``) was a negation kernel, an ATen ``cat`` and a kernel
+per q and k; its backward two ATen ``slice_backward``s besides."""
 
 from __future__ import annotations
 
@@ -34,10 +36,13 @@ def test_rotary_embedding_runs_its_cat_inside_the_kernel(dtype):
     q = torch.randn(2, 3, 5, 10, device=DEVICE, dtype=dtype).transpose(1, 2).requires_grad_()  # non-contiguous
     cos, sin = torch.randn(5, 1, 10, device=DEVICE, dtype=dtype), torch.randn(5, 1, 10, device=DEVICE, dtype=dtype)
     check_compiled(_rotary, q, cos, sin)
-    forward = _graph(("forward",))
+    forward, backward = _graph(("forward",)), _graph(("backward",))
     assert "aten.cat.default" in forward.fused_ops and "aten.cat.default" not in forward.externs, forward.externs
-    # the negation of one half, then the cat with both products and the sum: two kernels
-    assert len(forward.kernels) == 2, forward.kernels
+    # the negated half becomes a sign computed in the cat's kernel: one kernel; the backward's
+    # slice gradients (slice_backward) are masked loads too: no ATen call
+    assert len(forward.kernels) == 1, forward.kernels
+    assert backward.externs == [], backward.externs
+    assert "aten.neg.default" not in forward.fused_ops + backward.fused_ops  # each a sign now
 
 
 @pytest.mark.parametrize("shapes, dim", [
@@ -84,3 +89,24 @@ def test_cat_with_an_empty_input_is_a_copy_of_the_other():
     check_compiled(fn, torch.randn(3, 4, device=DEVICE), torch.randn(0, 4, device=DEVICE), backward=False)
     graph = _graph(("inference", "forward"))
     assert "aten.cat.default" not in graph.externs + graph.fused_ops, (graph.externs, graph.fused_ops)
+
+
+def _slice_gradients(x: torch.Tensor) -> torch.Tensor:
+    return x[:, 1:4].sin() * 2 + x[:, :2].sum() + x[:, -3:].cos()
+
+
+def test_slice_gradients_are_masked_loads_in_one_kernel():
+    """The backward of slicing (``slice_backward``: zeros with the gradient over the slice), one
+    of the gradients broadcast from a sum (strides 0): no ATen call."""
+    x = torch.randn(4, 6, 3, device=DEVICE, requires_grad=True)
+    check_compiled(_slice_gradients, x)
+    backward = _graph(("backward",))
+    assert backward.externs == [] and backward.fused_ops.count("aten.slice_backward.default") == 3, (
+        backward.externs, backward.fused_ops)
+
+
+def test_negated_cat_input_becomes_a_sign_in_the_cat_kernel():
+    x = torch.randn(4, 6, 3, device=DEVICE, requires_grad=True)
+    check_compiled(lambda x: torch.cat([x, -x.sin(), -x], 1) * 2, x)
+    forward = _graph(("forward",))
+    assert "aten.neg.default" not in forward.fused_ops and "aten.cat.default" in forward.fused_ops, forward.fused_ops
