@@ -24,8 +24,9 @@ from ait_dynamo.kernels.codegen_reductions import ReductionWriter
 from ait_dynamo.kernels.column_reduction import SplitSources, is_column_layout, split_sources
 from ait_dynamo.kernels.loop_order import memory_order
 from ait_dynamo.kernels.reuse import inplace_candidates
-from ait_dynamo.kernels.triton_values import Operand, compute_dtype, round_to, to_storage, triton_type
-from ait_dynamo.passes.fusion_maps import broadcast_map, cat_dim, slice_backward_span
+from ait_dynamo.kernels.triton_values import Operand, compute_dtype, literal, round_to, to_storage, triton_type
+from ait_dynamo.passes.fusion_groups import SHIFTED_LOADS
+from ait_dynamo.passes.fusion_maps import broadcast_map, cat_dim, pad_befores, slice_backward_span
 from ait_dynamo.passes.plan import FusionGroup
 from ait_dynamo.passes.sizes import is_one, same_size, static_int
 
@@ -317,8 +318,9 @@ class KernelWriter(ReductionWriter):
             result = self.value(node.args[0])
             cache[node] = result
             return result
-        if node.target is torch.ops.aten.cat.default or node.target is torch.ops.aten.slice_backward.default:
-            emit = self._cat if node.target is torch.ops.aten.cat.default else self._slice_backward
+        if node.target in SHIFTED_LOADS:
+            emit = {torch.ops.aten.cat.default: self._cat, torch.ops.aten.slice_backward.default: self._slice_backward,
+                    torch.ops.aten.constant_pad_nd.default: self._constant_pad}[node.target]
             result = (emit(node, full), False)
             cache[node] = result
             return result
@@ -379,6 +381,49 @@ class KernelWriter(ReductionWriter):
         """``slice_backward``: the gradient loaded over its slice, zero elsewhere."""
         dim, start, end = slice_backward_span(node)
         return self._pieces(node, dim, [(start, end, node.args[0])], full)
+
+    def _constant_pad(self, node: fx.Node, full: bool) -> str:
+        """``constant_pad_nd``: the input loaded at each index minus the padding before it, masked
+        to where it lies; the fill value elsewhere (a fill of 0 is the masked load's own)."""
+        source = node.args[0]
+        source_meta, out_shape = source.meta["val"], node.meta["val"].shape
+        befores = pad_befores(node)
+        node_map = self.group.dim_maps[node]
+        param = self.input_params[source]
+        access = _Access(self, param, source_meta, node_map)
+        terms, bounds, levels = [], [], set()
+        for k, iteration_dim in enumerate(node_map):
+            before, size = befores.get(k, 0), source_meta.shape[k]
+            if iteration_dim is None:  # a size-1 result dim: its one index lies in the input
+                continue
+            k_level = "r" if iteration_dim in self.r_dims else "x"
+            index = f"{k_level}{iteration_dim}"
+            self.used_dims.add((k_level, iteration_dim))
+            levels.add(k_level)
+            stride = access._stride(k)
+            if stride != "0":
+                terms.append(_scaled(f"({index} - {before})" if before else index, stride))
+            if before:
+                bounds.append(f"({index} >= {before})")
+            if k in befores and before + size < out_shape[k]:
+                bounds.append(f"({index} < {before + size})")
+        # an input broadcast along every dim (strides 0) still needs a block of pointers (the
+        # planner gives a pad a group only where some result dim is not 1)
+        first = next(f"{lvl}{d}" for lvl in sorted(levels) for (l2, d) in sorted(self.used_dims) if l2 == lvl)
+        offset = " + ".join(terms) or f"0 * {first}"
+        if self.input_offsets.get(source):
+            offset = f"{self.input_offsets[source]} + {offset}"
+        mask = " & ".join([f"{m}mask" for m in sorted(levels)] + bounds)
+        self.load_log.append((source, f"shifted:{offset}", len(self.store_offsets)))
+        expr = f"tl.load({param} + ({offset}), {mask}, other=0)"
+        if compute_dtype(source_meta.dtype) != source_meta.dtype:
+            expr += ".to(tl.float32)"
+        loaded = self._tmp(expr, full)
+        fill = node.args[2] if len(node.args) > 2 else node.kwargs.get("value", 0)
+        if not bounds or (fill == 0 and not (isinstance(fill, float) and math.copysign(1.0, fill) < 0)):
+            return loaded  # the masked load's other=0 is the fill
+        inside = " & ".join(bounds)
+        return self._tmp(f"tl.where({inside}, {loaded}, {literal(fill, node.meta['val'].dtype)})", full)
 
     def _pieces(self, node: fx.Node, dim: int, pieces: list[tuple[int, int, fx.Node]], full: bool) -> str:
         """A value made of kernel inputs each covering ``[start, end)`` of the iteration dim that

@@ -30,7 +30,8 @@ from ait_dynamo.passes.graph_utils import is_mutating, meta_value
 from ait_dynamo.passes.hoist import hoist_shrinking_steps
 from ait_dynamo.passes.plan import ExternCall, FusionGroup, Plan, Step, compute_lifetimes
 from ait_dynamo.passes.fusion_maps import (DimMap, Refused, edge_agrees, edges_between, flatten, order_steps,
-                                           reduced_map, reduction_dims, slice_backward_span, view_map)
+                                           pad_befores, reduced_map, reduction_dims, slice_backward_span,
+                                           view_map)
 from ait_dynamo.passes.sizes import SizeError, free_symbols, is_one, same_size, size_source_ok, symbol_sources
 
 log = logging.getLogger("ait_dynamo")
@@ -414,9 +415,32 @@ class Planner:
         if meta is None or meta.dtype != value.dtype or meta.dtype not in FUSIBLE_DTYPES or meta.device != value.device:
             raise Refused("slice_backward of a non-tensor, another dtype or device")
         dim, _, _ = slice_backward_span(node)
+        if is_one(value.shape[dim]):
+            raise Refused("slice_backward along a size-1 dim")
         if meta.dim() != value.dim() or any(
                 not same_size(a, b) for k, (a, b) in enumerate(zip(meta.shape, value.shape)) if k != dim):
             raise Refused("slice_backward whose gradient differs from the result outside the slice dim")
+        shape = tuple(value.shape)
+        group = self._new_group(shape)
+        self._add(group, node, tuple(None if is_one(s) else d for d, s in enumerate(shape)))
+
+    def _constant_pad(self, node: fx.Node) -> None:
+        """``constant_pad_nd`` (GEMM padding, convolution padding): the input loaded where it lies,
+        the fill value elsewhere, in a group of its own (as ``_cat``)."""
+        value = _check_tensor(node, self.known_symbols)
+        source = node.args[0]
+        meta = _tensor_meta(source) if isinstance(source, fx.Node) else None
+        if meta is None or meta.dtype != value.dtype or meta.dtype not in FUSIBLE_DTYPES or meta.device != value.device:
+            raise Refused("constant_pad_nd of a non-tensor, another dtype or device")
+        fill = node.args[2] if len(node.args) > 2 else node.kwargs.get("value", 0)
+        if not isinstance(fill, (int, float)):
+            raise Refused("constant_pad_nd with a symbolic fill value")
+        befores = pad_befores(node)
+        if all(is_one(s) for s in value.shape):
+            raise Refused("constant_pad_nd to a single element")
+        for k, size in enumerate(meta.shape):
+            if k in befores and (not isinstance(size, int) or size == 0):
+                raise Refused("constant_pad_nd of an empty or symbolically sized dim")
         shape = tuple(value.shape)
         group = self._new_group(shape)
         self._add(group, node, tuple(None if is_one(s) else d for d, s in enumerate(shape)))
@@ -463,6 +487,8 @@ class Planner:
                 self._cat(node)
             elif node.target is aten.slice_backward.default:
                 self._slice_backward(node)
+            elif node.target is aten.constant_pad_nd.default:
+                self._constant_pad(node)
             elif node.target in op_table.IOTA:
                 self._iota(node)
             elif kind is OpClass.POINTWISE:

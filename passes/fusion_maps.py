@@ -198,3 +198,16 @@ def slice_backward_span(node: fx.Node) -> tuple[int, int, int]:
     if end - start != length or length == 0:
         raise Refused("slice_backward whose gradient does not fill its slice")
     return dim, start, end
+
+
+def pad_befores(node: fx.Node) -> dict[int, int]:
+    """``constant_pad_nd(x, pad, value)``: the padding before each padded dim (``pad`` lists
+    (before, after) pairs from the last dim backwards); raises ``Refused`` unless static and
+    non-negative (a negative pad crops)."""
+    source, pads = node.args[0], node.args[1]
+    rank = source.meta["val"].dim()
+    if not isinstance(pads, (list, tuple)) or len(pads) % 2 or len(pads) > 2 * rank:
+        raise Refused("constant_pad_nd with a malformed pad list")
+    if not all(isinstance(p, int) and p >= 0 for p in pads):
+        raise Refused("constant_pad_nd with symbolic or negative (cropping) pads")
+    return {rank - 1 - i: pads[2 * i] for i in range(len(pads) // 2)}

@@ -110,3 +110,24 @@ def test_negated_cat_input_becomes_a_sign_in_the_cat_kernel():
     check_compiled(lambda x: torch.cat([x, -x.sin(), -x], 1) * 2, x)
     forward = _graph(("forward",))
     assert "aten.neg.default" not in forward.fused_ops and "aten.cat.default" in forward.fused_ops, forward.fused_ops
+
+
+@pytest.mark.parametrize("pad, value", [((0, 7), 0.0), ((1, 2, 0, 3), -1.5), ((2, 0, 1, 1, 0, 2), float("-inf")),
+                                        ((0, 0, 2, 0), 0.0)], ids=str)
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_constant_pad_is_a_masked_load(pad, value, dtype):
+    """``constant_pad_nd`` (GEMM padding pads a weight by N's remainder, as GPT-2's LM head):
+    the input where it lies, the fill elsewhere, its consumer in the same kernel."""
+    torch.manual_seed(0)
+    x = torch.randn(3, 5, 6, device=DEVICE, dtype=dtype).transpose(0, 2).requires_grad_()  # non-contiguous
+    check_compiled(lambda x: (torch.nn.functional.pad(x, pad, value=value) * 2).exp(), x)
+    forward = _graph(("forward",))
+    assert "aten.constant_pad_nd.default" in forward.fused_ops and len(forward.kernels) == 1, (
+        forward.kernels, forward.externs)
+
+
+def test_negative_padding_crops_through_aten():
+    x = torch.randn(4, 6, device=DEVICE)
+    check_compiled(lambda x: torch.nn.functional.pad(x, (-1, 2)) * 2, x, backward=False)
+    graph = _graph(("inference", "forward"))
+    assert any("negative" in reason for reason in graph.refused.values()), graph.refused
