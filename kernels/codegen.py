@@ -386,93 +386,73 @@ class KernelWriter(ReductionWriter):
         """``constant_pad_nd``: the input loaded at each index minus the padding before it, masked
         to where it lies; the fill value elsewhere (a fill of 0 is the masked load's own)."""
         source = node.args[0]
-        source_meta, out_shape = source.meta["val"], node.meta["val"].shape
+        size_of, out_shape = source.meta["val"].shape, node.meta["val"].shape
         befores = pad_befores(node)
-        node_map = self.group.dim_maps[node]
-        param = self.input_params[source]
-        access = _Access(self, param, source_meta, node_map)
-        terms, bounds, levels = [], [], set()
-        for k, iteration_dim in enumerate(node_map):
-            before, size = befores.get(k, 0), source_meta.shape[k]
-            if iteration_dim is None:  # a size-1 result dim: its one index lies in the input
+        bounds = []
+        for k, iteration_dim in enumerate(self.group.dim_maps[node]):
+            if iteration_dim is None or k not in befores:  # a size-1 result dim lies in the input
                 continue
-            k_level = "r" if iteration_dim in self.r_dims else "x"
-            index = f"{k_level}{iteration_dim}"
-            self.used_dims.add((k_level, iteration_dim))
-            levels.add(k_level)
-            stride = access._stride(k)
-            if stride != "0":
-                terms.append(_scaled(f"({index} - {before})" if before else index, stride))
-            if before:
-                bounds.append(f"({index} >= {before})")
-            if k in befores and before + size < out_shape[k]:
-                bounds.append(f"({index} < {before + size})")
-        # an input broadcast along every dim (strides 0) still needs a block of pointers (the
-        # planner gives a pad a group only where some result dim is not 1)
-        first = next(f"{lvl}{d}" for lvl in sorted(levels) for (l2, d) in sorted(self.used_dims) if l2 == lvl)
-        offset = " + ".join(terms) or f"0 * {first}"
-        if self.input_offsets.get(source):
-            offset = f"{self.input_offsets[source]} + {offset}"
-        mask = " & ".join([f"{m}mask" for m in sorted(levels)] + bounds)
-        self.load_log.append((source, f"shifted:{offset}", len(self.store_offsets)))
-        expr = f"tl.load({param} + ({offset}), {mask}, other=0)"
-        if compute_dtype(source_meta.dtype) != source_meta.dtype:
-            expr += ".to(tl.float32)"
-        loaded = self._tmp(expr, full)
+            index = self._index_of(iteration_dim)
+            if befores[k]:
+                bounds.append(f"({index} >= {befores[k]})")
+            if befores[k] + size_of[k] < out_shape[k]:
+                bounds.append(f"({index} < {befores[k] + size_of[k]})")
+        loaded = self._shifted_load(node, source, befores, bounds, full)
         fill = node.args[2] if len(node.args) > 2 else node.kwargs.get("value", 0)
-        if not bounds or (fill == 0 and not (isinstance(fill, float) and math.copysign(1.0, fill) < 0)):
+        if not bounds or (fill == 0 and math.copysign(1.0, fill) > 0):
             return loaded  # the masked load's other=0 is the fill
-        inside = " & ".join(bounds)
-        return self._tmp(f"tl.where({inside}, {loaded}, {literal(fill, node.meta['val'].dtype)})", full)
+        return self._tmp(f"tl.where({' & '.join(bounds)}, {loaded}, {literal(fill, node.meta['val'].dtype)})", full)
 
     def _pieces(self, node: fx.Node, dim: int, pieces: list[tuple[int, int, fx.Node]], full: bool) -> str:
-        """A value made of kernel inputs each covering ``[start, end)`` of the iteration dim that
-        ``node``'s dim ``dim`` runs along (masked loads, shifted by ``start``), zero where none does."""
+        """A value made of kernel inputs each covering ``[start, end)`` of ``node``'s dim ``dim``
+        (masked loads, shifted by ``start``), zero where none does (slice_backward)."""
         size = int(node.meta["val"].shape[dim])
-        node_map = self.group.dim_maps[node]
-        target = node_map[dim]
-        level = "r" if target in self.r_dims else "x"
-        index = f"{level}{target}"
-        self.used_dims.add((level, target))
-        loaded: list[tuple[int, int, str]] = []
+        index = self._index_of(self.group.dim_maps[node][dim])
+        loaded: list[tuple[int, str]] = []
         for start, end, item in pieces:
-            item_meta = item.meta["val"]
-            param = self.input_params[item]
-            access = _Access(self, param, item_meta, node_map)
-            terms, levels = [], {level}
-            for k, iteration_dim in enumerate(node_map):
-                if iteration_dim is None:
-                    continue
-                stride = access._stride(k)
-                if stride == "0":
-                    continue
-                k_level = "r" if iteration_dim in self.r_dims else "x"
-                self.used_dims.add((k_level, iteration_dim))
-                levels.add(k_level)
-                position = f"({index} - {start})" if k == dim and start else f"{k_level}{iteration_dim}"
-                terms.append(_scaled(position, stride))
-            # an input broadcast along every dim (strides 0) still needs a block of pointers
-            offset = " + ".join(terms) or f"0 * {index}"
-            if self.input_offsets.get(item):
-                offset = f"{self.input_offsets[item]} + {offset}"
             bounds = ([f"({index} >= {start})"] if start else []) + ([f"({index} < {end})"] if end < size else [])
-            mask = " & ".join([f"{m}mask" for m in sorted(levels)] + bounds)
-            # never an in-place candidate: the store's offset differs (kernels/reuse.py)
-            self.load_log.append((item, f"shifted:{offset}", len(self.store_offsets)))
-            expr = f"tl.load({param} + ({offset}), {mask}, other=0)"
-            if compute_dtype(item_meta.dtype) != item_meta.dtype:
-                expr += ".to(tl.float32)"
-            loaded.append((start, end, self._tmp(expr, full)))
-        covered = loaded[0][0] == 0 and loaded[-1][1] == size and all(
-            a[1] == b[0] for a, b in zip(loaded, loaded[1:]))
-        if covered:  # a cat: the last piece is what the others' bounds leave
-            chosen = loaded[-1][2]
-            for start, end, var in reversed(loaded[:-1]):
-                chosen = f"tl.where({index} < {end}, {var}, {chosen})"
-        else:  # slice_backward: its masked load gave 0 outside the piece
-            assert len(loaded) == 1, "only a cat's pieces are several"
-            return loaded[0][2]
+            loaded.append((end, self._shifted_load(node, item, {dim: start}, bounds, full)))
+        if len(loaded) == 1:  # slice_backward: its masked load gave 0 outside the piece
+            return loaded[0][1]
+        chosen = loaded[-1][1]  # a cat: the last piece is what the others' bounds leave
+        for end, var in reversed(loaded[:-1]):
+            chosen = f"tl.where({index} < {end}, {var}, {chosen})"
         return self._tmp(chosen, full)
+
+    def _index_of(self, iteration_dim: int) -> str:
+        level = "r" if iteration_dim in self.r_dims else "x"
+        self.used_dims.add((level, iteration_dim))
+        return f"{level}{iteration_dim}"
+
+    def _shifted_load(self, node: fx.Node, item: fx.Node, shifts: dict[int, int], bounds: list[str],
+                      full: bool) -> str:
+        """Kernel input ``item`` at ``node``'s indices minus ``shifts`` (dim → start), masked by
+        ``bounds`` (0 outside them). Never an in-place candidate (``kernels/reuse.py``): the
+        store's offset differs."""
+        item_meta = item.meta["val"]
+        param = self.input_params[item]
+        access = _Access(self, param, item_meta, self.group.dim_maps[node])
+        terms, indices = [], []
+        for k, iteration_dim in enumerate(self.group.dim_maps[node]):
+            if iteration_dim is None:
+                continue
+            index = self._index_of(iteration_dim)
+            indices.append(index)
+            stride = access._stride(k)
+            if stride != "0":
+                terms.append(_scaled(f"({index} - {shifts[k]})" if shifts.get(k) else index, stride))
+        # an input broadcast along every dim (strides 0) still needs a block of pointers (the
+        # planner gives these ops a group only where some result dim is not 1)
+        offset = " + ".join(terms) or f"0 * {indices[0]}"
+        if self.input_offsets.get(item):
+            offset = f"{self.input_offsets[item]} + {offset}"
+        levels = sorted({index[0] for index in indices})
+        mask = " & ".join([f"{level}mask" for level in levels] + bounds)
+        self.load_log.append((item, f"shifted:{offset}", len(self.store_offsets)))
+        expr = f"tl.load({param} + ({offset}), {mask}, other=0)"
+        if compute_dtype(item_meta.dtype) != item_meta.dtype:
+            expr += ".to(tl.float32)"
+        return self._tmp(expr, full)
 
     # -- reductions ---------------------------------------------------------------------------
 

@@ -22,7 +22,7 @@ from torch import fx
 
 from ait_dynamo.kernels import gemm_choice, op_table
 from ait_dynamo.kernels.op_table import OpClass
-from ait_dynamo.kernels.triton_values import FUSIBLE_DTYPES, Operand, Unsupported
+from ait_dynamo.kernels.triton_values import FUSIBLE_DTYPES, Operand, Unsupported, literal
 from ait_dynamo.passes.fold_views import drop_folded_views, fold_view
 from ait_dynamo.passes.fusion_gemm import split_gemm_rows, start_gemm_group
 from ait_dynamo.passes.fusion_groups import SHIFTED_LOADS, Group, regrow, regrow_along, right_aligned_remap, same_space
@@ -143,11 +143,11 @@ class Planner:
             raise Refused("producer groups have different iteration spaces")
         if first.is_reduction and second.is_reduction and first.reduced != second.reduced:
             raise Refused("producer groups reduce different dims")
-        if (first.has_cat or second.has_cat) and (first.is_reduction or second.is_reduction):
-            raise Refused("a cat's masked loads stay out of reduction kernels")
+        if (first.has_shifted_loads or second.has_shifted_loads) and (first.is_reduction or second.is_reduction):
+            raise Refused("shifted, masked loads (cat, pad, slice_backward) stay out of reduction kernels")
         members = set(first.nodes) | set(second.nodes)
         if any(item in members for node in members if node.target in SHIFTED_LOADS for item in _shifted_inputs(node)):
-            raise Refused("a cat's input would run inside the cat's kernel, in another index space")
+            raise Refused("a cat's or pad's input would run inside its kernel, in another index space")
         maps = {**first.maps, **second.maps}
         reduced = first.reduced or second.reduced
         for user, used in edges_between(first.nodes, second.nodes):
@@ -353,7 +353,7 @@ class Planner:
             reduced = frozenset(source_map[d] for d in dims if source_map[d] is not None)
             joinable = (
                 group.gemm is None  # the template's epilogue is pointwise on the tile
-                and not group.has_cat  # its masked loads stay out of reduction kernels
+                and not group.has_shifted_loads  # masked loads stay out of reduction kernels
                 and full >= non_unit
                 and not self._would_cycle(group.nodes + [node], {group.ident})
                 and (not group.is_reduction or group.reduced == reduced)
@@ -402,46 +402,42 @@ class Planner:
                 raise Refused("cat of an empty, differently ranked or symbolically sized tensor")
             if any(not same_size(a, b) for k, (a, b) in enumerate(zip(meta.shape, value.shape)) if k != dim):
                 raise Refused("cat inputs differ from the result outside the cat dim")
-        shape = tuple(value.shape)
-        group = self._new_group(shape)
-        self._add(group, node, tuple(None if is_one(s) else d for d, s in enumerate(shape)))
+        self._own_group(node, tuple(value.shape))
 
     def _slice_backward(self, node: fx.Node) -> None:
         """The gradient of a slice: zeros with the gradient over the slice, one masked load in a
         group of its own (as ``_cat``); the add that sums such gradients joins it."""
         value = _check_tensor(node, self.known_symbols)
-        grad = node.args[0]
-        meta = _tensor_meta(grad) if isinstance(grad, fx.Node) else None
-        if meta is None or meta.dtype != value.dtype or meta.dtype not in FUSIBLE_DTYPES or meta.device != value.device:
-            raise Refused("slice_backward of a non-tensor, another dtype or device")
+        meta = _same_kind_source(node, value)
         dim, _, _ = slice_backward_span(node)
         if is_one(value.shape[dim]):
             raise Refused("slice_backward along a size-1 dim")
         if meta.dim() != value.dim() or any(
                 not same_size(a, b) for k, (a, b) in enumerate(zip(meta.shape, value.shape)) if k != dim):
             raise Refused("slice_backward whose gradient differs from the result outside the slice dim")
-        shape = tuple(value.shape)
-        group = self._new_group(shape)
-        self._add(group, node, tuple(None if is_one(s) else d for d, s in enumerate(shape)))
+        self._own_group(node, tuple(value.shape))
 
     def _constant_pad(self, node: fx.Node) -> None:
         """``constant_pad_nd`` (GEMM padding, convolution padding): the input loaded where it lies,
         the fill value elsewhere, in a group of its own (as ``_cat``)."""
         value = _check_tensor(node, self.known_symbols)
-        source = node.args[0]
-        meta = _tensor_meta(source) if isinstance(source, fx.Node) else None
-        if meta is None or meta.dtype != value.dtype or meta.dtype not in FUSIBLE_DTYPES or meta.device != value.device:
-            raise Refused("constant_pad_nd of a non-tensor, another dtype or device")
+        meta = _same_kind_source(node, value)
         fill = node.args[2] if len(node.args) > 2 else node.kwargs.get("value", 0)
         if not isinstance(fill, (int, float)):
             raise Refused("constant_pad_nd with a symbolic fill value")
+        try:
+            literal(fill, value.dtype)
+        except Unsupported as error:
+            raise Refused(f"constant_pad_nd fill: {error}") from None
         befores = pad_befores(node)
         if all(is_one(s) for s in value.shape):
             raise Refused("constant_pad_nd to a single element")
         for k, size in enumerate(meta.shape):
             if k in befores and (not isinstance(size, int) or size == 0):
                 raise Refused("constant_pad_nd of an empty or symbolically sized dim")
-        shape = tuple(value.shape)
+        self._own_group(node, tuple(value.shape))
+
+    def _own_group(self, node: fx.Node, shape: tuple) -> None:
         group = self._new_group(shape)
         self._add(group, node, tuple(None if is_one(s) else d for d, s in enumerate(shape)))
 
@@ -638,6 +634,15 @@ class Planner:
                 )
             )
         return order_steps(drop_folded_views(steps, returned))
+
+
+def _same_kind_source(node: fx.Node, value: torch.Tensor) -> torch.Tensor:
+    """The meta value of ``node``'s first argument, a tensor of ``value``'s dtype and device."""
+    source = node.args[0]
+    meta = _tensor_meta(source) if isinstance(source, fx.Node) else None
+    if meta is None or meta.dtype != value.dtype or meta.dtype not in FUSIBLE_DTYPES or meta.device != value.device:
+        raise Refused(f"{node.target.__name__} of a non-tensor, another dtype or device")
+    return meta
 
 
 def _shifted_inputs(node: fx.Node) -> list[Any]:

@@ -38,7 +38,7 @@ class Group:
         return bool(self.reduced)
 
     @property
-    def has_cat(self) -> bool:
+    def has_shifted_loads(self) -> bool:
         """Holds a cat, slice_backward or constant_pad_nd, whose input the kernel loads at shifted indices."""
         return any(node.target in SHIFTED_LOADS for node in self.nodes)
 
