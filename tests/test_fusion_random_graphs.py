@@ -1,4 +1,5 @@
-"""Seeded random programs (pointwise chains, broadcasts, transposes, reductions, row ops) through
+"""Seeded random programs (pointwise chains, broadcasts, transposes, reductions, row ops, cats of
+slices and shifts by padding) through
 the planner and generated kernels, against eager and the fp64 reference, forward and backward."""
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ def _kernels_must_not_fail():
 
 def _program(seed: int):
     rng = random.Random(seed)
-    steps = [(rng.randrange(10), rng.random(), rng.random()) for _ in range(rng.randrange(4, 9))]
+    steps = [(rng.randrange(12), rng.random(), rng.random()) for _ in range(rng.randrange(4, 9))]
 
     def fn(x, row, col):
         values = [x]
@@ -52,8 +53,17 @@ def _program(seed: int):
                 out = (a.t() * 2).t() + a
             elif kind == 8:
                 out = BINARY[int(q * len(BINARY))](a, values[-1])
-            else:
+            elif kind == 9:
                 out = a.sum(-1, keepdim=True) * a if q < 0.5 else a.var(0, keepdim=True) + a
+            elif kind == 10:  # rotate_half: a cat of slices, one negated (empty halves where a dim is 1)
+                if q < 0.5:
+                    half = max(1, a.shape[1] // 2)
+                    out = torch.cat([-a[:, half:], a[:, :half]], 1)
+                else:
+                    half = max(1, a.shape[0] // 2)
+                    out = torch.cat([a[half:], a[:half]], 0)
+            else:  # a shift: slice and pad back to the shape (slice_backward and a pad's slice in the backward)
+                out = torch.nn.functional.pad(a[:, 1:], (0, 1), value=q) if p < 0.5 else torch.nn.functional.pad(a[:-1], (0, 0, 1, 0))
             values.append(out)
         return values[-1], values[len(values) // 2]
 
