@@ -36,6 +36,10 @@ _LAYOUT_NOOPS = {
     aten.contiguous.default,
     aten.as_strided.default,
     torch.ops.prims.convert_element_type.default,
+    # a copy of a constant (``torch.tensor(...)`` in the traced code) made on every call: the
+    # graph is functional, and neither kernels nor in-place rewrites write into a constant
+    # (kernels/reuse.py owned_buffers, passes/reinplace.py take only buffers the graph made)
+    aten.lift_fresh_copy.default,
 }
 # Arithmetic identities that are exact in IEEE arithmetic, NaN and -0.0 included
 # (x + 0 is not: -0.0 + 0 is +0.0).

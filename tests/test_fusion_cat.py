@@ -133,3 +133,15 @@ def test_negative_padding_crops_through_aten():
     check_compiled(lambda x: torch.nn.functional.pad(x, (-1, 2)) * 2, x, backward=False)
     graph = _graph(("inference", "forward"))
     assert any("negative" in reason for reason in graph.refused.values()), graph.refused
+
+
+def test_a_constant_is_read_where_it_lies_not_copied_each_call():
+    """``torch.tensor`` in traced code becomes ``lift_fresh_copy(constant)``: no copy per call
+    (GPT-2's attention mask value was one)."""
+    def fn(x):
+        return torch.where(x > 0, x, torch.tensor(-3.0, device=x.device)) * 2
+
+    check_compiled(fn, torch.randn(5, 4, device=DEVICE), backward=False)
+    graph = _graph(("inference", "forward"))
+    assert "aten.lift_fresh_copy.default" not in graph.externs + graph.fused_ops, graph.externs
+    assert len(graph.kernels) == 1, graph.kernels
