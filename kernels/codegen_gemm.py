@@ -37,10 +37,11 @@ from ait_dynamo.passes.sizes import is_one
 # K = 257 GEMMs came out bit-identical to the template's). A plain ``acc += tl.dot(a, b)`` changed
 # nothing there (2.2x / 3.5x, diagnose_1202/): Triton's dot-add combine folds it back into the
 # chain; the compensation's subtraction keeps the slices apart. The cost, not measured yet, is four
-# adds per tile element and K slice, against BLOCK_K (32) FMAs of float32's dot. fp16 / bf16 keep the chain for now: it is what lets Hopper's
-# wgmma accumulate asynchronously. Their long-K results drift from cuBLAS's too (diagnose.py: up
-# to 5x cuBLAS's error on cancelling elements of that weight gradient) yet stay within eager's
-# error distribution; whether blocked sums cost them speed is to be measured.
+# adds per tile element and K slice, against BLOCK_K (32) FMAs of float32's dot. fp16 / bf16 keep
+# the chain for now: it is what lets Hopper's wgmma accumulate asynchronously. Their long-K
+# results drift from cuBLAS's too (diagnose.py: up to 5x cuBLAS's error on cancelling elements of
+# that weight gradient) yet stay within eager's error distribution; whether blocked sums cost them
+# speed is to be measured.
 BLOCKED_SUM_MIN_K = 256
 
 

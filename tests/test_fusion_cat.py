@@ -1,6 +1,7 @@
-"""``cat`` and ``slice_backward`` fused into pointwise kernels (``passes/fusion.py`` ``_cat``,
-``kernels/codegen.py`` ``_pieces``): each input is loaded, masked, over its slice of the dim, and
-consumers join the kernel; a negated input becomes a sign (``passes/cancel_negations.py``).
+"""``cat``, ``slice_backward`` and ``constant_pad_nd`` fused into pointwise kernels
+(``passes/fusion.py``, ``kernels/codegen.py`` ``_shifted_load``): each input is loaded, masked,
+over its slice of the dims, and consumers join the kernel; a negated input becomes a sign
+(``passes/cancel_negations.py``); a constant is read where it lies (``passes/remove_noops.py``).
 Llama's rotary embedding (``rotate_half``) was a negation kernel, an ATen ``cat`` and a kernel
 per q and k; its backward two ATen ``slice_backward``s besides."""
 
@@ -28,8 +29,9 @@ def _rotary(q: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tens
     return q * cos + _rotate_half(q) * sin
 
 
-def _graph(kind: str):
-    return [g for g in metrics.compiled_graphs if g.kind in kind][-1]
+def _graph(kinds: tuple[str, ...]):
+    """The last compiled graph of one of ``kinds``."""
+    return [g for g in metrics.compiled_graphs if g.kind in kinds][-1]
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
