@@ -37,8 +37,10 @@ from ait_dynamo.passes.sizes import SizeError, free_symbols, is_one, same_size, 
 log = logging.getLogger("ait_dynamo")
 aten = torch.ops.aten
 
-# A fused cat loads every input at every element (masked): past this many inputs a copy per
-# input (ATen's cat) moves fewer bytes.
+# A fused cat issues every input's (predicated) load at every element: the bytes moved are the
+# same as ATen's copy per input, the address arithmetic and predicates grow with the inputs. Four
+# covers rotate_half (2), a q/k/v split's backward (3) and Swin's patch merging (4); where the
+# balance tips is not measured yet.
 MAX_CAT_INPUTS = 4
 
 
