@@ -13,7 +13,8 @@
 #   partition  partition_bench.json
 #   profile    profile.tar.gz (a table per workload and backend, profile.json, ait's debug dumps)
 #   ddp        ddp_bench.json, ddp_bench.md
-# and log.txt (everything printed); past PACK_OVER (6) files, all but log.txt go into bench.tar.gz. <STEP>_ARGS replaces a step's extra arguments (defaults below:
+# and log.txt (everything printed); past PACK_OVER (6) files, all but log.txt go into
+# bench.tar.gz. <STEP>_ARGS replaces a step's extra arguments (defaults below:
 # RUN_ARGS="--workload vit_l16_384,vit_b16_train" for what a first call did not reach, then merge
 # with `python -m benchmarks report first.json second.json`; TRAIN_ARGS="--budgets 0.5,0.25";
 # PROFILE_ARGS="--memory --host"); <STEP>_LIMIT its limit in seconds. Tests are not a step:

@@ -20,15 +20,17 @@ from torch import fx
 
 from ait_dynamo import faults
 from ait_dynamo.kernels import op_table
+from ait_dynamo.kernels.codegen_access import Access, hashable_size, times, UnitStride
 from ait_dynamo.kernels.codegen_reductions import ReductionWriter
+from ait_dynamo.kernels.codegen_shifted import ShiftedLoadWriter
 from ait_dynamo.kernels.column_reduction import SplitSources, is_column_layout, split_sources
 from ait_dynamo.kernels.loop_order import memory_order
 from ait_dynamo.kernels.reuse import inplace_candidates
-from ait_dynamo.kernels.triton_values import Operand, compute_dtype, literal, round_to, to_storage, triton_type
+from ait_dynamo.kernels.triton_values import Operand, compute_dtype, round_to, to_storage, triton_type
 from ait_dynamo.passes.fusion_groups import SHIFTED_LOADS
-from ait_dynamo.passes.fusion_maps import broadcast_map, cat_dim, pad_befores, slice_backward_span
+from ait_dynamo.passes.fusion_maps import broadcast_map
 from ait_dynamo.passes.plan import FusionGroup
-from ait_dynamo.passes.sizes import is_one, same_size, static_int
+from ait_dynamo.passes.sizes import is_one, static_int
 
 _INT32_LIMIT = 2**31 - 1
 PERSISTENT_MAX_ROW = 8192  # rows up to this many elements stay in registers (one pass)
@@ -85,82 +87,7 @@ def _numel_factors(sizes: list[Any]) -> list[Any]:
     return [s for s in sizes if not is_one(s)]
 
 
-class _Access:
-    """Offsets into one tensor at the iteration indices, given the tensor's dim map."""
-
-    def __init__(self, kernel: "KernelWriter", tensor: str, meta: torch.Tensor, dim_map: tuple):
-        self.kernel, self.tensor, self.meta, self.dim_map = kernel, tensor, meta, dim_map
-
-    def _stride(self, k: int) -> str:
-        stride = self.meta.stride()[k]
-        value = static_int(stride)
-        if value is not None:
-            return str(value)
-        return self.kernel.int_arg(("stride", self.kernel.param_source[self.tensor], k))
-
-    def offset(self) -> tuple[str, bool, bool]:
-        """(offset expression, uses x dims, uses r dims)."""
-        kernel = self.kernel
-        covered = {m: k for k, m in enumerate(self.dim_map) if m is not None}
-        x_dims = [d for d in kernel.x_dims if d in covered]
-        r_dims = [d for d in kernel.r_dims if d in covered]
-        parts: list[str] = []
-        inner: Any = 1
-        uses_x = uses_r = False
-        r_fast = bool(r_dims) and set(r_dims) == set(kernel.r_nonunit) and all(
-            same_size(self.meta.stride()[covered[d]], kernel.r_contig[d]) for d in r_dims
-        )
-        if r_fast:
-            parts.append("rindex")
-            inner = kernel.rnumel_product
-            uses_r = True
-        else:
-            for d in r_dims:
-                stride = self._stride(covered[d])
-                if stride != "0":  # an expanded dim adds nothing to the address
-                    parts.append(_scaled(f"r{d}", stride))
-                    kernel.used_dims.add(("r", d))
-                    uses_r = True
-        x_fast = bool(x_dims) and set(x_dims) == set(kernel.x_nonunit) and (r_fast or not r_dims) and all(
-            same_size(self.meta.stride()[covered[d]], _times(kernel.x_contig[d], inner)) for d in x_dims
-        )
-        if x_fast:
-            parts.append("xindex" if inner == 1 else f"xindex * {kernel.rnumel_name}")
-            uses_x = True
-        else:
-            for d in x_dims:
-                stride = self._stride(covered[d])
-                if stride != "0":
-                    parts.append(_scaled(f"x{d}", stride))
-                    kernel.used_dims.add(("x", d))
-                    uses_x = True
-        return (" + ".join(parts) or "0"), uses_x, uses_r
-
-
-class _UnitStride:
-    """Layout of a 1-D contiguous value (an arange): its linear index is the element index."""
-
-    @staticmethod
-    def stride() -> tuple[int]:
-        return (1,)
-
-
-def _hashable(size: Any) -> Any:
-    """A SymInt is not hashable: key sizes by their sympy expression."""
-    return size.node.expr if isinstance(size, torch.SymInt) else size
-
-
-def _scaled(index: str, stride: str) -> str:
-    return index if stride == "1" else f"{index} * {stride}"
-
-
-def _times(a: Any, b: Any) -> Any:
-    if isinstance(b, int) and b == 1:
-        return a
-    return a * b
-
-
-class KernelWriter(ReductionWriter):
+class KernelWriter(ReductionWriter, ShiftedLoadWriter):
     """Writes the body of one kernel: loads, op-table expressions, reductions, stores."""
 
     def __init__(self, group: FusionGroup, name: str, tensor_name: Callable[[fx.Node], str]):
@@ -242,7 +169,7 @@ class KernelWriter(ReductionWriter):
 
     def size(self, d: int) -> str:
         value = static_int(self.space[d])
-        return str(value) if value is not None else self.int_arg(("size", _hashable(self.space[d])))
+        return str(value) if value is not None else self.int_arg(("size", hashable_size(self.space[d])))
 
     def _needs_int64(self) -> bool:
         tensors = [n.meta["val"] for n in list(self.group.inputs) + list(self.group.outputs)]
@@ -279,7 +206,7 @@ class KernelWriter(ReductionWriter):
 
     def load(self, node: fx.Node, dim_map: tuple) -> tuple[str, bool]:
         meta = node.meta["val"]
-        access = _Access(self, self.input_params[node], meta, dim_map)
+        access = Access(self, self.input_params[node], meta, dim_map)
         offset, uses_x, uses_r = access.offset()
         full = uses_r
         cache = self._cache(full)
@@ -319,21 +246,19 @@ class KernelWriter(ReductionWriter):
             cache[node] = result
             return result
         if node.target in SHIFTED_LOADS:
-            emit = {torch.ops.aten.cat.default: self._cat, torch.ops.aten.slice_backward.default: self._slice_backward,
-                    torch.ops.aten.constant_pad_nd.default: self._constant_pad}[node.target]
-            result = (emit(node, full), False)
+            result = (self.shifted_value(node, full), False)
             cache[node] = result
             return result
         if node.target in op_table.IOTA:
             start, step = op_table.iota_arguments(node.target, node.args)
-            offset, _, _ = _Access(self, "", _UnitStride(), self.group.dim_maps[node]).offset()
+            offset, _, _ = Access(self, "", UnitStride(), self.group.dim_maps[node]).offset()
             var = self._tmp(op_table.iota(offset, start, step, node.meta["val"].dtype), full)
             cache[node] = (var, False)
             return var, False
         if node.target in op_table.RANDOM_UNIFORM:
             meta = node.meta["val"]
             layout = torch.empty(tuple(meta.shape), device="meta")  # the linear index is the Philox offset
-            offset, _, _ = _Access(self, "", layout, self.group.dim_maps[node]).offset()
+            offset, _, _ = Access(self, "", layout, self.group.dim_maps[node]).offset()
             seed = self.int_arg(("seed", node.name))
             var = self._tmp(op_table.uniform(seed, f"({offset})", meta.dtype), full)
             cache[node] = (var, False)
@@ -364,95 +289,6 @@ class KernelWriter(ReductionWriter):
         var = self._tmp(expr, full)
         cache[node] = (var, constant)
         return var, constant
-
-    def _cat(self, node: fx.Node, full: bool) -> str:
-        """``cat`` along dim d: each input loaded (masked) where the iteration index along d falls
-        in its slice, at that index minus the slice's start; one ``tl.where`` picks the value.
-        The planner keeps cat's inputs out of its group, so each is a kernel input."""
-        dim = cat_dim(node)
-        pieces, start = [], 0
-        for item in node.args[0]:
-            end = start + int(item.meta["val"].shape[dim])
-            pieces.append((start, end, item))
-            start = end
-        return self._pieces(node, dim, pieces, full)
-
-    def _slice_backward(self, node: fx.Node, full: bool) -> str:
-        """``slice_backward``: the gradient loaded over its slice, zero elsewhere."""
-        dim, start, end = slice_backward_span(node)
-        return self._pieces(node, dim, [(start, end, node.args[0])], full)
-
-    def _constant_pad(self, node: fx.Node, full: bool) -> str:
-        """``constant_pad_nd``: the input loaded at each index minus the padding before it, masked
-        to where it lies; the fill value elsewhere (a fill of 0 is the masked load's own)."""
-        source = node.args[0]
-        size_of, out_shape = source.meta["val"].shape, node.meta["val"].shape
-        befores = pad_befores(node)
-        bounds = []
-        for k, iteration_dim in enumerate(self.group.dim_maps[node]):
-            if iteration_dim is None or k not in befores:  # a size-1 result dim lies in the input
-                continue
-            index = self._index_of(iteration_dim)
-            if befores[k]:
-                bounds.append(f"({index} >= {befores[k]})")
-            if befores[k] + size_of[k] < out_shape[k]:
-                bounds.append(f"({index} < {befores[k] + size_of[k]})")
-        loaded = self._shifted_load(node, source, befores, bounds, full)
-        fill = node.args[2] if len(node.args) > 2 else node.kwargs.get("value", 0)
-        if not bounds or (fill == 0 and math.copysign(1.0, fill) > 0):
-            return loaded  # the masked load's other=0 is the fill
-        return self._tmp(f"tl.where({' & '.join(bounds)}, {loaded}, {literal(fill, node.meta['val'].dtype)})", full)
-
-    def _pieces(self, node: fx.Node, dim: int, pieces: list[tuple[int, int, fx.Node]], full: bool) -> str:
-        """A value made of kernel inputs each covering ``[start, end)`` of ``node``'s dim ``dim``
-        (masked loads, shifted by ``start``), zero where none does (slice_backward)."""
-        size = int(node.meta["val"].shape[dim])
-        index = self._index_of(self.group.dim_maps[node][dim])
-        loaded: list[tuple[int, str]] = []
-        for start, end, item in pieces:
-            bounds = ([f"({index} >= {start})"] if start else []) + ([f"({index} < {end})"] if end < size else [])
-            loaded.append((end, self._shifted_load(node, item, {dim: start}, bounds, full)))
-        if len(loaded) == 1:  # slice_backward: its masked load gave 0 outside the piece
-            return loaded[0][1]
-        chosen = loaded[-1][1]  # a cat: the last piece is what the others' bounds leave
-        for end, var in reversed(loaded[:-1]):
-            chosen = f"tl.where({index} < {end}, {var}, {chosen})"
-        return self._tmp(chosen, full)
-
-    def _index_of(self, iteration_dim: int) -> str:
-        level = "r" if iteration_dim in self.r_dims else "x"
-        self.used_dims.add((level, iteration_dim))
-        return f"{level}{iteration_dim}"
-
-    def _shifted_load(self, node: fx.Node, item: fx.Node, shifts: dict[int, int], bounds: list[str],
-                      full: bool) -> str:
-        """Kernel input ``item`` at ``node``'s indices minus ``shifts`` (dim → start), masked by
-        ``bounds`` (0 outside them). Never an in-place candidate (``kernels/reuse.py``): the
-        store's offset differs."""
-        item_meta = item.meta["val"]
-        param = self.input_params[item]
-        access = _Access(self, param, item_meta, self.group.dim_maps[node])
-        terms, indices = [], []
-        for k, iteration_dim in enumerate(self.group.dim_maps[node]):
-            if iteration_dim is None:
-                continue
-            index = self._index_of(iteration_dim)
-            indices.append(index)
-            stride = access._stride(k)
-            if stride != "0":
-                terms.append(_scaled(f"({index} - {shifts[k]})" if shifts.get(k) else index, stride))
-        # an input broadcast along every dim (strides 0) still needs a block of pointers (the
-        # planner gives these ops a group only where some result dim is not 1)
-        offset = " + ".join(terms) or f"0 * {indices[0]}"
-        if self.input_offsets.get(item):
-            offset = f"{self.input_offsets[item]} + {offset}"
-        levels = sorted({index[0] for index in indices})
-        mask = " & ".join([f"{level}mask" for level in levels] + bounds)
-        self.load_log.append((item, f"shifted:{offset}", len(self.store_offsets)))
-        expr = f"tl.load({param} + ({offset}), {mask}, other=0)"
-        if compute_dtype(item_meta.dtype) != item_meta.dtype:
-            expr += ".to(tl.float32)"
-        return self._tmp(expr, full)
 
     # -- reductions ---------------------------------------------------------------------------
 
@@ -485,7 +321,7 @@ class KernelWriter(ReductionWriter):
     def store(self, node: fx.Node, buffer_index: int) -> None:
         meta = node.meta["val"]
         dim_map = self.group.dim_maps[node]
-        access = _Access(self, f"out_ptr{buffer_index}", meta, dim_map)
+        access = Access(self, f"out_ptr{buffer_index}", meta, dim_map)
         # every copy of a value returned several times is laid out alike
         offset, uses_x, uses_r = access.offset()
         var, constant = self.value(self.split_sources[node][0] if self.split else node)
@@ -573,7 +409,7 @@ def _contiguous(space: list[Any], dims: list[int]) -> dict[int, Any]:
     running: Any = 1
     for d in reversed(dims):
         strides[d] = running
-        running = _times(space[d], running) if not is_one(space[d]) else running
+        running = times(space[d], running) if not is_one(space[d]) else running
     return strides
 
 

@@ -122,7 +122,7 @@ class GemmWriter(KernelWriter):
         return [f"x{d} = {index[d]}" for d in self.x_dims if ("x", d) in self.used_dims]
 
     def flat_index(self) -> str:
-        """Row-major flat index of each tile element over the iteration space (what ``_Access``
+        """Row-major flat index of each tile element over the iteration space (what ``Access``
         uses for contiguous accesses): batch, then rows, then columns, whatever dims are 1."""
         n = int(self.space[self.columns])
         rows = 1

@@ -5,7 +5,7 @@ the natural order of the dims; for a channels-last one (``passes/layout.py``) th
 [N, C, H, W] would put neighbouring threads C elements apart in memory, so every load and store
 would be scattered. Walking the dims in the output's memory order ([N, H, W, C]) keeps them
 coalesced, and lets the access use the flat index where the strides allow
-(``codegen._Access``).
+(``codegen_access.Access``).
 """
 
 from __future__ import annotations

@@ -26,7 +26,7 @@ from typing import Any
 import torch
 from torch import fx
 
-from ait_dynamo.passes.graph_utils import meta_value, same_tensor_layout
+from ait_dynamo.passes.graph_utils import fake_result, meta_value, same_tensor_layout
 
 aten = torch.ops.aten
 
@@ -47,18 +47,13 @@ def _sign_along(gm: fx.GraphModule, after: fx.Node, negated: list[tuple[int, int
                 rank_after_dim: int, like: torch.Tensor) -> fx.Node:
     """Nodes after ``after`` computing -1 over the ``negated`` ranges of ``size`` and 1 elsewhere,
     shaped to broadcast along the cat dim (``rank_after_dim`` trailing size-1 dims)."""
-    from torch._guards import detect_fake_mode
-
-    fake_mode = detect_fake_mode([like])
     graph = gm.graph
     cursor = [after]
 
     def call(target: Any, *args: Any, **kwargs: Any) -> fx.Node:
         with graph.inserting_after(cursor[0]):
             node = graph.call_function(target, args, kwargs)
-        values = fx.node.map_arg((args, kwargs), lambda n: n.meta["val"])
-        with fake_mode:
-            node.meta["val"] = target(*values[0], **values[1])
+        node.meta["val"] = fake_result(target, args, kwargs, like=like)
         cursor[0] = node
         return node
 
@@ -80,16 +75,7 @@ def _sign_along(gm: fx.GraphModule, after: fx.Node, negated: list[tuple[int, int
 def _same_layout_with(node: fx.Node, args: tuple) -> bool:
     """Whether ``node``'s op on ``args`` has the layout ``node`` was traced with (ATen picks a
     cat's memory format from its inputs' strides, and a negation's input may be a strided view)."""
-    from torch._guards import detect_fake_mode
-
-    out = meta_value(node)
-    fake_mode = detect_fake_mode([out])
-    if fake_mode is None:
-        return False
-    values = fx.node.map_arg(args, lambda n: n.meta["val"])
-    with fake_mode:
-        again = node.target(*values)
-    return same_tensor_layout(again, out)
+    return same_tensor_layout(fake_result(node.target, args), meta_value(node))
 
 
 def _signed(gm: fx.GraphModule, node: fx.Node, args: tuple, negated: list[tuple[int, int]], dim: int) -> None:

@@ -22,26 +22,20 @@ from torch import fx
 
 from ait_dynamo.kernels import gemm_choice, op_table
 from ait_dynamo.kernels.op_table import OpClass
-from ait_dynamo.kernels.triton_values import FUSIBLE_DTYPES, Operand, Unsupported, literal
+from ait_dynamo.kernels.triton_values import FUSIBLE_DTYPES, Operand, Unsupported
 from ait_dynamo.passes.fold_views import drop_folded_views, fold_view
 from ait_dynamo.passes.fusion_gemm import split_gemm_rows, start_gemm_group
 from ait_dynamo.passes.fusion_groups import SHIFTED_LOADS, Group, regrow, regrow_along, right_aligned_remap, same_space
+from ait_dynamo.passes.fusion_shifted import shifted_input_inside, start_shifted_group
 from ait_dynamo.passes.graph_utils import is_mutating, meta_value
 from ait_dynamo.passes.hoist import hoist_shrinking_steps
 from ait_dynamo.passes.plan import ExternCall, FusionGroup, Plan, Step, compute_lifetimes
 from ait_dynamo.passes.fusion_maps import (DimMap, Refused, edge_agrees, edges_between, flatten, order_steps,
-                                           pad_befores, reduced_map, reduction_dims, slice_backward_span,
-                                           view_map)
+                                           reduced_map, reduction_dims, view_map)
 from ait_dynamo.passes.sizes import SizeError, free_symbols, is_one, same_size, size_source_ok, symbol_sources
 
 log = logging.getLogger("ait_dynamo")
 aten = torch.ops.aten
-
-# A fused cat issues every input's (predicated) load at every element: the bytes moved are the
-# same as ATen's copy per input, the address arithmetic and predicates grow with the inputs. Four
-# covers rotate_half (2), a q/k/v split's backward (3) and Swin's patch merging (4); where the
-# balance tips is not measured yet.
-MAX_CAT_INPUTS = 4
 
 
 def refuse(refusals: dict[str, str], node: fx.Node, reason: str) -> None:
@@ -147,8 +141,7 @@ class Planner:
             raise Refused("producer groups reduce different dims")
         if (first.has_shifted_loads or second.has_shifted_loads) and (first.is_reduction or second.is_reduction):
             raise Refused("shifted, masked loads (cat, pad, slice_backward) stay out of reduction kernels")
-        members = set(first.nodes) | set(second.nodes)
-        if any(item in members for node in members if node.target in SHIFTED_LOADS for item in _shifted_inputs(node)):
+        if shifted_input_inside(set(first.nodes) | set(second.nodes)):
             raise Refused("a cat's or pad's input would run inside its kernel, in another index space")
         maps = {**first.maps, **second.maps}
         reduced = first.reduced or second.reduced
@@ -375,74 +368,6 @@ class Planner:
         group.reduced = reduced
         self._add(group, node, reduced_map(identity, dims, keepdim))
 
-    def _cat(self, node: fx.Node) -> None:
-        """``cat`` starts a group of its own whose kernel loads each input from memory over its
-        slice of the cat dim (masked loads, ``kernels/codegen.py``); consumers join it like any
-        pointwise group. Its inputs never join it: they are not in the output's index space."""
-        value = _check_tensor(node, self.known_symbols)
-        tensors = node.args[0]
-        dim = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim", 0)
-        if not isinstance(tensors, (list, tuple)) or not isinstance(dim, int):
-            raise Refused("cat of a non-list or along a symbolic dim")
-        rank = value.dim()
-        if rank == 0 or not -rank <= dim < rank:
-            raise Refused("cat of 0-dim tensors")
-        dim %= rank
-        if len(tensors) > MAX_CAT_INPUTS:
-            raise Refused(f"cat of more than {MAX_CAT_INPUTS} tensors (a load each per element)")
-        if not isinstance(value.shape[dim], int) or value.shape[dim] < 2:
-            raise Refused("cat along a symbolic or size-1 dim")
-        for item in tensors:
-            meta = _tensor_meta(item) if isinstance(item, fx.Node) else None
-            if meta is None:
-                raise Refused("cat of a non-tensor")
-            if meta.dtype != value.dtype or meta.device != value.device:
-                raise Refused("cat that promotes dtypes or moves data between devices")
-            if meta.dtype not in FUSIBLE_DTYPES:
-                raise Refused(f"cat of {meta.dtype}")
-            if meta.dim() != rank or not isinstance(meta.shape[dim], int) or meta.shape[dim] == 0:
-                raise Refused("cat of an empty, differently ranked or symbolically sized tensor")
-            if any(not same_size(a, b) for k, (a, b) in enumerate(zip(meta.shape, value.shape)) if k != dim):
-                raise Refused("cat inputs differ from the result outside the cat dim")
-        self._own_group(node, tuple(value.shape))
-
-    def _slice_backward(self, node: fx.Node) -> None:
-        """The gradient of a slice: zeros with the gradient over the slice, one masked load in a
-        group of its own (as ``_cat``); the add that sums such gradients joins it."""
-        value = _check_tensor(node, self.known_symbols)
-        meta = _same_kind_source(node, value)
-        dim, _, _ = slice_backward_span(node)
-        if is_one(value.shape[dim]):
-            raise Refused("slice_backward along a size-1 dim")
-        if meta.dim() != value.dim() or any(
-                not same_size(a, b) for k, (a, b) in enumerate(zip(meta.shape, value.shape)) if k != dim):
-            raise Refused("slice_backward whose gradient differs from the result outside the slice dim")
-        self._own_group(node, tuple(value.shape))
-
-    def _constant_pad(self, node: fx.Node) -> None:
-        """``constant_pad_nd`` (GEMM padding, convolution padding): the input loaded where it lies,
-        the fill value elsewhere, in a group of its own (as ``_cat``)."""
-        value = _check_tensor(node, self.known_symbols)
-        meta = _same_kind_source(node, value)
-        fill = node.args[2] if len(node.args) > 2 else node.kwargs.get("value", 0)
-        if not isinstance(fill, (int, float)):
-            raise Refused("constant_pad_nd with a symbolic fill value")
-        try:
-            literal(fill, value.dtype)
-        except Unsupported as error:
-            raise Refused(f"constant_pad_nd fill: {error}") from None
-        befores = pad_befores(node)
-        if all(is_one(s) for s in value.shape):
-            raise Refused("constant_pad_nd to a single element")
-        for k, size in enumerate(meta.shape):
-            if k in befores and (not isinstance(size, int) or size == 0):
-                raise Refused("constant_pad_nd of an empty or symbolically sized dim")
-        self._own_group(node, tuple(value.shape))
-
-    def _own_group(self, node: fx.Node, shape: tuple) -> None:
-        group = self._new_group(shape)
-        self._add(group, node, tuple(None if is_one(s) else d for d, s in enumerate(shape)))
-
     def _forget(self, group: Group) -> None:
         self.groups.pop(group.ident, None)
 
@@ -481,12 +406,8 @@ class Planner:
             return
         kind = op_table.op_class(node.target)
         try:
-            if node.target is aten.cat.default:
-                self._cat(node)
-            elif node.target is aten.slice_backward.default:
-                self._slice_backward(node)
-            elif node.target is aten.constant_pad_nd.default:
-                self._constant_pad(node)
+            if node.target in SHIFTED_LOADS:
+                start_shifted_group(self, node, _check_tensor(node, self.known_symbols))
             elif node.target in op_table.IOTA:
                 self._iota(node)
             elif kind is OpClass.POINTWISE:
@@ -636,19 +557,6 @@ class Planner:
                 )
             )
         return order_steps(drop_folded_views(steps, returned))
-
-
-def _same_kind_source(node: fx.Node, value: torch.Tensor) -> torch.Tensor:
-    """The meta value of ``node``'s first argument, a tensor of ``value``'s dtype and device."""
-    source = node.args[0]
-    meta = _tensor_meta(source) if isinstance(source, fx.Node) else None
-    if meta is None or meta.dtype != value.dtype or meta.dtype not in FUSIBLE_DTYPES or meta.device != value.device:
-        raise Refused(f"{node.target.__name__} of a non-tensor, another dtype or device")
-    return meta
-
-
-def _shifted_inputs(node: fx.Node) -> list[Any]:
-    return list(node.args[0]) if node.target is aten.cat.default else [node.args[0]]
 
 
 def build_plan(gm: fx.GraphModule, config: Any,

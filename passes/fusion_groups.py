@@ -14,7 +14,7 @@ from ait_dynamo.passes.fusion_maps import DimMap
 from ait_dynamo.passes.sizes import is_one, same_size
 
 aten = torch.ops.aten
-# ops whose kernel loads their tensor inputs at shifted, masked indices (passes/fusion.py _cat):
+# ops whose kernel loads their tensor inputs at shifted, masked indices (passes/fusion_shifted.py):
 # their inputs are never members of their group
 SHIFTED_LOADS = frozenset({aten.cat.default, aten.slice_backward.default, aten.constant_pad_nd.default})
 

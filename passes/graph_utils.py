@@ -107,3 +107,18 @@ def real_tensors() -> Any:
         import contextlib
 
         return contextlib.nullcontext()
+
+
+def fake_result(target: Any, args: tuple, kwargs: dict | None = None, like: Any = None) -> Any:
+    """The meta value of a node ``target(*args, **kwargs)`` would add: the op run on the traced
+    (fake) values of the node arguments, in their fake mode (or ``like``'s, a fake tensor of the
+    graph, for an op without tensor arguments); ``None`` where there is none."""
+    from torch._guards import detect_fake_mode
+    from torch.utils._pytree import tree_leaves
+
+    args, kwargs = fx.node.map_arg((args, kwargs or {}), lambda n: n.meta.get("val"))
+    fake_mode = detect_fake_mode([v for v in tree_leaves((args, kwargs, like)) if isinstance(v, torch.Tensor)])
+    if fake_mode is None:
+        return None
+    with fake_mode:
+        return target(*args, **kwargs)

@@ -35,7 +35,7 @@ import torch
 from torch import fx
 
 from ait_dynamo.cache import device_choices_path, load_json, store_json
-from ait_dynamo.passes.graph_utils import meta_value, random_like, real_tensors
+from ait_dynamo.passes.graph_utils import fake_result, meta_value, random_like, real_tensors
 
 log = logging.getLogger("ait_dynamo")
 aten = torch.ops.aten
@@ -188,20 +188,9 @@ def decide(node: fx.Node, pads: tuple[int, int], mode: str, cache_dir: str) -> b
     return choice
 
 
-def _fake(function: Any, *args: Any) -> Any:
-    """Meta value of a new node: the op run on the graph's fake tensors."""
-    from torch._guards import detect_fake_mode
-
-    fake_mode = detect_fake_mode([a for a in args if isinstance(a, torch.Tensor)])
-    if fake_mode is None:
-        return None
-    with fake_mode:
-        return function(*args)
-
-
 def _call(graph: fx.Graph, target: Any, args: tuple) -> fx.Node:
     node = graph.call_function(target, args)
-    node.meta["val"] = _fake(target, *[meta_value(a) if isinstance(a, fx.Node) else a for a in args])
+    node.meta["val"] = fake_result(target, args)
     return node
 
 
@@ -235,9 +224,9 @@ def pad_gemms(gm: fx.GraphModule, config: Any) -> fx.GraphModule:
                 # it was traced with (a later view or permute relies on it); the planner folds the
                 # view into the consuming kernel, so the copy costs a pass only for a graph output
                 sliced = _call(graph, aten.slice.Tensor, (gemm, -1, 0, n))
-                result = graph.call_function(aten.clone.default, (sliced,), {"memory_format": torch.contiguous_format})
-                result.meta["val"] = _fake(lambda t: aten.clone.default(t, memory_format=torch.contiguous_format),
-                                           meta_value(sliced))
+                contiguous = {"memory_format": torch.contiguous_format}
+                result = graph.call_function(aten.clone.default, (sliced,), contiguous)
+                result.meta["val"] = fake_result(aten.clone.default, (sliced,), contiguous)
         node.replace_all_uses_with(result)
         graph.erase_node(node)
         changed = True

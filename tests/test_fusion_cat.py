@@ -1,5 +1,5 @@
 """``cat``, ``slice_backward`` and ``constant_pad_nd`` fused into pointwise kernels
-(``passes/fusion.py``, ``kernels/codegen.py`` ``_shifted_load``): each input is loaded, masked,
+(``passes/fusion_shifted.py``, ``kernels/codegen_shifted.py``): each input is loaded, masked,
 over its slice of the dims, and consumers join the kernel; a negated input becomes a sign
 (``passes/cancel_negations.py``); a constant is read where it lies (``passes/remove_noops.py``).
 Llama's rotary embedding (``rotate_half``) was a negation kernel, an ATen ``cat`` and a kernel

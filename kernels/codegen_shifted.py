@@ -1,0 +1,126 @@
+"""Values a kernel loads at shifted, masked indices (``passes/fusion_shifted.py`` plans them):
+``cat`` (each input over its slice of the cat dim), ``slice_backward`` (the gradient over its
+slice, zero elsewhere) and ``constant_pad_nd`` (the input where it lies, the fill elsewhere). The
+planner keeps their inputs out of their group, so each is a kernel input."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable
+
+import torch
+from torch import fx
+
+from ait_dynamo.kernels.codegen_access import Access, scaled_index
+from ait_dynamo.kernels.triton_values import compute_dtype, literal
+from ait_dynamo.passes.fusion_maps import cat_dim, pad_befores, slice_backward_span
+
+aten = torch.ops.aten
+
+
+class ShiftedLoadWriter:
+    """Needs from the host class: group, r_dims, used_dims, input_params, input_offsets,
+    load_log, store_offsets, _tmp()."""
+
+    group: Any
+    r_dims: list[int]
+    used_dims: set
+    input_params: dict
+    input_offsets: dict
+    load_log: list
+    store_offsets: dict
+    _tmp: Callable[[str, bool], str]
+
+    def shifted_value(self, node: fx.Node, full: bool) -> str:
+        emit = {aten.cat.default: self._cat, aten.slice_backward.default: self._slice_backward,
+                aten.constant_pad_nd.default: self._constant_pad}[node.target]
+        return emit(node, full)
+
+    def _cat(self, node: fx.Node, full: bool) -> str:
+        """``cat`` along dim d: each input loaded (masked) where the iteration index along d falls
+        in its slice, at that index minus the slice's start; one ``tl.where`` picks the value.
+        The planner keeps cat's inputs out of its group, so each is a kernel input."""
+        dim = cat_dim(node)
+        pieces, start = [], 0
+        for item in node.args[0]:
+            end = start + int(item.meta["val"].shape[dim])
+            pieces.append((start, end, item))
+            start = end
+        return self._pieces(node, dim, pieces, full)
+
+    def _slice_backward(self, node: fx.Node, full: bool) -> str:
+        """``slice_backward``: the gradient loaded over its slice, zero elsewhere."""
+        dim, start, end = slice_backward_span(node)
+        return self._pieces(node, dim, [(start, end, node.args[0])], full)
+
+    def _constant_pad(self, node: fx.Node, full: bool) -> str:
+        """``constant_pad_nd``: the input loaded at each index minus the padding before it, masked
+        to where it lies; the fill value elsewhere (a fill of 0 is the masked load's own)."""
+        source = node.args[0]
+        size_of, out_shape = source.meta["val"].shape, node.meta["val"].shape
+        befores = pad_befores(node)
+        bounds = []
+        for k, iteration_dim in enumerate(self.group.dim_maps[node]):
+            if iteration_dim is None or k not in befores:  # a size-1 result dim lies in the input
+                continue
+            index = self._index_of(iteration_dim)
+            if befores[k]:
+                bounds.append(f"({index} >= {befores[k]})")
+            if befores[k] + size_of[k] < out_shape[k]:
+                bounds.append(f"({index} < {befores[k] + size_of[k]})")
+        loaded = self._shifted_load(node, source, befores, bounds, full)
+        fill = node.args[2] if len(node.args) > 2 else node.kwargs.get("value", 0)
+        if not bounds or (fill == 0 and math.copysign(1.0, fill) > 0):
+            return loaded  # the masked load's other=0 is the fill
+        return self._tmp(f"tl.where({' & '.join(bounds)}, {loaded}, {literal(fill, node.meta['val'].dtype)})", full)
+
+    def _pieces(self, node: fx.Node, dim: int, pieces: list[tuple[int, int, fx.Node]], full: bool) -> str:
+        """A value made of kernel inputs each covering ``[start, end)`` of ``node``'s dim ``dim``
+        (masked loads, shifted by ``start``), zero where none does (slice_backward)."""
+        size = int(node.meta["val"].shape[dim])
+        index = self._index_of(self.group.dim_maps[node][dim])
+        loaded: list[tuple[int, str]] = []
+        for start, end, item in pieces:
+            bounds = ([f"({index} >= {start})"] if start else []) + ([f"({index} < {end})"] if end < size else [])
+            loaded.append((end, self._shifted_load(node, item, {dim: start}, bounds, full)))
+        if len(loaded) == 1:  # slice_backward: its masked load gave 0 outside the piece
+            return loaded[0][1]
+        chosen = loaded[-1][1]  # a cat: the last piece is what the others' bounds leave
+        for end, var in reversed(loaded[:-1]):
+            chosen = f"tl.where({index} < {end}, {var}, {chosen})"
+        return self._tmp(chosen, full)
+
+    def _index_of(self, iteration_dim: int) -> str:
+        level = "r" if iteration_dim in self.r_dims else "x"
+        self.used_dims.add((level, iteration_dim))
+        return f"{level}{iteration_dim}"
+
+    def _shifted_load(self, node: fx.Node, item: fx.Node, shifts: dict[int, int], bounds: list[str],
+                      full: bool) -> str:
+        """Kernel input ``item`` at ``node``'s indices minus ``shifts`` (dim → start), masked by
+        ``bounds`` (0 outside them). Never an in-place candidate (``kernels/reuse.py``): the
+        store's offset differs."""
+        item_meta = item.meta["val"]
+        param = self.input_params[item]
+        access = Access(self, param, item_meta, self.group.dim_maps[node])
+        terms, indices = [], []
+        for k, iteration_dim in enumerate(self.group.dim_maps[node]):
+            if iteration_dim is None:
+                continue
+            index = self._index_of(iteration_dim)
+            indices.append(index)
+            stride = access._stride(k)
+            if stride != "0":
+                terms.append(scaled_index(f"({index} - {shifts[k]})" if shifts.get(k) else index, stride))
+        # an input broadcast along every dim (strides 0) still needs a block of pointers (the
+        # planner gives these ops a group only where some result dim is not 1)
+        offset = " + ".join(terms) or f"0 * {indices[0]}"
+        if self.input_offsets.get(item):
+            offset = f"{self.input_offsets[item]} + {offset}"
+        levels = sorted({index[0] for index in indices})
+        mask = " & ".join([f"{level}mask" for level in levels] + bounds)
+        self.load_log.append((item, f"shifted:{offset}", len(self.store_offsets)))
+        expr = f"tl.load({param} + ({offset}), {mask}, other=0)"
+        if compute_dtype(item_meta.dtype) != item_meta.dtype:
+            expr += ".to(tl.float32)"
+        return self._tmp(expr, full)

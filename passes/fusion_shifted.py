@@ -1,0 +1,120 @@
+"""Groups of the fusion planner that start at an op whose kernel loads its inputs at shifted,
+masked indices (``kernels/codegen_shifted.py`` writes them): ``cat``, ``slice_backward`` and
+``constant_pad_nd``. Each starts a group of its own over its result's space; consumers join it
+like any pointwise group. Their inputs never join it (``passes/fusion.py`` refuses such merges):
+they are not in the result's index space. Reductions stay out of these groups.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import fx
+
+from ait_dynamo.kernels.triton_values import FUSIBLE_DTYPES, Unsupported, literal
+from ait_dynamo.passes.fusion_groups import SHIFTED_LOADS
+from ait_dynamo.passes.fusion_maps import Refused, pad_befores, slice_backward_span
+from ait_dynamo.passes.graph_utils import meta_value
+from ait_dynamo.passes.sizes import is_one, same_size
+
+if TYPE_CHECKING:
+    from ait_dynamo.passes.fusion import Planner
+
+aten = torch.ops.aten
+
+# A fused cat issues every input's (predicated) load at every element: the bytes moved are the
+# same as ATen's copy per input, the address arithmetic and predicates grow with the inputs. Four
+# covers rotate_half (2), a q/k/v split's backward (3) and Swin's patch merging (4); where the
+# balance tips is not measured yet.
+MAX_CAT_INPUTS = 4
+
+
+def shifted_inputs(node: fx.Node) -> list[Any]:
+    """The tensors a shifted-load op reads at shifted indices."""
+    return list(node.args[0]) if node.target is aten.cat.default else [node.args[0]]
+
+
+def shifted_input_inside(members: set[fx.Node]) -> bool:
+    """Whether one of ``members`` reads another at shifted indices (it cannot: see the module doc)."""
+    return any(item in members for node in members if node.target in SHIFTED_LOADS for item in shifted_inputs(node))
+
+
+def start_shifted_group(planner: "Planner", node: fx.Node, value: torch.Tensor) -> None:
+    """Check ``node`` (whose result ``value`` the planner checked) and start its group."""
+    {aten.cat.default: _check_cat, aten.slice_backward.default: _check_slice_backward,
+     aten.constant_pad_nd.default: _check_constant_pad}[node.target](node, value)
+    shape = tuple(value.shape)
+    group = planner._new_group(shape)
+    planner._add(group, node, tuple(None if is_one(s) else d for d, s in enumerate(shape)))
+
+
+def _tensor_meta(node: Any) -> torch.Tensor | None:
+    value = meta_value(node) if isinstance(node, fx.Node) else None
+    return value if isinstance(value, torch.Tensor) else None
+
+
+def _same_kind_source(node: fx.Node, value: torch.Tensor) -> torch.Tensor:
+    """The meta value of ``node``'s first argument, a tensor of ``value``'s dtype and device."""
+    meta = _tensor_meta(node.args[0])
+    if meta is None or meta.dtype != value.dtype or meta.dtype not in FUSIBLE_DTYPES or meta.device != value.device:
+        raise Refused(f"{node.target.__name__} of a non-tensor, another dtype or device")
+    return meta
+
+
+def _check_cat(node: fx.Node, value: torch.Tensor) -> None:
+    tensors = node.args[0]
+    dim = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim", 0)
+    if not isinstance(tensors, (list, tuple)) or not isinstance(dim, int):
+        raise Refused("cat of a non-list or along a symbolic dim")
+    rank = value.dim()
+    if rank == 0 or not -rank <= dim < rank:
+        raise Refused("cat of 0-dim tensors")
+    dim %= rank
+    if len(tensors) > MAX_CAT_INPUTS:
+        raise Refused(f"cat of more than {MAX_CAT_INPUTS} tensors (a load each per element)")
+    if not isinstance(value.shape[dim], int) or value.shape[dim] < 2:
+        raise Refused("cat along a symbolic or size-1 dim")
+    for item in tensors:
+        meta = _tensor_meta(item)
+        if meta is None:
+            raise Refused("cat of a non-tensor")
+        if meta.dtype != value.dtype or meta.device != value.device:
+            raise Refused("cat that promotes dtypes or moves data between devices")
+        if meta.dtype not in FUSIBLE_DTYPES:
+            raise Refused(f"cat of {meta.dtype}")
+        if meta.dim() != rank or not isinstance(meta.shape[dim], int) or meta.shape[dim] == 0:
+            raise Refused("cat of an empty, differently ranked or symbolically sized tensor")
+        if any(not same_size(a, b) for k, (a, b) in enumerate(zip(meta.shape, value.shape)) if k != dim):
+            raise Refused("cat inputs differ from the result outside the cat dim")
+
+
+def _check_slice_backward(node: fx.Node, value: torch.Tensor) -> None:
+    """The gradient of a slice: zeros with the gradient over the slice, one masked load; the add
+    that sums such gradients joins it."""
+    meta = _same_kind_source(node, value)
+    dim, _, _ = slice_backward_span(node)
+    if is_one(value.shape[dim]):
+        raise Refused("slice_backward along a size-1 dim")
+    if meta.dim() != value.dim() or any(
+            not same_size(a, b) for k, (a, b) in enumerate(zip(meta.shape, value.shape)) if k != dim):
+        raise Refused("slice_backward whose gradient differs from the result outside the slice dim")
+
+
+def _check_constant_pad(node: fx.Node, value: torch.Tensor) -> None:
+    """``constant_pad_nd`` (GEMM padding, convolution padding): the input where it lies, the fill
+    value elsewhere."""
+    meta = _same_kind_source(node, value)
+    fill = node.args[2] if len(node.args) > 2 else node.kwargs.get("value", 0)
+    if not isinstance(fill, (int, float)):
+        raise Refused("constant_pad_nd with a symbolic fill value")
+    try:
+        literal(fill, value.dtype)
+    except Unsupported as error:
+        raise Refused(f"constant_pad_nd fill: {error}") from None
+    befores = pad_befores(node)
+    if all(is_one(s) for s in value.shape):
+        raise Refused("constant_pad_nd to a single element")
+    for k, size in enumerate(meta.shape):
+        if k in befores and (not isinstance(size, int) or size == 0):
+            raise Refused("constant_pad_nd of an empty or symbolically sized dim")
