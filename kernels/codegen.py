@@ -23,7 +23,7 @@ from ait_dynamo.kernels import op_table
 from ait_dynamo.kernels.codegen_access import Access, hashable_size, times, UnitStride
 from ait_dynamo.kernels.codegen_reductions import ReductionWriter
 from ait_dynamo.kernels.codegen_shifted import ShiftedLoadWriter
-from ait_dynamo.kernels.column_reduction import SplitSources, is_column_layout, split_sources
+from ait_dynamo.kernels.column_reduction import SplitSources, reads_reduction, is_column_layout, split_sources
 from ait_dynamo.kernels.loop_order import memory_order
 from ait_dynamo.kernels.reuse import inplace_candidates
 from ait_dynamo.kernels.triton_values import Operand, compute_dtype, round_to, to_storage, triton_type
@@ -59,8 +59,9 @@ class GeneratedKernel:
     bytes_moved: int | None
     # per output buffer, the inputs whose buffer it may take over (see kernels/reuse.py)
     inplace_candidates: dict[str, list[fx.Node]] = field(default_factory=dict)
-    # split column reductions: per output buffer, the dtypes its float32 sum is cast to in turn
-    # (the casts of the group's epilogue, applied by the wrapper after adding the partial sums)
+    # split column reductions: per output buffer written as float32 partial sums, the dtypes their
+    # sum is cast to in turn (the casts of the group's epilogue, applied by the wrapper after
+    # adding the partial sums); a split kernel's other outputs are written whole
     split_casts: dict[str, tuple[torch.dtype, ...]] = field(default_factory=dict)
     device_type: str = "cuda"
     # (tensor dtypes, int args) with every value known statically, for compiling the kernel ahead
@@ -115,8 +116,15 @@ class KernelWriter(ReductionWriter, ShiftedLoadWriter):
         # few long columns: split the rows over programs (kernels/column_reduction.py)
         self.members = set(group.nodes)
         sources = split_sources(group, self.x_nonunit) if self.column else None
+        if sources is not None and _one_split(space, self.x_dims, self.r_dims):
+            sources = None  # enough programs already: no partial sums to allocate and add up
         self.split = sources is not None
         self.split_sources: SplitSources = sources or {}
+        # full-size outputs that read no reduction: stored in the first pass over the row, with
+        # the reductions' accumulation, instead of a pass of their own that reads it again
+        # (EfficientNet's squeeze-excitation pooling read its 25 MB input twice on the H200)
+        self.early_stores: list[tuple[int, fx.Node]] = []
+        self.early_stored = False
         self.args = KernelArgs()
         self.tensor_params: list[str] = []
         self.int_params: list[str] = []
@@ -324,7 +332,8 @@ class KernelWriter(ReductionWriter, ShiftedLoadWriter):
         access = Access(self, f"out_ptr{buffer_index}", meta, dim_map)
         # every copy of a value returned several times is laid out alike
         offset, uses_x, uses_r = access.offset()
-        var, constant = self.value(self.split_sources[node][0] if self.split else node)
+        partial = node in self.split_sources
+        var, constant = self.value(self.split_sources[node][0] if partial else node)
         shape = self.tile_shape(uses_r)
         if constant or (self.is_reduction and not uses_r and not uses_x):
             var = f"({var} + tl.zeros({shape}, {triton_type(compute_dtype(meta.dtype))}))"
@@ -339,7 +348,7 @@ class KernelWriter(ReductionWriter, ShiftedLoadWriter):
                 self.used_dims.add(("x", d))
         if faults.active("wrong_result", self.name):
             var = _wrong_value(var, meta.dtype)
-        if self.split:  # float32 partial sums, one row of xnumel per split
+        if partial:  # float32 partial sums, one row of xnumel per split
             self._lines().append(f"tl.store(out_ptr{buffer_index} + split_offset + ({offset}), {var}, {mask})")
             return
         value = to_storage(var, meta.dtype)
@@ -360,8 +369,13 @@ class KernelWriter(ReductionWriter, ShiftedLoadWriter):
             self.outer.append(f"r_begin = tl.program_id(1) * {rsplit}")
             self.outer.append(f"r_end = tl.minimum(r_begin + {rsplit}, {self.rnumel_name})")
             self.outer.append("split_offset = tl.program_id(1).to(tl.int64) * xnumel")
+        members = set(self.group.nodes)
+        reductions = [n for n in self.group.nodes if n.target in op_table.REDUCTIONS]
+        self.early_stores = [(i, n) for i, n in full_outputs if not reads_reduction(n, members, reductions)]
         for index, node in row_outputs:
-            self.value(node)  # runs the reduction loops this output needs
+            self.value(node)  # runs the reduction loops this output needs (and the early stores)
+        if self.early_stored:
+            full_outputs = [(i, n) for i, n in full_outputs if (i, n) not in self.early_stores]
         if full_outputs:
             self.loop, self.full_cache = [], {}
             for index, node in full_outputs:
@@ -402,6 +416,16 @@ def _wrong_value(var: str, dtype: torch.dtype) -> str:
     if dtype.is_floating_point:
         return f"(({var}) * 1.5 + 1.0)"
     return f"(({var}) + 1)"
+
+
+def _one_split(space: list[Any], x_dims: list[int], r_dims: list[int]) -> bool:
+    """True when static sizes already give enough programs that a split column reduction would
+    run as one split (``runtime.column_split``)."""
+    from ait_dynamo.kernels import runtime
+
+    xnumel = static_int(math.prod([1] + [space[d] for d in x_dims]))
+    rnumel = static_int(math.prod([1] + [space[d] for d in r_dims]))
+    return xnumel is not None and rnumel is not None and runtime.column_split(xnumel, rnumel)[1] == 1
 
 
 def _contiguous(space: list[Any], dims: list[int]) -> dict[int, Any]:
@@ -454,12 +478,12 @@ def generate_kernel(group: FusionGroup, tensor_name: Callable[[fx.Node], str]) -
         column=kernel.column,
         split=kernel.split,
         split_casts={b: (kernel.split_sources[n][0].meta["val"].dtype,) + kernel.split_sources[n][1]
-                     for n, b in kernel.out_buffers} if kernel.split else {},
+                     for n, b in kernel.out_buffers if n in kernel.split_sources},
         args=kernel.args,
         xnumel=xnumel_factors,
         rnumel=rnumel_factors,
         out_buffers=kernel.out_buffers,
-        inplace_candidates={} if kernel.split or group.output_copies else inplace_candidates(
+        inplace_candidates={} if group.output_copies else inplace_candidates(
             group, kernel.load_log, kernel.store_offsets, kernel.out_buffers),
         device_type=group.outputs[0].meta["val"].device.type,
         warmup=_warmup_args(kernel, xnumel_factors, rnumel_factors),
@@ -470,8 +494,9 @@ def generate_kernel(group: FusionGroup, tensor_name: Callable[[fx.Node], str]) -
 def _warmup_args(kernel: KernelWriter, xnumel: list[Any], rnumel: list[Any]) -> tuple | None:
     from ait_dynamo.kernels import runtime
 
+    partial_params = {f"out_ptr{i}" for i, (node, _) in enumerate(kernel.out_buffers) if node in kernel.split_sources}
     dtypes = tuple(
-        torch.float32 if kernel.split and p.startswith("out_ptr") else kernel.param_meta[p].dtype
+        torch.float32 if p in partial_params else kernel.param_meta[p].dtype
         for p in kernel.tensor_params
     )
     numels: list[int] = []

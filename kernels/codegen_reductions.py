@@ -26,7 +26,8 @@ def source_identity(source: fx.Node) -> tuple:
 
 class ReductionWriter:
     """Needs from the host class: group, members, persistent, outer, loop, full_cache, counter,
-    reduction_vars, rnumel_name, value(), load(), _loop_header()."""
+    reduction_vars, rnumel_name, split, early_stores (full-size outputs no reduction feeds, to
+    store in the first pass), early_stored, value(), load(), store(), _loop_header()."""
 
     group: Any
     members: set
@@ -37,6 +38,9 @@ class ReductionWriter:
     counter: int
     reduction_vars: dict
     rnumel_name: str
+    split: bool
+    early_stores: list
+    early_stored: bool
 
     def _reduction_plan(self, node: fx.Node) -> dict[str, Any]:
         kind = op_table.REDUCTIONS[node.target]
@@ -90,7 +94,9 @@ class ReductionWriter:
         if kind == "mean":
             self.outer.append(f"{out} = {out} / {self.rnumel_name}")
         dtype = plan["node"].meta["val"].dtype
-        if round_to("v", dtype) != "v":  # half-precision results are rounded, as in eager
+        # half-precision results are rounded, as in eager; a split's partial sums (every reduction
+        # of a split kernel is one) stay float32 until the wrapper has added them up and cast
+        if round_to("v", dtype) != "v" and not self.split:
             self.outer.append(f"{out} = {round_to(out, dtype)}")
         self.reduction_vars[plan["node"]] = out
 
@@ -134,6 +140,10 @@ class ReductionWriter:
                 plan = self._reduction_plan(other)
                 inputs[other] = self._masked_input(plan)
                 plans.append(plan)
+        if self.early_stores and not self.early_stored:  # in the first pass over the row
+            self.early_stored = True
+            for index, output in self.early_stores:
+                self.store(output, index)
         updates = []
         for plan in plans:
             tile = f"{plan['out']}_acc"

@@ -65,10 +65,26 @@ def _cast_chain(node: fx.Node, members: set[fx.Node]) -> tuple[fx.Node, tuple[to
     return node, tuple(reversed(casts))
 
 
+def reads_reduction(node: fx.Node, members: set[fx.Node], reductions: list[fx.Node]) -> bool:
+    """True when ``node`` is a reduction or computed from one inside the group."""
+    stack, seen = [node], set()
+    while stack:
+        current = stack.pop()
+        if current in seen or current not in members:
+            continue
+        seen.add(current)
+        if current in reductions:
+            return True
+        stack.extend(current.all_input_nodes)
+    return False
+
+
 def split_sources(group: FusionGroup, x_nonunit: list[int]) -> SplitSources | None:
-    """Per output, (the sum it is, the casts after it) when the column reduction can split its
-    rows: every output is a floating-point sum or mean over all kept dims, or casts and reshapes
-    of one, and nothing else in the group reads a reduction. ``None`` when it cannot."""
+    """Per reduced output, (the sum it is, the casts after it) when the column reduction can split
+    its rows: every output is a floating-point sum or mean over all kept dims (or casts and
+    reshapes of one), or a full-size value computed from no reduction (squeeze-excitation's
+    pooled activation: each split stores its own rows of it), and nothing else in the group
+    reads a reduction. ``None`` when it cannot."""
     if group.output_copies:
         return None
     members = set(group.nodes)
@@ -77,6 +93,8 @@ def split_sources(group: FusionGroup, x_nonunit: list[int]) -> SplitSources | No
     chain_members: set[fx.Node] = set()
     for node in group.outputs:
         source, casts = _cast_chain(node, members)
+        if source not in reductions and not reads_reduction(node, members, reductions):
+            continue  # stored whole by the split that holds its rows
         if source not in reductions or op_table.REDUCTIONS[source.target] not in ("sum", "mean"):
             return None
         if not source.meta["val"].dtype.is_floating_point:
@@ -92,6 +110,8 @@ def split_sources(group: FusionGroup, x_nonunit: list[int]) -> SplitSources | No
         covered = [m for m in group.dim_maps[node] if m is not None]
         if covered != x_nonunit:
             return None
+    if not sources:
+        return None
     for node in group.nodes:  # no epilogue but casts: nothing else reads a reduction
         if node in reductions or node in chain_members:
             continue

@@ -127,7 +127,7 @@ def group_call_source(group: FusionGroup, kernel: GeneratedKernel, names: Callab
     for node, buffer in kernel.out_buffers:
         meta = node.meta["val"]
         device = f"{tensors_read[0]}.device" if tensors_read else value_source(meta.device, names)
-        if kernel.split:
+        if buffer in kernel.split_casts:
             call.allocate.append(f"{buffer}__partial = torch.empty(({split}, {xnumel}), dtype=torch.float32, device={device})")
             fresh.add(f"{buffer}__partial")
             continue
@@ -158,8 +158,7 @@ def group_call_source(group: FusionGroup, kernel: GeneratedKernel, names: Callab
         else:
             _, tensor, dim = key
             ints.append(f"{tensor}.stride({dim})")
-    buffers = {buffer for _, buffer in kernel.out_buffers}
-    tensors = [f"{t}__partial" if kernel.split and t in buffers else t for t in kernel.args.tensors]
+    tensors = [f"{t}__partial" if t in kernel.split_casts else t for t in kernel.args.tensors]
     checked = tuple(i for i, t in enumerate(tensors) if t not in fresh)
     if not static:  # each call passes its sizes last
         ints += [xnumel] if kernel.kind == "pointwise" else [xnumel, rnumel, split if kernel.split else "1"]
@@ -187,9 +186,11 @@ def group_call_source(group: FusionGroup, kernel: GeneratedKernel, names: Callab
     call.launch.append(f"{group.name}_site.launch({', '.join(tensors + ints)})")
     if kernel.split:
         for node, buffer in kernel.out_buffers:
+            if buffer not in kernel.split_casts:
+                continue
             meta = node.meta["val"]
             shape = value_source(tuple(symbols.source(s) for s in meta.shape), lambda n: n).replace("'", "")
-            chain = list(kernel.split_casts.get(buffer, ())) or [meta.dtype]
+            chain = list(kernel.split_casts[buffer])
             while chain and chain[0] == torch.float32:  # the partial sums are float32 already
                 chain.pop(0)
             casts = "".join(f".to({dtype})" for dtype in chain)

@@ -194,3 +194,26 @@ def test_partitioner_option(partitioner):
     fn(a).sum().backward()
     expected = (torch.sin(a.cos()) * torch.sin(a)).detach()
     torch.testing.assert_close(a.grad, expected)
+
+
+def test_extern_entry_points_are_public_functions_that_can_only_run_the_default_overload():
+    """The wrapper calls these ops through their public ``torch`` function (cheaper than the
+    operator handle): that is only the same call when the function is ATen's generated binding
+    and the op has no overload it could pick instead of ``default``."""
+    from ait_dynamo.kernels.source import ENTRY_POINTS
+
+    def positional(schema, required_only):
+        return [a for a in schema.arguments if not a.kwarg_only and not (required_only and a.has_default_value())]
+
+    assert torch.ops.aten.convolution.default in ENTRY_POINTS
+    for op, source in ENTRY_POINTS.items():
+        name = source.removeprefix("torch.")
+        assert getattr(torch, name) is getattr(torch._C._VariableFunctions, name), source
+        packet = op._overloadpacket
+        for overload in set(packet.overloads()) - {"default", "out"}:
+            # e.g. mm.dtype: it needs an argument more than a call of ``default`` gives
+            other = getattr(packet, overload)._schema
+            assert len(positional(other, True)) > len(positional(op._schema, False)), (op, overload)
+    x, w = torch.randn(2, 3, 6, 5), torch.randn(4, 3, 3, 3)
+    args = (x, w, None, [1, 2], [1, 0], [1, 1], False, [0, 0], 1)
+    assert torch.equal(torch.convolution(*args), torch.ops.aten.convolution.default(*args))

@@ -219,6 +219,36 @@ def externs() -> None:
         print(f"== externs (no_grad) torch.addmm: host {_host_per_call(calls['torch.addmm(b, x, w.t())']):.1f} us/call")
 
 
+def convolutions() -> None:
+    """EfficientNet-B0's convolutions (fp16, channels-last, batch 32): host us per call by entry
+    point, and with parameters that require grad under no_grad (ait's wrapper spent 66 us a call
+    under cProfile against Inductor's 44, 9afe921)."""
+    import triton.testing
+
+    aten = torch.ops.aten
+    x = torch.randn(32, 96, 56, 56, device="cuda", dtype=torch.half).to(memory_format=torch.channels_last)
+    depthwise = torch.randn(96, 1, 3, 3, device="cuda", dtype=torch.half)
+    pointwise = torch.randn(24, 96, 1, 1, device="cuda", dtype=torch.half)
+    param = torch.nn.Parameter(depthwise.clone())
+    dw_args = ([1, 1], [1, 1], [1, 1], False, [0, 0], 96)
+    pw_args = ([1, 1], [0, 0], [1, 1], False, [0, 0], 1)
+    calls = {
+        "depthwise torch.convolution": lambda: torch.convolution(x, depthwise, None, *dw_args),
+        "depthwise aten.convolution.default._op": lambda: aten.convolution.default._op(x, depthwise, None, *dw_args),
+        "depthwise aten.convolution.default": lambda: aten.convolution.default(x, depthwise, None, *dw_args),
+        "depthwise tuples torch.convolution": lambda: torch.convolution(x, depthwise, None, (1, 1), (1, 1), (1, 1), False, (0, 0), 96),
+        "depthwise Parameter torch.convolution": lambda: torch.convolution(x, param, None, *dw_args),
+        "1x1 torch.convolution": lambda: torch.convolution(x, pointwise, None, *pw_args),
+        "1x1 aten.convolution.default._op": lambda: aten.convolution.default._op(x, pointwise, None, *pw_args),
+    }
+    with torch.no_grad():
+        for name, call in calls.items():
+            print(f"== convolutions {name}: host {_host_per_call(call):.1f} us/call", flush=True)
+        for name in ("depthwise torch.convolution", "1x1 torch.convolution"):
+            gpu = triton.testing.do_bench(calls[name], warmup=25, rep=100)
+            print(f"== convolutions {name}: GPU {gpu * 1e3:.1f} us", flush=True)
+
+
 if __name__ == "__main__":
     for step in sys.argv[1:] or ["host", "layout", "gemm"]:
         try:
