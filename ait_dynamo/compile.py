@@ -13,6 +13,7 @@ import time
 import warnings
 from typing import Any, Callable, Sequence
 
+import torch.utils._pytree
 from torch import fx
 
 from ait_dynamo import cuda_graphs, faults, metrics
@@ -27,7 +28,7 @@ from ait_dynamo.fusion_report import build_report, emit_report
 from ait_dynamo.partitioners import USER_OUTPUTS_META
 from ait_dynamo.passes import layout
 from ait_dynamo.passes.fusion import build_plan
-from ait_dynamo.passes.graph_utils import mutated_placeholders
+from ait_dynamo.passes.graph_utils import may_alias_input, mutated_placeholders
 from ait_dynamo.passes.plan import FusionGroup
 from ait_dynamo.passes.pipeline import run_passes
 from ait_dynamo.passes.sizes import untrusted_sizes
@@ -76,6 +77,26 @@ def mutated_input_indices(gm: fx.GraphModule) -> list[int]:
     return [index for index, node in enumerate(n for n in gm.graph.nodes if n.op == "placeholder") if node in written]
 
 
+def outputs_aliasing_inputs(gm: fx.GraphModule) -> list[int]:
+    """Indices of the outputs that may share storage with an input: an input itself, or reached
+    from one through ops whose result may alias their argument (views, in-place ops)."""
+    (output,) = [n for n in gm.graph.nodes if n.op == "output"]
+    result = []
+    for index, value in enumerate(torch.utils._pytree.tree_leaves(output.args[0])):
+        stack, seen = [value] if isinstance(value, fx.Node) else [], set()
+        while stack:
+            node = stack.pop()
+            if node in seen:
+                continue
+            seen.add(node)
+            if node.op == "placeholder":
+                result.append(index)
+                break
+            if may_alias_input(node):
+                stack.extend(node.all_input_nodes)
+    return result
+
+
 def _graphed(compiled: BoxedCallable, gm: fx.GraphModule, name: str, kind: str, config: AitConfig,
              graph_pair: "cuda_graphs.GraphPair | None", source: str | None) -> BoxedCallable:
     if not config.cuda_graphs or kind not in cuda_graphs.GRAPHED_KINDS:
@@ -89,7 +110,7 @@ def _graphed(compiled: BoxedCallable, gm: fx.GraphModule, name: str, kind: str, 
         )
         return compiled
     return cuda_graphs.wrap(compiled, name, kind, graph_pair, gm.meta.get(USER_OUTPUTS_META),
-                            mutated_input_indices(gm))
+                            mutated_input_indices(gm), outputs_aliasing_inputs(gm))
 
 
 def compile_graph(

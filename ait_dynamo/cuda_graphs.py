@@ -175,6 +175,7 @@ class GraphedCallable:
         num_user_outputs: int | None = None,
         static_indices: Sequence[int] = (),
         mutated_indices: Sequence[int] = (),
+        aliasing_outputs: Sequence[int] | None = None,
     ):
         if kind not in GRAPHED_KINDS:
             raise ValueError(f"cuda graphs: unknown graph kind {kind!r}; valid: {', '.join(GRAPHED_KINDS)}")
@@ -186,6 +187,11 @@ class GraphedCallable:
         self.num_kept = num_user_outputs if kind == "forward" and num_user_outputs is not None else None
         self.static_indices = set(static_indices)
         self.mutated_indices = set(mutated_indices)
+        # Outputs that may view an input, from the graph (None: any may). Only these are matched
+        # to inputs by storage at capture: the backward frees the forward's saved values as it
+        # goes, so a fresh output can sit at a dead input's address (a bias gradient did, in a
+        # buffer the next forward overwrote, once it was no longer a split sum: 758c61f on the H200).
+        self.aliasing_outputs = None if aliasing_outputs is None else set(aliasing_outputs)
         self.calls = 0
         self.replays = 0
         self.capture: _Capture | None = None
@@ -298,6 +304,7 @@ class GraphedCallable:
             index: storages.index(value.untyped_storage().data_ptr())
             for index, value in enumerate(outputs[:kept])
             if isinstance(value, torch.Tensor) and value.untyped_storage().data_ptr() in storages
+            and (self.aliasing_outputs is None or index in self.aliasing_outputs)
         }
         self.capture = _Capture(
             replay=replay,
@@ -464,13 +471,14 @@ def wrap(
     pair: GraphPair | None,
     num_user_outputs: int | None,
     mutated_indices: Sequence[int],
+    aliasing_outputs: Sequence[int] | None = None,
 ) -> BoxedCallable:
     """``fn`` run through CUDA graphs, with the static inputs AOTAutograd names (parameters and
-    buffers) read in place."""
+    buffers) read in place. ``aliasing_outputs``: the outputs that may be views of an input."""
     if kind not in GRAPHED_KINDS:
         return fn
     return GraphedCallable(fn, name, kind, pair or GraphPair(), num_user_outputs, _static_input_indices(kind),
-                           mutated_indices)
+                           mutated_indices, aliasing_outputs)
 
 
 def _static_input_indices(kind: str) -> list[int]:

@@ -16,9 +16,11 @@ AOTAutograd (``passes/pre_autograd.py``): what they rewrite, AOTAutograd then di
 5. DCE, to drop everything the earlier passes orphaned;
 6. channels_last_layout after DCE, so that dead convolutions do not count towards its rule, and
    before the planner, which plans kernels over the strides it chose;
-7. remove_noops once more: contiguous clones the trace needed on NCHW values (ConvNeXt's permute
+7. split_convolution_bias (only where kernels are generated) after the layout pass, whose rule
+   counts nodes: the bias add joins the kernel that reads the convolution;
+8. remove_noops once more: contiguous clones the trace needed on NCHW values (ConvNeXt's permute
    before a linear layer) are identities on NHWC ones;
-8. reinplace_dying_inputs last (only where nothing is generated): it needs the final users of
+9. reinplace_dying_inputs last (only where nothing is generated): it needs the final users of
    each value, and its in-place ops would keep CSE and DCE from touching them.
 """
 
@@ -31,6 +33,7 @@ from torch import fx
 
 from ait_dynamo.passes.attention import fuse_attention
 from ait_dynamo.passes.cancel_negations import cancel_negations
+from ait_dynamo.passes.conv_bias import split_convolution_bias
 from ait_dynamo.passes.cse import common_subexpression_elimination
 from ait_dynamo.passes.dead_code import eliminate_dead_code
 from ait_dynamo.passes.layout import channels_last_layout
@@ -53,6 +56,7 @@ PASSES: list[GraphPass] = [
     cancel_negations,
     eliminate_dead_code,
     channels_last_layout,
+    split_convolution_bias,
     remove_noops,
     reinplace_dying_inputs,
 ]

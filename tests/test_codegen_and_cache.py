@@ -59,8 +59,9 @@ def test_passes_and_generated_source(tmp_path):
         "04-cancel_negations.txt",
         "05-eliminate_dead_code.txt",
         "06-channels_last_layout.txt",
-        "07-remove_noops.txt",
-        "08-reinplace_dying_inputs.txt",
+        "07-split_convolution_bias.txt",
+        "08-remove_noops.txt",
+        "09-reinplace_dying_inputs.txt",
         "fusion_report.html",
         "fusion_report.txt",
         "module.py",
@@ -198,8 +199,10 @@ def test_partitioner_option(partitioner):
 
 def test_extern_entry_points_are_public_functions_that_can_only_run_the_default_overload():
     """The wrapper calls these ops through their public ``torch`` function (cheaper than the
-    operator handle): that is only the same call when the function is ATen's generated binding
-    and the op has no overload it could pick instead of ``default``."""
+    operator handle: on the H200 a depthwise convolution cost 11.9 us of host time through
+    ``torch.convolution`` and 17.8 us through ``_op``): that is only the same call when the
+    function is ATen's generated binding and the op has no overload it could pick instead of
+    ``default``."""
     from ait_dynamo.kernels.source import ENTRY_POINTS
 
     def positional(schema, required_only):
@@ -211,9 +214,11 @@ def test_extern_entry_points_are_public_functions_that_can_only_run_the_default_
         assert getattr(torch, name) is getattr(torch._C._VariableFunctions, name), source
         packet = op._overloadpacket
         for overload in set(packet.overloads()) - {"default", "out"}:
-            # e.g. mm.dtype: it needs an argument more than a call of ``default`` gives
+            # e.g. mm.dtype: it needs an argument more than a call of ``default`` gives; cat.names
+            # takes a dimension name, which no traced graph holds
             other = getattr(packet, overload)._schema
-            assert len(positional(other, True)) > len(positional(op._schema, False)), (op, overload)
+            needs_more = len(positional(other, True)) > len(positional(op._schema, False))
+            assert overload.startswith("names") or needs_more, (op, overload)
     x, w = torch.randn(2, 3, 6, 5), torch.randn(4, 3, 3, 3)
     args = (x, w, None, [1, 2], [1, 0], [1, 1], False, [0, 0], 1)
     assert torch.equal(torch.convolution(*args), torch.ops.aten.convolution.default(*args))

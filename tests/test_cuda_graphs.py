@@ -298,3 +298,19 @@ def test_gpu_dropout_draws_new_masks_in_each_replay():
     assert graphed.replays == 3
     assert not torch.equal(masks[3], masks[4]) and not torch.equal(masks[2], masks[3])
     assert 0.4 < masks[4].float().mean().item() < 0.6
+
+
+def test_only_outputs_that_may_view_an_input_are_matched_to_inputs():
+    """A CUDA graph hands out an output that views an input as that view, and copies the others.
+    Which outputs may view an input comes from the graph, not from addresses: the backward frees
+    the forward's saved values as it runs, and a fresh gradient can land at a dead input's
+    address (on the H200 a bias gradient did, and the next forward overwrote it)."""
+    from torch.fx.experimental.proxy_tensor import make_fx
+
+    from ait_dynamo.compile import outputs_aliasing_inputs
+
+    def fn(x, y):
+        return x.t(), x * 2, y.add_(1), y.view(-1)[1:], (x + y).relu()
+
+    gm = make_fx(fn)(torch.randn(3, 3), torch.randn(3, 3))
+    assert outputs_aliasing_inputs(gm) == [0, 2, 3]

@@ -182,6 +182,25 @@ def test_batch_norm_relu_and_residual_add_fuse_into_one_channels_last_kernel(tmp
 
 
 @needs_cpu_triton
+def test_convolution_bias_is_added_by_the_kernel_that_reads_the_convolution(tmp_path):
+    """Squeeze-excitation's biased 1x1 convolutions run without their bias; the bias is added
+    inside the next kernel (ReLU, sigmoid), so no kernel or ATen call is left doing only an add."""
+    torch.manual_seed(0)
+    model = _with_statistics(SqueezeExcitation(7, 3)).eval()
+    with torch.no_grad():
+        check_compiled(model, torch.randn(2, 7, 6, 5), backward=False,
+                       options={**ON, "debug_dir": str(tmp_path)}, check_strides=True)
+    (record,) = metrics.compiled_graphs
+    assert record.externs == ["aten.convolution.default"] * 3, record.externs
+    source = (tmp_path / record.name / "module.py").read_text()
+    calls = re.findall(r"= _aten_convolution_default\((\w+), (\w+), (\w+),", source)
+    assert calls and all(bias == "None" for _, _, bias in calls), calls
+    plan = (tmp_path / record.name / "plan.txt").read_text()
+    after_reduce = re.findall(r"pointwise kernel_\d+: .*\[(.*)\] over \(2, 3, 1, 1\)", plan)
+    assert len(after_reduce) == 1 and "add" in after_reduce[0] and "relu" in after_reduce[0], plan
+
+
+@needs_cpu_triton
 def test_layout_is_contiguous_by_default_on_the_cpu():
     torch.manual_seed(0)
     model = _with_statistics(ResidualBlock(5)).eval()

@@ -140,7 +140,7 @@ def test_training_with_reuse_and_hoisting_matches_eager():
 def test_layer_norm_weight_gradient_is_a_split_column_sum(dtype, tmp_path):
     """Few long columns: the rows are split over programs even though the sums are cast to the
     parameter dtype afterwards (unsplit, a 32768x768 fp16 weight gradient took 912 us on an H200)."""
-    x = torch.randn(257, 40, device=DEVICE, dtype=dtype, requires_grad=True)
+    x = torch.randn(1031, 40, device=DEVICE, dtype=dtype, requires_grad=True)  # rows for 4 splits on a GPU
     w = torch.randn(40, device=DEVICE, dtype=dtype, requires_grad=True)
     b = torch.randn(40, device=DEVICE, dtype=dtype, requires_grad=True)
     metrics.reset()
@@ -157,7 +157,7 @@ def test_layer_norm_weight_gradient_is_a_split_column_sum(dtype, tmp_path):
 def test_bias_gradient_through_a_view_is_a_split_column_sum(tmp_path):
     """A linear layer on 3-d activations sums its bias gradient over two dims and views the
     result: still a split column sum (unsplit, ViT-B/16's bias sums took 4-6x their floor)."""
-    x = torch.randn(5, 67, 24, device=DEVICE, dtype=torch.bfloat16, requires_grad=True)
+    x = torch.randn(5, 131, 24, device=DEVICE, dtype=torch.bfloat16, requires_grad=True)  # 2 splits on a GPU
     w = torch.randn(40, 24, device=DEVICE, dtype=torch.bfloat16, requires_grad=True)
     b = torch.randn(40, device=DEVICE, dtype=torch.bfloat16, requires_grad=True)
     metrics.reset()
