@@ -51,15 +51,18 @@ _DECOMPOSED_OPS = [
     aten.logsumexp,
     *[getattr(aten, name) for name in ("_fused_rms_norm", "_fused_rms_norm_backward") if hasattr(aten, name)],
     # Inference batch norm (issue 13): pointwise work that fuses with the convolution's consumers
-    # (ReLU, residual add) instead of its own ATen pass. Training batch norm stays ATen for now:
-    # with torch's decompositions of _native_batch_norm_legit_functional and
-    # native_batch_norm_backward, a conv-BN-add-ReLU training step in bf16 (8x6x12x12, CPU) has
-    # every gradient at 1.4-2.0x eager's RMSE against fp64 (input 3.95e-2 against 1.98e-2). The
-    # same numbers come out of aot_eager with those decompositions; they appear as soon as the
-    # forward is decomposed (decomposing the backward alone changes nothing), although the
-    # decomposed forward's own output is as accurate as eager's: the loss is in what torch's
-    # forward decomposition hands the backward, not in ait's kernels (2026-12-02). A fused
-    # training batch norm needs decompositions of our own that keep ATen's numerics.
+    # (ReLU, residual add) instead of its own ATen pass. Training batch norm stays ATen for now,
+    # for speed, not accuracy. Accuracy: with torch's decompositions of
+    # _native_batch_norm_legit_functional and native_batch_norm_backward, a bf16 conv-BN-add-ReLU
+    # training step (8x6x12x12, CPU interpreter) is as accurate as eager: over 10 seeds the
+    # median RMSE against fp64 is 0.88x eager's on the output and 1.00-1.04x on every gradient
+    # (per seed 0.4-5.6x either way: one seed is noise, which is what an earlier single-seed
+    # reading of 1.4-2.0x was); a variant keeping the saved statistics in float32 gave the same
+    # (benchmarks/results/cpu-triton-interpreter/batch_norm_training/).
+    # Speed: the variance reads the mean, so the planner keeps both in one two-pass kernel that
+    # a column reduction cannot split over programs (kernels/column_reduction.py): channels-last,
+    # ResNet-50's first batch norm would reduce 401k rows on one program. Needed first: mean and
+    # centred sum as two split column sums (or a parallel Welford combine).
     aten._native_batch_norm_legit_no_training,
     aten._native_batch_norm_legit.default,  # what the inference decomposition calls (training=False)
 ]
