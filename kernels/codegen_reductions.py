@@ -14,6 +14,7 @@ import torch
 from torch import fx
 
 from ait_dynamo.kernels import op_table
+from ait_dynamo.kernels.column_reduction import reads_reduction
 from ait_dynamo.kernels.triton_values import compute_dtype, literal, round_to, triton_type
 from ait_dynamo.passes.sizes import is_one
 
@@ -104,20 +105,7 @@ class ReductionWriter:
         """``node`` and the other pending reductions that depend on no pending reduction: looped
         kernels compute them in one pass over the row."""
         pending = [n for n in self.group.nodes if n.target in op_table.REDUCTIONS and n not in self.reduction_vars]
-
-        def needs_pending(start: fx.Node) -> bool:
-            seen, stack = set(), [start.args[0]]
-            while stack:
-                current = stack.pop()
-                if current in seen or current not in self.members:
-                    continue
-                seen.add(current)
-                if current in pending:
-                    return True
-                stack.extend(current.all_input_nodes)
-            return False
-
-        return [node] + [n for n in pending if n is not node and not needs_pending(n)]
+        return [node] + [n for n in pending if n is not node and not reads_reduction(n.args[0], self.members, pending)]
 
     def reduction(self, node: fx.Node) -> str:
         if node in self.reduction_vars:

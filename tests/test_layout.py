@@ -159,23 +159,28 @@ def _channels(model: nn.Module) -> int:
     return next(m for m in model.modules() if isinstance(m, nn.Conv2d)).in_channels
 
 
+def _compiled_inference(model: nn.Module, x: torch.Tensor, tmp_path) -> tuple:
+    """(the graph's metrics record, its plan.txt, its module.py) of ``model`` compiled channels-last
+    for inference and checked against eager."""
+    model = _with_statistics(model).eval()
+    with torch.no_grad():
+        check_compiled(model, x, backward=False, options={**ON, "debug_dir": str(tmp_path)}, check_strides=True)
+    (record,) = metrics.compiled_graphs
+    folder = tmp_path / record.name
+    return record, (folder / "plan.txt").read_text(), (folder / "module.py").read_text()
+
+
 @needs_cpu_triton
 def test_batch_norm_relu_and_residual_add_fuse_into_one_channels_last_kernel(tmp_path):
     """Inference: after each convolution one kernel (BN + ReLU, or BN + add + ReLU), which walks
     the NHWC buffers in memory order (flat index, no per-dim div/mod)."""
     torch.manual_seed(0)
-    model = _with_statistics(ResidualBlock(5)).eval()
-    with torch.no_grad():
-        check_compiled(model, torch.randn(2, 5, 6, 5), backward=False,
-                       options={**ON, "debug_dir": str(tmp_path)}, check_strides=True)
-    (record,) = metrics.compiled_graphs
+    record, plan, source = _compiled_inference(ResidualBlock(5), torch.randn(2, 5, 6, 5), tmp_path)
     assert record.externs == ["aten.convolution.default"] * 2, record.externs
-    plan = (tmp_path / record.name / "plan.txt").read_text()
     # over the activations' space: the input made channels-last, then one kernel per convolution
     # (the second also writes the output back in NCHW); the per-channel BN scales are 1-d kernels
     full = re.findall(r"pointwise (kernel_\d+): .* over \(2, 5, 6, 5\)", plan)
     assert len(full) == 3, plan
-    source = (tmp_path / record.name / "module.py").read_text()
     epilogue = source[source.index(f"def {full[1]}("):]
     epilogue = epilogue[:epilogue.index("@triton.jit")]
     assert "tl.load(in_ptr0 + (xindex)" in epilogue and "tl.store(out_ptr0 + (xindex)" in epilogue, epilogue
@@ -186,16 +191,10 @@ def test_convolution_bias_is_added_by_the_kernel_that_reads_the_convolution(tmp_
     """Squeeze-excitation's biased 1x1 convolutions run without their bias; the bias is added
     inside the next kernel (ReLU, sigmoid), so no kernel or ATen call is left doing only an add."""
     torch.manual_seed(0)
-    model = _with_statistics(SqueezeExcitation(7, 3)).eval()
-    with torch.no_grad():
-        check_compiled(model, torch.randn(2, 7, 6, 5), backward=False,
-                       options={**ON, "debug_dir": str(tmp_path)}, check_strides=True)
-    (record,) = metrics.compiled_graphs
+    record, plan, source = _compiled_inference(SqueezeExcitation(7, 3), torch.randn(2, 7, 6, 5), tmp_path)
     assert record.externs == ["aten.convolution.default"] * 3, record.externs
-    source = (tmp_path / record.name / "module.py").read_text()
     calls = re.findall(r"= _aten_convolution_default\((\w+), (\w+), (\w+),", source)
     assert calls and all(bias == "None" for _, _, bias in calls), calls
-    plan = (tmp_path / record.name / "plan.txt").read_text()
     after_reduce = re.findall(r"pointwise kernel_\d+: .*\[(.*)\] over \(2, 3, 1, 1\)", plan)
     assert len(after_reduce) == 1 and "add" in after_reduce[0] and "relu" in after_reduce[0], plan
 
