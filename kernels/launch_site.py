@@ -42,8 +42,12 @@ def _retired(*args: Any) -> None:
 
 
 def _specialization_key(args: Sequence[Any], tensors: Sequence[int], seeds: Sequence[int]) -> tuple:
-    return (tuple(args[i].data_ptr() & 15 for i in tensors),
-            tuple((args[i] == 1, args[i] % 16 == 0) for i in seeds))
+    # list comprehensions, not generators: this runs before every direct launch, and with five
+    # checked tensors it took 0.85 us against 1.86 us (2-core CPU machine, Python 3.11)
+    key: list[Any] = [args[i].data_ptr() & 15 for i in tensors]
+    if seeds:
+        key += [(args[i] == 1, args[i] % 16 == 0) for i in seeds]
+    return tuple(key)
 
 
 class LaunchSite:
