@@ -60,8 +60,8 @@ class GeneratedKernel:
     # per output buffer, the inputs whose buffer it may take over (see kernels/reuse.py)
     inplace_candidates: dict[str, list[fx.Node]] = field(default_factory=dict)
     # split column reductions: per output buffer written as float32 partial sums, the dtypes their
-    # sum is cast to in turn (the casts of the group's epilogue, applied by the wrapper after
-    # adding the partial sums); a split kernel's other outputs are written whole
+    # sum is cast to in turn (the casts of the group's epilogue, applied by the kernel that adds
+    # up the partial sums: kernels/split_sum.py); a split kernel's other outputs are written whole
     split_casts: dict[str, tuple[torch.dtype, ...]] = field(default_factory=dict)
     device_type: str = "cuda"
     # (tensor dtypes, int args) with every value known statically, for compiling the kernel ahead

@@ -96,7 +96,7 @@ class ReductionWriter:
             self.outer.append(f"{out} = {out} / {self.rnumel_name}")
         dtype = plan["node"].meta["val"].dtype
         # half-precision results are rounded, as in eager; a split's partial sums (every reduction
-        # of a split kernel is one) stay float32 until the wrapper has added them up and cast
+        # of a split kernel is one) stay float32 until the finishing kernel has added them up and cast
         if round_to("v", dtype) != "v" and not self.split:
             self.outer.append(f"{out} = {round_to(out, dtype)}")
         self.reduction_vars[plan["node"]] = out

@@ -100,13 +100,16 @@ def _indent(lines: list[str]) -> list[str]:
 def group_call_source(group: FusionGroup, kernel: GeneratedKernel, names: Callable[[fx.Node], str],
                       symbols: SymbolLocals, autotune: bool = False,
                       reuse: dict[str, tuple[str, bool]] | None = None, triton_runs: bool = True,
-                      take_slot: Callable[[fx.Node], str | None] | None = None) -> GroupCall:
+                      take_slot: Callable[[fx.Node], str | None] | None = None,
+                      finishing: GeneratedKernel | None = None) -> GroupCall:
     """``reuse``: output buffer → (the name of a dying input whose buffer it is written into,
     whether that input has another shape: a contiguous base read through a view).
     ``triton_runs``: whether Triton runs on the group's device in this process (decided once, at
     compile time); where it does not, the group is its ATen calls and nothing else.
     ``take_slot(node)``: the name of a dead buffer of the node's exact layout its fresh output
-    buffer may take instead of an allocation (``kernels/slots.py``), or ``None``."""
+    buffer may take instead of an allocation (``kernels/slots.py``), or ``None``.
+    ``finishing``: a split reduction's second kernel, which adds up its partial sums
+    (``kernels/split_sum.py``)."""
     reuse = reuse or {}
     inputs = ", ".join(names(n) for n in group.reads())
     outputs = "".join(f"{names(n)}, " for n in group.outputs)
@@ -127,10 +130,9 @@ def group_call_source(group: FusionGroup, kernel: GeneratedKernel, names: Callab
     for node, buffer in kernel.out_buffers:
         meta = node.meta["val"]
         device = f"{tensors_read[0]}.device" if tensors_read else value_source(meta.device, names)
-        if buffer in kernel.split_casts:
+        if buffer in kernel.split_casts:  # float32 partial sums; the buffer itself is the finishing kernel's
             call.allocate.append(f"{buffer}__partial = torch.empty(({split}, {xnumel}), dtype=torch.float32, device={device})")
             fresh.add(f"{buffer}__partial")
-            continue
         shape = value_source(tuple(symbols.source(s) for s in meta.shape), lambda n: n).replace("'", "")
         if buffer in reuse:  # same elements, strides and dtype; each is read before it is written
             source, reshaped = reuse[buffer]
@@ -184,17 +186,13 @@ def group_call_source(group: FusionGroup, kernel: GeneratedKernel, names: Callab
     if faults.active("launch", group.name):
         call.launch.append(f"_rt.injected_launch_failure({group.name!r})")
     call.launch.append(f"{group.name}_site.launch({', '.join(tensors + ints)})")
-    if kernel.split:
-        for node, buffer in kernel.out_buffers:
-            if buffer not in kernel.split_casts:
-                continue
-            meta = node.meta["val"]
-            shape = value_source(tuple(symbols.source(s) for s in meta.shape), lambda n: n).replace("'", "")
-            chain = list(kernel.split_casts[buffer])
-            while chain and chain[0] == torch.float32:  # the partial sums are float32 already
-                chain.pop(0)
-            casts = "".join(f".to({dtype})" for dtype in chain)
-            call.launch.append(f"{buffer} = {buffer}__partial.sum(0){casts}.reshape({shape})")
+    if finishing is not None:
+        site = f"{group.name}_sum_site"
+        sizes = "" if static else f", {xnumel}"
+        options = f"xnumel={xnumel}" if static else "xnumel=None"
+        call.setup.append(f"{site} = LaunchSite({finishing.name}, {group.name}_aten, {group.name + '_sum'!r}, "
+                          f"'pointwise', {len(finishing.args.tensors)}, {options})")
+        call.launch.append(f"{site}.launch({', '.join(finishing.args.tensors)}, {split}{sizes})")
     return call
 
 

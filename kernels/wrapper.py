@@ -16,6 +16,7 @@ from torch import fx
 from ait_dynamo.kernels import runtime
 from ait_dynamo.kernels.codegen import generate_kernel
 from ait_dynamo.kernels.group_call import SymbolLocals, aten_function_source, group_call_source
+from ait_dynamo.kernels.split_sum import finishing_kernel
 from ait_dynamo.kernels.op_table import HELPERS_SOURCE
 from ait_dynamo.kernels.reuse import choose_reuse, owned_buffers
 from ait_dynamo.kernels.slots import SlotPool
@@ -142,6 +143,14 @@ def generate_wrapper(plan: Plan, gm: fx.GraphModule, version: str, autotune: boo
             else:
                 kernel = dataclasses.replace(kernel, name=first)
             kernels.append(kernel)
+            finishing = finishing_kernel(kernel, f"{step.name}_sum") if kernel.split else None
+            if finishing is not None:  # named after the group: identical kernels may cast alike or not
+                first = defined.setdefault(finishing.canonical_source, finishing.name)
+                if first == finishing.name:
+                    sources.append((finishing.name, finishing.source))
+                else:
+                    finishing = dataclasses.replace(finishing, name=first)
+                kernels.append(finishing)
             outputs_by_buffer = {buffer: node for node, buffer in kernel.out_buffers}
             # autotuning launches a kernel several times on the same arguments: no in-place outputs
             reused = {} if autotune else choose_reuse(plan, index, step, kernel.inplace_candidates,
@@ -152,7 +161,7 @@ def generate_wrapper(plan: Plan, gm: fx.GraphModule, version: str, autotune: boo
             }
             runs = triton_runs_on(step.outputs[0].meta["val"].device.type)
             call = group_call_source(step, kernel, names, symbols, autotune, reuse, triton_runs=runs,
-                                     take_slot=slots.take if runs else None)
+                                     take_slot=slots.take if runs else None, finishing=finishing)
             frees = [names(n) for n in plan.frees_after.get(index, [])] + call.taken
             slots.hold(index, frees, set(reused.values()))
             header = f"# {step.name}: {step.kind}, {len(step.nodes)} ops\n{' ' * 8}"
@@ -161,6 +170,8 @@ def generate_wrapper(plan: Plan, gm: fx.GraphModule, version: str, autotune: boo
             setup.extend(call.setup)
             if runs:
                 launched.add(kernel.name)
+                if finishing is not None:
+                    launched.add(finishing.name)
             if verify:
                 verifying_body.append((header + (call.verified_source() if runs else call.source()), frees))
             continue

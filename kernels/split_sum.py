@@ -1,0 +1,77 @@
+"""The second kernel of a split column reduction: add up its float32 partial sums and cast.
+
+A split column reduction (``kernels/column_reduction.py``) writes one float32 row of partial
+sums per split. Adding them up was ATen's ``partial.sum(0)`` followed by one ``.to(dtype)`` per
+cast of the group's epilogue: two or three ATen calls (and allocations) a split reduction, in
+low precision. This kernel does it in one launch: it walks the splits in order (a fixed order:
+the same bits on every call), rounds through the epilogue's casts as eager does, and stores each
+output in its dtype. One kernel serves every output of the group (a layer_norm's weight and bias
+gradients share it).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+
+from ait_dynamo.kernels.triton_values import round_to, to_storage
+from ait_dynamo.passes.sizes import static_int
+
+
+def _cast_chain(casts: tuple[torch.dtype, ...]) -> list[torch.dtype]:
+    chain = list(casts)
+    while chain and chain[0] == torch.float32:  # the partial sums are float32 already
+        chain.pop(0)
+    return chain
+
+
+def finished_value(var: str, casts: tuple[torch.dtype, ...]) -> tuple[str, torch.dtype]:
+    """(the expression stored, its dtype) for a float32 sum ``var`` cast in turn to ``casts``."""
+    chain = _cast_chain(casts)
+    if not chain:
+        return var, torch.float32
+    for dtype in chain[:-1]:
+        var = round_to(var, dtype)
+    return to_storage(var, chain[-1]), chain[-1]
+
+
+def aten_casts(casts: tuple[torch.dtype, ...]) -> str:
+    """The same casts as ATen method calls (the fallback's ``partial.sum(0)`` is float32)."""
+    return "".join(f".to({dtype})" for dtype in _cast_chain(casts))
+
+
+def finishing_kernel(kernel: Any, name: str) -> Any:
+    """The ``GeneratedKernel`` named ``name`` that adds up ``kernel``'s partial sums (``kernel.split``)."""
+    from ait_dynamo.kernels import runtime
+    from ait_dynamo.kernels.codegen import GeneratedKernel, KernelArgs
+    from ait_dynamo.kernels.wrapper import render_template
+
+    buffers = [(node, buffer) for node, buffer in kernel.out_buffers if buffer in kernel.split_casts]
+    body: list[str] = []
+    dtypes: list[torch.dtype] = []
+    for index, (_, buffer) in enumerate(buffers):
+        body += [f"acc{index} = tl.zeros([XBLOCK], dtype=tl.float32)", f"ptr{index} = in_ptr{index} + xindex"]
+    body.append("for split in range(0, ks0):")
+    for index in range(len(buffers)):
+        body += [f"    acc{index} += tl.load(ptr{index}, xmask, other=0)", f"    ptr{index} += xnumel"]
+    for index, (_, buffer) in enumerate(buffers):
+        value, dtype = finished_value(f"acc{index}", kernel.split_casts[buffer])
+        dtypes.append(dtype)
+        body.append(f"tl.store(out_ptr{index} + xindex, {value}, xmask)")
+    tensor_params = [f"in_ptr{i}" for i in range(len(buffers))] + [f"out_ptr{i}" for i in range(len(buffers))]
+    source = render_template("pointwise.py.jinja", name=name, tensor_params=tensor_params, int_params=["ks0"],
+                             int64=False, x_index=[], body=body, ops="the split reduction's partial sums, added")
+    xnumel = static_int(math.prod([1] + list(kernel.xnumel)))
+    rnumel = static_int(math.prod([1] + list(kernel.rnumel)))
+    warmup = None
+    if xnumel is not None and rnumel is not None:
+        splits = runtime.column_split(xnumel, rnumel)[1]
+        warmup = (tuple([torch.float32] * len(buffers) + dtypes), (splits, xnumel))
+    return GeneratedKernel(
+        name=name, source=source, kind="pointwise", persistent=False, column=False, split=False,
+        args=KernelArgs(tensors=[f"{b}__partial" for _, b in buffers] + [b for _, b in buffers], ints=[("splits",)]),
+        xnumel=list(kernel.xnumel), rnumel=[], out_buffers=buffers, bytes_moved=None,
+        device_type=kernel.device_type, warmup=warmup,
+    )
