@@ -134,22 +134,22 @@ def generate_wrapper(plan: Plan, gm: fx.GraphModule, version: str, autotune: boo
     launched: set[str] = set()  # kernels some site launches: only those are defined
     defined: dict[str, str] = {}  # source with the name blanked → the name it is defined under
     sources: list[tuple[str, str]] = []
+
+    def define_once(generated: Any) -> Any:
+        """``generated``, or under the name of an identical kernel defined earlier."""
+        first = defined.setdefault(generated.canonical_source, generated.name)
+        if first == generated.name:
+            sources.append((generated.name, generated.source))
+            return generated
+        return dataclasses.replace(generated, name=first)
+
     for index, step in enumerate(plan.steps):
         if isinstance(step, FusionGroup):
-            kernel = generate_kernel(step, names)
-            first = defined.setdefault(kernel.canonical_source, kernel.name)
-            if first == kernel.name:
-                sources.append((kernel.name, kernel.source))
-            else:
-                kernel = dataclasses.replace(kernel, name=first)
+            kernel = define_once(generate_kernel(step, names))
             kernels.append(kernel)
-            finishing = finishing_kernel(kernel, f"{step.name}_sum") if kernel.split else None
-            if finishing is not None:  # named after the group: identical kernels may cast alike or not
-                first = defined.setdefault(finishing.canonical_source, finishing.name)
-                if first == finishing.name:
-                    sources.append((finishing.name, finishing.source))
-                else:
-                    finishing = dataclasses.replace(finishing, name=first)
+            # named after the group: identical split kernels may cast their sums alike or not
+            finishing = define_once(finishing_kernel(kernel, f"{step.name}_sum")) if kernel.split else None
+            if finishing is not None:
                 kernels.append(finishing)
             outputs_by_buffer = {buffer: node for node, buffer in kernel.out_buffers}
             # autotuning launches a kernel several times on the same arguments: no in-place outputs
