@@ -124,6 +124,8 @@ def group_call_source(group: FusionGroup, kernel: GeneratedKernel, names: Callab
     xnumel = _product(kernel.xnumel, symbols)
     rnumel = _product(kernel.rnumel, symbols) if kernel.kind == "reduction" else "1"
     split = f"split_{kernel.name}"
+    if kernel.split and finishing is None:
+        raise ValueError(f"{kernel.name} splits its rows: its partial sums need their finishing kernel")
     if kernel.split:  # static sizes: the split is decided once, with the site
         (call.setup if static else call.allocate).append(f"r{split}, {split} = _rt.column_split({xnumel}, {rnumel})")
     fresh: set[str] = set()  # buffers allocated here: aligned, whatever the call

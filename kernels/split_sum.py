@@ -2,8 +2,8 @@
 
 A split column reduction (``kernels/column_reduction.py``) writes one float32 row of partial
 sums per split. Adding them up was ATen's ``partial.sum(0)`` followed by one ``.to(dtype)`` per
-cast of the group's epilogue: two or three ATen calls (and allocations) a split reduction, in
-low precision. This kernel does it in one launch: it walks the splits in order (a fixed order:
+cast of the group's epilogue: two or three ATen calls and allocations per split reduction with a
+half-precision output. This kernel does it in one launch: it walks the splits in order (a fixed order:
 the same bits on every call), rounds through the epilogue's casts as eager does, and stores each
 output in its dtype. One kernel serves every output of the group (a layer_norm's weight and bias
 gradients share it).
@@ -35,11 +35,6 @@ def finished_value(var: str, casts: tuple[torch.dtype, ...]) -> tuple[str, torch
     for dtype in chain[:-1]:
         var = round_to(var, dtype)
     return to_storage(var, chain[-1]), chain[-1]
-
-
-def aten_casts(casts: tuple[torch.dtype, ...]) -> str:
-    """The same casts as ATen method calls (the fallback's ``partial.sum(0)`` is float32)."""
-    return "".join(f".to({dtype})" for dtype in _cast_chain(casts))
 
 
 def finishing_kernel(kernel: Any, name: str) -> Any:
