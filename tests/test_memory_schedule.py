@@ -446,3 +446,26 @@ def test_two_getitems_of_one_element_are_one_buffer_to_the_in_place_pass():
     assert aten.relu.default in targets and aten.exp.default in targets  # neither writes the shared buffer
     assert aten.add_.Tensor in targets  # relu's own fresh result dies in the sum
 
+
+
+@needs_triton
+def test_split_column_sums_under_dynamic_shapes(tmp_path):
+    """Symbolic rows: the split count is decided per call and passed to the finishing kernel,
+    which Triton's JIT then specialises as it needs (a count of 1 is a constant to it)."""
+    torch.manual_seed(0)
+    w = torch.randn(40, device=DEVICE, requires_grad=True)
+    b = torch.randn(40, device=DEVICE, requires_grad=True)
+    metrics.reset()
+    torch._dynamo.reset()
+    compiled = torch.compile(lambda x, w, b: F.layer_norm(x, (40,), w, b), backend="ait", dynamic=True,
+                             options={"debug_dir": str(tmp_path)})
+    for rows in (37, 1500, 130):
+        x = torch.randn(rows, 40, device=DEVICE, requires_grad=True)
+        got = torch.autograd.grad(compiled(x, w, b).sum(), (w, b))
+        want = torch.autograd.grad(F.layer_norm(x, (40,), w, b).sum(), (w, b))
+        for g, e in zip(got, want):
+            torch.testing.assert_close(g, e, rtol=1e-5, atol=2e-5)
+    backward = [g for g in metrics.compiled_graphs if g.name.endswith("backward")][-1]
+    source = (tmp_path / backward.name / "module.py").read_text()
+    assert len(_finishing_kernels(source)) == 1
+    assert "xnumel=None" in source and "_rt.column_split(40, sym_" in source, source
