@@ -61,8 +61,13 @@ _DECOMPOSED_OPS = [
     # (benchmarks/results/cpu-triton-interpreter/batch_norm_training/).
     # Speed: the variance reads the mean, so the planner keeps both in one two-pass kernel that
     # a column reduction cannot split over programs (kernels/column_reduction.py): channels-last,
-    # ResNet-50's first batch norm would reduce 401k rows on one program. Needed first: mean and
-    # centred sum as two split column sums (or a parallel Welford combine).
+    # ResNet-50's first batch norm would reduce 401k rows on one program. On the CPU interpreter a
+    # channels-last bf16 block's forward became one reduction kernel (mean, variance, the
+    # normalisation with ReLU and residual, the running statistics) and its backward another.
+    # Needed first: readers of a reduction kept out of a column group that would split (mean and
+    # centred sum as two split sums, the normalisation a pointwise kernel), and the cheap values
+    # those groups share recomputed in each (x.float(), the backward's x - mean), lest they become
+    # full-size float32 outputs.
     aten._native_batch_norm_legit_no_training,
     aten._native_batch_norm_legit.default,  # what the inference decomposition calls (training=False)
 ]
