@@ -92,6 +92,10 @@ class AitConfig:
             with one, that one is used wherever it can run.
         autotune_budget_s: most seconds one graph spends measuring GEMM backends and configs
             (``autotune``); past it, the remaining GEMMs take the heuristic's choice.
+        fused_batch_norm_training: training batch norm as generated kernels (column sums for the
+            statistics, split over programs, and a pointwise normalisation that fuses with its
+            neighbours; the backward likewise) instead of ATen's kernels. Off by default until it
+            is measured on a GPU (``passes/decompositions.py``: as accurate as eager's).
     """
 
     debug_dir: str | None = None
@@ -111,6 +115,7 @@ class AitConfig:
     channels_last: str = "auto"
     gemm_backends: tuple[str, ...] = ("aten", "triton")
     autotune_budget_s: float = 60.0
+    fused_batch_norm_training: bool = False
 
     @staticmethod
     def option_names() -> tuple[str, ...]:
@@ -158,7 +163,7 @@ class AitConfig:
         """The options that change generated code (the cache key includes them)."""
         return repr((self.fusion, self.fallback_ops, self.autotune, self.fallback_random, self.verify,
                      self.rewrite_attention, self.pad_gemms, self.channels_last, self.gemm_backends,
-                     self.autotune_budget_s))
+                     self.autotune_budget_s, self.fused_batch_norm_training))
 
 
 def _parse_str_or_none(name: str, value: Any) -> str | None:
@@ -379,6 +384,7 @@ _PARSERS: dict[str, Callable[[str, Any], Any]] = {
     "channels_last": _parse_layout_mode,
     "gemm_backends": _parse_gemm_backends,
     "autotune_budget_s": _parse_seconds,
+    "fused_batch_norm_training": _parse_bool,
 }
 assert set(_PARSERS) == set(AitConfig.option_names()), "every option needs a parser"
 

@@ -108,7 +108,7 @@ class KernelWriter(ReductionWriter, ShiftedLoadWriter):
         self.rnumel_name = "rnumel"
         self.is_reduction = bool(self.r_dims)
         rsize = static_int(self.rnumel_product) if self.is_reduction else None
-        self.column = self.is_reduction and is_column_layout(group, space, self.x_nonunit, self.r_nonunit)
+        self.column = self.is_reduction and is_column_layout(group.inputs, space, self.x_nonunit, self.r_nonunit)
         # a column reduction walks rows in chunks with many columns per program (coalesced loads)
         self.persistent = not self.is_reduction or (
             rsize is not None and rsize <= PERSISTENT_MAX_ROW and not self.column
@@ -418,6 +418,17 @@ def _wrong_value(var: str, dtype: torch.dtype) -> str:
     return f"(({var}) + 1)"
 
 
+def _split_safe(kernel: KernelWriter, candidates: dict[str, list[fx.Node]]) -> dict[str, list[fx.Node]]:
+    """In-place candidates a split kernel can honour: a full-size output's element belongs to one
+    program, but every split reads the same row of a row-level input and writes the same row of a
+    row-level output, so one split would overwrite a row another has still to read (a batch
+    norm backward's scale was written over its variance input: every gradient wrong)."""
+    if not kernel.split:
+        return candidates
+    full = {buffer for node, buffer in kernel.out_buffers if kernel._is_full(node)}
+    return {buffer: nodes for buffer, nodes in candidates.items() if buffer in full}
+
+
 def _one_split(space: list[Any], x_dims: list[int], r_dims: list[int]) -> bool:
     """True when static sizes already give enough programs that a split column reduction would
     run as one split (``runtime.column_split``)."""
@@ -483,8 +494,8 @@ def generate_kernel(group: FusionGroup, tensor_name: Callable[[fx.Node], str]) -
         xnumel=xnumel_factors,
         rnumel=rnumel_factors,
         out_buffers=kernel.out_buffers,
-        inplace_candidates={} if group.output_copies else inplace_candidates(
-            group, kernel.load_log, kernel.store_offsets, kernel.out_buffers),
+        inplace_candidates={} if group.output_copies else _split_safe(kernel, inplace_candidates(
+            group, kernel.load_log, kernel.store_offsets, kernel.out_buffers)),
         device_type=group.outputs[0].meta["val"].device.type,
         warmup=_warmup_args(kernel, xnumel_factors, rnumel_factors),
         bytes_moved=moved,

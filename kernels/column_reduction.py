@@ -11,14 +11,15 @@ floor of ~50 us (its 200 MB of float32 inputs at the measured 4 TB/s copy rate).
 
 from __future__ import annotations
 
-from typing import Any
+import math
+from typing import Any, Iterable
 
 import torch
 from torch import fx
 
 from ait_dynamo.kernels import op_table
 from ait_dynamo.passes.plan import FusionGroup
-from ait_dynamo.passes.sizes import same_size
+from ait_dynamo.passes.sizes import is_one, same_size, static_int
 
 aten = torch.ops.aten
 
@@ -32,13 +33,13 @@ _ORDER_KEEPING_VIEWS = frozenset({
 SplitSources = dict[fx.Node, tuple[fx.Node, tuple[torch.dtype, ...]]]
 
 
-def is_column_layout(group: FusionGroup, space: list[Any], x_nonunit: list[int], r_nonunit: list[int]) -> bool:
+def is_column_layout(inputs: Iterable[fx.Node], space: list[Any], x_nonunit: list[int], r_nonunit: list[int]) -> bool:
     """True when the inputs laid out like the iteration space are contiguous along a kept dim
     (reducing over rows of a row-major tensor: a bias gradient, a layer_norm weight grad)."""
     if not x_nonunit or not r_nonunit:
         return False
     inner_x = x_nonunit[-1]
-    for node in group.inputs:
+    for node in inputs:
         meta = node.meta.get("val")
         if not isinstance(meta, torch.Tensor) or meta.dim() != len(space):
             continue
@@ -48,6 +49,25 @@ def is_column_layout(group: FusionGroup, space: list[Any], x_nonunit: list[int],
         if same_size(strides[inner_x], 1) and not any(same_size(strides[d], 1) for d in r_nonunit):
             return True
     return False
+
+
+def would_split(space: tuple, reduced: frozenset, reductions: list[fx.Node], inputs: Iterable[fx.Node]) -> bool:
+    """True when a reduction group over ``space`` reducing ``reduced``, made of sums and means
+    over inputs laid out as columns, would split its rows over programs if nothing in it read its
+    sums (the planner keeps such readers out: ``passes/fusion.py``)."""
+    from ait_dynamo.kernels import runtime
+
+    if not reductions or any(op_table.REDUCTIONS[r.target] not in ("sum", "mean") for r in reductions):
+        return False
+    x_dims = [d for d in range(len(space)) if d not in reduced]
+    r_dims = [d for d in range(len(space)) if d in reduced]
+    x_nonunit = [d for d in x_dims if not is_one(space[d])]
+    r_nonunit = [d for d in r_dims if not is_one(space[d])]
+    if not is_column_layout(inputs, list(space), x_nonunit, r_nonunit):
+        return False
+    xnumel = static_int(math.prod([1] + [space[d] for d in x_dims]))
+    rnumel = static_int(math.prod([1] + [space[d] for d in r_dims]))
+    return xnumel is not None and rnumel is not None and runtime.column_split(xnumel, rnumel)[1] > 1
 
 
 def _cast_chain(node: fx.Node, members: set[fx.Node]) -> tuple[fx.Node, tuple[torch.dtype, ...]]:

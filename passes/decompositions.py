@@ -59,18 +59,24 @@ _DECOMPOSED_OPS = [
     # (per seed 0.4-5.6x either way: one seed is noise, which is what an earlier single-seed
     # reading of 1.4-2.0x was); a variant keeping the saved statistics in float32 gave the same
     # (benchmarks/results/cpu-triton-interpreter/batch_norm_training/).
-    # Speed: the variance reads the mean, so the planner keeps both in one two-pass kernel that
-    # a column reduction cannot split over programs (kernels/column_reduction.py): channels-last,
-    # ResNet-50's first batch norm would reduce 401k rows on one program. On the CPU interpreter a
-    # channels-last bf16 block's forward became one reduction kernel (mean, variance, the
-    # normalisation with ReLU and residual, the running statistics) and its backward another.
-    # Needed first: readers of a reduction kept out of a column group that would split (mean and
-    # centred sum as two split sums, the normalisation a pointwise kernel), and the cheap values
-    # those groups share recomputed in each (x.float(), the backward's x - mean), lest they become
-    # full-size float32 outputs.
+    # Speed: the variance reads the mean, and the planner used to keep both in one two-pass
+    # kernel that a column reduction cannot split over programs (kernels/column_reduction.py):
+    # channels-last, ResNet-50's first batch norm would reduce 401k rows on one program. Now
+    # readers of a column group's sums stay out of it where it would split (Planner._keeps_apart):
+    # on the CPU interpreter a channels-last block's forward is the mean (split), the centred
+    # squares' sum (split) and a pointwise normalisation, and its backward likewise. Still to
+    # come: the values those kernels share (x.float(), x - mean) are written as full-size
+    # outputs where recomputing them in each kernel would cost nothing. The option
+    # fused_batch_norm_training turns the decompositions on; not yet measured on a GPU.
     aten._native_batch_norm_legit_no_training,
     aten._native_batch_norm_legit.default,  # what the inference decomposition calls (training=False)
 ]
+
+
+# Option fused_batch_norm_training: torch's decompositions (the statistics in float32 from low
+# precision inputs). The planner keeps the normalisation out of the statistics' column kernels so
+# that those split over programs (passes/fusion.py, Planner._keeps_apart).
+_TRAINING_BATCH_NORM = [aten._native_batch_norm_legit_functional, aten.native_batch_norm_backward]
 
 
 def _reduced_count(x: torch.Tensor, dims: Any) -> Any:
@@ -149,6 +155,8 @@ def decomposition_table(config: Any = None) -> dict[torch._ops.OpOverload, Calla
         return {}
     table = get_decompositions(_DECOMPOSED_OPS)
     table.update(_OWN_DECOMPOSITIONS)
+    if config is not None and config.fused_batch_norm_training:
+        table.update(get_decompositions(_TRAINING_BATCH_NORM))
     if config is not None and not config.fallback_random:
         # dropout → rand_like + compare + scale, generated in-kernel with Philox (kernels/op_table.py)
         table.update(get_decompositions([aten.native_dropout, aten.native_dropout_backward]))

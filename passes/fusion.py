@@ -21,6 +21,7 @@ import torch
 from torch import fx
 
 from ait_dynamo.kernels import gemm_choice, op_table
+from ait_dynamo.kernels.column_reduction import reads_reduction, would_split
 from ait_dynamo.kernels.op_table import OpClass
 from ait_dynamo.kernels.triton_values import FUSIBLE_DTYPES, Operand, Unsupported
 from ait_dynamo.passes.fold_views import drop_folded_views, fold_view
@@ -117,6 +118,26 @@ class Planner:
             for member in group.nodes:
                 stack.extend(u for u in member.all_input_nodes if self.group_of.get(u) is not group)
         return False
+
+    def _keeps_apart(self, node: fx.Node, group: Group, joining: list[fx.Node] | None = None) -> bool:
+        """True when ``node`` (or, with ``joining``, any of those nodes) reads a sum of ``group``
+        (directly or through its epilogue) and ``group`` is a column reduction that would split
+        its rows over programs: inside, the reader would keep the sums from splitting
+        (``kernels/column_reduction.split_sources``), so the kernel would walk its few long
+        columns on as few programs; apart, the sums split and the reader runs in a kernel of its
+        own. A cast of a sum stays: it is applied with the sum."""
+        nodes = group.nodes + (joining or [])
+        members = set(nodes)
+        reductions = [n for n in nodes if n.target in op_table.REDUCTIONS]
+        if not reductions or group.gemm is not None:
+            return False
+        readers = [node] if joining is None else nodes
+        if not any(reader.target not in op_table.CASTS and reader not in reductions
+                   and any(used in members and reads_reduction(used, members, reductions) for used in reader.all_input_nodes)
+                   for reader in readers):
+            return False
+        inputs = [used for member in nodes for used in member.all_input_nodes if used not in members]
+        return would_split(group.space, group.reduced, reductions, inputs)
 
     def _new_group(self, space: tuple) -> Group:
         group = Group(next(self.ids), tuple(space))
@@ -290,6 +311,8 @@ class Planner:
                 if not same_space(shape, group.space):
                     regrow(group, tuple(shape))  # a no-op when the node is the smaller one
                 dim_map = self._node_map(node, group, shape)
+                if self._keeps_apart(node, group):
+                    raise Refused("reads the column sums of a group whose rows split: a kernel of its own")
             except Refused as error:
                 self._restore(snapshot)
                 log.debug("%s does not join %s: %s", node.name, [g.ident for g in chosen], error)
@@ -353,6 +376,7 @@ class Planner:
                 and not self._would_cycle(group.nodes + [node], {group.ident})
                 and (not group.is_reduction or group.reduced == reduced)
                 and reduced
+                and not self._keeps_apart(node, group)
             )
             if joinable:
                 group.reduced = reduced
@@ -488,6 +512,8 @@ class Planner:
                         continue
                     if self._would_cycle(group.nodes + target.nodes, {group.ident, target.ident}):
                         continue
+                    if self._keeps_apart(target.nodes[0], target, joining=group.nodes):
+                        continue  # one would read the other's column sums and keep them from splitting
                     try:
                         self._merge(target, group)
                     except Refused as error:

@@ -5,6 +5,7 @@ statistics exactly as eager does."""
 from __future__ import annotations
 
 import copy
+import re
 
 import pytest
 import torch
@@ -99,3 +100,47 @@ def test_batch_norm_without_affine_or_running_stats():
     torch.manual_seed(0)
     model = nn.BatchNorm2d(5, affine=False, track_running_stats=False).to(DEVICE)
     check_compiled(model, torch.randn(2, 5, 3, 3, device=DEVICE, requires_grad=True))
+
+
+FUSED_TRAINING = {"fused_batch_norm_training": True, "channels_last": "on"}
+
+
+def _split_sums(source: str) -> int:
+    """How many split column reductions a generated module finishes (``kernels/split_sum.py``):
+    their sites (identical finishing kernels are defined once)."""
+    return len(set(re.findall(r"(\w+_sum_site)\.launch\(", source)))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+def test_fused_training_batch_norm_splits_its_statistics(dtype, tmp_path):
+    """Option fused_batch_norm_training: no ATen batch norm, forward or backward. On channels-last
+    activations the mean and the centred squares' sum are column sums split over programs, each
+    finished by its own kernel, and the normalisation (with ReLU and the residual add) is a kernel
+    of its own: inside the statistics' kernel it would keep them from splitting."""
+    torch.manual_seed(0)
+    model = ConvBnReluAdd(8).to(DEVICE, dtype).train()
+    metrics.reset()
+    # the distribution rule: the backward recomputes ReLU's input in another rounding than ATen's
+    # batch norm kernel, so a few inputs within an ulp of zero take the other side of the mask
+    check_compiled(model, torch.randn(4, 8, 24, 24, device=DEVICE, dtype=dtype, requires_grad=True),
+                   options={**FUSED_TRAINING, "debug_dir": str(tmp_path)}, rule="distribution")
+    externs = [e for g in metrics.compiled_graphs for e in g.externs]
+    assert not [e for e in externs if "batch_norm" in e], externs
+    forward, backward = (next(g for g in metrics.compiled_graphs if g.name.endswith(kind)) for kind in ("forward", "backward"))
+    assert _split_sums((tmp_path / forward.name / "module.py").read_text()) >= 2
+    assert _split_sums((tmp_path / backward.name / "module.py").read_text()) >= 1
+
+
+def test_fused_training_batch_norm_updates_running_statistics_as_eager_does():
+    """The running statistics are mutations of the module's buffers: kept exact, step after step."""
+    torch.manual_seed(0)
+    eager = ConvBnReluAdd(8).to(DEVICE).train()
+    compiled_model = copy.deepcopy(eager)
+    compiled = torch.compile(compiled_model, backend="ait", options=FUSED_TRAINING)
+    for _ in range(2):
+        x = torch.randn(4, 8, 24, 24, device=DEVICE)
+        eager(x).sum().backward()
+        compiled(x).sum().backward()
+    for name in ("running_mean", "running_var"):
+        torch.testing.assert_close(getattr(compiled_model.bn, name), getattr(eager.bn, name), rtol=1e-5, atol=1e-6)
+    assert int(compiled_model.bn.num_batches_tracked) == int(eager.bn.num_batches_tracked) == 2
