@@ -3,7 +3,9 @@
 Nodes are visited in graph order. A fusible node (see ``kernels/op_table.py``) joins the groups of
 its producers when their iteration spaces agree, else starts a group; reductions turn a group into
 a REDUCTION group over ``(space, reduced dims)``, and later pointwise consumers of the reduced rows
-(softmax's division, layer_norm's scaling) join it as an epilogue. Each member carries a *dim map*:
+(softmax's division, layer_norm's scaling) join it as an epilogue, except in a column reduction
+that would split its rows over programs (``kernels/column_reduction.py``): there a reader of the
+sums runs in a kernel of its own, so that the sums can split. Each member carries a *dim map*:
 for each of its dims, the iteration dim it runs along (``None`` for a size-1 broadcast dim), which
 is how broadcasting and views inside a group become index arithmetic instead of copies.
 
