@@ -23,7 +23,7 @@ from ait_dynamo.kernels import op_table
 from ait_dynamo.kernels.codegen_access import Access, hashable_size, times, UnitStride
 from ait_dynamo.kernels.codegen_reductions import ReductionWriter
 from ait_dynamo.kernels.codegen_shifted import ShiftedLoadWriter
-from ait_dynamo.kernels.column_reduction import SplitSources, reads_reduction, is_column_layout, split_sources
+from ait_dynamo.kernels.column_reduction import SplitSources, is_column_layout, reads_reduction, split_sources, static_splits
 from ait_dynamo.kernels.loop_order import memory_order
 from ait_dynamo.kernels.reuse import inplace_candidates
 from ait_dynamo.kernels.triton_values import Operand, compute_dtype, round_to, to_storage, triton_type
@@ -116,7 +116,8 @@ class KernelWriter(ReductionWriter, ShiftedLoadWriter):
         # few long columns: split the rows over programs (kernels/column_reduction.py)
         self.members = set(group.nodes)
         sources = split_sources(group, self.x_nonunit) if self.column else None
-        if sources is not None and _one_split(space, self.x_dims, self.r_dims):
+        if sources is not None and static_splits([space[d] for d in self.x_dims],
+                                                 [space[d] for d in self.r_dims]) == 1:
             sources = None  # enough programs already: no partial sums to allocate and add up
         self.split = sources is not None
         self.split_sources: SplitSources = sources or {}
@@ -369,9 +370,8 @@ class KernelWriter(ReductionWriter, ShiftedLoadWriter):
             self.outer.append(f"r_begin = tl.program_id(1) * {rsplit}")
             self.outer.append(f"r_end = tl.minimum(r_begin + {rsplit}, {self.rnumel_name})")
             self.outer.append("split_offset = tl.program_id(1).to(tl.int64) * xnumel")
-        members = set(self.group.nodes)
         reductions = [n for n in self.group.nodes if n.target in op_table.REDUCTIONS]
-        self.early_stores = [(i, n) for i, n in full_outputs if not reads_reduction(n, members, reductions)]
+        self.early_stores = [(i, n) for i, n in full_outputs if not reads_reduction(n, self.members, reductions)]
         for index, node in row_outputs:
             self.value(node)  # runs the reduction loops this output needs (and the early stores)
         if self.early_stored:
@@ -427,16 +427,6 @@ def _split_safe(kernel: KernelWriter, candidates: dict[str, list[fx.Node]]) -> d
         return candidates
     full = {buffer for node, buffer in kernel.out_buffers if kernel._is_full(node)}
     return {buffer: nodes for buffer, nodes in candidates.items() if buffer in full}
-
-
-def _one_split(space: list[Any], x_dims: list[int], r_dims: list[int]) -> bool:
-    """True when static sizes already give enough programs that a split column reduction would
-    run as one split (``runtime.column_split``)."""
-    from ait_dynamo.kernels import runtime
-
-    xnumel = static_int(math.prod([1] + [space[d] for d in x_dims]))
-    rnumel = static_int(math.prod([1] + [space[d] for d in r_dims]))
-    return xnumel is not None and rnumel is not None and runtime.column_split(xnumel, rnumel)[1] == 1
 
 
 def _contiguous(space: list[Any], dims: list[int]) -> dict[int, Any]:

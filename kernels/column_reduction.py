@@ -51,12 +51,20 @@ def is_column_layout(inputs: Iterable[fx.Node], space: list[Any], x_nonunit: lis
     return False
 
 
+def static_splits(kept: Iterable[Any], reduced: Iterable[Any]) -> int | None:
+    """How many splits ``runtime.column_split`` gives a column reduction over the ``kept`` and
+    ``reduced`` sizes, or ``None`` where a size is symbolic (the split is then decided per call)."""
+    from ait_dynamo.kernels import runtime
+
+    xnumel = static_int(math.prod([1, *kept]))
+    rnumel = static_int(math.prod([1, *reduced]))
+    return None if xnumel is None or rnumel is None else runtime.column_split(xnumel, rnumel)[1]
+
+
 def would_split(space: tuple, reduced: frozenset, reductions: list[fx.Node], inputs: Iterable[fx.Node]) -> bool:
     """True when a reduction group over ``space`` reducing ``reduced``, made of sums and means
     over inputs laid out as columns, would split its rows over programs if nothing in it read its
     sums (the planner keeps such readers out: ``passes/fusion.py``)."""
-    from ait_dynamo.kernels import runtime
-
     if not reductions or any(op_table.REDUCTIONS[r.target] not in ("sum", "mean") for r in reductions):
         return False
     x_dims = [d for d in range(len(space)) if d not in reduced]
@@ -65,9 +73,8 @@ def would_split(space: tuple, reduced: frozenset, reductions: list[fx.Node], inp
     r_nonunit = [d for d in r_dims if not is_one(space[d])]
     if not is_column_layout(inputs, list(space), x_nonunit, r_nonunit):
         return False
-    xnumel = static_int(math.prod([1] + [space[d] for d in x_dims]))
-    rnumel = static_int(math.prod([1] + [space[d] for d in r_dims]))
-    return xnumel is not None and rnumel is not None and runtime.column_split(xnumel, rnumel)[1] > 1
+    splits = static_splits([space[d] for d in x_dims], [space[d] for d in r_dims])
+    return splits is not None and splits > 1
 
 
 def _cast_chain(node: fx.Node, members: set[fx.Node]) -> tuple[fx.Node, tuple[torch.dtype, ...]]:
@@ -117,8 +124,8 @@ def split_sources(group: FusionGroup, x_nonunit: list[int]) -> SplitSources | No
             continue  # stored whole by the split that holds its rows
         if source not in reductions or op_table.REDUCTIONS[source.target] not in ("sum", "mean"):
             return None
-        if source.meta["val"].dtype not in (torch.float16, torch.bfloat16, torch.float32):
-            return None  # the partial sums are float32 (float64 is not fused today; were it, it would lose precision)
+        if not source.meta["val"].dtype.is_floating_point:
+            return None
         sources[node] = (source, casts)
         walk = node
         while walk is not source:

@@ -231,8 +231,8 @@ def column_split(xnumel: int, rnumel: int) -> tuple[int, int]:
     else:
         xblock = reduction_config(xnumel, rnumel, False, True)[0]
         programs = max(1, -(-xnumel // xblock))
-        # at least 4 RBLOCK chunks a split: EfficientNet-B0's SE pooling over 28x28 (784 rows)
-        # ran on 72-120 programs of one split each at 512
+        # at least 4 RBLOCK chunks a split: at 512, EfficientNet-B0's squeeze-excitation poolings
+        # over 28x28 (784 rows, 4608-7680 columns: 72-120 programs) would get one split each
         splits = max(1, min(1024 // programs, rnumel // 256))
     rows = -(-rnumel // splits)
     if not INTERPRETING:

@@ -131,8 +131,9 @@ def call_source(node: fx.Node, names: Callable[[fx.Node], str],
     method = _TENSOR_METHODS.get(node.target) if node.op == "call_function" else None
     if method is not None and not node.kwargs and node.args and isinstance(node.args[0], fx.Node):
         if len(node.args) == 2 and isinstance(node.args[1], (list, tuple)) and node.args[1]:
-            # sizes as separate arguments: x.view(512, 768) took 1.13 us against 1.56 us for
-            # x.view([512, 768]) (2-core CPU machine, torch 2.13)
+            # sizes as separate arguments: x.view(512, 768) took 1.35 us against 2.07 us for
+            # x.view([512, 768]), permute 1.13 against 2.29 us (2-core CPU machine, torch 2.13:
+            # benchmarks/results/cpu-triton-interpreter/host_calls/)
             return f"{args[0]}.{method}({', '.join(value_source(a, names) for a in node.args[1])})", None
         return f"{args[0]}.{method}({', '.join(args[1:])})", None
     if node.op == "call_function" and bound is not None and isinstance(node.target, torch._ops.OpOverload):

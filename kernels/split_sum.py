@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from ait_dynamo.kernels.column_reduction import static_splits
 from ait_dynamo.kernels.triton_values import round_to, to_storage
 from ait_dynamo.passes.sizes import static_int
 
@@ -39,7 +40,6 @@ def finished_value(var: str, casts: tuple[torch.dtype, ...]) -> tuple[str, torch
 
 def finishing_kernel(kernel: Any, name: str) -> Any:
     """The ``GeneratedKernel`` named ``name`` that adds up ``kernel``'s partial sums (``kernel.split``)."""
-    from ait_dynamo.kernels import runtime
     from ait_dynamo.kernels.codegen import GeneratedKernel, KernelArgs
     from ait_dynamo.kernels.wrapper import render_template
 
@@ -58,12 +58,9 @@ def finishing_kernel(kernel: Any, name: str) -> Any:
     tensor_params = [f"in_ptr{i}" for i in range(len(buffers))] + [f"out_ptr{i}" for i in range(len(buffers))]
     source = render_template("pointwise.py.jinja", name=name, tensor_params=tensor_params, int_params=["ks0"],
                              int64=False, x_index=[], body=body, ops="the split reduction's partial sums, added")
-    xnumel = static_int(math.prod([1] + list(kernel.xnumel)))
-    rnumel = static_int(math.prod([1] + list(kernel.rnumel)))
-    warmup = None
-    if xnumel is not None and rnumel is not None:
-        splits = runtime.column_split(xnumel, rnumel)[1]
-        warmup = (tuple([torch.float32] * len(buffers) + dtypes), (splits, xnumel))
+    splits = static_splits(kernel.xnumel, kernel.rnumel)
+    xnumel = static_int(math.prod([1, *kernel.xnumel]))
+    warmup = None if splits is None else (tuple([torch.float32] * len(buffers) + dtypes), (splits, xnumel))
     return GeneratedKernel(
         name=name, source=source, kind="pointwise", persistent=False, column=False, split=False,
         args=KernelArgs(tensors=[f"{b}__partial" for _, b in buffers] + [b for _, b in buffers], ints=[("splits",)]),

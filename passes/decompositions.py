@@ -57,8 +57,8 @@ _DECOMPOSED_OPS = [
     # training step (8x6x12x12, CPU interpreter) is as accurate as eager: over 10 seeds the
     # median RMSE against fp64 is 0.88x eager's on the output and 1.00-1.04x on every gradient
     # (per seed 0.4-5.6x either way: one seed is noise, which is what an earlier single-seed
-    # reading of 1.4-2.0x was); a variant keeping the saved statistics in float32 gave the same
-    # (benchmarks/results/cpu-triton-interpreter/batch_norm_training/).
+    # reading of 1.4-2.0x was), NCHW and channels-last alike; a variant keeping the saved
+    # statistics in float32 gave the same (benchmarks/results/cpu-triton-interpreter/batch_norm_training/).
     # Speed: the variance reads the mean, and the planner used to keep both in one two-pass
     # kernel that a column reduction cannot split over programs (kernels/column_reduction.py):
     # channels-last, ResNet-50's first batch norm would reduce 401k rows on one program. Now

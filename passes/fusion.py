@@ -17,7 +17,7 @@ from __future__ import annotations
 import itertools
 import logging
 import operator
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 from torch import fx
@@ -121,19 +121,18 @@ class Planner:
                 stack.extend(u for u in member.all_input_nodes if self.group_of.get(u) is not group)
         return False
 
-    def _keeps_apart(self, node: fx.Node, group: Group, joining: list[fx.Node] | None = None) -> bool:
-        """True when ``node`` (or, with ``joining``, any of those nodes) reads a sum of ``group``
-        (directly or through its epilogue) and ``group`` is a column reduction that would split
+    def _keeps_apart(self, group: Group, readers: Sequence[fx.Node], joining: Sequence[fx.Node] = ()) -> bool:
+        """True when one of ``readers`` reads a sum of ``group`` plus the ``joining`` nodes
+        (directly or through its epilogue) and that group is a column reduction that would split
         its rows over programs: inside, the reader would keep the sums from splitting
         (``kernels/column_reduction.split_sources``), so the kernel would walk its few long
         columns on as few programs; apart, the sums split and the reader runs in a kernel of its
         own. A cast of a sum stays: it is applied with the sum."""
-        nodes = group.nodes + (joining or [])
+        nodes = group.nodes + list(joining)
         members = set(nodes)
         reductions = [n for n in nodes if n.target in op_table.REDUCTIONS]
         if not reductions or group.gemm is not None:
             return False
-        readers = [node] if joining is None else nodes
         if not any(reader.target not in op_table.CASTS and reader not in reductions
                    and any(used in members and reads_reduction(used, members, reductions) for used in reader.all_input_nodes)
                    for reader in readers):
@@ -313,7 +312,7 @@ class Planner:
                 if not same_space(shape, group.space):
                     regrow(group, tuple(shape))  # a no-op when the node is the smaller one
                 dim_map = self._node_map(node, group, shape)
-                if self._keeps_apart(node, group):
+                if self._keeps_apart(group, [node]):
                     raise Refused("reads the column sums of a group whose rows split: a kernel of its own")
             except Refused as error:
                 self._restore(snapshot)
@@ -378,7 +377,7 @@ class Planner:
                 and not self._would_cycle(group.nodes + [node], {group.ident})
                 and (not group.is_reduction or group.reduced == reduced)
                 and reduced
-                and not self._keeps_apart(node, group)
+                and not self._keeps_apart(group, [node])
             )
             if joinable:
                 group.reduced = reduced
@@ -514,7 +513,7 @@ class Planner:
                         continue
                     if self._would_cycle(group.nodes + target.nodes, {group.ident, target.ident}):
                         continue
-                    if self._keeps_apart(target.nodes[0], target, joining=group.nodes):
+                    if self._keeps_apart(target, target.nodes + group.nodes, joining=group.nodes):
                         continue  # one would read the other's column sums and keep them from splitting
                     try:
                         self._merge(target, group)

@@ -1,11 +1,13 @@
 """Is a decomposed training batch norm as accurate as eager's? (passes/decompositions.py)
 
-A bf16 conv-BN-add-ReLU training step (8 x 6 x 12 x 12) compiled by ait with torch's
-decompositions of ``_native_batch_norm_legit_functional`` and ``native_batch_norm_backward``
-added to ait's table, against eager, both judged by RMSE against the same step in float64; over
-several seeds, since one seed's ratio ranges from 0.4x to 5.6x. From the repository root:
+A bf16 conv-BN-add-ReLU training step (8 x 6 x 12 x 12) compiled by ait with option
+``fused_batch_norm_training`` (torch's decompositions of ``_native_batch_norm_legit_functional``
+and ``native_batch_norm_backward``) against eager, both judged by RMSE against the same step in
+float64; over several seeds, since one seed's ratio ranges from 0.4x to 5.6x. ``--layout on``
+runs it channels-last, where the statistics are split column sums (Planner._keeps_apart). From
+the repository root:
 
-    TRITON_INTERPRET=1 python benchmarks/results/cpu-triton-interpreter/batch_norm_training/accuracy.py [seeds]
+    TRITON_INTERPRET=1 python benchmarks/results/cpu-triton-interpreter/batch_norm_training/accuracy.py [seeds] [--layout=on|off]
 """
 
 import statistics
@@ -13,13 +15,6 @@ import sys
 
 import torch
 from torch import nn
-from torch._decomp import get_decompositions
-
-import ait_dynamo.passes.decompositions as decompositions
-
-aten = torch.ops.aten
-for op in (aten._native_batch_norm_legit_functional, aten.native_batch_norm_backward):
-    decompositions._OWN_DECOMPOSITIONS.update(get_decompositions([op]))
 
 
 class Block(nn.Module):
@@ -44,7 +39,7 @@ def rmse(value, reference):
     return ((value.double() - reference) ** 2).mean().sqrt().item()
 
 
-def main(seeds: int) -> None:
+def main(seeds: int, layout: str) -> None:
     names = ["output", "input grad", "conv weight grad", "bn weight grad", "bn bias grad"]
     ratios = {name: [] for name in names}
     for seed in range(seeds):
@@ -57,16 +52,19 @@ def main(seeds: int) -> None:
         compiled_model = Block(6).to(torch.bfloat16)
         compiled_model.load_state_dict(model.state_dict())
         torch._dynamo.reset()
-        compiled = torch.compile(compiled_model, backend="ait")
+        compiled = torch.compile(compiled_model, backend="ait",
+                                 options={"fused_batch_norm_training": True, "channels_last": layout})
         reference = step(reference_model, x.double(), g.double())
         eager = step(model, x, g)
         ait = step(compiled, x, g)
         for name, e, a, r in zip(names, eager, ait, reference):
             ratios[name].append(rmse(a, r) / max(rmse(e, r), 1e-30))
-    print(f"RMSE against float64, ait / eager, {seeds} seeds (torch {torch.__version__}):")
+    print(f"RMSE against float64, ait / eager, {seeds} seeds, channels_last={layout} (torch {torch.__version__}):")
     for name, values in ratios.items():
         print(f"  {name}: median {statistics.median(values):.2f}, range {min(values):.2f}-{max(values):.2f}")
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]) if len(sys.argv) > 1 else 10)
+    arguments = [a for a in sys.argv[1:] if not a.startswith("--layout")]
+    layout = next((a.split("=", 1)[1] for a in sys.argv[1:] if a.startswith("--layout=")), "off")
+    main(int(arguments[0]) if arguments else 10, layout)
