@@ -135,7 +135,7 @@ class KernelWriter(ReductionWriter, ShiftedLoadWriter):
         # for in-place buffer reuse (kernels/reuse.py): every load's (input, offset, stores
         # emitted before it) and every store's offset
         self.load_log: list[tuple[fx.Node, str, int]] = []
-        self.store_offsets: dict[int, str] = {}
+        self.store_offsets: dict[int, str | None] = {}  # None: no output may take an input's buffer
         self.outer: list[str] = []
         self.loop: list[str] | None = None
         self.row_cache: dict[Any, tuple[str, bool]] = {}
@@ -340,13 +340,11 @@ class KernelWriter(ReductionWriter, ShiftedLoadWriter):
             var = f"({var} + tl.zeros({shape}, {triton_type(compute_dtype(meta.dtype))}))"
         mask = "xmask & rmask" if uses_r else "xmask"
         offset = self.store_offset(offset, uses_x, dim_map)
-        if uses_r and not uses_x:
-            pass
         covered = {m for m in dim_map if m is not None}
-        for d in self.x_nonunit:
-            if d not in covered:  # broadcast along d: the element is written once, at index 0
-                mask += f" & (x{d} == 0)"
-                self.used_dims.add(("x", d))
+        broadcast = [d for d in self.x_nonunit if d not in covered]
+        for d in broadcast:  # broadcast along d: the element is written once, at index 0
+            mask += f" & (x{d} == 0)"
+            self.used_dims.add(("x", d))
         if faults.active("wrong_result", self.name):
             var = _wrong_value(var, meta.dtype)
         if partial:  # float32 partial sums, one row of xnumel per split
@@ -354,7 +352,13 @@ class KernelWriter(ReductionWriter, ShiftedLoadWriter):
             return
         value = to_storage(var, meta.dtype)
         self._lines().append(f"tl.store(out_ptr{buffer_index} + ({offset}), {value}, {mask})")
-        self.store_offsets[buffer_index] = offset
+        # In place only where each element is read and written by one program: not an output
+        # broadcast along a dim of the space (its offset is read by every program along that dim,
+        # and the one at index 0 overwrites it: ResNet-50's fused batch norm backward wrote a
+        # scale over the variance sum the other programs still read, conv weight gradients 50x
+        # off), nor one repeated along a reduced dim (each loop step would read the last one's store).
+        one_writer = not broadcast and (not uses_r or all(d in covered for d in self.r_nonunit))
+        self.store_offsets[buffer_index] = offset if one_writer else None
 
     # -- driver -------------------------------------------------------------------------------
 

@@ -44,7 +44,7 @@ def _depends_on(group: FusionGroup, output: fx.Node, source: fx.Node) -> bool:
 
 
 def inplace_candidates(group: FusionGroup, load_log: list[tuple[fx.Node, str, int]],
-                       store_offsets: dict[int, str], out_buffers: list[tuple[fx.Node, str]]) -> dict[str, list[fx.Node]]:
+                       store_offsets: dict[int, str | None], out_buffers: list[tuple[fx.Node, str]]) -> dict[str, list[fx.Node]]:
     def buffer_of(node: fx.Node) -> fx.Node:
         return group.input_views[node][0] if node in group.input_views else node
 
