@@ -71,6 +71,10 @@ class AitConfig:
         pad_gemms: ``"auto"``: mm / addmm / bmm whose K or N is not a multiple of the tensor
             cores' alignment run on zero-padded operands where a measurement on the CUDA device
             says it pays (kept on disk per shape); ``"always"``, ``"never"``.
+        onednn_gemms: ``"auto"``: on CPU graphs where nothing is generated (``fusion`` off), mm /
+            addmm run as oneDNN's linear (with a following ReLU, GELU, SiLU, sigmoid or tanh
+            folded in) where a measurement on this CPU says it is faster, kept on disk per shape
+            (``passes/onednn_gemm.py``); ``"always"`` wherever eligible; ``"never"``.
         min_acc_module_size: a Dynamo graph with fewer ops than this runs in eager instead of
             through ait (as the lowering API's setting of the same name: tiny pieces between graph
             breaks are not worth a compile). ``0`` compiles every graph.
@@ -111,6 +115,7 @@ class AitConfig:
     verify: bool = False
     rewrite_attention: bool = True
     pad_gemms: str = "auto"
+    onednn_gemms: str = "auto"
     min_acc_module_size: int = 0
     channels_last: str = "auto"
     gemm_backends: tuple[str, ...] = ("aten", "triton")
@@ -163,7 +168,7 @@ class AitConfig:
         """The options that change generated code (the cache key includes them)."""
         return repr((self.fusion, self.fallback_ops, self.autotune, self.fallback_random, self.verify,
                      self.rewrite_attention, self.pad_gemms, self.channels_last, self.gemm_backends,
-                     self.autotune_budget_s, self.fused_batch_norm_training))
+                     self.autotune_budget_s, self.fused_batch_norm_training, self.onednn_gemms))
 
 
 def _parse_str_or_none(name: str, value: Any) -> str | None:
@@ -202,6 +207,16 @@ def _parse_partitioner(name: str, value: Any) -> str:
         raise ValueError(
             f"ait backend: option {name!r} got {value!r}; valid values: {', '.join(PARTITIONERS)}"
         )
+    return str(value)
+
+
+def _parse_onednn_mode(name: str, value: Any) -> str:
+    from ait_dynamo.passes.onednn_gemm import ONEDNN_MODES
+
+    if isinstance(value, bool):
+        value = "auto" if value else "never"
+    if value not in ONEDNN_MODES:
+        raise ValueError(f"ait backend: option {name!r} got {value!r}; valid values: {', '.join(ONEDNN_MODES)}")
     return str(value)
 
 
@@ -380,6 +395,7 @@ _PARSERS: dict[str, Callable[[str, Any], Any]] = {
     "verify": _parse_bool,
     "rewrite_attention": _parse_bool,
     "pad_gemms": _parse_pad_mode,
+    "onednn_gemms": _parse_onednn_mode,
     "min_acc_module_size": _parse_count,
     "channels_last": _parse_layout_mode,
     "gemm_backends": _parse_gemm_backends,

@@ -154,10 +154,16 @@ def _next_power_of_2(n: int) -> int:
     return 1 << max(0, int(n) - 1).bit_length()
 
 
+# The interpreter's largest XBLOCK. numpy runs one program at a time, so few large programs are
+# fastest; but a hazard between programs (one program overwriting what another still reads) only
+# shows with several: the test suite lowers it to 64 (tests/conftest.py; AIT_INTERPRET_MAX_XBLOCK).
+INTERPRETER_MAX_XBLOCK = int(os.environ.get("AIT_INTERPRET_MAX_XBLOCK", str(1 << 16)))
+
+
 def pointwise_config(xnumel: int) -> tuple[int, int]:
     """(XBLOCK, num_warps)."""
-    if INTERPRETING:  # numpy runs one program at a time: few large programs are fastest
-        return min(_next_power_of_2(xnumel), 1 << 16), 1
+    if INTERPRETING:
+        return min(_next_power_of_2(xnumel), INTERPRETER_MAX_XBLOCK), 1
     if xnumel >= 1 << 20:
         return 1024, 4
     block = max(128, min(1024, _next_power_of_2(xnumel)))
@@ -168,19 +174,19 @@ def reduction_config(xnumel: int, rnumel: int, persistent: bool, column: bool = 
     """(XBLOCK, RBLOCK, num_warps)."""
     if column and not persistent:
         if INTERPRETING:
-            return max(1, min(_next_power_of_2(xnumel), 256)), 64, 1
+            return max(1, min(_next_power_of_2(xnumel), 256, INTERPRETER_MAX_XBLOCK)), 64, 1
         xblock = 64 if xnumel >= 64 * 132 else max(16, min(64, _next_power_of_2(xnumel)))
         return xblock, 64, 8
     if persistent:
         rblock = _next_power_of_2(max(rnumel, 1))
         if INTERPRETING:
-            return max(1, min(_next_power_of_2(xnumel), (1 << 16) // rblock)), rblock, 1
+            return max(1, min(_next_power_of_2(xnumel), (1 << 16) // rblock, INTERPRETER_MAX_XBLOCK)), rblock, 1
         xblock = max(1, min(_next_power_of_2(xnumel), 2048 // rblock if rblock <= 2048 else 1))
         elements = xblock * rblock
         warps = 2 if elements <= 512 else 4 if elements <= 2048 else 8 if elements <= 4096 else 16
         return xblock, rblock, warps
     if INTERPRETING:
-        return max(1, min(_next_power_of_2(xnumel), 64)), 1024, 1
+        return max(1, min(_next_power_of_2(xnumel), 64, INTERPRETER_MAX_XBLOCK)), 1024, 1
     return 1, 2048, 8
 
 

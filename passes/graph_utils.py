@@ -86,11 +86,16 @@ def random_like(meta: torch.Tensor) -> torch.Tensor:
     """A real tensor with ``meta``'s sizes, strides, storage offset and dtype, for timing runs at
     compile time: floating point values drawn from a normal distribution, others zero. It is
     filled through its storage, since broadcast (stride-0) operands share elements, which
-    ``normal_`` refuses to write."""
+    ``normal_`` refuses to write. The values come from a generator of its own: drawing from the
+    global one would move the user's random stream at compile time (a training loop drawing its
+    batches after the first, compiling call then saw other batches than eager: DDP parameters
+    7e-4 apart on the CPU where GEMMs were timed)."""
     extent = 1 + sum((s - 1) * st for s, st in zip(meta.shape, meta.stride())) if meta.numel() else 0
     storage = torch.empty(extent + meta.storage_offset(), dtype=meta.dtype, device=meta.device)
     if meta.dtype.is_floating_point:
-        storage.normal_()
+        generator = torch.Generator(device=storage.device)
+        generator.manual_seed(0)
+        storage.normal_(generator=generator)
     else:
         storage.zero_()
     return storage.as_strided(tuple(meta.shape), tuple(meta.stride()), meta.storage_offset())

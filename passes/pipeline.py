@@ -10,7 +10,9 @@ AOTAutograd (``passes/pre_autograd.py``): what they rewrite, AOTAutograd then di
 ``PASSES`` run on each forward, backward or inference graph AOTAutograd hands over. The order:
 1. remove_noops first, so CSE sees the real producers and more expressions coincide;
 2. CSE before DCE, because merging duplicates leaves the later copies unused;
-3. pad_gemms after CSE, so that each distinct GEMM is measured and padded once;
+3. pad_gemms after CSE, so that each distinct GEMM is measured and padded once; onednn_gemms
+   (CPU graphs where nothing is generated) likewise, and before reinplace_dying_inputs, which
+   would turn the activation it folds into an in-place op;
 4. cancel_negations (only where nothing is generated) before DCE, which drops the negations it
    reads through;
 5. DCE, to drop everything the earlier passes orphaned;
@@ -37,6 +39,7 @@ from ait_dynamo.passes.conv_bias import split_convolution_bias
 from ait_dynamo.passes.cse import common_subexpression_elimination
 from ait_dynamo.passes.dead_code import eliminate_dead_code
 from ait_dynamo.passes.layout import channels_last_layout
+from ait_dynamo.passes.onednn_gemm import onednn_gemms
 from ait_dynamo.passes.pad_gemm import pad_gemms
 from ait_dynamo.passes.reinplace import reinplace_dying_inputs
 from ait_dynamo.passes.remove_noops import remove_noops
@@ -53,6 +56,7 @@ PASSES: list[GraphPass] = [
     remove_noops,
     common_subexpression_elimination,
     pad_gemms,
+    onednn_gemms,
     cancel_negations,
     eliminate_dead_code,
     channels_last_layout,

@@ -286,28 +286,6 @@ def test_no_reuse_of_a_buffer_also_read_through_another_view(tmp_path):
     torch.testing.assert_close(outputs[0], fn(x, w)[0])
 
 
-@needs_triton
-def test_no_reuse_for_an_output_broadcast_over_the_kernel(tmp_path):
-    """s dies in the kernel that reads it broadcast over x's rows and also returns a value of s
-    alone (written once, by the program holding row 0): that output must not take s's buffer, or
-    every later program reads it for s (before the fix: rows past the first program's 65536
-    elements wrong). Found in ResNet-50's fused batch norm backward, the scale written over the
-    variance sum: conv weight gradients 50x off. 2100 rows: two programs under the interpreter,
-    dozens on a GPU."""
-
-    def fn(x, a, b):
-        s = a @ b                       # a fresh buffer of the graph's own, dying below
-        scale = torch.rsqrt(s.abs() + 1)  # shared: one kernel computes both outputs
-        return x * scale, scale * 3
-
-    x, a, b = (torch.randn(2100, 33, device=DEVICE), torch.randn(1, 5, device=DEVICE),
-               torch.randn(5, 33, device=DEVICE))
-    source, outputs = _compiled_source(fn, (x, a, b), tmp_path)
-    for got, want in zip(outputs, fn(x, a, b)):
-        torch.testing.assert_close(got, want)
-    assert not any(b.startswith("mm") for _, b in REUSE.findall(source)), source
-
-
 def test_elementwise_aten_calls_write_into_dying_inputs_where_nothing_is_generated(monkeypatch):
     """fusion off (the CPU without the interpreter): relu after a matmul runs in place, as
     nn.ReLU(inplace=True) does in eager; a graph input, a value read again later and a

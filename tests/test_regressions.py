@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import re
 
 import pytest
 import torch
@@ -236,3 +237,48 @@ def test_trunc_division_of_exact_multiples(dtype, tmp_path):
     assert torch.equal(result.float().cpu(), multiple), (result.float().cpu() - multiple).abs().max()
     sources = "".join(p.read_text() for p in tmp_path.rglob("module.py"))
     assert "tl.div_rn(" in sources and "@triton.jit" in sources
+
+
+# -- 6. in-place reuse across programs: a per-channel output, stored once by the program holding
+# row 0, took the buffer of an input every program reads (the H200, ResNet-50's training step with
+# fused_batch_norm_training: the scale written over the variance sum, conv weight gradients 50x off)
+
+
+@needs_triton
+def test_no_reuse_for_an_output_broadcast_over_the_kernel(tmp_path):
+    """s dies in the kernel that reads it broadcast over x's rows and also returns a value of s
+    alone: that output must not take s's buffer, or every later program reads it for s (before the
+    fix: every row past the first program's wrong). 2100 rows: two programs under the interpreter
+    even at its own default block (65536 elements), dozens on a GPU."""
+
+    def fn(x, a, b):
+        s = a @ b                         # a fresh buffer of the graph's own, dying below
+        scale = torch.rsqrt(s.abs() + 1)  # shared: one kernel computes both outputs
+        return x * scale, scale * 3
+
+    check_compiled(fn, torch.randn(2100, 33, device=DEVICE), torch.randn(1, 5, device=DEVICE),
+                   torch.randn(5, 33, device=DEVICE), backward=False, options={"debug_dir": str(tmp_path)})
+    source = next(tmp_path.rglob("module.py")).read_text()
+    assert not re.search(r"^\s+\w+ = mm$", source, re.MULTILINE), source  # no output takes mm's buffer
+
+
+# -- 7. compile-time timing runs drew their random operands from the global generator: a training
+# loop drawing its batches after a compile DDP's pieces run later saw other batches than eager
+# (DDP test on the CPU with onednn_gemms measuring: parameters 7e-4 apart)
+
+
+def test_measuring_leaves_the_random_stream_alone(tmp_path, monkeypatch):
+    """Dynamo restores the random state around the compiles it runs, but not around those DDP's
+    pieces run later; the measurement must not move it at all."""
+    from ait_dynamo.passes import onednn_gemm
+
+    if onednn_gemm._linear() is None:
+        pytest.skip("this torch has no oneDNN")
+    monkeypatch.setattr(onednn_gemm, "_decisions", {})
+    gm = make_fx(lambda x, w, b: torch.addmm(b, x, w.t()).relu(), tracing_mode="fake")(
+        torch.randn(16, 24), torch.randn(40, 24), torch.randn(40))
+    config = AitConfig.create({"fusion": False, "onednn_gemms": "auto", "cache_dir": str(tmp_path)}, environ={})
+    state = torch.get_rng_state()
+    onednn_gemm.onednn_gemms(gm, config)
+    assert list((tmp_path / "onednn_gemm").glob("*.json")), "nothing was measured"
+    assert torch.equal(torch.get_rng_state(), state)
