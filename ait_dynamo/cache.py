@@ -100,6 +100,14 @@ def store_json(path: str | None, data: dict) -> None:
         log.warning("ait_dynamo: cannot write %s (%s)", path, error)
 
 
+def remember_choice(path: str | None, key: str, choice: bool) -> None:
+    """Add one measured choice to the file at ``path``, read again just before: another process
+    may have added its own since this one read it."""
+    stored = load_json(path)
+    stored[key] = choice
+    store_json(path, stored)
+
+
 def _write_atomically(path: str, text: str) -> bool:
     try:
         _replace_file(path, text)

@@ -210,17 +210,9 @@ def _parse_partitioner(name: str, value: Any) -> str:
     return str(value)
 
 
-def _parse_onednn_mode(name: str, value: Any) -> str:
-    from ait_dynamo.passes.onednn_gemm import ONEDNN_MODES
-
-    if isinstance(value, bool):
-        value = "auto" if value else "never"
-    if value not in ONEDNN_MODES:
-        raise ValueError(f"ait backend: option {name!r} got {value!r}; valid values: {', '.join(ONEDNN_MODES)}")
-    return str(value)
-
-
-def _parse_pad_mode(name: str, value: Any) -> str:
+def _parse_measured_mode(name: str, value: Any) -> str:
+    """A choice made by measurement (``pad_gemms``, ``onednn_gemms``): ``"auto"``, ``"always"``
+    or ``"never"``; ``True`` / ``False`` mean ``"auto"`` / ``"never"``."""
     from ait_dynamo.passes.pad_gemm import PAD_MODES
 
     if isinstance(value, bool):
@@ -394,8 +386,8 @@ _PARSERS: dict[str, Callable[[str, Any], Any]] = {
     "cuda_graphs": _parse_bool,
     "verify": _parse_bool,
     "rewrite_attention": _parse_bool,
-    "pad_gemms": _parse_pad_mode,
-    "onednn_gemms": _parse_onednn_mode,
+    "pad_gemms": _parse_measured_mode,
+    "onednn_gemms": _parse_measured_mode,
     "min_acc_module_size": _parse_count,
     "channels_last": _parse_layout_mode,
     "gemm_backends": _parse_gemm_backends,

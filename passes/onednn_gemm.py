@@ -31,13 +31,12 @@ from typing import Any
 import torch
 from torch import fx
 
-from ait_dynamo.cache import device_choices_path, load_json, store_json
+from ait_dynamo.cache import device_choices_path, load_json, remember_choice
 from ait_dynamo.passes.graph_utils import fake_result, meta_value, random_like, real_tensors
 
 log = logging.getLogger("ait_dynamo")
 aten = torch.ops.aten
 
-ONEDNN_MODES = ("auto", "always", "never")
 _MIN_GAIN = 0.9  # oneDNN only where it is at least 10% faster: this machine's run-to-run noise is ~5%
 _DTYPES = (torch.float32, torch.bfloat16)
 # (op, attribute, algorithm): the activations oneDNN applies to its result in the same pass
@@ -182,9 +181,7 @@ def decide(node: fx.Node, activation: tuple[str, str] | None, user: fx.Node | No
         except RuntimeError as error:  # oneDNN refused this shape or dtype: ATen's GEMM stays
             log.info("onednn gemm %s: not measured (%s); left to ATen", node.target, error)
             choice = False
-        stored = load_json(path)
-        stored[key] = choice
-        store_json(path, stored)
+        remember_choice(path, key, choice)
     with _lock:
         _decisions[key] = choice
     return choice

@@ -34,7 +34,7 @@ from typing import Any, Callable
 import torch
 from torch import fx
 
-from ait_dynamo.cache import device_choices_path, load_json, store_json
+from ait_dynamo.cache import device_choices_path, load_json, remember_choice
 from ait_dynamo.passes.graph_utils import fake_result, meta_value, random_like, real_tensors
 
 log = logging.getLogger("ait_dynamo")
@@ -180,9 +180,7 @@ def decide(node: fx.Node, pads: tuple[int, int], mode: str, cache_dir: str) -> b
                           "left unpadded", RuntimeWarning, stacklevel=2)
             torch.cuda.empty_cache()
             return False
-        stored = load_json(path)
-        stored[key] = choice
-        store_json(path, stored)
+        remember_choice(path, key, choice)
     with _lock:
         _decisions[key] = choice
     return choice
