@@ -356,8 +356,13 @@ class KernelWriter(ReductionWriter, ShiftedLoadWriter):
         # broadcast along a dim of the space (its offset is read by every program along that dim,
         # and the one at index 0 overwrites it: ResNet-50's fused batch norm backward wrote a
         # scale over the variance sum the other programs still read, conv weight gradients 50x
-        # off), nor one repeated along a reduced dim (each loop step would read the last one's store).
-        one_writer = not broadcast and (not uses_r or all(d in covered for d in self.r_nonunit))
+        # off), nor one repeated along a reduced dim (each loop step would read the last one's
+        # store), nor a row-level output of a split kernel (every split reads and writes the same
+        # rows: the same backward's scale over its variance input, caught on the CPU).
+        if uses_r:
+            one_writer = not broadcast and all(d in covered for d in self.r_nonunit)
+        else:
+            one_writer = not broadcast and not self.split
         self.store_offsets[buffer_index] = offset if one_writer else None
 
     # -- driver -------------------------------------------------------------------------------
@@ -422,17 +427,6 @@ def _wrong_value(var: str, dtype: torch.dtype) -> str:
     return f"(({var}) + 1)"
 
 
-def _split_safe(kernel: KernelWriter, candidates: dict[str, list[fx.Node]]) -> dict[str, list[fx.Node]]:
-    """In-place candidates a split kernel can honour: a full-size output's element belongs to one
-    program, but every split reads the same row of a row-level input and writes the same row of a
-    row-level output, so one split would overwrite a row another has still to read (a batch
-    norm backward's scale was written over its variance input: every gradient wrong)."""
-    if not kernel.split:
-        return candidates
-    full = {buffer for node, buffer in kernel.out_buffers if kernel._is_full(node)}
-    return {buffer: nodes for buffer, nodes in candidates.items() if buffer in full}
-
-
 def _contiguous(space: list[Any], dims: list[int]) -> dict[int, Any]:
     strides: dict[int, Any] = {}
     running: Any = 1
@@ -488,8 +482,8 @@ def generate_kernel(group: FusionGroup, tensor_name: Callable[[fx.Node], str]) -
         xnumel=xnumel_factors,
         rnumel=rnumel_factors,
         out_buffers=kernel.out_buffers,
-        inplace_candidates={} if group.output_copies else _split_safe(kernel, inplace_candidates(
-            group, kernel.load_log, kernel.store_offsets, kernel.out_buffers)),
+        inplace_candidates={} if group.output_copies else inplace_candidates(
+            group, kernel.load_log, kernel.store_offsets, kernel.out_buffers),
         device_type=group.outputs[0].meta["val"].device.type,
         warmup=_warmup_args(kernel, xnumel_factors, rnumel_factors),
         bytes_moved=moved,

@@ -9,7 +9,8 @@ Two levels decide it:
   * the kernel (:func:`inplace_candidates`): the output is written at exactly the offsets the input
     is read at, every read of that input is emitted before the kernel's first store, and the
     stored value depends on the read one, so each element is read before it is overwritten, by the
-    same program;
+    same program; and that program is the element's only writer (the kernel records no offset for
+    an output stored once per broadcast row, or by every split of a split kernel);
   * the plan (:func:`choose_reuse`): the input is a fresh buffer this graph made (a kernel's output
     or a non-aliasing ATen result, not a graph input or a view), no view of it exists, this step is
     its last use, and it has the output's shape, strides and dtype.

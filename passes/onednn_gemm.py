@@ -23,6 +23,7 @@ folded activation in float32 before rounding a bf16 result once.
 
 from __future__ import annotations
 
+import functools
 import logging
 import platform
 import threading
@@ -117,6 +118,7 @@ def _operands(node: fx.Node) -> tuple[Any, fx.Node, fx.Node] | None:
     return bias, a, b
 
 
+@functools.lru_cache(maxsize=None)
 def _cpu_name() -> str:
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as info:
