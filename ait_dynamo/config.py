@@ -68,6 +68,10 @@ class AitConfig:
             softmax, matmul) with ``scaled_dot_product_attention`` where that is the same
             function (``passes/attention.py`` says when), so that fused attention kernels run
             forward and backward. Refusals and rewrites are listed in the fusion report.
+        attention_min_keys: an attention over at most this many keys keeps its explicit matmuls
+            and softmax (default 64): its scores are small, and SDPA's fused kernels were slower
+            there (Swin-T's 7x7 windows, 49 keys, on the H200: cuDNN's flash kernel took 811 us
+            for 7 of the 12 blocks, Inductor's bmm + softmax about 950 us for all 12).
         pad_gemms: ``"auto"``: mm / addmm / bmm whose K or N is not a multiple of the tensor
             cores' alignment run on zero-padded operands where a measurement on the CUDA device
             says it pays (kept on disk per shape); ``"always"``, ``"never"``.
@@ -114,6 +118,7 @@ class AitConfig:
     cuda_graphs: bool = False
     verify: bool = False
     rewrite_attention: bool = True
+    attention_min_keys: int = 64
     pad_gemms: str = "auto"
     onednn_gemms: str = "auto"
     min_acc_module_size: int = 0
@@ -168,7 +173,8 @@ class AitConfig:
         """The options that change generated code (the cache key includes them)."""
         return repr((self.fusion, self.fallback_ops, self.autotune, self.fallback_random, self.verify,
                      self.rewrite_attention, self.pad_gemms, self.channels_last, self.gemm_backends,
-                     self.autotune_budget_s, self.fused_batch_norm_training, self.onednn_gemms))
+                     self.autotune_budget_s, self.fused_batch_norm_training, self.onednn_gemms,
+                     self.attention_min_keys))
 
 
 def _parse_str_or_none(name: str, value: Any) -> str | None:
@@ -386,6 +392,7 @@ _PARSERS: dict[str, Callable[[str, Any], Any]] = {
     "cuda_graphs": _parse_bool,
     "verify": _parse_bool,
     "rewrite_attention": _parse_bool,
+    "attention_min_keys": _parse_count,
     "pad_gemms": _parse_measured_mode,
     "onednn_gemms": _parse_measured_mode,
     "min_acc_module_size": _parse_count,

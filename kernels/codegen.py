@@ -23,7 +23,8 @@ from ait_dynamo.kernels import op_table
 from ait_dynamo.kernels.codegen_access import Access, hashable_size, times, UnitStride
 from ait_dynamo.kernels.codegen_reductions import ReductionWriter
 from ait_dynamo.kernels.codegen_shifted import ShiftedLoadWriter
-from ait_dynamo.kernels.column_reduction import SplitSources, is_column_layout, reads_reduction, split_sources, static_splits
+from ait_dynamo.kernels.column_reduction import (SplitSources, is_column_layout, reads_reduction, row_splits, split_sources,
+                                                 static_splits)
 from ait_dynamo.kernels.loop_order import memory_order
 from ait_dynamo.kernels.reuse import inplace_candidates
 from ait_dynamo.kernels.triton_values import Operand, compute_dtype, round_to, to_storage, triton_type
@@ -59,10 +60,12 @@ class GeneratedKernel:
     bytes_moved: int | None
     # per output buffer, the inputs whose buffer it may take over (see kernels/reuse.py)
     inplace_candidates: dict[str, list[fx.Node]] = field(default_factory=dict)
-    # split column reductions: per output buffer written as float32 partial sums, the dtypes their
+    # split reductions: per output buffer written as float32 partial results, the dtypes their
     # sum is cast to in turn (the casts of the group's epilogue, applied by the kernel that adds
     # up the partial sums: kernels/split_sum.py); a split kernel's other outputs are written whole
     split_casts: dict[str, tuple[torch.dtype, ...]] = field(default_factory=dict)
+    # per such buffer, the reduction whose partial results it holds ("sum", "max", "any", ...)
+    split_kinds: dict[str, str] = field(default_factory=dict)
     device_type: str = "cuda"
     # (tensor dtypes, int args) with every value known statically, for compiling the kernel ahead
     # of its first launch (kernels/precompile.py); None under symbolic sizes
@@ -113,12 +116,17 @@ class KernelWriter(ReductionWriter, ShiftedLoadWriter):
         self.persistent = not self.is_reduction or (
             rsize is not None and rsize <= PERSISTENT_MAX_ROW and not self.column
         )
-        # few long columns: split the rows over programs (kernels/column_reduction.py)
+        # few long columns, or few long rows of a looped kernel: split the rows over programs
+        # (kernels/column_reduction.py)
         self.members = set(group.nodes)
-        sources = split_sources(group, self.x_nonunit) if self.column else None
-        if sources is not None and static_splits([space[d] for d in self.x_dims],
-                                                 [space[d] for d in self.r_dims]) == 1:
-            sources = None  # enough programs already: no partial sums to allocate and add up
+        kept, reduced_sizes = [space[d] for d in self.x_dims], [space[d] for d in self.r_dims]
+        sources = None
+        if self.column:
+            sources = split_sources(group, self.x_nonunit)
+            if sources is not None and static_splits(kept, reduced_sizes) == 1:
+                sources = None  # enough programs already: no partial sums to allocate and add up
+        elif self.is_reduction and not self.persistent and row_splits(kept, reduced_sizes, PERSISTENT_MAX_ROW):
+            sources = split_sources(group, self.x_nonunit)
         self.split = sources is not None
         self.split_sources: SplitSources = sources or {}
         # full-size outputs that read no reduction: stored in the first pass over the row, with
@@ -347,7 +355,8 @@ class KernelWriter(ReductionWriter, ShiftedLoadWriter):
             self.used_dims.add(("x", d))
         if faults.active("wrong_result", self.name):
             var = _wrong_value(var, meta.dtype)
-        if partial:  # float32 partial sums, one row of xnumel per split
+        if partial:  # float32 partial results, one row of xnumel per split
+            var = f"({var}).to(tl.float32)"  # an any / all is a bool
             self._lines().append(f"tl.store(out_ptr{buffer_index} + split_offset + ({offset}), {var}, {mask})")
             return
         value = to_storage(var, meta.dtype)
@@ -478,6 +487,8 @@ def generate_kernel(group: FusionGroup, tensor_name: Callable[[fx.Node], str]) -
         split=kernel.split,
         split_casts={b: (kernel.split_sources[n][0].meta["val"].dtype,) + kernel.split_sources[n][1]
                      for n, b in kernel.out_buffers if n in kernel.split_sources},
+        split_kinds={b: op_table.REDUCTIONS[kernel.split_sources[n][0].target]
+                     for n, b in kernel.out_buffers if n in kernel.split_sources},
         args=kernel.args,
         xnumel=xnumel_factors,
         rnumel=rnumel_factors,
@@ -515,7 +526,7 @@ def _warmup_args(kernel: KernelWriter, xnumel: list[Any], rnumel: list[Any]) -> 
         elif key[0] == "seed":
             value = 3  # any value neither 1 nor a multiple of 16, like most seeds
         elif key[0] == "rsplit":
-            value = runtime.column_split(numels[0], numels[1])[0]
+            value = runtime.reduction_split(numels[0], numels[1], kernel.column)[0]
         else:
             value = static_int(kernel.param_meta[source_to_param[key[1]]].stride()[key[2]])
         if value is None:

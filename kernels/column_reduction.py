@@ -1,12 +1,15 @@
-"""Column reductions: which reductions walk rows of a row-major tensor, and which of those split
-their rows over programs.
+"""Split reductions: which reductions walk rows of a row-major tensor (column reductions), and
+which reductions split their rows over programs.
 
 A column reduction (a bias gradient, a layer_norm weight gradient) reduces over rows while its
 inputs are contiguous along a kept dim: the kernel walks rows in chunks with many columns per
 program, so loads coalesce. With few long columns it also splits the rows over ``program_id(1)``
-into float32 partial sums that a second kernel adds up (``kernels/split_sum.py``). Unsplit, a
+into float32 partial results that a second kernel combines (``kernels/split_sum.py``). Unsplit, a
 (32768, 768) weight gradient ran on 12 programs: 912 us on an H200 (profile_before/), against a
 floor of ~50 us (its 200 MB of float32 inputs at the measured 4 TB/s copy rate).
+
+A looped row reduction with few long rows (a whole tensor's sum, T5's ``isinf(x).any()`` over
+524288 elements: one program, 61 us on the H200) splits each row the same way.
 """
 
 from __future__ import annotations
@@ -51,30 +54,50 @@ def is_column_layout(inputs: Iterable[fx.Node], space: list[Any], x_nonunit: lis
     return False
 
 
-def static_splits(kept: Iterable[Any], reduced: Iterable[Any]) -> int | None:
-    """How many splits ``runtime.column_split`` gives a column reduction over the ``kept`` and
-    ``reduced`` sizes, or ``None`` where a size is symbolic (the split is then decided per call)."""
+# What a split can combine from float32 partial results: sums (a mean's partials are divided
+# already), extremes of floating-point values (exact in float32), and any / all as 0.0 / 1.0.
+SPLIT_KINDS = frozenset({"sum", "mean", "max", "min", "any", "all"})
+
+
+def static_splits(kept: Iterable[Any], reduced: Iterable[Any], column: bool = True) -> int | None:
+    """How many splits ``runtime.reduction_split`` gives a reduction over the ``kept`` and
+    ``reduced`` sizes, or ``None`` where a size is symbolic (a column split is then decided per
+    call; a row reduction does not split)."""
     from ait_dynamo.kernels import runtime
 
     xnumel = static_int(math.prod([1, *kept]))
     rnumel = static_int(math.prod([1, *reduced]))
-    return None if xnumel is None or rnumel is None else runtime.column_split(xnumel, rnumel)[1]
+    return None if xnumel is None or rnumel is None else runtime.reduction_split(xnumel, rnumel, column)[1]
 
 
-def would_split(space: tuple, reduced: frozenset, reductions: list[fx.Node], inputs: Iterable[fx.Node]) -> bool:
-    """True when a reduction group over ``space`` reducing ``reduced``, made of sums and means
-    over inputs laid out as columns, would split its rows over programs if nothing in it read its
-    sums (the planner keeps such readers out: ``passes/fusion.py``)."""
-    if not reductions or any(op_table.REDUCTIONS[r.target] not in ("sum", "mean") for r in reductions):
+def row_splits(kept: Iterable[Any], reduced: Iterable[Any], persistent_max: int) -> bool:
+    """True when a row reduction (not a column one) over static sizes is looped (longer rows
+    than ``persistent_max``) and would split its few long rows over programs."""
+    rnumel = static_int(math.prod([1, *reduced]))
+    if rnumel is None or rnumel <= persistent_max:
         return False
+    splits = static_splits(kept, reduced, column=False)
+    return splits is not None and splits > 1
+
+
+def split_layout(space: tuple, reduced: frozenset, reductions: list[fx.Node], inputs: Iterable[fx.Node]) -> str | None:
+    """``"column"`` (few long columns) or ``"row"`` (few long rows of a looped kernel) when a
+    reduction group over ``space`` reducing ``reduced``, made of reductions a split combines
+    (``SPLIT_KINDS``), would split its rows over programs if nothing in it read its results (the
+    planner keeps such readers out: ``passes/fusion.py``); else ``None``."""
+    from ait_dynamo.kernels.codegen import PERSISTENT_MAX_ROW
+
+    if not reductions or any(op_table.REDUCTIONS[r.target] not in SPLIT_KINDS for r in reductions):
+        return None
     x_dims = [d for d in range(len(space)) if d not in reduced]
     r_dims = [d for d in range(len(space)) if d in reduced]
     x_nonunit = [d for d in x_dims if not is_one(space[d])]
     r_nonunit = [d for d in r_dims if not is_one(space[d])]
+    kept, summed = [space[d] for d in x_dims], [space[d] for d in r_dims]
     if not is_column_layout(inputs, list(space), x_nonunit, r_nonunit):
-        return False
-    splits = static_splits([space[d] for d in x_dims], [space[d] for d in r_dims])
-    return splits is not None and splits > 1
+        return "row" if row_splits(kept, summed, PERSISTENT_MAX_ROW) else None
+    splits = static_splits(kept, summed)
+    return "column" if splits is not None and splits > 1 else None
 
 
 def _cast_chain(node: fx.Node, members: set[fx.Node]) -> tuple[fx.Node, tuple[torch.dtype, ...]]:
@@ -106,12 +129,21 @@ def reads_reduction(node: fx.Node, members: set[fx.Node], reductions: list[fx.No
     return False
 
 
+def _combinable(reduction: fx.Node) -> bool:
+    """A reduction whose float32 partial results the finishing kernel combines exactly as one
+    pass would: a floating-point sum, mean, max or min, or an any / all."""
+    kind = op_table.REDUCTIONS[reduction.target]
+    if kind not in SPLIT_KINDS:
+        return False
+    return kind in ("any", "all") or reduction.meta["val"].dtype.is_floating_point
+
+
 def split_sources(group: FusionGroup, x_nonunit: list[int]) -> SplitSources | None:
-    """Per reduced output, (the sum it is, the casts after it) when the column reduction can split
-    its rows: every output is a floating-point sum or mean over all kept dims (or casts and
-    reshapes of one), or a full-size value computed from no reduction (squeeze-excitation's
-    pooled activation: each split stores its own rows of it), and nothing else in the group
-    reads a reduction. ``None`` when it cannot."""
+    """Per reduced output, (the reduction it is, the casts after it) when the reduction can split
+    its rows: every output is a floating-point sum, mean, max or min or an any / all over all
+    kept dims (or casts and reshapes of one), or a full-size value computed from no reduction
+    (squeeze-excitation's pooled activation: each split stores its own rows of it), and nothing
+    else in the group reads a reduction. ``None`` when it cannot."""
     if group.output_copies:
         return None
     members = set(group.nodes)
@@ -122,9 +154,7 @@ def split_sources(group: FusionGroup, x_nonunit: list[int]) -> SplitSources | No
         source, casts = _cast_chain(node, members)
         if source not in reductions and not reads_reduction(node, members, reductions):
             continue  # stored whole by the split that holds its rows
-        if source not in reductions or op_table.REDUCTIONS[source.target] not in ("sum", "mean"):
-            return None
-        if not source.meta["val"].dtype.is_floating_point:
+        if source not in reductions or not _combinable(source):
             return None
         sources[node] = (source, casts)
         walk = node
@@ -132,7 +162,7 @@ def split_sources(group: FusionGroup, x_nonunit: list[int]) -> SplitSources | No
             chain_members.add(walk)
             walk = walk.args[0]
         meta = node.meta["val"]
-        if not meta.dtype.is_floating_point or not meta.is_contiguous():
+        if not (meta.dtype.is_floating_point or meta.dtype == torch.bool) or not meta.is_contiguous():
             return None
         covered = [m for m in group.dim_maps[node] if m is not None]
         if covered != x_nonunit:

@@ -127,7 +127,7 @@ def group_call_source(group: FusionGroup, kernel: GeneratedKernel, names: Callab
     if kernel.split and finishing is None:
         raise ValueError(f"{kernel.name} splits its rows: its partial sums need their finishing kernel")
     if kernel.split:  # static sizes: the split is decided once, with the site
-        (call.setup if static else call.allocate).append(f"r{split}, {split} = _rt.column_split({xnumel}, {rnumel})")
+        (call.setup if static else call.allocate).append(f"r{split}, {split} = _rt.reduction_split({xnumel}, {rnumel}, {kernel.column})")
     fresh: set[str] = set()  # buffers allocated here: aligned, whatever the call
     for node, buffer in kernel.out_buffers:
         meta = node.meta["val"]

@@ -210,17 +210,27 @@ def _masked_fill(a: Any, mask: Any, value: Any) -> str:
 
 
 def _clamp(a: Any, min: Any = None, max: Any = None) -> str:  # noqa: A002 - ATen's names
-    if isinstance(min, Operand) or isinstance(max, Operand):
-        raise Unsupported("clamp with tensor bounds")
+    """clamp with scalar or tensor bounds: min(max(a, min), max), a NaN anywhere propagating (as
+    ATen's kernels for both); T5's float16 clamp takes its bounds as 0-d tensors."""
+    if not isinstance(a, Operand):
+        raise Unsupported("clamp of a scalar")
     computation, result = _promotion(tuple(v for v in (a, min, max) if v is not None), Promotion.DEFAULT)
     if computation == torch.bool:
         raise Unsupported("clamp of bool")
     expr = cast(a, computation)
     if min is not None:
-        expr = _nan_max(expr, literal(min, computation), computation)
+        expr = _nan_max(expr, cast(min, computation), computation)
     if max is not None:
-        expr = _nan_min(expr, literal(max, computation), computation)
+        expr = _nan_min(expr, cast(max, computation), computation)
     return _to_result(expr, computation, result)
+
+
+def _isinf(a: Any) -> str:
+    if not isinstance(a, Operand):
+        raise Unsupported("isinf of a scalar")
+    if not compute_dtype(a.dtype).is_floating_point:
+        return f"({a.expr} != {a.expr})"  # never infinite, in the operand's shape
+    return f"(tl.abs({a.expr}) == float(\"inf\"))"
 
 
 def _convert(a: Any, dtype: torch.dtype) -> str:
@@ -372,9 +382,9 @@ _register([aten.abs.default], _unary(lambda x, t: f"tl.abs({x})"))
 _register([aten.sign.default], _unary(_sign, allow_bool=True))
 _register([aten.maximum.default], _binary(_nan_max))
 _register([aten.minimum.default], _binary(_nan_min))
-_register([aten.clamp.default], _clamp)
-_register([aten.clamp_min.default], lambda a, min: _clamp(a, min=min))
-_register([aten.clamp_max.default], lambda a, max: _clamp(a, max=max))
+_register([aten.clamp.default, aten.clamp.Tensor], _clamp)
+_register([aten.clamp_min.default, aten.clamp_min.Tensor], lambda a, min: _clamp(a, min=min))
+_register([aten.clamp_max.default, aten.clamp_max.Tensor], lambda a, max: _clamp(a, max=max))
 _register([aten.relu.default], _relu)
 for _name, _op in [("eq", "=="), ("ne", "!="), ("lt", "<"), ("le", "<="), ("gt", ">"), ("ge", ">=")]:
     _packet = getattr(aten, _name)
@@ -389,6 +399,7 @@ _register([aten.bitwise_xor.Tensor, aten.bitwise_xor.Scalar], _bitwise("^"))
 _register([aten.bitwise_not.default], _bitwise_not)
 _register([aten.where.self], _where)
 _register([aten.masked_fill.Scalar], _masked_fill)
+_register([aten.isinf.default], _isinf)
 _register([aten.isnan.default], lambda a: f"({a.expr} != {a.expr})" if isinstance(a, Operand) else "0")
 _register([aten.exp.default], _float_unary("tl.exp({x})"))
 _register([aten.exp2.default], _float_unary("tl.exp2({x})"))
@@ -467,6 +478,7 @@ REDUCTIONS: dict[Any, str] = {
     aten.sum.dim_IntList: "sum",
     aten.sum.default: "sum",
     aten.mean.dim: "mean",
+    aten.mean.default: "mean",
     aten.amax.default: "max",
     aten.amin.default: "min",
     aten.prod.dim_int: "prod",

@@ -228,11 +228,21 @@ def launch_pointwise(kernel: Any, tensors: Sequence[Any], ints: Sequence[int], x
     return run(config)
 
 
-def column_split(xnumel: int, rnumel: int) -> tuple[int, int]:
-    """(rows per split, splits) for a split column reduction: enough programs to fill the GPU."""
+def reduction_split(xnumel: int, rnumel: int, column: bool = True) -> tuple[int, int]:
+    """(elements per split, splits) for a reduction that splits its rows over programs along grid
+    axis 1: enough programs to fill the GPU. ``column``: a column reduction (few long columns,
+    ``kernels/column_reduction.py``); else few long rows of a looped row reduction (a sum or an
+    ``any`` of a whole tensor: one program walked T5's 524288-element ``isinf(x).any()``, 1 MB,
+    in 61 us on the H200)."""
     if rnumel <= 0:
         return 0, 1
-    if INTERPRETING:  # a few splits, so that CI exercises the partial sums
+    if not column:  # one program a row on a GPU (reduction_config)
+        splits = min(1024 // max(1, xnumel), rnumel // _ROW_SPLIT_ELEMENTS)
+        if splits < _ROW_SPLIT_LEAST:
+            splits = 1
+        elif INTERPRETING:  # where a GPU splits, a few splits (CI exercises the partial results)
+            splits = 3
+    elif INTERPRETING:  # a few splits, so that CI exercises the partial sums
         splits = max(1, min(3, rnumel // 4))
     else:
         xblock = reduction_config(xnumel, rnumel, False, True)[0]
@@ -240,16 +250,24 @@ def column_split(xnumel: int, rnumel: int) -> tuple[int, int]:
         # at least 4 RBLOCK chunks a split: at 512, EfficientNet-B0's squeeze-excitation poolings
         # over 28x28 (784 rows, 4608-7680 columns: 72-120 programs) would get one split each
         splits = max(1, min(1024 // programs, rnumel // 256))
-    rows = -(-rnumel // splits)
-    if not INTERPRETING:
-        rows = -(-rows // 64) * 64  # whole RBLOCK chunks
-    return rows, -(-rnumel // rows)
+    per_split = -(-rnumel // splits)
+    if not INTERPRETING:  # whole RBLOCK chunks
+        chunk = 64 if column else reduction_config(xnumel, rnumel, False)[1]
+        per_split = -(-per_split // chunk) * chunk
+    return per_split, -(-rnumel // per_split)
+
+
+# A row split costs a launch of the finishing kernel (a few us) and pays where the row is long:
+# one program walks a 2048-element chunk in ~0.24 us on the H200 (T5's any: 256 chunks, 61 us), so
+# splits of 8192 elements (4 chunks, ~1 us) and at least 4 of them (rows of 32768 and longer).
+_ROW_SPLIT_ELEMENTS = 8192
+_ROW_SPLIT_LEAST = 4
 
 
 def launch_reduction(kernel: Any, tensors: Sequence[Any], ints: Sequence[int], xnumel: int, rnumel: int,
                      persistent: bool, column: bool = False, tune: str | None = None, splits: int = 1) -> Launched | None:
     """Launch a reduction kernel; a persistent kernel needs RBLOCK >= rnumel (every candidate has it).
-    ``splits`` > 1 (split column reductions) runs that many programs along grid axis 1."""
+    ``splits`` > 1 (split reductions: ``reduction_split``) runs that many programs along grid axis 1."""
     if xnumel == 0:
         return None
 

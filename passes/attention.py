@@ -23,6 +23,8 @@ A match is rewritten only where the result is the same function:
 - additive masks have q's dtype and broadcast to the scores; a ``masked_fill``/``where`` mask must
   fill with ``-inf`` (a finite fill, as in ``finfo.min``, gives a row that masks every key another
   value than SDPA does). Where a row masks every key, eager's softmax gives NaN and SDPA zeros;
+- an attention over few keys (``attention_min_keys``, 64) stays explicit: a speed rule, not a
+  semantic one (Swin's 49-key windows ran slower through SDPA on the H200);
 - **dropout's random stream**: with ``fallback_random=True`` (the default: random ops draw
   eager's numbers under the same seed), attention with active dropout is not rewritten, since
   SDPA would draw its own mask. With ``fallback_random=False`` it is, with SDPA's dropout.
@@ -143,6 +145,10 @@ def _sdpa_arguments(found: Match, config: Any) -> dict[str, Any] | str:
         return f"dtypes q {q.dtype}, k {k.dtype}, v {v.dtype}, output {out.dtype} differ"
     if q.device != k.device or q.device != v.device:
         return "q, k, v on different devices"
+    least = getattr(config, "attention_min_keys", 0)
+    if statically_known_true(k.shape[-2] <= least):
+        return (f"{k.shape[-2]} keys, at most attention_min_keys={least}: the scores are small, and SDPA's "
+                "fused kernels slower than the explicit products and softmax")
     scores = c["scores"]
     if scores.target is aten.baddbmm.default and (argument(scores, 3) != 1 or argument(scores, 4) != 1):
         return "baddbmm with beta or alpha other than 1"

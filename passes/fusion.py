@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import math
 import operator
 from typing import Any, Sequence
 
@@ -23,7 +24,7 @@ import torch
 from torch import fx
 
 from ait_dynamo.kernels import gemm_choice, op_table
-from ait_dynamo.kernels.column_reduction import reads_reduction, would_split
+from ait_dynamo.kernels.column_reduction import reads_reduction, split_layout
 from ait_dynamo.kernels.op_table import OpClass
 from ait_dynamo.kernels.triton_values import FUSIBLE_DTYPES, Operand, Unsupported
 from ait_dynamo.passes.fold_views import drop_folded_views, fold_view
@@ -35,7 +36,8 @@ from ait_dynamo.passes.hoist import hoist_shrinking_steps
 from ait_dynamo.passes.plan import ExternCall, FusionGroup, Plan, Step, compute_lifetimes
 from ait_dynamo.passes.fusion_maps import (DimMap, Refused, edge_agrees, edges_between, flatten, order_steps,
                                            reduced_map, reduction_dims, view_map)
-from ait_dynamo.passes.sizes import SizeError, free_symbols, is_one, same_size, size_source_ok, symbol_sources
+from ait_dynamo.passes.sizes import (SizeError, free_symbols, is_one, same_size, size_source_ok, static_int,
+                                     symbol_sources)
 
 log = logging.getLogger("ait_dynamo")
 aten = torch.ops.aten
@@ -45,6 +47,14 @@ def refuse(refusals: dict[str, str], node: fx.Node, reason: str) -> None:
     """Record that ``node`` stays outside any fusion group, and why."""
     refusals[node.name] = reason
     log.debug("not fused: %s (%s): %s", node.name, node.target, reason)
+
+
+def _row_level(node: fx.Node, kept: Any) -> bool:
+    """True when ``node``'s value has no more elements than a reduction's kept space."""
+    value = _tensor_meta(node)
+    numel = static_int(value.numel()) if value is not None else None
+    bound = static_int(kept)
+    return numel is not None and bound is not None and numel <= bound
 
 
 def _tensor_meta(node: Any) -> torch.Tensor | None:
@@ -122,23 +132,29 @@ class Planner:
         return False
 
     def _keeps_apart(self, group: Group, readers: Sequence[fx.Node], joining: Sequence[fx.Node] = ()) -> bool:
-        """True when one of ``readers`` reads a sum of ``group`` plus the ``joining`` nodes
-        (directly or through its epilogue) and that group is a column reduction that would split
-        its rows over programs: inside, the reader would keep the sums from splitting
-        (``kernels/column_reduction.split_sources``), so the kernel would walk its few long
-        columns on as few programs; apart, the sums split and the reader runs in a kernel of its
-        own. A cast of a sum stays: it is applied with the sum."""
+        """True when one of ``readers`` reads a reduction of ``group`` plus the ``joining`` nodes
+        (directly or through its epilogue) and that group would split its rows over programs (few
+        long columns, or few long rows: ``kernels/column_reduction.split_layout``): inside, the
+        reader would keep the reduction from splitting (``split_sources``), so the kernel would
+        walk its few long columns or rows on as few programs; apart, the reduction splits and the
+        reader runs in a kernel of its own. A cast of a reduction stays: it is applied with it."""
         nodes = group.nodes + list(joining)
         members = set(nodes)
         reductions = [n for n in nodes if n.target in op_table.REDUCTIONS]
         if not reductions or group.gemm is not None:
             return False
-        if not any(reader.target not in op_table.CASTS and reader not in reductions
-                   and any(used in members and reads_reduction(used, members, reductions) for used in reader.all_input_nodes)
-                   for reader in readers):
+        reading = [reader for reader in readers if reader.target not in op_table.CASTS and reader not in reductions
+                   and any(used in members and reads_reduction(used, members, reductions) for used in reader.all_input_nodes)]
+        if not reading:
             return False
         inputs = [used for member in nodes for used in member.all_input_nodes if used not in members]
-        return would_split(group.space, group.reduced, reductions, inputs)
+        layout = split_layout(group.space, group.reduced, reductions, inputs)
+        if layout == "row":
+            # a full-size reader (softmax's exp(x - max)) stays: in the looped kernel it reads the
+            # row in a pass of the same kernel; apart, a kernel of its own would read it again
+            kept = math.prod([1] + [s for d, s in enumerate(group.space) if d not in group.reduced])
+            return all(_row_level(reader, kept) for reader in reading)
+        return layout is not None
 
     def _new_group(self, space: tuple) -> Group:
         group = Group(next(self.ids), tuple(space))
@@ -313,7 +329,7 @@ class Planner:
                     regrow(group, tuple(shape))  # a no-op when the node is the smaller one
                 dim_map = self._node_map(node, group, shape)
                 if self._keeps_apart(group, [node]):
-                    raise Refused("reads the column sums of a group whose rows split: a kernel of its own")
+                    raise Refused("reads the reduction of a group whose rows split: a kernel of its own")
             except Refused as error:
                 self._restore(snapshot)
                 log.debug("%s does not join %s: %s", node.name, [g.ident for g in chosen], error)

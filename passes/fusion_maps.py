@@ -115,7 +115,7 @@ def view_map(node: fx.Node, source_shape: tuple, source_map: DimMap, shape: tupl
 
 def reduction_dims(node: fx.Node, rank: int) -> tuple[list[int], bool]:
     """(reduced dims, keepdim) of a reduction node over an operand of ``rank`` dims."""
-    if node.target in (aten.sum.default, aten.prod.default, aten.any.default, aten.all.default):
+    if node.target in (aten.sum.default, aten.mean.default, aten.prod.default, aten.any.default, aten.all.default):
         return list(range(rank)), False  # over everything
     dims = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim")
     keepdim = node.args[2] if len(node.args) > 2 else node.kwargs.get("keepdim", False)

@@ -1,5 +1,6 @@
 """GEMM shape padding: mm / addmm / bmm whose K or N is not a multiple of the tensor cores'
-alignment (8 elements for fp16 / bf16, 4 for fp32) are computed on zero-padded operands, and the
+alignment (8 elements for fp16 / bf16, 4 for fp32), and mm / addmm whose first operand is stored
+transposed with such an M (its leading dimension), are computed on zero-padded operands, and the
 result is a view without the padding.
 
 cuBLAS picks slower kernels for unaligned leading dimensions: GPT-2's LM head (N = 50257) ran
@@ -18,7 +19,7 @@ weight is padded as the contiguous matrix it is, then transposed back, so the co
 row and cuBLAS reads the result as a transposed operand with an aligned leading dimension.
 
 Zero padding is exact: the padded K columns of A meet padded K rows of B (zeros times zeros add
-nothing), and the padded N columns are sliced away. The result is then copied contiguous, so that
+nothing), and the padded M rows and N columns are sliced away. The result is then copied contiguous, so that
 every consumer sees the layout AOTAutograd traced; where the consumer is a generated kernel, the
 slice is read in place and the copy fuses into it. The measurement includes that copy.
 """
@@ -60,8 +61,11 @@ def _operands(node: fx.Node) -> tuple[fx.Node | None, fx.Node, fx.Node]:
     return None, node.args[0], node.args[1]
 
 
-def _padding(node: fx.Node) -> tuple[int, int] | None:
-    """(pad of K, pad of N) where the GEMM would gain from it, else None."""
+def _padding(node: fx.Node) -> tuple[int, int, int] | None:
+    """(pad of M, pad of K, pad of N) where the GEMM would gain from it, else None. M is padded
+    only where A is stored transposed (its leading dimension is M: a weight gradient
+    ``mm(dY.t(), X)``, whose dY has GPT-2's 50257 columns, ran ``cutlass_75_..._align1`` for
+    586 us on the H200) and the GEMM is a 2-d mm / addmm, whose rows slice off as a contiguous view."""
     if any(not isinstance(a, fx.Node) for a in _operands(node)[1:]):
         return None
     if node.target is aten.addmm.default and (node.kwargs.get("beta", 1) != 1 or node.kwargs.get("alpha", 1) != 1):
@@ -72,14 +76,19 @@ def _padding(node: fx.Node) -> tuple[int, int] | None:
     if a.dtype not in _ALIGN or b.dtype != a.dtype or _static(a.shape) is None or _static(b.shape) is None:
         return None
     align = _ALIGN[a.dtype]
-    k, n = a.shape[-1], b.shape[-1]
+    m, k, n = a.shape[-2], a.shape[-1], b.shape[-1]
     pad_k, pad_n = (-k) % align, (-n) % align
-    if pad_k == 0 and pad_n == 0:
+    pad_m = 0
+    if node.target is not aten.bmm.default and _column_major(a):
+        bias = _operands(node)[0]
+        if bias is None or not isinstance(bias, fx.Node) or meta_value(bias).dim() < 2:  # no bias rows to pad
+            pad_m = (-m) % align
+    if pad_m == 0 and pad_k == 0 and pad_n == 0:
         return None
-    return pad_k, pad_n
+    return pad_m, pad_k, pad_n
 
 
-def _key(node: fx.Node, pads: tuple[int, int]) -> str:
+def _key(node: fx.Node, pads: tuple[int, int, int]) -> str:
     parts = [str(node.target)]
     for operand in _operands(node):
         value = meta_value(operand)
@@ -94,7 +103,7 @@ def _pads_bias(bias: Any, n: int) -> bool:
     return bias.dim() > 0 and bias.shape[-1] == n
 
 
-def _measure(node: fx.Node, pads: tuple[int, int]) -> bool:
+def _measure(node: fx.Node, pads: tuple[int, int, int]) -> bool:
     """Whether pad + GEMM + slice beats the GEMM alone on this device (do_bench medians)."""
     from triton.testing import do_bench
 
@@ -140,21 +149,23 @@ def _eager(target: Any, args: tuple) -> Any:
     return target(*args)
 
 
-def _padded_gemm(target: Any, bias: Any, a: torch.Tensor, b: torch.Tensor, pads: tuple[int, int]) -> torch.Tensor:
+def _padded_gemm(target: Any, bias: Any, a: torch.Tensor, b: torch.Tensor, pads: tuple[int, int, int]) -> torch.Tensor:
     """The computation the rewrite inserts, run eagerly (for the measurement)."""
-    pad_k, pad_n = pads
-    n = b.shape[-1]
-    a = _pad_matrix(a, 0, pad_k, a, _eager)
+    pad_m, pad_k, pad_n = pads
+    m, n = a.shape[-2], b.shape[-1]
+    a = _pad_matrix(a, pad_m, pad_k, a, _eager)
     b = _pad_matrix(b, pad_k, pad_n, b, _eager)
     if bias is not None:
         bias = aten.constant_pad_nd.default(bias, [0, pad_n]) if pad_n and _pads_bias(bias, n) else bias
         out = target(bias, a, b)
     else:
         out = target(a, b)
+    if pad_m:
+        out = aten.slice.Tensor(out, -2, 0, m)  # leading rows of a row-major matrix: contiguous
     return aten.clone.default(aten.slice.Tensor(out, -1, 0, n), memory_format=torch.contiguous_format) if pad_n else out
 
 
-def decide(node: fx.Node, pads: tuple[int, int], mode: str, cache_dir: str) -> bool:
+def decide(node: fx.Node, pads: tuple[int, int, int], mode: str, cache_dir: str) -> bool:
     if mode == "never":
         return False
     if mode == "always":
@@ -186,49 +197,75 @@ def decide(node: fx.Node, pads: tuple[int, int], mode: str, cache_dir: str) -> b
     return choice
 
 
-def _call(graph: fx.Graph, target: Any, args: tuple) -> fx.Node:
-    node = graph.call_function(target, args)
-    node.meta["val"] = fake_result(target, args)
-    return node
+def _undone_transpose(target: Any, args: tuple) -> fx.Node | None:
+    """The source of ``transpose(t(x))`` on a matrix (a transposed operand padded in its memory
+    order), else None."""
+    inner = args[0]
+    if target is not aten.transpose.int or not isinstance(inner, fx.Node):
+        return None
+    value = meta_value(inner)
+    if not isinstance(value, torch.Tensor) or value.dim() != 2:
+        return None
+    if inner.target is aten.t.default or (inner.target is aten.transpose.int and {inner.args[1] % 2, inner.args[2] % 2} == {0, 1}):
+        return inner.args[0]
+    return None
+
+
+def _call(graph: fx.Graph, made: dict[tuple, fx.Node], target: Any, args: tuple) -> fx.Node:
+    """A node ``target(*args)``, or the one already made for the same call: two GEMMs of one
+    backward pad the same gradient (GPT-2's LM head: ``dY @ W`` pads dY's columns for K, and
+    ``dY.t() @ X`` pads them for M), and the copy is made once."""
+    source = _undone_transpose(target, args)
+    if source is not None:
+        return source
+    key = (target, repr(args))
+    if key not in made:
+        node = graph.call_function(target, args)
+        node.meta["val"] = fake_result(target, args)
+        made[key] = node
+    return made[key]
 
 
 def pad_gemms(gm: fx.GraphModule, config: Any) -> fx.GraphModule:
-    """Pad the K and N of GEMMs where a measurement says it pays (see the module doc)."""
+    """Pad the M, K and N of GEMMs where a measurement says it pays (see the module doc)."""
     mode = getattr(config, "pad_gemms", "auto")
     if mode == "never" or "aten" not in getattr(config, "gemm_backends", ("aten",)):
         # padding serves cuBLAS; the Triton template masks ragged K and N itself
         return gm
     graph = gm.graph
     changed = False
+    made: dict[tuple, fx.Node] = {}
     for node in list(graph.nodes):
         if node.op != "call_function" or node.target not in _GEMMS:
             continue
         pads = _padding(node)
         if pads is None or not decide(node, pads, mode, config.cache_dir):
             continue
-        pad_k, pad_n = pads
+        pad_m, pad_k, pad_n = pads
         bias, a, b = _operands(node)
-        n = meta_value(b).shape[-1]
-        with graph.inserting_before(node):
-            call = functools.partial(_call, graph)
-            a = _pad_matrix(a, 0, pad_k, meta_value(a), call)
+        m, n = meta_value(a).shape[-2], meta_value(b).shape[-1]
+        with graph.inserting_before(node):  # a later GEMM that pads the same operand reuses the pad
+            call = functools.partial(_call, graph, made)
+            a = _pad_matrix(a, pad_m, pad_k, meta_value(a), call)
             b = _pad_matrix(b, pad_k, pad_n, meta_value(b), call)
             if bias is not None and pad_n and isinstance(bias, fx.Node) and _pads_bias(meta_value(bias), n):
-                bias = _call(graph, aten.constant_pad_nd.default, (bias, [0, pad_n]))
-            gemm = _call(graph, node.target, (bias, a, b) if bias is not None else (a, b))
+                bias = call(aten.constant_pad_nd.default, (bias, [0, pad_n]))
+            gemm = _call(graph, {}, node.target, (bias, a, b) if bias is not None else (a, b))
             result = gemm
+            if pad_m:  # the leading rows of the row-major product: a contiguous view
+                result = _call(graph, {}, aten.slice.Tensor, (result, -2, 0, m))
             if pad_n:
                 # a contiguous copy of the view without the padding: every consumer sees the layout
                 # it was traced with (a later view or permute relies on it); the planner folds the
                 # view into the consuming kernel, so the copy costs a pass only for a graph output
-                sliced = _call(graph, aten.slice.Tensor, (gemm, -1, 0, n))
+                sliced = _call(graph, {}, aten.slice.Tensor, (result, -1, 0, n))
                 contiguous = {"memory_format": torch.contiguous_format}
                 result = graph.call_function(aten.clone.default, (sliced,), contiguous)
                 result.meta["val"] = fake_result(aten.clone.default, (sliced,), contiguous)
         node.replace_all_uses_with(result)
         graph.erase_node(node)
         changed = True
-        log.info("gemm padding: %s K+%d N+%d", node.name, pad_k, pad_n)
+        log.info("gemm padding: %s M+%d K+%d N+%d", node.name, pad_m, pad_k, pad_n)
     if changed:
         gm.recompile()
     return gm

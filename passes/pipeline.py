@@ -9,7 +9,10 @@ AOTAutograd (``passes/pre_autograd.py``): what they rewrite, AOTAutograd then di
 
 ``PASSES`` run on each forward, backward or inference graph AOTAutograd hands over. The order:
 1. remove_noops first, so CSE sees the real producers and more expressions coincide;
-2. CSE before DCE, because merging duplicates leaves the later copies unused;
+2. CSE before DCE, because merging duplicates leaves the later copies unused; fold_constants
+   after CSE, so that values built alike (a mask per block of one stage) fold into one constant;
+   move_casts_to_producers next (a cast and a view change places: the planner sees no reshape
+   between a cast and its operand's kernel);
 3. pad_gemms after CSE, so that each distinct GEMM is measured and padded once; onednn_gemms
    (CPU graphs where nothing is generated) likewise, and before reinplace_dying_inputs, which
    would turn the activation it folds into an in-place op;
@@ -35,6 +38,8 @@ from torch import fx
 
 from ait_dynamo.passes.attention import fuse_attention
 from ait_dynamo.passes.cancel_negations import cancel_negations
+from ait_dynamo.passes.cast_views import move_casts_to_producers
+from ait_dynamo.passes.constant_fold import fold_constants
 from ait_dynamo.passes.conv_bias import split_convolution_bias
 from ait_dynamo.passes.cse import common_subexpression_elimination
 from ait_dynamo.passes.dead_code import eliminate_dead_code
@@ -55,6 +60,8 @@ PRE_AUTOGRAD_PASSES: list[GraphPass] = [
 PASSES: list[GraphPass] = [
     remove_noops,
     common_subexpression_elimination,
+    fold_constants,
+    move_casts_to_producers,
     pad_gemms,
     onednn_gemms,
     cancel_negations,

@@ -18,6 +18,13 @@ from utils import check_compiled
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
 
+@pytest.fixture(autouse=True)
+def _short_sequences_rewritten_too(monkeypatch):
+    """The tests' sequences are short (5-9 keys): here they are rewritten like long ones, except
+    in the test of the option that keeps short ones (``attention_min_keys``)."""
+    monkeypatch.setenv("AIT_ATTENTION_MIN_KEYS", "0")
+
+
 def _rewrites() -> list[str]:
     lines: list[str] = []
     for graph in metrics.compiled_graphs:
@@ -217,6 +224,20 @@ def test_the_option_turns_it_off():
     check_compiled(model, torch.randn(2, 7, 32, device=DEVICE, requires_grad=True),
                    options={"rewrite_attention": False})
     assert not _rewrites() and not _sdpa_in("forward")
+
+
+def test_few_keys_keep_the_explicit_attention(monkeypatch):
+    """attention_min_keys (64 by default): Swin's 49-key windows keep bmm + softmax + bmm (SDPA's
+    fused kernels were slower there on the H200), with the reason; 65 keys are rewritten."""
+    monkeypatch.delenv("AIT_ATTENTION_MIN_KEYS")
+    torch.manual_seed(0)
+    model = HeadsAttention("timm").to(DEVICE)
+    check_compiled(model, torch.randn(2, 49, 32, device=DEVICE, requires_grad=True))
+    assert not _sdpa_in("forward") and not _sdpa_in("backward")
+    assert any("49 keys, at most attention_min_keys=64" in line for line in _rewrites()), _rewrites()
+    metrics.reset()
+    check_compiled(model, torch.randn(2, 65, 32, device=DEVICE, requires_grad=True))
+    assert _sdpa_in("forward") and _sdpa_in("backward")
 
 
 def test_rewrites_reach_the_fusion_report_and_debug_dir(tmp_path):

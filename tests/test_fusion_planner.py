@@ -4,6 +4,7 @@ strides, dynamic shapes, the duplicated-output backward, a golden kernel, ATen f
 from __future__ import annotations
 
 import os
+import re
 
 import pytest
 import torch
@@ -505,6 +506,73 @@ def test_split_column_reductions(dtype):
     assert source_ops.count("aten.sum.dim_IntList") >= 2
 
 
+def _split_sites(folder) -> int:
+    """How many split reductions the modules in a debug folder finish (``kernels/split_sum.py``)."""
+    return sum(len(set(re.findall(r"(\w+_sum_site)\.launch\(", path.read_text())))
+               for path in folder.glob("*/module.py"))
+
+
+@needs_triton
+@pytest.mark.parametrize("dtype", FLOATS, ids=str)
+def test_whole_tensor_reductions_split_their_row(dtype, tmp_path):
+    """A reduction of a whole tensor is one long row: it splits over programs into float32
+    partial results that the finishing kernel combines by kind (sum, mean, max, min, all, any;
+    a NaN or an inf anywhere, in any split, still decides the result), in one kernel for all six."""
+
+    def fn(x):
+        return x.sum(), x.mean(), x.amax(), x.amin(), (x > -4).all(), torch.isinf(x).any()
+
+    for poison in (None, float("nan"), float("inf")):
+        x = torch.randn(4, 8200, device=DEVICE, dtype=dtype)  # 32800 elements: a looped row, 4 splits on a GPU
+        if poison is not None:
+            x[3, 8000] = poison  # in the last split
+        folder = tmp_path / str(poison)
+        metrics.reset()
+        check_compiled(fn, x, backward=False, options={"debug_dir": str(folder)})
+        _no_fallback()
+        assert _kernels() == [2], _kernels()  # the six reductions and their finishing kernel
+        assert _split_sites(folder) == 1
+
+
+@needs_triton
+@pytest.mark.parametrize("dtype", FLOATS, ids=str)
+def test_few_long_rows_split_and_their_readers_run_apart(dtype, tmp_path):
+    """T5's float16 guard, clamp(x, -m, m) with m = where(isinf(x).any(), ...): the any splits
+    its row (its reader, the where, runs in the clamp's kernel, not in the reduction's, which
+    would then walk the whole tensor on one program), and isinf and the tensor-bounded clamp are
+    generated, not ATen calls. A full-size reader (softmax's) keeps a long row in one looped
+    kernel instead."""
+
+    def guard(x):
+        big = torch.where(torch.isinf(x).any(), 1.5, 2.0)  # T5: float16's largest value, less 1000 after an inf
+        return torch.clamp(x, min=-big, max=big) * 2
+
+    def row_sums(x):
+        return x.sum(-1, keepdim=True) * x.pow(2).mean(-1, keepdim=True)
+
+    x = torch.randn(2, 16400, device=DEVICE, dtype=dtype, requires_grad=True)
+    check_compiled(guard, x, options={"debug_dir": str(tmp_path / "guard")})
+    _no_fallback()
+    forward = metrics.compiled_graphs[0]
+    assert not forward.externs, forward.externs
+    assert {"aten.isinf.default", "aten.clamp.Tensor", "aten.where.self"} <= set(forward.fused_ops)
+    assert _split_sites(tmp_path / "guard") == 1
+    metrics.reset()
+    check_compiled(row_sums, x, options={"debug_dir": str(tmp_path / "row_sums")})
+    _no_fallback()
+    assert _split_sites(tmp_path / "row_sums") == 0  # two rows of 16400: one program each is enough
+    metrics.reset()
+    long_rows = torch.randn(2, 33000, device=DEVICE, dtype=dtype, requires_grad=True)
+    check_compiled(row_sums, long_rows, options={"debug_dir": str(tmp_path / "long_rows")})
+    _no_fallback()
+    assert _split_sites(tmp_path / "long_rows") >= 1  # two rows of 33000: split in four
+    metrics.reset()
+    check_compiled(lambda t: torch.softmax(t, -1), long_rows, options={"debug_dir": str(tmp_path / "softmax")})
+    _no_fallback()
+    # the max's and the sum's readers are full-size: they keep softmax in one looped kernel
+    assert _kernels() == [1, 1] and _split_sites(tmp_path / "softmax") == 0
+
+
 @needs_triton
 def test_a_failing_kernel_falls_back_to_aten(monkeypatch):
     """A kernel that fails to compile or launch warns once; its group then runs through ATen."""
@@ -566,3 +634,22 @@ def test_squeeze_excitation_scale_joins_the_multiply():
     _no_fallback()
     forward = metrics.compiled_graphs[0]
     assert forward.kind == "forward" and len(forward.kernels) == 2, (forward.kernels, forward.fused_ops)
+
+
+@needs_triton
+def test_a_cast_and_a_flattening_view_change_places():
+    """Hugging Face's causal-LM loss: ``logits.float().view(-1, V)`` then cross-entropy. The cast
+    moves past the view (``passes/cast_views.py``) into the log_softmax row kernel, forward and
+    backward (there the cast back to bfloat16 joins the gradient's kernel): no full-size float32
+    copy of the logits written by a kernel of its own."""
+
+    def loss(logits, labels):
+        return F.cross_entropy(logits.float().view(-1, logits.shape[-1]), labels.view(-1))
+
+    logits = torch.randn(2, 8, 37, device=DEVICE, dtype=torch.bfloat16, requires_grad=True)
+    labels = torch.randint(0, 37, (2, 8), device=DEVICE)
+    check_compiled(loss, logits, labels)
+    _no_fallback()
+    forward, backward = metrics.compiled_graphs
+    assert len(forward.kernels) == 1 and len(backward.kernels) == 2, (forward.kernels, backward.kernels)
+    assert not [e for e in forward.externs + backward.externs if "_to_copy" in e]

@@ -136,10 +136,10 @@ def test_training_with_reuse_and_hoisting_matches_eager():
 
 
 def _finishing_kernels(source: str) -> list[str]:
-    """The kernels that add up split reductions' partial sums (``kernels/split_sum.py``) in a
+    """The kernels that combine split reductions' partial results (``kernels/split_sum.py``) in a
     generated module, each launched from a site of its own; no ATen sum does it instead."""
     assert ".sum(0)" not in source, source
-    kernels = [k for k in source.split("@triton.jit") if "partial sums, added" in k]
+    kernels = [k for k in source.split("@triton.jit") if "partial results, combined" in k]
     for kernel in kernels:
         name = re.search(r"def (\w+)\(", kernel).group(1)
         assert f"LaunchSite({name}, " in source, source
@@ -468,4 +468,4 @@ def test_split_column_sums_under_dynamic_shapes(tmp_path):
     backward = [g for g in metrics.compiled_graphs if g.name.endswith("backward")][-1]
     source = (tmp_path / backward.name / "module.py").read_text()
     assert len(_finishing_kernels(source)) == 1
-    assert "xnumel=None" in source and "_rt.column_split(40, sym_" in source, source
+    assert "xnumel=None" in source and "_rt.reduction_split(40, sym_" in source, source

@@ -59,6 +59,28 @@ def test_a_transposed_weight_is_padded_in_its_own_memory_order():
     torch.testing.assert_close(gm(x, w), x @ w.t())
 
 
+def test_a_transposed_first_operand_pads_its_rows_once():
+    """A weight gradient ``dY.t() @ X`` reads dY transposed: its leading dimension is M (GPT-2's
+    vocabulary, 50257), so M is padded, and the pad of dY is the one the input gradient ``dY @ W``
+    (K = 50257) made: one copy for both GEMMs. The M rows slice off as a contiguous view."""
+    from torch.fx.experimental.proxy_tensor import make_fx
+
+    from ait_dynamo.config import AitConfig
+    from ait_dynamo.passes.pad_gemm import pad_gemms
+
+    dy, w, x = torch.randn(8, 13), torch.randn(13, 12), torch.randn(8, 12)  # M = K = 13 in float32: to 16
+    gm = make_fx(lambda dy, w, x: (torch.mm(dy, w), torch.mm(dy.t(), x)), tracing_mode="fake")(dy, w, x)
+    pad_gemms(gm, AitConfig.create(ALWAYS, environ={}))
+    aten = torch.ops.aten
+    pads = [n for n in gm.graph.nodes if n.target is aten.constant_pad_nd.default]
+    assert [p.args[0].name for p in pads].count("dy_1") == 1, [(p.args[0].name, p.args[1]) for p in pads]
+    gemms = [n for n in gm.graph.nodes if n.target is aten.mm.default]
+    assert tuple(gemms[1].args[0].meta["val"].shape) == (16, 8) and gemms[1].args[0].meta["val"].stride() == (1, 16)
+    for got, want in zip(gm(dy, w, x), (dy @ w, dy.t() @ x)):
+        torch.testing.assert_close(got, want)
+        assert got.is_contiguous()
+
+
 def test_padded_mm_and_bmm():
     torch.manual_seed(0)
     a = torch.randn(7, 9, device=DEVICE, requires_grad=True)
