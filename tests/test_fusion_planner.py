@@ -653,3 +653,16 @@ def test_a_cast_and_a_flattening_view_change_places():
     forward, backward = metrics.compiled_graphs
     assert len(forward.kernels) == 1 and len(backward.kernels) == 2, (forward.kernels, backward.kernels)
     assert not [e for e in forward.externs + backward.externs if "_to_copy" in e]
+
+
+@needs_triton
+def test_a_cast_does_not_move_past_a_view_its_input_cannot_take():
+    """An expanded input cast to float32 (the cast makes it dense) and then viewed: the view of the
+    input itself does not exist, so the cast stays where it is (no compile error)."""
+
+    def fn(x):
+        return x.to(torch.float32).view(24, 5).softmax(-1)
+
+    expanded = torch.randn(1, 6, 5, device=DEVICE, dtype=torch.bfloat16).expand(4, 6, 5)  # stride 0 along dim 0
+    torch.testing.assert_close(torch.compile(fn, backend="ait")(expanded), fn(expanded))
+    _no_fallback()
