@@ -64,9 +64,16 @@ def _foldable(node: fx.Node, constant: set[fx.Node]) -> bool:
     return all(n in constant for n in inputs)
 
 
-def _stand_in(node: fx.Node) -> torch.Tensor:
-    """A real tensor with the metadata of a node whose values are not read."""
+_NEW_OPS = {aten.new_zeros.default, aten.new_ones.default, aten.new_full.default}
+
+
+def _stand_in(node: fx.Node, target: Any) -> torch.Tensor:
+    """A real tensor with the metadata of a node whose values are not read: an empty one for
+    ``new_*`` (dtype and device only: the activation it stands for may be large), one of the
+    node's layout for ``*_like`` (its result is as large, and at most ``_MAX_WORK_BYTES``)."""
     meta = meta_value(node)
+    if target in _NEW_OPS:
+        return torch.empty((0,), dtype=meta.dtype, device=meta.device)
     return torch.empty_strided(tuple(meta.shape), tuple(meta.stride()), dtype=meta.dtype, device=meta.device)
 
 
@@ -100,7 +107,7 @@ def fold_constants(gm: fx.GraphModule, config: Any) -> fx.GraphModule:
                     continue
                 stand_ins = {}
                 if node.target in _METADATA_ONLY_FIRST and node.args and node.args[0] not in constant:
-                    stand_ins[node.args[0]] = _stand_in(node.args[0])
+                    stand_ins[node.args[0]] = _stand_in(node.args[0], node.target)
                 args, kwargs = fx.node.map_arg((node.args, node.kwargs),
                                                lambda n: values[n] if n in values else stand_ins[n])
                 values[node] = node.target(*args, **kwargs)
