@@ -175,3 +175,34 @@ def split_sources(group: FusionGroup, x_nonunit: list[int]) -> SplitSources | No
         if any(used in reductions for used in node.all_input_nodes):
             return None
     return sources
+
+
+# Rows longer than this split even where a full-size reader would keep them in one looped kernel:
+# one program walks a 2048-element chunk in ~0.24 us on the H200 (kernels/runtime.py), so a
+# three-pass softmax over a row of 65536 would take ~24 us on one program at that rate (an
+# estimate from that figure, not a measurement of softmax).
+_LONG_ROW = 65536
+
+
+def _row_level(node: fx.Node, kept: Any) -> bool:
+    """True when ``node``'s value has no more elements than a reduction's kept space."""
+    value = node.meta.get("val")
+    numel = static_int(value.numel()) if isinstance(value, torch.Tensor) else None
+    bound = static_int(kept)
+    return numel is not None and bound is not None and numel <= bound
+
+
+def readers_go_apart(space: tuple, reduced: frozenset, reductions: list[fx.Node], inputs: Iterable[fx.Node],
+                     reading: list[fx.Node]) -> bool:
+    """The planner's rule for ``reading``, nodes that read the reductions of a group over
+    ``space``: True when they run in a kernel of their own so that the group splits its rows.
+    Always for a column split. For a row split, a full-size reader (softmax's exp(x - max)) stays
+    where the row is not too long for its program: in the looped kernel it reads the row in a pass
+    of the same kernel, apart a kernel of its own would read it again; a reader of the result
+    alone (T5's where on its any) goes, and takes the full-size ones that read it along."""
+    layout = split_layout(space, reduced, reductions, inputs)
+    if layout != "row":
+        return layout is not None
+    kept = math.prod([1] + [s for d, s in enumerate(space) if d not in reduced])
+    row = math.prod([1] + [s for d, s in enumerate(space) if d in reduced])
+    return (static_int(row) or 0) > _LONG_ROW or any(_row_level(reader, kept) for reader in reading)

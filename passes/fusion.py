@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import itertools
 import logging
-import math
 import operator
 from typing import Any, Sequence
 
@@ -24,7 +23,7 @@ import torch
 from torch import fx
 
 from ait_dynamo.kernels import gemm_choice, op_table
-from ait_dynamo.kernels.column_reduction import reads_reduction, split_layout
+from ait_dynamo.kernels.column_reduction import reads_reduction, readers_go_apart
 from ait_dynamo.kernels.op_table import OpClass
 from ait_dynamo.kernels.triton_values import FUSIBLE_DTYPES, Operand, Unsupported
 from ait_dynamo.passes.fold_views import drop_folded_views, fold_view
@@ -36,8 +35,7 @@ from ait_dynamo.passes.hoist import hoist_shrinking_steps
 from ait_dynamo.passes.plan import ExternCall, FusionGroup, Plan, Step, compute_lifetimes
 from ait_dynamo.passes.fusion_maps import (DimMap, Refused, edge_agrees, edges_between, flatten, order_steps,
                                            reduced_map, reduction_dims, view_map)
-from ait_dynamo.passes.sizes import (SizeError, free_symbols, is_one, same_size, size_source_ok, static_int,
-                                     symbol_sources)
+from ait_dynamo.passes.sizes import SizeError, free_symbols, is_one, same_size, size_source_ok, symbol_sources
 
 log = logging.getLogger("ait_dynamo")
 aten = torch.ops.aten
@@ -47,20 +45,6 @@ def refuse(refusals: dict[str, str], node: fx.Node, reason: str) -> None:
     """Record that ``node`` stays outside any fusion group, and why."""
     refusals[node.name] = reason
     log.debug("not fused: %s (%s): %s", node.name, node.target, reason)
-
-
-# Rows longer than this split even where a full-size reader would keep them in one looped kernel:
-# one program walks a 2048-element chunk in ~0.24 us on the H200 (kernels/runtime.py), so a
-# three-pass softmax over a row of 65536 takes ~24 us on one program.
-_LONG_ROW = 65536
-
-
-def _row_level(node: fx.Node, kept: Any) -> bool:
-    """True when ``node``'s value has no more elements than a reduction's kept space."""
-    value = _tensor_meta(node)
-    numel = static_int(value.numel()) if value is not None else None
-    bound = static_int(kept)
-    return numel is not None and bound is not None and numel <= bound
 
 
 def _tensor_meta(node: Any) -> torch.Tensor | None:
@@ -154,17 +138,7 @@ class Planner:
         if not reading:
             return False
         inputs = [used for member in nodes for used in member.all_input_nodes if used not in members]
-        layout = split_layout(group.space, group.reduced, reductions, inputs)
-        if layout == "row":
-            # a full-size reader (softmax's exp(x - max)) stays where the row is not too long for
-            # its program: in the looped kernel it reads the row in a pass of the same kernel;
-            # apart, a kernel of its own would read it again. A reader of the result alone (T5's
-            # where on its any) goes, and takes the full-size ones that read it along.
-            kept = math.prod([1] + [s for d, s in enumerate(group.space) if d not in group.reduced])
-            row = math.prod([1] + [s for d, s in enumerate(group.space) if d in group.reduced])
-            long_row = (static_int(row) or 0) > _LONG_ROW
-            return long_row or any(_row_level(reader, kept) for reader in reading)
-        return layout is not None
+        return readers_go_apart(group.space, group.reduced, reductions, inputs, reading)
 
     def _new_group(self, space: tuple) -> Group:
         group = Group(next(self.ids), tuple(space))
