@@ -185,7 +185,9 @@ def test_kernel_outputs_take_dead_buffers_of_their_layout(tmp_path):
     if runtime.triton_runs_on("cpu"):
         module, _ = load_module(generated.source, str(tmp_path))
         for got, want in zip(module.make_call(generated.constants)([x, w]), _slot_fn(x, w)):
-            torch.testing.assert_close(got, want)
+            # a kernel's exp against ATen's: a few float32 ulps apart where x * 5 is large; a
+            # buffer handed over too early would be wrong by the value itself
+            torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
 
 
 def test_a_buffer_with_a_live_view_or_returned_is_never_handed_over(tmp_path):
