@@ -97,11 +97,33 @@ def _indent(lines: list[str]) -> list[str]:
     return ["    " + line for line in lines]
 
 
+class PartialSums:
+    """The float32 partial-sum buffers of split reductions (static sizes), shared along the
+    wrapper: a group's partial sums are dead once its finishing kernel has added them up (one
+    stream orders the launches), so a later split of the same sizes, kind and device writes into
+    the same buffer where it would allocate one. GPT-2's training backward allocated
+    98 of them a step for a handful of shapes; one allocation is 1.9-3.8 µs of host time on the
+    H200 machine (``benchmarks/results/nvidia-h200/host_calls/``). Two partial sums of one group
+    are live together: the n-th of a shape in a group takes the n-th buffer of that shape."""
+
+    def __init__(self) -> None:
+        self._buffers: dict[tuple[str, ...], list[str]] = {}
+
+    def buffer_for(self, key: tuple[str, ...], position: int, name: str) -> str | None:
+        """The buffer an earlier group allocated for the ``position``-th partial sum of ``key``, or
+        ``None``: then ``name`` is allocated, and later groups may take it."""
+        buffers = self._buffers.setdefault(key, [])
+        if position < len(buffers):
+            return buffers[position]
+        buffers.append(name)
+        return None
+
+
 def group_call_source(group: FusionGroup, kernel: GeneratedKernel, names: Callable[[fx.Node], str],
                       symbols: SymbolLocals, autotune: bool = False,
                       reuse: dict[str, tuple[str, bool]] | None = None, triton_runs: bool = True,
                       take_slot: Callable[[fx.Node], str | None] | None = None,
-                      finishing: GeneratedKernel | None = None) -> GroupCall:
+                      finishing: GeneratedKernel | None = None, partials: PartialSums | None = None) -> GroupCall:
     """``reuse``: output buffer → (the name of a dying input whose buffer it is written into,
     whether that input has another shape: a contiguous base read through a view).
     ``triton_runs``: whether Triton runs on the group's device in this process (decided once, at
@@ -109,7 +131,7 @@ def group_call_source(group: FusionGroup, kernel: GeneratedKernel, names: Callab
     ``take_slot(node)``: the name of a dead buffer of the node's exact layout its fresh output
     buffer may take instead of an allocation (``kernels/slots.py``), or ``None``.
     ``finishing``: a split reduction's second kernel, which adds up its partial sums
-    (``kernels/split_sum.py``)."""
+    (``kernels/split_sum.py``). ``partials``: the wrapper's shared partial-sum buffers."""
     reuse = reuse or {}
     inputs = ", ".join(names(n) for n in group.reads())
     outputs = "".join(f"{names(n)}, " for n in group.outputs)
@@ -129,12 +151,23 @@ def group_call_source(group: FusionGroup, kernel: GeneratedKernel, names: Callab
     if kernel.split:  # static sizes: the split is decided once, with the site
         (call.setup if static else call.allocate).append(f"r{split}, {split} = _rt.reduction_split({xnumel}, {rnumel}, {kernel.column})")
     fresh: set[str] = set()  # buffers allocated here: aligned, whatever the call
+    partials_of_shape: dict[tuple[str, ...], int] = {}
     for node, buffer in kernel.out_buffers:
         meta = node.meta["val"]
         device = f"{tensors_read[0]}.device" if tensors_read else value_source(meta.device, names)
         if buffer in kernel.split_casts:  # float32 partial sums; the buffer itself is the finishing kernel's
-            call.allocate.append(f"{buffer}__partial = torch.empty(({split}, {xnumel}), dtype=torch.float32, device={device})")
-            fresh.add(f"{buffer}__partial")
+            partial = f"{buffer}__partial"
+            # the split count is a function of these (runtime.reduction_split); static sizes only,
+            # where it is computed once
+            shape_key = (xnumel, rnumel, str(kernel.column), str(meta.device))
+            position = partials_of_shape.get(shape_key, 0)
+            partials_of_shape[shape_key] = position + 1
+            shared = partials.buffer_for(shape_key, position, partial) if partials is not None and static else None
+            if shared is not None:
+                call.allocate.append(f"{partial} = {shared}")
+            else:
+                call.allocate.append(f"{partial} = torch.empty(({split}, {xnumel}), dtype=torch.float32, device={device})")
+            fresh.add(partial)
         shape = value_source(tuple(symbols.source(s) for s in meta.shape), lambda n: n).replace("'", "")
         if buffer in reuse:  # same elements, strides and dtype; each is read before it is written
             source, reshaped = reuse[buffer]
@@ -214,4 +247,4 @@ def aten_function_source(group: FusionGroup, names: Callable[[fx.Node], str]) ->
     return "\n".join(lines)
 
 
-__all__ = ["SymbolLocals", "GroupCall", "group_call_source", "aten_function_source", "torch"]
+__all__ = ["SymbolLocals", "GroupCall", "PartialSums", "group_call_source", "aten_function_source", "torch"]

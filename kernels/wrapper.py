@@ -15,7 +15,7 @@ from torch import fx
 
 from ait_dynamo.kernels import runtime
 from ait_dynamo.kernels.codegen import generate_kernel
-from ait_dynamo.kernels.group_call import SymbolLocals, aten_function_source, group_call_source
+from ait_dynamo.kernels.group_call import PartialSums, SymbolLocals, aten_function_source, group_call_source
 from ait_dynamo.kernels.split_sum import finishing_kernel
 from ait_dynamo.kernels.op_table import HELPERS_SOURCE
 from ait_dynamo.kernels.reuse import choose_reuse, owned_buffers
@@ -113,6 +113,7 @@ def generate_wrapper(plan: Plan, gm: fx.GraphModule, version: str, autotune: boo
     # Triton compiles each distinct function separately, so duplicates only cost compile time.
     owned = owned_buffers(plan)
     slots = SlotPool(plan, names)
+    partials = PartialSums()  # split reductions' scratch, shared along the call
     setup: list[str] = []  # make_call lines: the launch sites
     entry_points: dict[Any, str] = {}  # OpOverload → the local bound to its cheapest entry point
 
@@ -161,7 +162,8 @@ def generate_wrapper(plan: Plan, gm: fx.GraphModule, version: str, autotune: boo
             }
             runs = triton_runs_on(step.outputs[0].meta["val"].device.type)
             call = group_call_source(step, kernel, names, symbols, autotune, reuse, triton_runs=runs,
-                                     take_slot=slots.take if runs else None, finishing=finishing)
+                                     take_slot=slots.take if runs else None, finishing=finishing,
+                                     partials=partials)
             frees = [names(n) for n in plan.frees_after.get(index, [])] + call.taken
             slots.hold(index, frees, set(reused.values()))
             header = f"# {step.name}: {step.kind}, {len(step.nodes)} ops\n{' ' * 8}"
