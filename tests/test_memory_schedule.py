@@ -186,7 +186,7 @@ def test_split_sums_of_one_shape_share_their_partial_buffer(tmp_path):
     shape, in three groups (a GEMM between each). The partial sums of a group are dead once its
     finishing kernel ran, so the later groups write theirs into the first one's buffer: one
     allocation where there were three (host time: 98 of them a step in GPT-2's backward)."""
-    x = torch.randn(4, 67, 24, device=DEVICE, requires_grad=True)
+    x = torch.randn(5, 131, 24, device=DEVICE, requires_grad=True)  # 2 splits on a GPU (as above)
     layers = [(torch.randn(24, 24, device=DEVICE, requires_grad=True), torch.randn(24, device=DEVICE, requires_grad=True))
               for _ in range(3)]
 
