@@ -102,8 +102,8 @@ class PartialSums:
     wrapper: a group's partial sums are dead once its finishing kernel has added them up (one
     stream orders the launches), so a later split of the same sizes, kind and device writes into
     the same buffer where it would allocate one. GPT-2's training backward allocated
-    98 of them a step for a handful of shapes; one allocation is 1.9-3.8 µs of host time on the
-    H200 machine (``benchmarks/results/nvidia-h200/host_calls/``). Two partial sums of one group
+    98 of them a step for a handful of shapes; a ``torch.empty_strided`` took 1.9-3.8 µs of host
+    time on the H200 machine (``benchmarks/results/nvidia-h200/host_calls/``). Two partial sums of one group
     are live together: the n-th of a shape in a group takes the n-th buffer of that shape."""
 
     def __init__(self) -> None:

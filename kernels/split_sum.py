@@ -59,7 +59,7 @@ def finishing_kernel(kernel: Any, name: str) -> Any:
     buffers = [(node, buffer) for node, buffer in kernel.out_buffers if buffer in kernel.split_casts]
     body: list[str] = []
     dtypes: list[torch.dtype] = []
-    kinds = [kernel.split_kinds.get(buffer, "sum") for _, buffer in buffers]
+    kinds = [kernel.split_kinds[buffer] for _, buffer in buffers]
     for index, kind in enumerate(kinds):
         body += [f"acc{index} = {_COMBINE[kind][0]}", f"ptr{index} = in_ptr{index} + xindex"]
     body.append("for split in range(0, ks0):")

@@ -250,15 +250,15 @@ def pad_gemms(gm: fx.GraphModule, config: Any) -> fx.GraphModule:
             b = _pad_matrix(b, pad_k, pad_n, meta_value(b), call)
             if bias is not None and pad_n and isinstance(bias, fx.Node) and _pads_bias(meta_value(bias), n):
                 bias = call(aten.constant_pad_nd.default, (bias, [0, pad_n]))
-            gemm = _call(graph, {}, node.target, (bias, a, b) if bias is not None else (a, b))
+            gemm = call(node.target, (bias, a, b) if bias is not None else (a, b))
             result = gemm
             if pad_m:  # the leading rows of the row-major product: a contiguous view
-                result = _call(graph, {}, aten.slice.Tensor, (result, -2, 0, m))
+                result = call(aten.slice.Tensor, (result, -2, 0, m))
             if pad_n:
                 # a contiguous copy of the view without the padding: every consumer sees the layout
                 # it was traced with (a later view or permute relies on it); the planner folds the
                 # view into the consuming kernel, so the copy costs a pass only for a graph output
-                sliced = _call(graph, {}, aten.slice.Tensor, (result, -1, 0, n))
+                sliced = call(aten.slice.Tensor, (result, -1, 0, n))
                 contiguous = {"memory_format": torch.contiguous_format}
                 result = graph.call_function(aten.clone.default, (sliced,), contiguous)
                 result.meta["val"] = fake_result(aten.clone.default, (sliced,), contiguous)
