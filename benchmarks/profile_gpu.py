@@ -3,6 +3,7 @@ host's work, for each backend, in one run.
 
     python -m benchmarks profile --out DIR [--workload tutorial_8192x8192,encoder_block_train]
                                  [--backends eager,inductor,ait+memory_budget=0.5] [--memory] [--host]
+                                 [--timeline] [--lines]
 
 (``python -m benchmarks.profile_gpu ...`` is the same command.) Any workload of the table
 (``benchmarks/workloads.py``: seeds, models, fusion and micro cases; the first batch size of its
@@ -13,12 +14,19 @@ grouped into generated Triton, GEMM, attention, ATen; on a CPU the ATen ops by s
 ``--memory`` (CUDA): the allocations alive at the allocator's peak during one step, largest first,
 each with the Python frames that made it (ait's generated wrappers are written under
 ``DIR/ait_debug/<workload>`` so their line numbers can be read). With ``--host``: a cProfile of the
-host work per step. ``DIR/profile.json`` records kernel and host time per step of each.
+host work per step. With ``--timeline``: a torch.profiler trace of CPU and GPU over a few steps,
+``DIR/<workload>_<backend>_trace.json.gz`` (chrome://tracing or Perfetto), summarised in the text
+file by host op and CUDA runtime call (a device synchronisation or a copy to the host inside a
+step shows here: it makes the host wait for the GPU, so the step costs host time plus kernel
+time instead of the larger of the two). With ``--lines``: the host time of each line of ait's
+and Inductor's generated wrappers, clocked without a profiler (``benchmarks/wrapper_lines.py``;
+the wrappers in this run are the instrumented ones, about 0.1 us more per line). ``DIR/profile.json`` records kernel and host time per step of each.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import time
@@ -29,7 +37,7 @@ from typing import Any
 
 import torch
 
-from benchmarks import cli, harness
+from benchmarks import cli, harness, wrapper_lines
 from benchmarks.backends import BackendSpec
 from benchmarks.measure import KernelRow, kernel_profile, synchronize
 from benchmarks.recording import Record, Recorder, provenance
@@ -90,6 +98,43 @@ def host_table(step: Any, device: torch.device, steps: int = 30) -> str:
     return f"host profile over {steps} steps\n" + text.getvalue()
 
 
+TIMELINE_STEPS = 3
+
+
+def timeline_table(step: Any, device: torch.device, trace_path: Path) -> str:
+    """CPU and GPU activity over a few steps (torch.profiler): the trace written to ``trace_path``
+    and the host ops and CUDA runtime calls by self time per step. The wall time of the profiled
+    steps beside the GPU's busy time tells whether the host or the device set the pace."""
+    import gzip
+    import tempfile
+
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    synchronize(device)
+    with profile(activities=activities) as prof:
+        began = time.perf_counter()
+        for _ in range(TIMELINE_STEPS):
+            step.run(lambda: None)
+        synchronize(device)
+        wall_ms = (time.perf_counter() - began) * 1e3 / TIMELINE_STEPS
+    with tempfile.TemporaryDirectory() as scratch:
+        raw = Path(scratch) / "trace.json"
+        prof.export_chrome_trace(str(raw))
+        with open(raw, "rb") as source, gzip.open(trace_path, "wb") as target:
+            target.write(source.read())
+    averages = prof.key_averages()
+    runtime_calls = sorted((e for e in averages if e.key.startswith(("cuda", "cu")) and e.device_type.name == "CPU"),
+                           key=lambda e: -e.self_cpu_time_total)
+    lines = [f"timeline over {TIMELINE_STEPS} steps (profiler on): {wall_ms:.3f} ms per step; trace {trace_path.name}",
+             "CUDA runtime calls per step (calls, self us):"]
+    lines += [f"  {e.count / TIMELINE_STEPS:8.1f} {e.self_cpu_time_total / TIMELINE_STEPS:10.1f}  {e.key}"
+              for e in runtime_calls[:15]]
+    lines.append("host ops by self CPU time (totals over the steps):")
+    lines.append(averages.table(sort_by="self_cpu_time_total", row_limit=40, max_name_column_width=70))
+    return "\n".join(lines) + "\n"
+
+
 def peak_table(step: Any, device: torch.device) -> str:
     """The allocations alive at the allocator's peak during one step, largest first (CUDA)."""
     synchronize(device)
@@ -133,8 +178,10 @@ def _file_label(text: str) -> str:
 class Profiler:
     """The harness's measurement for ``profile``: profile tables written to a file per case."""
 
-    def __init__(self, out: Path, device: torch.device, memory: bool, host: bool):
-        self.out, self.device, self.memory, self.host = out, device, memory, host
+    def __init__(self, out: Path, device: torch.device, memory: bool, host: bool, timeline: bool = False,
+                 lines: list[wrapper_lines.ModuleLines] | None = None):
+        self.out, self.device, self.memory, self.host, self.timeline = out, device, memory, host, timeline
+        self.lines = lines  # the instrumented wrappers (--lines), else None
 
     def __call__(self, step: Any, record: Record, built: Built, spec: BackendSpec) -> None:
         for _ in range(3):  # warm-up: CUDA-graph modes warm up on the first call and capture on the second
@@ -150,7 +197,16 @@ class Profiler:
             text += "\n" + peak_table(step, self.device)
         if self.host:
             text += "\n" + host_table(step, self.device)
-        path = self.out / f"{_file_label(record['workload'])}_{_file_label(spec.label)}.txt"
+        label = f"{_file_label(record['workload'])}_{_file_label(spec.label)}"
+        if self.timeline:
+            text += "\n" + timeline_table(step, self.device, self.out / f"{label}_trace.json.gz")
+        if self.lines is not None and spec.backend.name != "eager":
+            wrapper_lines.reset(self.lines)
+            for _ in range(PROFILED_STEPS):
+                step.run(lambda: None)
+            synchronize(self.device)
+            text += f"\nwrappers, host time per line over {PROFILED_STEPS} steps\n" + wrapper_lines.table(self.lines)
+        path = self.out / f"{label}.txt"
         path.write_text(text, encoding="utf-8")
         print(f"== {record['workload']} {spec.label}\n{text}", flush=True)
         record.update(host_ms=host_ms, kernel_ms=sum(row.ms for row in rows), profile=path.name,
@@ -161,6 +217,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     harness.add_case_arguments(parser, timing=False)
     parser.add_argument("--memory", action="store_true", help="also the live allocations at the peak (CUDA)")
     parser.add_argument("--host", action="store_true", help="also a cProfile of the host work per step")
+    parser.add_argument("--timeline", action="store_true",
+                        help="also a torch.profiler trace of CPU and GPU over a few steps, and its summary")
+    parser.add_argument("--lines", action="store_true",
+                        help="also the host time of each line of ait's and Inductor's wrappers, clocked without a profiler")
     parser.add_argument("--out", required=True, help="folder for the profile files and profile.json")
 
 
@@ -173,7 +233,12 @@ def execute(args: argparse.Namespace) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     recorder = Recorder(out / "profile.json", provenance(args.command_line, args.device, scale=args.scale))
-    measure = Profiler(out, args.device, args.memory, args.host)
+    with contextlib.ExitStack() as stack:
+        lines = stack.enter_context(wrapper_lines.record()) if args.lines else None
+        return _profile_all(args, out, recorder, Profiler(out, args.device, args.memory, args.host, args.timeline, lines))
+
+
+def _profile_all(args: argparse.Namespace, out: Path, recorder: Recorder, measure: Profiler) -> int:
     failed = False
     for name in args.workloads:
         workload = WORKLOADS[name]

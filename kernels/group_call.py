@@ -123,7 +123,8 @@ def group_call_source(group: FusionGroup, kernel: GeneratedKernel, names: Callab
                       symbols: SymbolLocals, autotune: bool = False,
                       reuse: dict[str, tuple[str, bool]] | None = None, triton_runs: bool = True,
                       take_slot: Callable[[fx.Node], str | None] | None = None,
-                      finishing: GeneratedKernel | None = None, partials: PartialSums | None = None) -> GroupCall:
+                      finishing: GeneratedKernel | None = None, partials: PartialSums | None = None,
+                      cuda_allocator: tuple[str, int] | None = None) -> GroupCall:
     """``reuse``: output buffer → (the name of a dying input whose buffer it is written into,
     whether that input has another shape: a contiguous base read through a view).
     ``triton_runs``: whether Triton runs on the group's device in this process (decided once, at
@@ -131,7 +132,9 @@ def group_call_source(group: FusionGroup, kernel: GeneratedKernel, names: Callab
     ``take_slot(node)``: the name of a dead buffer of the node's exact layout its fresh output
     buffer may take instead of an allocation (``kernels/slots.py``), or ``None``.
     ``finishing``: a split reduction's second kernel, which adds up its partial sums
-    (``kernels/split_sum.py``). ``partials``: the wrapper's shared partial-sum buffers."""
+    (``kernels/split_sum.py``). ``partials``: the wrapper's shared partial-sum buffers.
+    ``cuda_allocator``: (the wrapper's local ``(size, stride, dtype) -> tensor``, the CUDA device
+    index it allocates on) for buffers on that device (:func:`runtime.cuda_allocators`)."""
     reuse = reuse or {}
     inputs = ", ".join(names(n) for n in group.reads())
     outputs = "".join(f"{names(n)}, " for n in group.outputs)
@@ -152,9 +155,15 @@ def group_call_source(group: FusionGroup, kernel: GeneratedKernel, names: Callab
         (call.setup if static else call.allocate).append(f"r{split}, {split} = _rt.reduction_split({xnumel}, {rnumel}, {kernel.column})")
     fresh: set[str] = set()  # buffers allocated here: aligned, whatever the call
     partials_of_shape: dict[tuple[str, ...], int] = {}
+
+    def allocation(meta: torch.Tensor, shape: str, stride: str, dtype: torch.dtype) -> str:
+        if cuda_allocator is not None and meta.device.type == "cuda" and meta.device.index == cuda_allocator[1]:
+            return f"{cuda_allocator[0]}({shape}, {stride}, {dtype})"
+        device = f"{tensors_read[0]}.device" if tensors_read else value_source(meta.device, names)
+        return f"torch.empty_strided({shape}, {stride}, dtype={dtype}, device={device})"
+
     for node, buffer in kernel.out_buffers:
         meta = node.meta["val"]
-        device = f"{tensors_read[0]}.device" if tensors_read else value_source(meta.device, names)
         if buffer in kernel.split_casts:  # float32 partial sums; the buffer itself is the finishing kernel's
             partial = f"{buffer}__partial"
             # the split count is a function of these (runtime.reduction_split); static sizes only,
@@ -166,7 +175,7 @@ def group_call_source(group: FusionGroup, kernel: GeneratedKernel, names: Callab
             if shared is not None:
                 call.allocate.append(f"{partial} = {shared}")
             else:
-                call.allocate.append(f"{partial} = torch.empty(({split}, {xnumel}), dtype=torch.float32, device={device})")
+                call.allocate.append(f"{partial} = {allocation(meta, f'({split}, {xnumel})', f'({xnumel}, 1)', torch.float32)}")
             fresh.add(partial)
         shape = value_source(tuple(symbols.source(s) for s in meta.shape), lambda n: n).replace("'", "")
         if buffer in reuse:  # same elements, strides and dtype; each is read before it is written
@@ -180,7 +189,7 @@ def group_call_source(group: FusionGroup, kernel: GeneratedKernel, names: Callab
             fresh.add(buffer)
             continue
         stride = value_source(tuple(symbols.source(s) for s in meta.stride()), lambda n: n).replace("'", "")
-        call.allocate.append(f"{buffer} = torch.empty_strided({shape}, {stride}, dtype={meta.dtype}, device={device})")
+        call.allocate.append(f"{buffer} = {allocation(meta, shape, stride, meta.dtype)}")
         fresh.add(buffer)
     ints: list[str] = []
     seeds: list[int] = []

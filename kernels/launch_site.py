@@ -6,8 +6,9 @@ group through ATen. What does not change from call to call is decided on the fir
 
 * the configuration (block sizes, or the autotuned choice), the grid, the constexprs;
 * on CUDA with static sizes, the compiled kernel itself: later calls go straight to its C
-  launcher, ``compiled.run(grid, stream, function, metadata, ..., *args)``, with no lookup of the
-  kernel's specialization. Only the arguments that can change what Triton specializes on are
+  launch function (:func:`runtime.bare_launcher`: under Triton 3.6, 10 ms less per GPT-2 training
+  step than its Python wrapper), else to ``compiled.run(grid, stream, function, metadata, ...,
+  *args)``, with no lookup of the kernel's specialization. Only the arguments that can change what Triton specializes on are
   looked at per call: tensors the wrapper did not just allocate (graph inputs, views, reused
   buffers: a pointer's 16-byte alignment) and random seeds (an int's ``== 1`` and divisibility by
   16). Another value there goes through :func:`runtime.launch`, which compiles or finds the
@@ -42,9 +43,8 @@ def _retired(*args: Any) -> None:
 
 
 def _specialization_key(args: Sequence[Any], tensors: Sequence[int], seeds: Sequence[int]) -> tuple:
-    # list comprehensions, not generators: this runs before every direct launch, and with five
-    # checked tensors it took 0.73 us against 1.01 us (2-core CPU machine, Python 3.11:
-    # benchmarks/results/cpu-triton-interpreter/host_calls/)
+    # what Triton specializes on among a call's checked tensors and seeds: computed when a site
+    # binds, and per launch for the seeds only (``direct`` tests the tensors in a loop)
     key: list[Any] = [args[i].data_ptr() & 15 for i in tensors]
     if seeds:
         key += [(args[i] == 1, args[i] % 16 == 0) for i in seeds]
@@ -81,6 +81,7 @@ class LaunchSite:
         self.gemm = gemm
         self.dtype = dtype
         self.direct = False  # whether later calls go straight to the compiled launcher
+        self.bound: runtime.Launched | None = None
         self.launch: Callable[..., None] = self._first
 
     # -- the calls ------------------------------------------------------------------------------
@@ -122,23 +123,42 @@ class LaunchSite:
         stream = torch._C._cuda_getCurrentRawStream
         hooks = runtime.triton.knobs.runtime
         checked, seeds, generic = self.checked, self.seeds, self._generic
+        bare = runtime.bare_launcher(compiled)
+        if bare is not None:  # Triton's C launch function itself: see runtime.bare_launcher
+            target, cooperative, pdl = bare
+            middle: tuple = (function, cooperative, pdl, None, None, metadata, None, None, None)
+        else:
+            target, middle = run, (function, metadata, None, None, None)
+
+        # the first call's alignment of each checked tensor, tested in a loop in ``direct``: a
+        # call of _specialization_key per launch cost about 1.4 ms of GPT-2's 26 ms training step
+        # (438 of its 511 sites check a tensor: launch_variants_gpt2.log)
+        alignments = tuple(zip(checked, key[:len(checked)]))
+        seed_key = key[len(checked):]
 
         def direct(*args: Any) -> None:
             # a profiler's launch hooks want Triton's launch metadata; a new specialization wants
             # its own binary: both through Triton's JIT
             enter_hook = hooks.launch_enter_hook
-            if (enter_hook is not None and getattr(enter_hook, "calls", True)) or (
-                    (checked or seeds) and _specialization_key(args, checked, seeds) != key):
+            if enter_hook is not None and getattr(enter_hook, "calls", True):
+                generic(*args)
+                return
+            for position, alignment in alignments:
+                if args[position].data_ptr() & 15 != alignment:
+                    generic(*args)
+                    return
+            if seeds and _specialization_key(args, (), seeds) != seed_key:
                 generic(*args)
                 return
             try:
-                run(grid_x, grid_y, grid_z, stream(device), function, metadata, None, None, None, *args, *tail)
-            except (TypeError, AttributeError) as error:  # another launcher convention
+                target(grid_x, grid_y, grid_z, stream(device), *middle, *args, *tail)
+            except (TypeError, AttributeError, SystemError) as error:  # another launcher convention
                 runtime.direct_launches_fail(error)
                 self.launch = generic
                 generic(*args)
 
         self.direct = True
+        self.bound = launched  # what the direct path launches (for measurements and debugging)
         return direct
 
     # -- failure --------------------------------------------------------------------------------

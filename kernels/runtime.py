@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import logging
 import os
+import types
 import warnings
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 
@@ -148,6 +149,60 @@ def direct_launches_fail(error: BaseException) -> None:
         _DIRECT["on"] = False
         warnings.warn(f"ait_dynamo: direct Triton launches turned off ({error}); launching through the JIT",
                       RuntimeWarning, stacklevel=3)
+
+
+# Triton's compiled launcher object wraps its C ``launch`` function in a Python ``__call__`` that
+# allocates scratch memory (none for our kernels) and adds the cooperative-grid and PDL flags.
+# Inside GPT-2's training step that wrapper cost 10 ms a step: the step enqueued in 16.2 ms with
+# the C function called directly against 26.1 ms through the wrapper, Inductor 20.7 (H200, median
+# of 5 interleaved rounds: benchmarks/results/nvidia-h200/host_calls/launch_variants.py). A repeated
+# micro-benchmark launch showed only 4.4 against 5.1 us: the wrapper's cost is in the real
+# wrapper's context, where every launch is a different kernel. The C function's arguments are read
+# from Triton 3.6's source (backends/nvidia/driver.py: grid, stream, function, cooperative, pdl,
+# global scratch, profile scratch, packed metadata, launch metadata, enter hook, exit hook, then the
+# kernel's own), so it is called only under that Triton; other versions keep ``compiled.run``.
+BARE_LAUNCHER_VERSIONS = ("3.6.",)
+
+
+def bare_launcher(compiled: Any, version: str | None = None) -> tuple[Any, Any, Any] | None:
+    """``(launch, cooperative, pdl)``: the C launch function under ``compiled.run`` and the flags
+    its wrapper adds, where calling it directly skips nothing: a Triton whose convention we know,
+    no scratch memory to allocate, no tensor descriptors (those wrap ``launch`` in Python). Else
+    ``None``."""
+    version = triton.__version__ if version is None and HAS_TRITON else version
+    if not version or not version.startswith(BARE_LAUNCHER_VERSIONS):
+        return None
+    wrapper = getattr(compiled, "run", None)
+    launch = getattr(wrapper, "launch", None)
+    if launch is None or isinstance(launch, types.FunctionType):
+        return None
+    if getattr(wrapper, "global_scratch_size", 1) or getattr(wrapper, "profile_scratch_size", 1):
+        return None
+    cooperative, pdl = getattr(wrapper, "launch_cooperative_grid", None), getattr(wrapper, "launch_pdl", None)
+    if cooperative is None or pdl is None:
+        return None
+    return launch, cooperative, pdl
+
+
+# The wrapper of a graph on one CUDA device allocates its kernels' outputs through
+# ``_empty_strided_cuda(size, stride, dtype)`` (what Inductor's wrappers call), which allocates on
+# the current device: 0.97 against 1.87 us for ``torch.empty_strided(..., device=...)`` in a
+# micro-benchmark, and in GPT-2's training wrapper an allocation line cost ait 6.4 us against
+# Inductor's 2.8 (H200, benchmarks/wrapper_lines.py). Each call checks the current device once and
+# allocates through ``torch.empty_strided`` on the graph's device where another one is current.
+current_cuda_device: Callable[[], int] = getattr(torch._C, "_cuda_getDevice", lambda: -1)
+
+
+def cuda_allocators(index: int) -> tuple[Callable[..., torch.Tensor], Callable[..., torch.Tensor]]:
+    """``(allocate, allocate_elsewhere)``, each ``(size, stride, dtype) -> tensor`` on ``cuda:index``:
+    the first only while that device is current, the second whatever device is."""
+    device = torch.device("cuda", index)
+
+    def on_device(size: Sequence[int], stride: Sequence[int], dtype: torch.dtype) -> torch.Tensor:
+        return torch.empty_strided(size, stride, dtype=dtype, device=device)
+
+    guards = getattr(getattr(torch._C, "_dynamo", None), "guards", None)
+    return getattr(guards, "_empty_strided_cuda", None) or on_device, on_device
 
 
 def _next_power_of_2(n: int) -> int:

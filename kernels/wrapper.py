@@ -28,7 +28,7 @@ from ait_dynamo.passes.plan import FusionGroup, Plan
 # Names the generated module uses itself; graph values never take them.
 _RESERVED = {"torch", "args", "call", "make_call", "constants", "triton", "tl", "tmath", "_rt", "error",
              "verifier", "call_verifying", "current_call", "call_first_verified", "LaunchSite",
-             "LayoutGuard", "layouts", "call_checking"}
+             "LayoutGuard", "layouts", "call_checking", "_alloc", "_alloc_here", "_alloc_elsewhere"}
 
 
 @dataclass(frozen=True)
@@ -114,6 +114,8 @@ def generate_wrapper(plan: Plan, gm: fx.GraphModule, version: str, autotune: boo
     owned = owned_buffers(plan)
     slots = SlotPool(plan, names)
     partials = PartialSums()  # split reductions' scratch, shared along the call
+    cuda_index = _single_cuda_device(plan)
+    cuda_allocator = ("_alloc", cuda_index) if cuda_index is not None else None
     setup: list[str] = []  # make_call lines: the launch sites
     entry_points: dict[Any, str] = {}  # OpOverload → the local bound to its cheapest entry point
 
@@ -163,7 +165,7 @@ def generate_wrapper(plan: Plan, gm: fx.GraphModule, version: str, autotune: boo
             runs = triton_runs_on(step.outputs[0].meta["val"].device.type)
             call = group_call_source(step, kernel, names, symbols, autotune, reuse, triton_runs=runs,
                                      take_slot=slots.take if runs else None, finishing=finishing,
-                                     partials=partials)
+                                     partials=partials, cuda_allocator=cuda_allocator)
             frees = [names(n) for n in plan.frees_after.get(index, [])] + call.taken
             slots.hold(index, frees, set(reused.values()))
             header = f"# {step.name}: {step.kind}, {len(step.nodes)} ops\n{' ' * 8}"
@@ -210,6 +212,10 @@ def generate_wrapper(plan: Plan, gm: fx.GraphModule, version: str, autotune: boo
             checking_body.append(body[-1])
     slots.finish()
     result = value_source(plan.output.args[0], _returned_names(plan, names))
+    allocates = cuda_allocator is not None and any("_alloc(" in line for line, _ in body)
+    prologue = [f"_alloc = _alloc_here if _rt.current_cuda_device() == {cuda_index} else _alloc_elsewhere"] if allocates else []
+    if allocates:
+        setup.append(f"_alloc_here, _alloc_elsewhere = _rt.cuda_allocators({cuda_index})")
     source = render_template(
         "wrapper.py.jinja",
         version=version,
@@ -218,6 +224,7 @@ def generate_wrapper(plan: Plan, gm: fx.GraphModule, version: str, autotune: boo
         inputs=inputs,
         unused_inputs=[names(p) for p in plan.unused_inputs],
         symbols=symbols.lines(),
+        prologue=prologue,
         kernels=[source for name, source in sources if name in launched],
         aten_functions=[aten_function_source(g, names) for g in plan.steps if isinstance(g, FusionGroup)],
         helpers=HELPERS_SOURCE if launched else "",
@@ -230,6 +237,15 @@ def generate_wrapper(plan: Plan, gm: fx.GraphModule, version: str, autotune: boo
     return GeneratedModule(
         source=source, constants=tuple(constants), aten_externs=tuple(externs), kernels=tuple(kernels)
     )
+
+
+def _single_cuda_device(plan: Plan) -> int | None:
+    """The index of the one CUDA device the graph's CUDA tensors are on (it may hold CPU tensors
+    too), or ``None`` (no CUDA tensor, or several devices): the wrapper allocates on it through
+    :func:`runtime.cuda_allocators`."""
+    indices = {value.device.index for node in plan.graph.nodes
+               for value in [node.meta.get("val")] if isinstance(value, torch.Tensor) and value.device.type == "cuda"}
+    return indices.pop() if len(indices) == 1 and None not in indices else None
 
 
 def _layouts_to_check(plan: Plan, triton_runs_on: Callable[[str], bool]) -> set[fx.Node]:

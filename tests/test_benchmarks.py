@@ -9,6 +9,7 @@ import importlib.util
 import json
 import math
 import platform
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -698,3 +699,44 @@ def test_host_time_counts_launches_and_enqueue_time():
     host = host_time(Step(), torch.device("cuda"))
     assert host is not None and host.launches == 5 and host.enqueue_us > 0
     assert host.us_per_launch == pytest.approx(host.enqueue_us / 5)
+
+
+def test_wrapper_lines_clock_each_statement_of_the_call_and_name_its_kind():
+    from benchmarks import wrapper_lines
+
+    source = (
+        "def make_call(k):\n"
+        "    def call(args):\n"
+        "        a, = args\n"
+        "        with k():\n"
+        "            b = a.view(2, 2)\n"
+        "            buf0 = empty_strided_cuda((4,), (1,), torch.float32)\n"
+        "        del a\n"
+        "        return b\n"
+        "    return call\n"
+        "def helper():\n"
+        "    return 1\n")
+    rewritten = wrapper_lines.instrument(source)
+    assert rewritten is not None and wrapper_lines.instrument("def helper():\n    return 1\n") is None
+    # a tick after each statement (inside the with block too) and one before the return
+    assert [int(line) for line in re.findall(r"_ait_line_clock\.tick\((\d+)\)", rewritten)] == [3, 5, 6, 4, 7, 8]
+    kinds = {text: wrapper_lines.line_kind(text) for text in (
+        "try:", "triton_poi_fused_0.run(buf0, 12, stream=stream0)", "mm = _aten_mm_default(a, b)",
+        "extern_kernels.mm(reinterpret_tensor(buf0, (1,), (1,), 0), b, out=buf1)", "x = _alloc((4,), (1,), torch.float32)",
+        "buf0 = empty_strided_cuda((1,), (1,), torch.float32)", "del a, b", "v = x.view(1, 2)", "stream0 = get_raw_stream(0)")}
+    assert list(kinds.values()) == ["launch", "launch", "extern mm_default", "extern mm", "allocation", "allocation",
+                                    "free", "view", "other"]
+
+
+def test_wrapper_lines_record_a_compiled_functions_wrapper(tmp_path):
+    from benchmarks import wrapper_lines
+
+    with wrapper_lines.record() as modules:
+        fn = torch.compile(lambda t: (t @ t).relu() + 1, backend="ait", options={"cache_dir": str(tmp_path)})
+        x = torch.randn(8, 8)
+        torch.testing.assert_close(fn(x), (x @ x).relu() + 1)
+    wrapper_lines.reset(modules)
+    fn(x)
+    fn(x)
+    text = wrapper_lines.table(modules)
+    assert "2 calls" in text and "extern mm_default" in text, text

@@ -53,6 +53,43 @@ def test_dropout_on_device():
     torch.testing.assert_close(out[out != 0], torch.full_like(out[out != 0], 1 / 0.8))
 
 
+def test_outputs_are_allocated_on_the_graphs_device_whichever_device_is_current(monkeypatch):
+    """The wrapper allocates through ``_empty_strided_cuda`` (the current device) after one
+    device test per call; where another device is current it allocates on the graph's own."""
+    from ait_dynamo.kernels import runtime
+
+    x = torch.randn(300, 7, device="cuda")
+    fn = torch.compile(lambda t: (t * 2 + 1).relu(), backend="ait")
+    torch.testing.assert_close(fn(x), (x * 2 + 1).relu())
+    monkeypatch.setattr(runtime, "current_cuda_device", lambda: -1)  # "another device is current"
+    out = fn(x)
+    torch.testing.assert_close(out, (x * 2 + 1).relu())
+    assert out.device == x.device
+
+
+def test_the_direct_path_calls_the_c_launch_function_under_the_triton_it_was_read_from():
+    """Under Triton 3.6 a bound site calls the C launch function under ``compiled.run``
+    (``runtime.bare_launcher``): the structure it relies on must still be there."""
+    import gc
+
+    import triton
+
+    from ait_dynamo.kernels import launch_site, runtime
+
+    if not triton.__version__.startswith(runtime.BARE_LAUNCHER_VERSIONS):
+        pytest.skip(f"Triton {triton.__version__}: launches go through compiled.run")
+    def bound_sites() -> list:
+        return [site for site in gc.get_objects() if type(site) is launch_site.LaunchSite and site.bound is not None]
+
+    before = {id(site) for site in bound_sites()}
+    x = torch.randn(4096, device="cuda")
+    fn = torch.compile(lambda t: t.sin() * 3, backend="ait")
+    for _ in range(3):
+        torch.testing.assert_close(fn(x), x.sin() * 3)
+    new = [site for site in bound_sites() if id(site) not in before]
+    assert new and all(runtime.bare_launcher(site.bound.compiled) is not None for site in new)
+
+
 def test_direct_launches_respecialize_on_alignment_and_sizes():
     """After its first launch a kernel is called through its compiled launcher, keyed by what
     Triton specializes on: a misaligned input (a view at an odd offset) or a size of 1 must get

@@ -55,6 +55,26 @@ def test_the_call_body_is_straight_line_where_triton_runs(tmp_path):
     assert "torch.ops.aten" not in body  # externs through their bound entry points
 
 
+def test_a_wrapper_on_one_cuda_device_allocates_through_the_current_device_allocator(tmp_path):
+    """Kernel outputs of a graph on one CUDA device come from ``_empty_strided_cuda`` (one device
+    test per call picks it, or ``torch.empty_strided`` on the graph's device when another device
+    is current); a CPU graph's keep ``torch.empty_strided``. Traced with fake CUDA tensors, so
+    this runs without a GPU (tests/test_fusion_gpu.py runs such a wrapper)."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    with FakeTensorMode():
+        gm = make_fx(_fn, tracing_mode="fake")(torch.empty(6, 5, device="cuda:1"), torch.empty(5, 7, device="cuda:1"))
+    config = AitConfig.create({"cache_dir": str(tmp_path)}, environ={})
+    plan, _ = build_plan(run_passes(gm, config), config)
+    source = generate_wrapper(plan, gm, "test", triton_runs_on=lambda device: True).source
+    body = _call_body(source)
+    assert body.count("_alloc(") == 2 and "torch.empty_strided" not in body
+    assert body.count("_alloc = _alloc_here if _rt.current_cuda_device() == 1 else _alloc_elsewhere") == 1
+    assert "_alloc_here, _alloc_elsewhere = _rt.cuda_allocators(1)" in source
+    cpu_body = _call_body(_generated(True, tmp_path)[0].source)
+    assert "_alloc" not in cpu_body and cpu_body.count("torch.empty_strided(") == 2
+
+
 def test_where_triton_does_not_run_the_module_is_aten_calls_only(tmp_path):
     generated, (x, w) = _generated(False, tmp_path)
     assert "import triton" not in generated.source and "LaunchSite" not in generated.source
@@ -125,6 +145,54 @@ def test_the_direct_path_calls_the_launcher_and_rechecks_only_what_triton_specia
     direct(aligned, out, 40, 32)  # a seed divisible by 16: likewise
     assert len(compiled.calls) == 1 and len(generic) == 2
     assert site.direct
+
+
+class _FakeLauncher:
+    """Stands for Triton 3.6's CudaLauncher: ``launch`` is its C function, called directly."""
+
+    def __init__(self, scratch: int = 0):
+        self.calls: list[tuple] = []
+        self.launch = _Recorder(self.calls)
+        self.global_scratch_size = scratch
+        self.profile_scratch_size = 0
+        self.launch_cooperative_grid, self.launch_pdl = False, True
+
+    def __call__(self, *args):
+        raise AssertionError("the Python wrapper runs where the C function should be called directly")
+
+
+class _Recorder:
+    def __init__(self, calls: list[tuple]):
+        self.calls = calls
+
+    def __call__(self, *args):
+        self.calls.append(args)
+
+
+def test_the_direct_path_calls_tritons_c_launch_function_where_its_convention_is_known(monkeypatch):
+    monkeypatch.setattr(torch._C, "_cuda_getCurrentRawStream", lambda device: 77, raising=False)
+    compiled = _FakeCompiled()
+    compiled.run = _FakeLauncher()
+    monkeypatch.setattr(runtime, "BARE_LAUNCHER_VERSIONS", (runtime.triton.__version__,))
+    site = LaunchSite(object(), lambda *a: a, "kernel_0", "pointwise", 2, xnumel=40)
+    x, out = torch.zeros(40), torch.empty(40)
+    direct = site._bind(runtime.Launched((3, 1, 1), (16,), 4, compiled), 0, ())
+    direct(x, out)
+    assert compiled.run.calls == [(3, 1, 1, 77, "function", False, True, None, None, "metadata", None, None, None,
+                                   x, out, 40, 16)]
+
+
+def test_the_c_launch_function_is_called_only_where_nothing_is_skipped():
+    compiled = _FakeCompiled()
+    compiled.run = _FakeLauncher()
+    assert runtime.bare_launcher(compiled, "3.6.0") == (compiled.run.launch, False, True)
+    assert runtime.bare_launcher(compiled, "3.5.1") is None  # a convention not read from its source
+    assert runtime.bare_launcher(_FakeCompiled(), "3.6.0") is None  # no C function under run
+    compiled.run = _FakeLauncher(scratch=128)  # scratch memory: the wrapper allocates it
+    assert runtime.bare_launcher(compiled, "3.6.0") is None
+    compiled.run = _FakeLauncher()
+    compiled.run.launch = lambda *args: None  # tensor descriptors: Triton wraps the C function in Python
+    assert runtime.bare_launcher(compiled, "3.6.0") is None
 
 
 def test_the_direct_path_gives_way_to_the_jit_for_another_launcher_convention(monkeypatch):
