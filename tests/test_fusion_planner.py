@@ -248,6 +248,10 @@ def test_composite_ops_stay_whole_where_triton_cannot_run(monkeypatch, entry):
     from ait_dynamo.kernels import runtime
 
     monkeypatch.setattr(runtime, "INTERPRETING", False)
+    # oneDNN GEMMs are chosen by a timing on this CPU and fold a following GELU into the GEMM
+    # (passes/onednn_gemm.py): under the GPU machine's parallel test load the timing chose them
+    # and aten.gelu went missing here. What this test asks is about the composites: GEMMs stay ATen's.
+    monkeypatch.setenv("AIT_ONEDNN_GEMMS", "never")
     compiler = memory_efficient_fusion if entry == "memory_efficient_fusion" else None
     model, x = _Composites(), torch.randn(6, 8, requires_grad=True)
     check_compiled(model, x, compiler=compiler)

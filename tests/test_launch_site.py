@@ -59,18 +59,19 @@ def test_a_wrapper_on_one_cuda_device_allocates_through_the_current_device_alloc
     """Kernel outputs of a graph on one CUDA device come from ``_empty_strided_cuda`` (one device
     test per call picks it, or ``torch.empty_strided`` on the graph's device when another device
     is current); a CPU graph's keep ``torch.empty_strided``. Traced with fake CUDA tensors, so
-    this runs without a GPU (tests/test_fusion_gpu.py runs such a wrapper)."""
+    this runs without a GPU (tests/test_fusion_gpu.py runs such a wrapper); on device 0, which a
+    fake tensor on a GPU machine checks exists."""
     from torch._subclasses.fake_tensor import FakeTensorMode
 
     with FakeTensorMode():
-        gm = make_fx(_fn, tracing_mode="fake")(torch.empty(6, 5, device="cuda:1"), torch.empty(5, 7, device="cuda:1"))
+        gm = make_fx(_fn, tracing_mode="fake")(torch.empty(6, 5, device="cuda:0"), torch.empty(5, 7, device="cuda:0"))
     config = AitConfig.create({"cache_dir": str(tmp_path)}, environ={})
     plan, _ = build_plan(run_passes(gm, config), config)
     source = generate_wrapper(plan, gm, "test", triton_runs_on=lambda device: True).source
     body = _call_body(source)
     assert body.count("_alloc(") == 2 and "torch.empty_strided" not in body
-    assert body.count("_alloc = _alloc_here if _rt.current_cuda_device() == 1 else _alloc_elsewhere") == 1
-    assert "_alloc_here, _alloc_elsewhere = _rt.cuda_allocators(1)" in source
+    assert body.count("_alloc = _alloc_here if _rt.current_cuda_device() == 0 else _alloc_elsewhere") == 1
+    assert "_alloc_here, _alloc_elsewhere = _rt.cuda_allocators(0)" in source
     cpu_body = _call_body(_generated(True, tmp_path)[0].source)
     assert "_alloc" not in cpu_body and cpu_body.count("torch.empty_strided(") == 2
 
