@@ -20,7 +20,8 @@ file by host op and CUDA runtime call (a device synchronisation or a copy to the
 step shows here: it makes the host wait for the GPU, so the step costs host time plus kernel
 time instead of the larger of the two). With ``--lines``: the host time of each line of ait's
 and Inductor's generated wrappers, clocked without a profiler (``benchmarks/wrapper_lines.py``;
-the wrappers in this run are the instrumented ones, about 0.1 us more per line). ``DIR/profile.json`` records kernel and host time per step of each.
+the wrappers in this run are the instrumented ones, about 0.1 us more per line).
+``DIR/profile.json`` records kernel and host time per step of each.
 """
 
 from __future__ import annotations
@@ -103,8 +104,8 @@ TIMELINE_STEPS = 3
 
 def timeline_table(step: Any, device: torch.device, trace_path: Path) -> str:
     """CPU and GPU activity over a few steps (torch.profiler): the trace written to ``trace_path``
-    and the host ops and CUDA runtime calls by self time per step. The wall time of the profiled
-    steps beside the GPU's busy time tells whether the host or the device set the pace."""
+    and the host ops and CUDA runtime calls by self time per step, after the wall time of the
+    profiled steps (with the profiler's own cost in it)."""
     import gzip
     import tempfile
 

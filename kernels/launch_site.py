@@ -6,10 +6,10 @@ group through ATen. What does not change from call to call is decided on the fir
 
 * the configuration (block sizes, or the autotuned choice), the grid, the constexprs;
 * on CUDA with static sizes, the compiled kernel itself: later calls go straight to its C
-  launch function (:func:`runtime.bare_launcher`: under Triton 3.6, 10 ms less per GPT-2 training
-  step than its Python wrapper), else to ``compiled.run(grid, stream, function, metadata, ...,
-  *args)``, with no lookup of the kernel's specialization. Only the arguments that can change what Triton specializes on are
-  looked at per call: tensors the wrapper did not just allocate (graph inputs, views, reused
+  launch function (:func:`runtime.bare_launcher`: under Triton 3.6, 10 ms less per GPT-2
+  training step than its Python wrapper), else to ``compiled.run(grid, stream, function,
+  metadata, ..., *args)``, with no lookup of the kernel's specialization. Only the arguments that
+  can change what Triton specializes on are looked at per call: tensors the wrapper did not just allocate (graph inputs, views, reused
   buffers: a pointer's 16-byte alignment) and random seeds (an int's ``== 1`` and divisibility by
   16). Another value there goes through :func:`runtime.launch`, which compiles or finds the
   matching kernel;
