@@ -1,16 +1,17 @@
 """Host time per line of the generated wrappers, ait's and Inductor's, measured without a profiler
 (issue 12).
 
-A profiler distorts what it measures here: under ``torch.profiler`` Triton's launch hooks are set,
-so every launch takes the JIT's slow path, and cProfile adds a frame's cost to each of the six
-Python frames of a launch against Inductor's two. This instead rewrites the steady-state ``call``
+A profiler distorts what it measures here: torch.profiler records every op and runtime call, and
+cProfile every Python frame, each at a cost of its own, and ait's launch went through more frames
+than Inductor's (under cProfile ait's launch cost 30 us against Inductor's 24:
+``benchmarks/results/nvidia-h200/models/host_gpt2_train_feaf4d3/``). This instead rewrites the steady-state ``call``
 of each generated module as it is loaded, ait's (``ait_dynamo.compile.load_module``) and Inductor's
 (``torch._inductor.codecache._reload_python_module``) alike: after every statement of its body
 (and of the ``with`` blocks in it: Inductor's device guard), one clock read
 (``time.perf_counter_ns``, about 0.1 us) charges the time since the previous statement to that
 statement. So both backends' lines are measured the same way, in the same run, in their real
-context (a model's wrapper, not one call repeated: a micro-benchmark's hot caches made ait's launch
-5 us where GPT-2's backward spends 45). ``record()`` is on while its ``with`` block runs (modules
+context (a model's wrapper, not one call repeated: a micro-benchmark repeating one launch gave
+5 us where a launch line of GPT-2's backward cost 35-45). ``record()`` is on while its ``with`` block runs (modules
 compiled inside it are the instrumented ones), and ``table()`` then gives, per module, the time
 per call by kind of line (launch, allocation, extern by op, view, free) and the costliest lines
 with their source.
@@ -119,7 +120,6 @@ def record() -> Iterator[list[ModuleLines]]:
 
     from ait_dynamo import compile as ait_compile
 
-    first = len(_MODULES)
     recorded: list[ModuleLines] = []
     ait_load, inductor_load = ait_compile.load_module, codecache._reload_python_module
 
@@ -128,7 +128,7 @@ def record() -> Iterator[list[ModuleLines]]:
         if rewritten is None:
             return ait_load(source, cache_dir)
         module = _load("ait", source, rewritten, f"ait_dynamo_instrumented_{len(_MODULES)}")
-        recorded[:] = _MODULES[first:]
+        recorded.append(_MODULES[-1])
         return module, False
 
     def load_inductor(key: str, path: str, set_sys_modules: bool = True) -> types.ModuleType:
@@ -141,7 +141,7 @@ def record() -> Iterator[list[ModuleLines]]:
         module.key = key  # type: ignore[attr-defined]
         if set_sys_modules:
             sys.modules[module.__name__] = module
-        recorded[:] = _MODULES[first:]
+        recorded.append(_MODULES[-1])
         return module
 
     ait_compile.load_module = load_ait

@@ -156,8 +156,8 @@ def direct_launches_fail(error: BaseException) -> None:
 # Inside GPT-2's training step that wrapper cost 10 ms a step: the step enqueued in 16.2 ms with
 # the C function called directly against 26.1 ms through the wrapper, Inductor 20.7 (H200, median
 # of 5 interleaved rounds: benchmarks/results/nvidia-h200/host_calls/launch_variants.py). A repeated
-# micro-benchmark launch showed only 4.4 against 5.1 us: the wrapper's cost is in the real
-# wrapper's context, where every launch is a different kernel. The C function's arguments are read
+# micro-benchmark launch showed only 4.4 against 5.1 us (host_calls.py): the wrapper costs far more
+# inside the model, for reasons not isolated. The C function's arguments are read
 # from Triton 3.6's source (backends/nvidia/driver.py: grid, stream, function, cooperative, pdl,
 # global scratch, profile scratch, packed metadata, launch metadata, enter hook, exit hook, then the
 # kernel's own), so it is called only under that Triton; other versions keep ``compiled.run``.
