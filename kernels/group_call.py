@@ -12,6 +12,7 @@ from torch import fx
 from ait_dynamo import faults
 from ait_dynamo.kernels.codegen import GeneratedKernel
 from ait_dynamo.kernels.source import call_source, value_source
+from ait_dynamo.passes.graph_utils import has_static_layout
 from ait_dynamo.passes.plan import FusionGroup
 from ait_dynamo.passes.sizes import free_symbols, size_source, symbol_sources
 
@@ -225,6 +226,9 @@ def group_call_source(group: FusionGroup, kernel: GeneratedKernel, names: Callab
         options.append(f"checked={checked}")
     if seeds:
         options.append(f"seeds={tuple(seeds)}")
+    values = [n.meta.get("val") for n in group.outputs]
+    if all(has_static_layout(v) for v in values):
+        options.append(f"layouts={tuple((tuple(v.shape), tuple(v.stride())) for v in values)!r}")
     call.setup.append(f"{group.name}_site = LaunchSite({kernel.name}, {group.name}_aten, {group.name!r}, "
                       f"{kernel.kind!r}, {len(tensors)}, {', '.join(options)})")
     if faults.active("launch", group.name):

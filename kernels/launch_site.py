@@ -29,6 +29,7 @@ from typing import Any, Callable, Sequence
 import torch
 
 from ait_dynamo.kernels import runtime
+from ait_dynamo.kernels.layout_guard import laid_out
 
 
 class KernelRetired(Exception):
@@ -55,12 +56,14 @@ class LaunchSite:
     """See the module doc. ``tensors``: how many leading arguments are tensors; ``checked``:
     positions of tensors whose address can differ in alignment from call to call; ``seeds``:
     positions of per-call random seeds; ``xnumel``/``rnumel``/``splits``: static sizes, or
-    ``xnumel=None`` when each call passes them last."""
+    ``xnumel=None`` when each call passes them last; ``layouts``: each output's traced (sizes,
+    strides), which ATen's results take when the group falls back (static layouts only)."""
 
     def __init__(self, kernel: Any, fallback: Callable[..., tuple], name: str, kind: str, tensors: int, *,
                  xnumel: int | None = None, rnumel: int = 1, persistent: bool = False, column: bool = False,
                  splits: int = 1, tune: str | None = None, checked: Sequence[int] = (), seeds: Sequence[int] = (),
-                 gemm: tuple[int, int, int, int] | None = None, dtype: torch.dtype | None = None):
+                 gemm: tuple[int, int, int, int] | None = None, dtype: torch.dtype | None = None,
+                 layouts: Sequence[tuple[Sequence[int], Sequence[int]]] | None = None):
         if kind not in ("pointwise", "reduction", "gemm"):
             raise ValueError(f"LaunchSite: kind must be 'pointwise', 'reduction' or 'gemm', got {kind!r}")
         if kind == "gemm" and (gemm is None or dtype is None):
@@ -80,6 +83,7 @@ class LaunchSite:
         self.seeds = tuple(seeds)
         self.gemm = gemm
         self.dtype = dtype
+        self.layouts = layouts
         self.direct = False  # whether later calls go straight to the compiled launcher
         self.bound: runtime.Launched | None = None
         self.launch: Callable[..., None] = self._first
@@ -175,7 +179,11 @@ class LaunchSite:
         if error is not _RETIRED:
             runtime.mark_broken(self.kernel, error)
             self.launch = _retired
-        return self.fallback(*inputs)
+        results = self.fallback(*inputs)
+        if self.layouts is None:
+            return results
+        # the wrapper writes views of kernel outputs with their traced layout (kernels/views.py)
+        return tuple(laid_out(value, size, stride) for value, (size, stride) in zip(results, self.layouts))
 
     def __repr__(self) -> str:
         state = "retired" if self.launch is _retired else "direct" if self.direct else "bound" if self.launch != self._first else "new"

@@ -28,8 +28,7 @@ class LayoutGuard:
     def expect(self, value: torch.Tensor, size: Sequence[int], stride: Sequence[int], name: str, op: str) -> torch.Tensor:
         """``value`` if it has the traced ``size`` and ``stride`` (along dims of size > 1, where a
         stride addresses something), else a copy of it laid out so."""
-        if tuple(value.shape) == tuple(size) and all(
-                s == t for n, s, t in zip(size, value.stride(), stride) if n > 1):
+        if has_layout(value, size, stride):
             return value
         if tuple(value.shape) != tuple(size):
             raise RuntimeError(f"ait_dynamo: {op} returned {name} of size {tuple(value.shape)} where the trace "
@@ -38,9 +37,20 @@ class LayoutGuard:
             self.mismatched.add(name)
             warnings.warn(
                 f"ait_dynamo: {op} returned {name} with strides {value.stride()} where the trace said "
-                f"{tuple(stride)}; it is copied into the traced layout before the generated kernels read it",
+                f"{tuple(stride)}; it is copied into the traced layout before the generated kernels and views read it",
                 RuntimeWarning,
                 stacklevel=3,
             )
-        laid_out = torch.empty_strided(tuple(size), tuple(stride), dtype=value.dtype, device=value.device)
-        return laid_out.copy_(value)
+        return laid_out(value, size, stride)
+
+
+def has_layout(value: torch.Tensor, size: Sequence[int], stride: Sequence[int]) -> bool:
+    """Whether ``value`` has ``size`` and, along dims of more than one element, ``stride``."""
+    return tuple(value.shape) == tuple(size) and all(s == t for n, s, t in zip(size, value.stride(), stride) if n > 1)
+
+
+def laid_out(value: torch.Tensor, size: Sequence[int], stride: Sequence[int]) -> torch.Tensor:
+    """``value`` if it has that layout, else a copy of it that has."""
+    if has_layout(value, size, stride):
+        return value
+    return torch.empty_strided(tuple(size), tuple(stride), dtype=value.dtype, device=value.device).copy_(value)

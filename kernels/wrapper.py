@@ -22,13 +22,15 @@ from ait_dynamo.kernels.reuse import choose_reuse, owned_buffers
 from ait_dynamo.kernels.slots import SlotPool
 
 from ait_dynamo.kernels.source import call_source, entry_point_source, target_source, value_source
+from ait_dynamo.kernels.views import reinterpret_source, reinterpreted_views
 from ait_dynamo.passes.graph_utils import mutated_placeholders
 from ait_dynamo.passes.plan import FusionGroup, Plan
 
 # Names the generated module uses itself; graph values never take them.
 _RESERVED = {"torch", "args", "call", "make_call", "constants", "triton", "tl", "tmath", "_rt", "error",
              "verifier", "call_verifying", "current_call", "call_first_verified", "LaunchSite",
-             "LayoutGuard", "layouts", "call_checking", "_alloc", "_alloc_here", "_alloc_elsewhere"}
+             "LayoutGuard", "layouts", "call_checking", "_alloc", "_alloc_here", "_alloc_elsewhere",
+             "_reinterpret"}
 
 
 @dataclass(frozen=True)
@@ -131,6 +133,10 @@ def generate_wrapper(plan: Plan, gm: fx.GraphModule, version: str, autotune: boo
     # The first call checks the layout of every value a kernel reads that the trace only predicted
     # (graph inputs, ATen results): kernels/layout_guard.py. Kernel outputs are allocated as traced.
     checked = _layouts_to_check(plan, triton_runs_on)
+    # views written as reinterpretations of their base's traced layout, and the bases the first
+    # call checks for that (kernels/views.py)
+    reinterpreted, bases = reinterpreted_views(plan, lambda g: triton_runs_on(g.outputs[0].meta["val"].device.type))
+    checked |= bases
     checking_body: list[tuple[str, list[str]]] = [(_layout_check(p, names, "input"), []) for p in plan.placeholders
                                                   if p in checked]
     verifying_body.extend(checking_body)
@@ -171,6 +177,8 @@ def generate_wrapper(plan: Plan, gm: fx.GraphModule, version: str, autotune: boo
             header = f"# {step.name}: {step.kind}, {len(step.nodes)} ops\n{' ' * 8}"
             body.append((header + call.source(), frees))
             checking_body.append(body[-1])
+            checks = [(_layout_check(n, names, step.name), []) for n in step.outputs if n in checked and not runs]
+            checking_body.extend(checks)  # ATen's results, where the group is its ATen calls
             setup.extend(call.setup)
             if runs:
                 launched.add(kernel.name)
@@ -178,6 +186,7 @@ def generate_wrapper(plan: Plan, gm: fx.GraphModule, version: str, autotune: boo
                     launched.add(finishing.name)
             if verify:
                 verifying_body.append((header + (call.verified_source() if runs else call.source()), frees))
+                verifying_body.extend(checks)
             continue
         node = step.node
         if node.op == "get_attr":
@@ -192,6 +201,8 @@ def generate_wrapper(plan: Plan, gm: fx.GraphModule, version: str, autotune: boo
             arguments = [value_source(a, names) for a in node.args]
             arguments += [f"{k}={value_source(v, names)}" for k, v in node.kwargs.items()]
             line = f"{names(node)} = {module_name}({', '.join(arguments)})"
+        elif node in reinterpreted:
+            line = f"{names(node)} = {reinterpret_source(node, names(node.args[0]))}"
         else:
             line = f"{names(node)} = {call_source(node, names, bound_op)[0]}"
             if step.aten_op is not None:
@@ -231,7 +242,8 @@ def generate_wrapper(plan: Plan, gm: fx.GraphModule, version: str, autotune: boo
         setup=[f"{name} = {entry_point_source(op)}" for op, name in entry_points.items()] + setup,
         body=body,
         verifying_body=verifying_body if verify and launched else [],
-        checking_body=checking_body if checked and launched else [],
+        checking_body=checking_body if checked and (launched or reinterpreted) else [],
+        reinterprets=bool(reinterpreted),
         result=result,
     )
     return GeneratedModule(
