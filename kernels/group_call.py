@@ -181,7 +181,12 @@ def group_call_source(group: FusionGroup, kernel: GeneratedKernel, names: Callab
         shape = value_source(tuple(symbols.source(s) for s in meta.shape), lambda n: n).replace("'", "")
         if buffer in reuse:  # same elements, strides and dtype; each is read before it is written
             source, reshaped = reuse[buffer]
-            call.allocate.append(f"{buffer} = {source}.view({shape})" if reshaped else f"{buffer} = {source}")
+            if not reshaped:
+                call.allocate.append(f"{buffer} = {source}")
+            elif has_static_layout(meta):  # a dense buffer from its start (kernels/reuse.py): kernels/views.py
+                call.allocate.append(f"{buffer} = _reinterpret({source}, {tuple(meta.shape)!r}, {tuple(meta.stride())!r}, 0)")
+            else:
+                call.allocate.append(f"{buffer} = {source}.view({shape})")
             continue
         slot = take_slot(node) if take_slot is not None else None
         if slot is not None:  # a dead buffer of this exact layout, allocated at offset 0

@@ -126,6 +126,9 @@ def reinterpreted_views(plan: Plan, triton_runs: Callable[[FusionGroup], bool]) 
         if node.target is operator.getitem and node.args[0] in views:
             known.add(node)  # one result of a view op written as a tuple of reinterpretations
             continue
+        if node.target is operator.getitem and node.args[0] in externs:
+            externs.add(node)  # one fresh result of an ATen call returning several (attention)
+            continue
         if _view_results(node) is None:
             if not may_alias_input(node):  # a fresh tensor (a copy of one cannot miss a write)
                 externs.add(node)

@@ -243,7 +243,7 @@ def generate_wrapper(plan: Plan, gm: fx.GraphModule, version: str, autotune: boo
         body=body,
         verifying_body=verifying_body if verify and launched else [],
         checking_body=checking_body if checked and (launched or reinterpreted) else [],
-        reinterprets=bool(reinterpreted),
+        reinterprets=any("_reinterpret(" in line for line, _ in body),
         result=result,
     )
     return GeneratedModule(

@@ -159,3 +159,29 @@ def test_views_after_a_kernel_that_fails_at_launch_stay_right():
         warnings.simplefilter("always")
         check_compiled(_kernel_then_views, x, w)
     assert any("injected launch failure" in str(c.message) for c in caught)
+
+
+@needs_triton
+def test_an_output_written_into_a_dying_input_through_a_view_is_a_reinterpretation(tmp_path):
+    def linear_relu(x, w):
+        return ((x.view(6, 19) @ w).view(2, 3, 23).relu() * 2,)
+
+    x, w = torch.randn(2, 3, 19), torch.randn(19, 23)
+    source, generated = _source(linear_relu, x, w, triton_runs=True, tmp_path=tmp_path)
+    assert "mul = _reinterpret(mm, (2, 3, 23), (69, 23, 1), 0)" in _plain_body(source)  # the product's buffer
+    module, _ = load_module(source, str(tmp_path))
+    call = module.make_call(generated.constants)
+    for _ in range(2):
+        torch.testing.assert_close(call([x, w])[0], linear_relu(x, w)[0])
+
+
+def test_views_of_one_result_of_an_aten_call_with_several_are_reinterpreted(tmp_path):
+    def row_max(x):
+        values, indices = torch.max(x @ x.t(), dim=1)
+        return values.unsqueeze(1), indices
+
+    x = torch.randn(5, 4)
+    source, _ = _source(row_max, x, triton_runs=False, tmp_path=tmp_path)
+    assert "unsqueeze = _reinterpret(getitem, (5, 1), (1, 1), 0)" in _plain_body(source)
+    assert "getitem = layouts.expect(getitem," in source  # checked by the first call
+    check_compiled(row_max, x.requires_grad_())
