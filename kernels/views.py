@@ -52,13 +52,15 @@ reinterpret: Callable[..., torch.Tensor] = getattr(_guards, "_reinterpret_tensor
 storage offset plus ``offset_delta`` (torch's C function where it has one, else ``as_strided``)."""
 
 _UNANNOTATED_VIEWS = {torch.ops.aten._unsafe_view.default}
-# views that set a tensor's lazy conjugate or negative bit: a reinterpretation would drop it
-_FLAG_VIEWS = {getattr(torch.ops.aten, name) for name in ("_conj", "conj", "_neg_view", "resolve_conj", "resolve_neg")
-               if hasattr(torch.ops.aten, name)}
+# views that set a tensor's lazy conjugate or negative bit: a reinterpretation would drop it; and
+# as_strided, whose storage offset counts from the storage's start, not from the base's offset
+_NOT_REINTERPRETED = {getattr(torch.ops.aten, name) for name in ("_conj", "conj", "_neg_view", "resolve_conj",
+                                                               "resolve_neg", "as_strided")
+                      if hasattr(torch.ops.aten, name)}
 
 
 def _is_view_op(target: Any) -> bool:
-    if not isinstance(target, torch._ops.OpOverload) or target.overloadpacket in _FLAG_VIEWS:
+    if not isinstance(target, torch._ops.OpOverload) or target.overloadpacket in _NOT_REINTERPRETED:
         return False
     if target in _UNANNOTATED_VIEWS:
         return True

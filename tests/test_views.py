@@ -86,10 +86,18 @@ def test_views_against_eager_forward_and_backward(shape, dtype):
 
 
 def test_views_of_a_sliced_and_transposed_input_against_eager():
+    def reads_a_slice(a, b):
+        return (*_kernel_then_views(a.t().contiguous(), b), a.t()[:, 1:3] * 3, a[2])
+
     storage = torch.randn(9, 8)
-    x = storage[1:7].t()[:, :4].detach().requires_grad_()  # an offset, transposed strides
-    w = torch.randn(4, 5, requires_grad=True)
-    check_compiled(lambda a, b: (*_kernel_then_views(a.t().contiguous(), b), a.t()[:, 1:3].sum()), x, w)
+    x = storage[1:7].t()[:, :4]  # a storage offset of 8, transposed strides
+    w = torch.randn(4, 5)
+    torch._dynamo.reset()
+    compiled = torch.compile(reads_a_slice, backend="ait")
+    for _ in range(2):  # check_compiled would clone the input and lose its offset
+        for got, want in zip(compiled(x, w), reads_a_slice(x, w)):
+            torch.testing.assert_close(got, want)
+    check_compiled(reads_a_slice, x.detach().requires_grad_(), w.requires_grad_())
 
 
 def test_an_input_of_another_layout_than_traced_is_checked_then_copied(tmp_path):
@@ -185,3 +193,15 @@ def test_views_of_one_result_of_an_aten_call_with_several_are_reinterpreted(tmp_
     assert "unsqueeze = _reinterpret(getitem, (5, 1), (1, 1), 0)" in _plain_body(source)
     assert "getitem = layouts.expect(getitem," in source  # checked by the first call
     check_compiled(row_max, x.requires_grad_())
+
+
+def test_as_strided_counts_its_offset_from_the_storage_start():
+    # as_strided's offset is absolute: on an input that is itself a slice, a reinterpretation
+    # relative to the input's own offset would read other elements
+    def absolute(x: torch.Tensor) -> torch.Tensor:
+        return x.as_strided((2, 3), (1, 2), 1) * 2
+
+    torch._dynamo.reset()
+    compiled = torch.compile(absolute, backend="ait")
+    x = torch.arange(12.0)[4:]  # storage offset 4 (check_compiled's clones would start at 0)
+    torch.testing.assert_close(compiled(x), absolute(x))
