@@ -87,7 +87,7 @@ class Verifier:
             error = compare(actual, wanted, reference[index] if reference is not None else None)
             if error is not None:
                 self._retire(site, group, f"output {index}: {error}")
-                return tuple(expected)
+                return site.as_traced(expected)
         self.verified.append(group)
         return outputs
 

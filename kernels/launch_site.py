@@ -179,10 +179,13 @@ class LaunchSite:
         if error is not _RETIRED:
             runtime.mark_broken(self.kernel, error)
             self.launch = _retired
-        results = self.fallback(*inputs)
+        return self.as_traced(self.fallback(*inputs))
+
+    def as_traced(self, results: Sequence[Any]) -> tuple:
+        """ATen's results for the group laid out as the kernel's outputs are: the wrapper writes
+        views of kernel outputs with their traced layout (kernels/views.py)."""
         if self.layouts is None:
-            return results
-        # the wrapper writes views of kernel outputs with their traced layout (kernels/views.py)
+            return tuple(results)
         return tuple(laid_out(value, size, stride) for value, (size, stride) in zip(results, self.layouts))
 
     def __repr__(self) -> str:

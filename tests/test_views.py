@@ -205,3 +205,22 @@ def test_as_strided_counts_its_offset_from_the_storage_start():
     compiled = torch.compile(absolute, backend="ait")
     x = torch.arange(12.0)[4:]  # storage offset 4 (check_compiled's clones would start at 0)
     torch.testing.assert_close(compiled(x), absolute(x))
+
+
+@needs_triton
+def test_views_after_a_kernel_the_numerics_guard_retires_stay_right():
+    x = torch.randn(5, 6, requires_grad=True)
+    w = torch.randn(5, 3, requires_grad=True)
+    with warnings.catch_warnings(record=True) as caught, faults.inject("wrong_result", kernel="kernel_0", graph="forward"):
+        warnings.simplefilter("always")
+        check_compiled(_kernel_then_views, x, w, options={"verify": True})
+    assert any("verify" in str(c.message) and "kernel_0" in str(c.message) for c in caught)
+
+
+def test_aten_results_are_laid_out_as_the_kernel_outputs_were():
+    site = LaunchSite(None, lambda x: (x,), "group", "pointwise", 1, xnumel=12, layouts=(((3, 4), (1, 3)),))
+    value = torch.randn(3, 4)
+    out, = site.as_traced([value])
+    assert out.stride() == (1, 3)
+    torch.testing.assert_close(out, value)
+    assert LaunchSite(None, lambda x: (x,), "group", "pointwise", 1, xnumel=12).as_traced([value])[0] is value
