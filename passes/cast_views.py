@@ -10,8 +10,13 @@ view. Rewritten:
 
 - ``view(cast(x))`` with ``x`` a graph input (or constant) -> ``cast(view(x))``: the cast joins
   the kernel that reads the view (the view of an input is read in place);
-- ``cast(view(y))`` with ``y`` computed by an op -> ``view(cast(y))``: the cast joins the kernel
-  that computes ``y``, and the view of its result is free.
+- ``cast(view(y))`` with ``y`` computed by a kernel's op -> ``view(cast(y))``: the cast joins the
+  kernel that computes ``y``, and the view of its result is free;
+- ``view(cast(y))`` with ``y`` computed by an op no kernel computes (a GEMM, a convolution, an
+  ATen call) -> ``cast(view(y))``: the cast joins the kernel that reads the view (a view of an
+  ATen result is read in place, and a GEMM group takes a view of its product). GPT-2's training
+  backward casts each bfloat16 weight-gradient GEMM's [1024, 3072] product to float32 and reads
+  it as [8, 128, 3072]: the cast was a kernel of its own, writing and reading back 12 MB.
 
 Only where the moved intermediate has no other user and the result has exactly the layout it had
 (dtype casts keep the strides of a dense tensor).
@@ -24,6 +29,7 @@ from typing import Any
 import torch
 from torch import fx
 
+from ait_dynamo.kernels import op_table
 from ait_dynamo.passes.graph_utils import fake_result, meta_value, same_tensor_layout
 
 aten = torch.ops.aten
@@ -44,6 +50,13 @@ def _is_cast(node: fx.Node) -> bool:
     return (not set(node.kwargs) - {"dtype", "layout", "device"}
             and node.kwargs.get("layout", torch.strided) == torch.strided
             and isinstance(value, torch.Tensor) and isinstance(source, torch.Tensor) and value.device == source.device)
+
+
+def _not_generated(node: fx.Node) -> bool:
+    """An op whose result no generated kernel computes: the planner leaves it to ATen (or to a
+    GEMM group, which takes views of its product)."""
+    return (node.op == "call_function" and isinstance(node.target, torch._ops.OpOverload)
+            and op_table.op_class(node.target) in (op_table.OpClass.COMPUTE_INTENSIVE, op_table.OpClass.OTHER))
 
 
 def _is_view(node: Any) -> bool:
@@ -91,9 +104,10 @@ def move_casts_to_producers(gm: fx.GraphModule, config: Any) -> fx.GraphModule:
         source = inner.args[0]
         if not isinstance(source, fx.Node):
             continue
-        if _is_view(node) and _is_cast(inner) and source.op in ("placeholder", "get_attr"):
+        if _is_view(node) and _is_cast(inner) and (source.op in ("placeholder", "get_attr") or _not_generated(source)):
             changed |= _swap(graph, node, inner, source)
-        elif _is_cast(node) and _is_view(inner) and source.op == "call_function" and not _is_view(source):
+        elif (_is_cast(node) and _is_view(inner) and source.op == "call_function" and not _is_view(source)
+              and not _not_generated(source)):
             changed |= _swap(graph, node, inner, source)
     if changed:
         graph.lint()

@@ -670,3 +670,23 @@ def test_a_cast_does_not_move_past_a_view_its_input_cannot_take():
     expanded = torch.randn(1, 6, 5, device=DEVICE, dtype=torch.bfloat16).expand(4, 6, 5)  # stride 0 along dim 0
     torch.testing.assert_close(torch.compile(fn, backend="ait")(expanded), fn(expanded))
     _no_fallback()
+
+
+@needs_triton
+def test_a_cast_of_a_gemm_product_moves_past_its_view_into_the_reading_kernel():
+    """GPT-2's training backward: a bfloat16 GEMM product cast to float32, then viewed as [batch,
+    tokens, N] and read by a pointwise kernel. The cast moves below the view (the view of a GEMM
+    product is read in place), so it joins that kernel instead of being one of its own."""
+
+    def fn(x, w, y):
+        product = (x @ w).float().view(4, 8, 24)
+        return (product * y + 1).to(torch.bfloat16)
+
+    x = torch.randn(32, 16, device=DEVICE, dtype=torch.bfloat16, requires_grad=True)
+    w = torch.randn(16, 24, device=DEVICE, dtype=torch.bfloat16, requires_grad=True)
+    y = torch.randn(4, 8, 24, device=DEVICE, requires_grad=True)
+    check_compiled(fn, x, w, y, options={"gemm_backends": ("aten",)})
+    _no_fallback()
+    forward = metrics.compiled_graphs[0]
+    assert forward.kind == "forward" and len(forward.kernels) == 1, (forward.kernels, forward.fused_ops)
+    assert forward.fused_ops.count("aten._to_copy.default") == 2, forward.fused_ops
