@@ -15,8 +15,8 @@ view. Rewritten:
 - ``view(cast(y))`` with ``y`` computed by an op no kernel computes (a GEMM, a convolution, an
   ATen call) -> ``cast(view(y))``: the cast joins the kernel that reads the view (a view of an
   ATen result is read in place, and a GEMM group takes a view of its product). GPT-2's training
-  backward casts each bfloat16 weight-gradient GEMM's [1024, 3072] product to float32 and reads
-  it as [8, 128, 3072]: the cast was a kernel of its own, writing and reading back 12 MB.
+  backward casts bfloat16 activation-gradient GEMM products ([1024, 3072]) to float32 and reads
+  them as [8, 128, 3072]: each cast was a kernel of its own, writing and reading back 12 MB.
 
 Only where the moved intermediate has no other user and the result has exactly the layout it had
 (dtype casts keep the strides of a dense tensor).
