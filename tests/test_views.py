@@ -224,3 +224,12 @@ def test_aten_results_are_laid_out_as_the_kernel_outputs_were():
     assert out.stride() == (1, 3)
     torch.testing.assert_close(out, value)
     assert LaunchSite(None, lambda x: (x,), "group", "pointwise", 1, xnumel=12).as_traced([value])[0] is value
+
+
+@needs_triton
+def test_views_under_dynamic_shapes_stay_right():
+    # symbolic sizes: nothing is reinterpreted where a size or stride is a symbol
+    for rows in (4, 7):
+        x = torch.randn(rows, 6, requires_grad=True)
+        w = torch.randn(rows, 5, requires_grad=True)
+        check_compiled(_kernel_then_views, x, w, dynamic=True)
