@@ -37,7 +37,7 @@ from typing import Any, Callable
 import torch
 from torch import fx
 
-from ait_dynamo.passes.graph_utils import has_static_layout, may_alias_input, mutated_placeholders
+from ait_dynamo.passes.graph_utils import has_static_layout, is_view_op, may_alias_input, mutated_placeholders
 from ait_dynamo.passes.plan import FusionGroup, Plan
 
 _guards = getattr(getattr(torch._C, "_dynamo", None), "guards", None)
@@ -51,7 +51,6 @@ reinterpret: Callable[..., torch.Tensor] = getattr(_guards, "_reinterpret_tensor
 """``reinterpret(base, size, stride, offset_delta)``: a tensor on ``base``'s storage at ``base``'s
 storage offset plus ``offset_delta`` (torch's C function where it has one, else ``as_strided``)."""
 
-_UNANNOTATED_VIEWS = {torch.ops.aten._unsafe_view.default}
 # views that set a tensor's lazy conjugate or negative bit: a reinterpretation would drop it; and
 # as_strided, whose storage offset counts from the storage's start, not from the base's offset
 _NOT_REINTERPRETED = {getattr(torch.ops.aten, name) for name in ("_conj", "conj", "_neg_view", "resolve_conj",
@@ -59,24 +58,14 @@ _NOT_REINTERPRETED = {getattr(torch.ops.aten, name) for name in ("_conj", "conj"
                       if hasattr(torch.ops.aten, name)}
 
 
-def _is_view_op(target: Any) -> bool:
-    if not isinstance(target, torch._ops.OpOverload) or target.overloadpacket in _NOT_REINTERPRETED:
-        return False
-    if target in _UNANNOTATED_VIEWS:
-        return True
-    schema = target._schema
-    if schema.is_mutable or len(schema.returns) != 1 or torch.Tag.inplace_view in target.tags:
-        return False
-    alias = schema.returns[0].alias_info
-    return alias is not None and not alias.is_write
-
-
 def _view_results(node: fx.Node) -> list[torch.Tensor] | None:
     """The tensors a view op makes of its first argument, when each can be written as a
     reinterpretation of it (static layouts, the base's dtype and device), else ``None``: the op
     itself run on a meta tensor of the base's traced sizes and strides at offset 0, so the
     offsets are exactly ATen's (a trace of real tensors records views at offset 0)."""
-    if node.op != "call_function" or not _is_view_op(node.target) or not node.args:
+    target = node.target
+    if (node.op != "call_function" or not is_view_op(target) or not node.args
+            or target.overloadpacket in _NOT_REINTERPRETED):  # type: ignore[union-attr]
         return None
     base = node.args[0]
     if not isinstance(base, fx.Node) or not has_static_layout(base.meta.get("val")):
@@ -108,14 +97,15 @@ def _view_results(node: fx.Node) -> list[torch.Tensor] | None:
     return results
 
 
-def reinterpreted_views(plan: Plan, triton_runs: Callable[[FusionGroup], bool]) -> tuple[set[fx.Node], set[fx.Node]]:
-    """(view nodes the wrapper writes through :data:`reinterpret`, values whose layout its first
-    call must check for that). ``triton_runs(group)``: whether the group launches its kernel (else
-    its outputs are ATen's)."""
+def reinterpreted_views(plan: Plan, triton_runs: Callable[[FusionGroup], bool]
+                        ) -> tuple[dict[fx.Node, list[torch.Tensor]], set[fx.Node]]:
+    """(each view node the wrapper writes through :data:`reinterpret` → the meta tensors of its
+    results, values whose layout its first call must check for that). ``triton_runs(group)``:
+    whether the group launches its kernel (else its outputs are ATen's)."""
     mutated = mutated_placeholders(plan.graph)
     known: set[fx.Node] = set()  # values whose run-time layout is the traced one (or checked to be)
     externs: set[fx.Node] = set()  # fresh tensors from ATen: their layout can be checked
-    views: set[fx.Node] = set()
+    views: dict[fx.Node, list[torch.Tensor]] = {}
     to_check: set[fx.Node] = set()
     for step in plan.steps:
         if isinstance(step, FusionGroup):
@@ -131,7 +121,8 @@ def reinterpreted_views(plan: Plan, triton_runs: Callable[[FusionGroup], bool]) 
         if node.target is operator.getitem and node.args[0] in externs:
             externs.add(node)  # one fresh result of an ATen call returning several (attention)
             continue
-        if _view_results(node) is None:
+        results = _view_results(node)
+        if results is None:
             if not may_alias_input(node):  # a fresh tensor (a copy of one cannot miss a write)
                 externs.add(node)
             continue
@@ -143,17 +134,15 @@ def reinterpreted_views(plan: Plan, triton_runs: Callable[[FusionGroup], bool]) 
                 continue
             to_check.add(base)
             known.add(base)
-        views.add(node)
+        views[node] = results
         if isinstance(node.meta["val"], torch.Tensor):
             known.add(node)
     return views, to_check
 
 
-def reinterpret_source(node: fx.Node, base_name: str) -> str:
-    """``_reinterpret(base, size, stride, offset delta)`` for a view node of
+def reinterpret_source(node: fx.Node, results: list[torch.Tensor], base_name: str) -> str:
+    """``_reinterpret(base, size, stride, offset delta)`` for a view node and its ``results`` from
     :func:`reinterpreted_views` (a tuple of them for a view op with several results)."""
-    results = _view_results(node)
-    assert results is not None, f"{node} is not a view the wrapper can reinterpret"
     calls = [f"_reinterpret({base_name}, {tuple(r.shape)!r}, {tuple(r.stride())!r}, {r.storage_offset()})"
              for r in results]
     if isinstance(node.meta["val"], torch.Tensor):

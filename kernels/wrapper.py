@@ -202,7 +202,7 @@ def generate_wrapper(plan: Plan, gm: fx.GraphModule, version: str, autotune: boo
             arguments += [f"{k}={value_source(v, names)}" for k, v in node.kwargs.items()]
             line = f"{names(node)} = {module_name}({', '.join(arguments)})"
         elif node in reinterpreted:
-            line = f"{names(node)} = {reinterpret_source(node, names(node.args[0]))}"
+            line = f"{names(node)} = {reinterpret_source(node, reinterpreted[node], names(node.args[0]))}"
         else:
             line = f"{names(node)} = {call_source(node, names, bound_op)[0]}"
             if step.aten_op is not None:

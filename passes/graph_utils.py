@@ -37,6 +37,20 @@ def may_alias_input(node: fx.Node) -> bool:
     return True
 
 
+def is_view_op(target: Any) -> bool:
+    """An op overload that returns one view of its input and writes nothing (``view``, ``t``,
+    ``select``, ``split`` ...), or one of ``_UNANNOTATED_VIEWS``."""
+    if not isinstance(target, torch._ops.OpOverload):
+        return False
+    if target in _UNANNOTATED_VIEWS:
+        return True
+    schema = target._schema
+    if schema.is_mutable or len(schema.returns) != 1 or torch.Tag.inplace_view in target.tags:
+        return False
+    alias = schema.returns[0].alias_info
+    return alias is not None and not alias.is_write
+
+
 def has_static_layout(value: Any) -> bool:
     """A strided tensor whose sizes, strides and storage offset are plain ints: checks on them
     add no guard on symbols."""

@@ -160,13 +160,17 @@ def test_recover_lays_aten_results_out_as_traced():
 
 
 @needs_triton
-def test_views_after_a_kernel_that_fails_at_launch_stay_right():
+@pytest.mark.parametrize("fault,options,message", [
+    ("launch", {}, "injected launch failure"),  # LaunchSite.recover
+    ("wrong_result", {"verify": True}, "verify"),  # the numerics guard retires the kernel
+], ids=["launch_failure", "retired_by_verify"])
+def test_views_after_a_kernel_that_falls_back_stay_right(fault, options, message):
     x = torch.randn(5, 6, requires_grad=True)
     w = torch.randn(5, 3, requires_grad=True)
-    with warnings.catch_warnings(record=True) as caught, faults.inject("launch", kernel="kernel_0", graph="forward"):
+    with warnings.catch_warnings(record=True) as caught, faults.inject(fault, kernel="kernel_0", graph="forward"):
         warnings.simplefilter("always")
-        check_compiled(_kernel_then_views, x, w)
-    assert any("injected launch failure" in str(c.message) for c in caught)
+        check_compiled(_kernel_then_views, x, w, options=options)
+    assert any(message in str(c.message) and "kernel_0" in str(c.message) for c in caught)
 
 
 @needs_triton
@@ -205,16 +209,6 @@ def test_as_strided_counts_its_offset_from_the_storage_start():
     compiled = torch.compile(absolute, backend="ait")
     x = torch.arange(12.0)[4:]  # storage offset 4 (check_compiled's clones would start at 0)
     torch.testing.assert_close(compiled(x), absolute(x))
-
-
-@needs_triton
-def test_views_after_a_kernel_the_numerics_guard_retires_stay_right():
-    x = torch.randn(5, 6, requires_grad=True)
-    w = torch.randn(5, 3, requires_grad=True)
-    with warnings.catch_warnings(record=True) as caught, faults.inject("wrong_result", kernel="kernel_0", graph="forward"):
-        warnings.simplefilter("always")
-        check_compiled(_kernel_then_views, x, w, options={"verify": True})
-    assert any("verify" in str(c.message) and "kernel_0" in str(c.message) for c in caught)
 
 
 def test_aten_results_are_laid_out_as_the_kernel_outputs_were():

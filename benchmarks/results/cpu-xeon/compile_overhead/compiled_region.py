@@ -2,7 +2,8 @@
 plain function of the same ATen calls (ait's generated body for it), and compiled by ait, by
 Dynamo with the eager backend, by aot_eager, and the plain function compiled by Dynamo. Each
 timed in interleaved rounds in one process; prints the median time and the median ratio of
-eager's time to its own over the rounds. From the repository root:
+eager's time to its own over the rounds (``region_scaling.py`` reuses its model and body). From
+the repository root:
 
     python benchmarks/results/cpu-xeon/compile_overhead/compiled_region.py
 """
@@ -34,22 +35,27 @@ def generated_body(x: torch.Tensor) -> torch.Tensor:
     return torch.native_layer_norm(h2, [256], g, bb, 1e-5)[0]
 
 
-variants = {
-    "eager": model,
-    "plain_function": generated_body,
-    "ait": torch.compile(model, backend="ait"),
-    "dynamo_eager": torch.compile(copy.deepcopy(model), backend="eager"),
-    "aot_eager": torch.compile(copy.deepcopy(model), backend="aot_eager"),
-    "plain_function_dynamo": torch.compile(generated_body, backend="eager"),
-}
-with torch.no_grad():
-    for f in variants.values():
-        for _ in range(10):
-            f(x)
-    times: dict[str, list[float]] = {k: [] for k in variants}
-    for _ in range(15):
-        for name, f in variants.items():
-            times[name].append(timeit.timeit(lambda: f(x), number=20) / 20 * 1e6)
-    for name, values in times.items():
-        ratios = [e / t for e, t in zip(times["eager"], values)]
-        print(f"{name:22s} median {statistics.median(values):8.1f} us  eager/this {statistics.median(ratios):.3f}")
+def main() -> None:
+    variants = {
+        "eager": model,
+        "plain_function": generated_body,
+        "ait": torch.compile(model, backend="ait"),
+        "dynamo_eager": torch.compile(copy.deepcopy(model), backend="eager"),
+        "aot_eager": torch.compile(copy.deepcopy(model), backend="aot_eager"),
+        "plain_function_dynamo": torch.compile(generated_body, backend="eager"),
+    }
+    with torch.no_grad():
+        for f in variants.values():
+            for _ in range(10):
+                f(x)
+        times: dict[str, list[float]] = {k: [] for k in variants}
+        for _ in range(15):
+            for name, f in variants.items():
+                times[name].append(timeit.timeit(lambda: f(x), number=20) / 20 * 1e6)
+        for name, values in times.items():
+            ratios = [e / t for e, t in zip(times["eager"], values)]
+            print(f"{name:22s} median {statistics.median(values):8.1f} us  eager/this {statistics.median(ratios):.3f}")
+
+
+if __name__ == "__main__":
+    main()
