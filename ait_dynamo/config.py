@@ -94,10 +94,13 @@ class AitConfig:
             device (how the CPU tests exercise it); ``"off"`` never. ``True`` / ``False`` mean
             ``"on"`` / ``"off"``. The graph's outputs keep the strides eager gives them.
         gemm_backends: which implementations an mm / addmm / bmm may take: ``"aten"`` (cuBLAS,
-            its epilogue a separate fused kernel) and ``"triton"`` (``kernels/templates/gemm.py.jinja``,
-            the epilogue fused into the GEMM). With both, the choice is by measurement on CUDA
-            under ``autotune``, and ATen otherwise (``kernels/gemm_choice.py`` states the rule);
-            with one, that one is used wherever it can run.
+            its epilogue a separate fused kernel), ``"triton"`` (``kernels/templates/gemm.py.jinja``,
+            the epilogue fused into the GEMM) and ``"cutlass"`` (CUTLASS 3 SM90 kernels with
+            bias, residual and activation fused, ``passes/cutlass_gemm.py``; needs nvcc and the
+            ``cutlass`` extra, and is skipped with one log line without them). With several,
+            the choice is by measurement on CUDA under ``autotune``, and ATen otherwise
+            (``kernels/gemm_choice.py`` states the rule); with one, that one is used wherever it
+            can run.
         autotune_budget_s: most seconds one graph spends measuring GEMM backends and configs
             (``autotune``); past it, the remaining GEMMs take the heuristic's choice.
         fused_batch_norm_training: training batch norm as generated kernels (column sums for the
@@ -243,7 +246,7 @@ def _parse_layout_mode(name: str, value: Any) -> str:
     return str(value)
 
 
-GEMM_BACKENDS = ("aten", "triton")
+GEMM_BACKENDS = ("aten", "triton", "cutlass")
 
 
 def _parse_gemm_backends(name: str, value: Any) -> tuple[str, ...]:
@@ -253,9 +256,6 @@ def _parse_gemm_backends(name: str, value: Any) -> tuple[str, ...]:
         raise ValueError(f"ait backend: option {name!r} must be a tuple of backend names "
                          f"({', '.join(GEMM_BACKENDS)}), got {value!r}")
     names = [i.strip().lower() for i in items if i.strip()]
-    if "cutlass" in names:
-        raise ValueError(f"ait backend: option {name!r}: the CUTLASS GEMM backend is not built yet; "
-                         f"valid backends: {', '.join(GEMM_BACKENDS)}")
     unknown = [i for i in names if i not in GEMM_BACKENDS]
     if unknown or not names:
         raise ValueError(f"ait backend: option {name!r} got {value!r}; give one or more of "

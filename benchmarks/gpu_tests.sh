@@ -9,10 +9,13 @@ set -u
 OUT=${OUT:-/tmp/ait_gpu_tests}
 mkdir -p "$OUT"
 . benchmarks/device_setup.sh "$OUT/gpu_tests.log"
-timeout "${LIMIT:-420}" python3 -m pytest -q -rfE -p no:cacheprovider -n "${JOBS:-12}" ${TESTS:-tests} >> "$OUT/gpu_tests.log" 2>&1
+# -v: each result is logged as it comes (``[gw3] [ 37%] FAILED tests/...``), so a run cut short by
+# its time limit still names its failures (the short summary at the end never comes then)
+timeout "${LIMIT:-420}" python3 -m pytest -v -rfE -p no:cacheprovider -n "${JOBS:-12}" ${TESTS:-tests} >> "$OUT/gpu_tests.log" 2>&1
 echo "parallel run rc=$?"
-grep -E "^(FAILED|ERROR)|passed|failed" "$OUT/gpu_tests.log" | tail -n 12
-failed=$(grep -E "^(FAILED|ERROR) " "$OUT/gpu_tests.log" | awk '{print $2}' | sort -u)
+grep -E "^(FAILED|ERROR)|passed|failed" "$OUT/gpu_tests.log" | grep -v "^\[gw" | tail -n 12
+failed=$(grep -oE "(FAILED|ERROR) tests/[^ ]+" "$OUT/gpu_tests.log" | awk '{print $2}' | sort -u)
+echo "failed or errored: ${failed:-none}"
 if [ -n "$failed" ]; then
   timeout "${RERUN_LIMIT:-150}" python3 -m pytest -q -rfE -p no:cacheprovider $failed > "$OUT/gpu_tests_rerun.log" 2>&1
   echo "rerun alone rc=$?"

@@ -13,7 +13,9 @@ AOTAutograd (``passes/pre_autograd.py``): what they rewrite, AOTAutograd then di
    after CSE, so that values built alike (a mask per block of one stage) fold into one constant;
    move_casts_to_producers next (a cast and a view change places: the planner sees no reshape
    between a cast and its operand's kernel);
-3. pad_gemms after CSE, so that each distinct GEMM is measured and padded once; onednn_gemms
+3. pad_gemms after CSE, so that each distinct GEMM is measured and padded once; cutlass_gemms
+   after it (a padded GEMM meets CUTLASS's 16-byte alignment) and before anything fuses the
+   epilogue it takes into its kernel; onednn_gemms
    (CPU graphs where nothing is generated) likewise, and before reinplace_dying_inputs, which
    would turn the activation it folds into an in-place op;
 4. cancel_negations (only where nothing is generated) before DCE, which drops the negations it
@@ -42,6 +44,7 @@ from ait_dynamo.passes.cast_views import move_casts_to_producers
 from ait_dynamo.passes.constant_fold import fold_constants
 from ait_dynamo.passes.conv_bias import split_convolution_bias
 from ait_dynamo.passes.cse import common_subexpression_elimination
+from ait_dynamo.passes.cutlass_gemm import cutlass_gemms
 from ait_dynamo.passes.dead_code import eliminate_dead_code
 from ait_dynamo.passes.layout import channels_last_layout
 from ait_dynamo.passes.onednn_gemm import onednn_gemms
@@ -63,6 +66,7 @@ PASSES: list[GraphPass] = [
     fold_constants,
     move_casts_to_producers,
     pad_gemms,
+    cutlass_gemms,
     onednn_gemms,
     cancel_negations,
     eliminate_dead_code,
