@@ -45,6 +45,15 @@ from ait_dynamo.passes.sizes import is_one
 BLOCKED_SUM_MIN_K = 256
 
 
+def tma_supported() -> bool:
+    """Whether the installed Triton has device-side tensor descriptors (``tl.make_tensor_descriptor``,
+    Triton 3.4 on; the persistent TMA path of the template needs them): where it has not, kernels
+    are generated without that path, as before."""
+    import triton.language as tl
+
+    return hasattr(tl, "make_tensor_descriptor")
+
+
 def dot_options(dtype: torch.dtype) -> str:
     """tl.dot's precision argument: fp32 operands follow ``torch.backends.cuda.matmul.allow_tf32``
     as cuBLAS does. Triton 3.x names it ``input_precision``; older ones ``allow_tf32``."""
@@ -147,6 +156,35 @@ class GemmWriter(KernelWriter):
         self._lines().append(f"tl.store(out_ptr{buffer_index} + ({offset}), {to_storage(var, node.meta['val'].dtype)}, xmask)")
         self.store_offsets[buffer_index] = offset
 
+    def tma_operand(self, node: fx.Node, rows: str, columns: str) -> dict | None:
+        """The tensor descriptor through which the persistent path loads operand ``node`` (A: rows
+        M, columns K; B: rows K, columns N), or None where TMA cannot: a batched product, an
+        offset into the tensor, sizes or strides known only at run time, no unit stride, a
+        broadcast, or a row pitch that is not a multiple of 16 bytes (the copy engine's rule). Over the
+        operand as stored: a transposed operand (``nn.Linear``'s weight as B) is described as
+        the matrix it transposes, and its tiles are transposed after the load."""
+        if self.batched:
+            return None
+        read = node
+        if node in self.members:
+            op = node.args[0] if node.target in TRANSPOSES else node
+            read = op.args[0]
+        if str(self.input_offsets.get(read, 0)) != "0":
+            return None
+        meta = node.meta["val"]
+        size = read.meta["val"].element_size()
+        (n_rows, n_columns), (row_stride, column_stride) = meta.shape[-2:], meta.stride()[-2:]
+        if not all(isinstance(v, int) for v in (n_rows, n_columns, row_stride, column_stride)) or size not in (2, 4):
+            return None
+        # the other stride must step past a whole row (a broadcast operand's 0 does not: no TMA)
+        if column_stride == 1 and row_stride >= max(n_columns, 1) and (row_stride * size) % 16 == 0:
+            return {"shape": [n_rows, n_columns], "strides": [row_stride, 1], "block": [rows, columns],
+                    "transposed": False}
+        if row_stride == 1 and column_stride >= max(n_rows, 1) and (column_stride * size) % 16 == 0:
+            return {"shape": [n_columns, n_rows], "strides": [column_stride, 1], "block": [columns, rows],
+                    "transposed": True}
+        return None
+
     def operand(self, node: fx.Node, tile: str) -> tuple[str, str, tuple[str, str, str], str]:
         """(pointer parameter, element offset, (batch, row, column) strides, prologue expression
         or "") of A or B. A prologue member (passes/fusion_gemm.py) is computed from its
@@ -188,6 +226,7 @@ def generate_gemm_kernel(group: FusionGroup, tensor_name: Callable[[fx.Node], st
         body = ['tl.static_assert(False, "ait_dynamo: injected compile failure")'] + body
     a_param, a_offset, a_strides, a_prologue = writer.operand(a, "a_tile")
     b_param, b_offset, b_strides, b_prologue = writer.operand(b, "b_tile")
+    tma = (writer.tma_operand(a, "BLOCK_M", "BLOCK_K"), writer.tma_operand(b, "BLOCK_K", "BLOCK_N"))
     source = render_template(
         "gemm.py.jinja",
         name=name,
@@ -206,6 +245,7 @@ def generate_gemm_kernel(group: FusionGroup, tensor_name: Callable[[fx.Node], st
         int64=writer.int64,
         dot_options=dot_options(a_meta.dtype),
         blocked_sum=a_meta.dtype == torch.float32 and k > BLOCKED_SUM_MIN_K,
+        tma=tma if None not in tma and tma_supported() else None,
         xindex=writer.flat_index(),
         x_index=writer.index_lines("x"),
         body=body,

@@ -2,7 +2,9 @@
 ones for small problems, a heuristic that picks one without measuring, and the constexprs a
 launch passes.
 
-A configuration is (BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M, num_warps, num_stages). With
+A configuration is (BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M, num_warps, num_stages), and a seventh
+element 1 for the persistent TMA path (one program per SM looping over the tiles, operands
+through tensor descriptors), which kernels generated with that path offer besides. With
 ``autotune`` on CUDA, ``kernels/autotune.py`` measures the candidates once per kernel, device
 and size bucket and keeps the fastest on disk; otherwise :func:`heuristic` stands.
 """
@@ -11,7 +13,7 @@ from __future__ import annotations
 
 import torch
 
-GemmConfig = tuple[int, int, int, int, int, int]
+GemmConfig = tuple[int, ...]
 
 # Large tiles for compute-bound shapes (128x256 with 8 warps is the usual best bf16 tile on an
 # H100/H200 without warp specialisation), square 128x128 tiles with deeper pipelines, and smaller
@@ -29,6 +31,16 @@ HOPPER_CONFIGS: tuple[GemmConfig, ...] = (
     (32, 64, 64, 8, 4, 4),
     (16, 64, 128, 8, 4, 3),
 )
+# The persistent TMA path's candidates (Hopper, 2-D products with 16-byte aligned rows: see
+# codegen_gemm.tma_operand): the large tiles of the list above, walked by one program per SM. Not
+# measured on the GPU yet: the choice by measurement (kernels/autotune.py) takes one only where it
+# is faster, and the numerics check of kernels/gemm_tuning.py judges the chosen configuration.
+PERSISTENT_CONFIGS: tuple[GemmConfig, ...] = (
+    (128, 256, 64, 8, 8, 3, 1),
+    (128, 128, 64, 8, 8, 4, 1),
+    (128, 128, 64, 8, 4, 4, 1),
+    (64, 128, 64, 8, 4, 4, 1),
+)
 # fp32 operands take twice the shared memory per element: halve BLOCK_K of the large tiles
 _FP32_K = 32
 _SMS = 132  # H100 / H200; a larger grid than this fills the GPU either way
@@ -45,19 +57,24 @@ def interpreter_config(m: int, n: int, k: int) -> GemmConfig:
     return _pow2_at_least_16(m, 64), _pow2_at_least_16(n, 64), _pow2_at_least_16(k, 64), 8, 1, 1
 
 
+def is_persistent(config: GemmConfig) -> bool:
+    return len(config) > 6 and bool(config[6])
+
+
 def fits(config: GemmConfig, dtype: torch.dtype) -> bool:
     """Whether the pipeline's shared memory (num_stages copies of an A and a B tile) fits sm90."""
-    block_m, block_n, block_k, _, _, stages = config
+    block_m, block_n, block_k, stages = config[0], config[1], config[2], config[5]
     size = 4 if dtype == torch.float32 else 2
     return stages * (block_m + block_n) * block_k * size <= _SHARED_BYTES
 
 
-def candidates(batch: int, m: int, n: int, k: int, dtype: torch.dtype) -> list[GemmConfig]:
+def candidates(batch: int, m: int, n: int, k: int, dtype: torch.dtype, persistent: bool = False) -> list[GemmConfig]:
     """The configurations worth measuring for this problem: the heuristic's first, then the
-    others that fit shared memory and are not much larger than the problem."""
+    others that fit shared memory and are not much larger than the problem (``persistent``: the
+    kernel has the persistent TMA path, whose configurations come last)."""
     first = heuristic(batch, m, n, k, dtype)
     result = [first]
-    for config in HOPPER_CONFIGS:
+    for config in HOPPER_CONFIGS + (PERSISTENT_CONFIGS if persistent else ()):
         if dtype == torch.float32 and config[2] > _FP32_K:
             config = (config[0], config[1], _FP32_K) + config[3:]
         block_m, block_n = config[0], config[1]
@@ -81,8 +98,14 @@ def heuristic(batch: int, m: int, n: int, k: int, dtype: torch.dtype) -> GemmCon
     return (32, 64, 32, 8, 4, 4) if dtype == torch.float32 else (32, 64, 64, 8, 4, 4)
 
 
-def constexprs(config: GemmConfig, k: int, upcast: bool) -> dict[str, int]:
-    """The template's constexprs for a configuration, in the kernel's signature order."""
-    block_m, block_n, block_k, group_m, _, _ = config
-    return {"BLOCK_M": block_m, "BLOCK_N": block_n, "BLOCK_K": block_k, "GROUP_M": group_m,
-            "EVEN_K": int(k % block_k == 0), "UPCAST": int(upcast)}
+def constexprs(config: GemmConfig, k: int, upcast: bool, programs: int | None = None) -> dict[str, int]:
+    """The template's constexprs for a configuration, in the kernel's signature order.
+    ``programs``: for a kernel generated with the persistent path, the programs launched when
+    ``config`` takes it (otherwise 1: the constexpr is unused)."""
+    block_m, block_n, block_k, group_m = config[:4]
+    values = {"BLOCK_M": block_m, "BLOCK_N": block_n, "BLOCK_K": block_k, "GROUP_M": group_m,
+              "EVEN_K": int(k % block_k == 0), "UPCAST": int(upcast)}
+    if programs is not None:
+        values["PERSISTENT"] = int(is_persistent(config))
+        values["NUM_PROGRAMS"] = programs if is_persistent(config) else 1
+    return values

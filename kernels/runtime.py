@@ -361,11 +361,25 @@ def launch_gemm(kernel: Any, tensors: Sequence[Any], ints: Sequence[int], proble
     if batch == 0 or m == 0 or n == 0:
         return None
     upcast = INTERPRETING and dtype == torch.bfloat16  # the interpreter's bf16 tl.dot is wrong
+    # a kernel generated with the persistent TMA path (templates/gemm.py.jinja) declares PERSISTENT
+    has_persistent = "PERSISTENT" in getattr(kernel, "arg_names", ())
+
+    def settings(config: tuple[int, ...], aligned: bool = True) -> tuple[tuple[int, int], dict[str, int]]:
+        """(grid, constexprs) of a configuration; the persistent path only where every tensor
+        starts 16-byte aligned (a tensor descriptor's base must), else the same tiles classically."""
+        tiles = triton.cdiv(m, config[0]) * triton.cdiv(n, config[1])
+        if has_persistent and gemm_configs.is_persistent(config) and aligned:
+            programs = min(tiles, multiprocessors(tensors))
+            return (programs, batch), gemm_configs.constexprs(config, k, upcast, programs)
+        classic = tuple(config[:6])
+        return (tiles, batch), gemm_configs.constexprs(classic, k, upcast, 1 if has_persistent else None)
 
     def run(config: tuple[int, ...]) -> Launched:
-        block_m, block_n, _, _, warps, stages = config
-        grid = (triton.cdiv(m, block_m) * triton.cdiv(n, block_n), batch)
-        values = gemm_configs.constexprs(config, k, upcast)  # type: ignore[arg-type]
+        aligned = not has_persistent or all(t.data_ptr() % 16 == 0 for t in tensors if isinstance(t, torch.Tensor))
+        grid, values = settings(config, aligned)
+        if values.get("PERSISTENT"):
+            ensure_allocator()
+        warps, stages = config[4], config[5]
         return _launched(grid, values, warps, launch(kernel, grid, (*tensors, *ints), values, warps, stages))
 
     if INTERPRETING:
@@ -375,15 +389,49 @@ def launch_gemm(kernel: Any, tensors: Sequence[Any], ints: Sequence[int], proble
         from ait_dynamo.kernels import autotune
 
         def compile_all(configs: Sequence[tuple[int, ...]]) -> None:
-            warm_gemm_configs(kernel, (*tensors, *ints), configs, k, upcast)
+            if any(gemm_configs.is_persistent(c) for c in configs):
+                ensure_allocator()
+            warm_gemm_configs(kernel, (*tensors, *ints), configs, k, upcast, constexprs=lambda c: settings(c)[1])
 
-        config = autotune.choose(tune, (batch, m, n, k), gemm_configs.candidates(batch, m, n, k, dtype), run,
-                                 prepare=compile_all)
+        config = autotune.choose(tune, (batch, m, n, k),
+                                 gemm_configs.candidates(batch, m, n, k, dtype, persistent=has_persistent and batch == 1),
+                                 run, prepare=compile_all)
     return run(config)
 
 
+_multiprocessors: dict[int, int] = {}
+
+
+def multiprocessors(tensors: Sequence[Any]) -> int:
+    """The multiprocessor count of the tensors' CUDA device (the persistent grid's size); 4 off
+    CUDA (Triton's interpreter), so that the CPU tests still have programs that take several tiles."""
+    device = next((t.device for t in tensors if isinstance(t, torch.Tensor)), None)
+    index = device.index if device is not None and device.type == "cuda" and device.index is not None else 0
+    if index not in _multiprocessors:
+        available = torch.cuda.is_available() and device is not None and device.type == "cuda"
+        _multiprocessors[index] = torch.cuda.get_device_properties(index).multi_processor_count if available else 4
+    return _multiprocessors[index]
+
+
+def ensure_allocator() -> None:
+    """Tensor descriptors made in a kernel (``tl.make_tensor_descriptor``) need global scratch
+    memory, which Triton asks of the allocator set with ``triton.set_allocator``: where none is
+    set in this context, one that takes it from PyTorch's caching allocator."""
+    try:
+        from triton.runtime import _allocation
+    except ImportError:  # pragma: no cover - a Triton without descriptors never takes this path
+        return
+    current = _allocation._allocator.get() if hasattr(_allocation._allocator, "get") else None
+    if current is None or isinstance(current, _allocation.NullAllocator):
+        def allocate(size: int, alignment: int, stream: Any) -> torch.Tensor:
+            device = torch.cuda.current_device() if torch.cuda.is_available() and not INTERPRETING else "cpu"
+            return torch.empty(size, dtype=torch.int8, device=device)
+
+        triton.set_allocator(allocate)
+
+
 def warm_gemm_configs(kernel: Any, args: Sequence[Any], configs: Sequence[tuple[int, ...]], k: int, upcast: bool,
-                      workers: int = 8) -> None:
+                      workers: int = 8, constexprs: Callable[[tuple[int, ...]], dict[str, int]] | None = None) -> None:
     """Compile a GEMM kernel's candidate configurations in parallel before they are timed one by
     one (``JITFunction.warmup`` with the launch's own arguments: the same specialisation). ptxas
     runs as a subprocess, so threads overlap; this is most of a cold autotuning compile. A
@@ -397,8 +445,8 @@ def warm_gemm_configs(kernel: Any, args: Sequence[Any], configs: Sequence[tuple[
         return
 
     def compile_one(config: tuple[int, ...]) -> None:
-        _, _, _, _, warps, stages = config
-        values = gemm_configs.constexprs(config, k, upcast)  # type: ignore[arg-type]
+        warps, stages = config[4], config[5]
+        values = constexprs(config) if constexprs is not None else gemm_configs.constexprs(config, k, upcast)
         warmup(*args, grid=(1,), num_warps=warps, num_stages=stages, **values)
 
     with ThreadPoolExecutor(max_workers=min(workers, len(configs)), thread_name_prefix="ait-gemm-compile") as pool:

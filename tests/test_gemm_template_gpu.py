@@ -99,3 +99,27 @@ def test_default_backends_without_autotune_keep_cublas():
     check_compiled(lambda x, w: F.relu(F.linear(x, w)), x, w, backward=False)
     graph = metrics.compiled_graphs[-1]  # an inference graph: nothing requires grad
     assert "aten.mm.default" in graph.externs and len(graph.kernels) == 1, (graph.externs, graph.kernels)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32], ids=str)
+def test_persistent_tma_path(dtype, monkeypatch):
+    """The template's persistent path (one program per SM, operands through tensor descriptors)
+    forced as the heuristic's configuration: forward and backward right in each dtype, and the
+    launches took it. Skipped where the installed Triton has no device-side descriptors."""
+    from ait_dynamo.kernels import codegen_gemm, gemm_configs
+
+    if not codegen_gemm.tma_supported():
+        pytest.skip("Triton without tl.make_tensor_descriptor")
+    monkeypatch.setattr(gemm_configs, "heuristic", lambda batch, m, n, k, dtype: (128, 128, 32, 8, 4, 3, 1))
+    launches = []
+    launch = runtime.launch
+
+    def recording(kernel, grid, args, constexprs, num_warps, num_stages=None):
+        launches.append(dict(constexprs))
+        return launch(kernel, grid, args, constexprs, num_warps, num_stages)
+
+    monkeypatch.setattr(runtime, "launch", recording)
+    model = torch.nn.Sequential(torch.nn.Linear(264, 520), torch.nn.GELU()).to("cuda", dtype)
+    x = torch.randn(1000, 264, device="cuda", dtype=dtype, requires_grad=True)
+    check_compiled(model, x, options=TRITON, rule="distribution")
+    assert any(launch.get("PERSISTENT") == 1 for launch in launches), launches
