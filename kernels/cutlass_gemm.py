@@ -26,7 +26,7 @@ from typing import Optional
 
 import torch
 
-from ait_dynamo.kernels import cutlass_build
+from ait_dynamo.kernels import cutlass_build, source
 
 ELEMENTS = {torch.float16: "cutlass::half_t", torch.bfloat16: "cutlass::bfloat16_t", torch.float32: "float"}
 # op name (passes/cutlass_gemm.py) → cutlass::epilogue::thread functor
@@ -245,6 +245,20 @@ def run(library: str, a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | Non
     return out, aux
 
 
+def call(a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None, residual: torch.Tensor | None, library: str,
+         activation: str, alpha: float, beta: float) -> torch.Tensor:
+    """``ait::cutlass_gemm`` without the dispatcher (the generated wrapper binds it)."""
+    return run(library, a, b, bias, residual, activation, alpha, beta, pre=False)[0]
+
+
+def call_pre(a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None, residual: torch.Tensor | None, library: str,
+             activation: str, alpha: float, beta: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """``ait::cutlass_gemm_pre`` without the dispatcher."""
+    out, aux = run(library, a, b, bias, residual, activation, alpha, beta, pre=True)
+    assert aux is not None
+    return out, aux
+
+
 def _empty_result(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return a.new_empty((*a.shape[:-1], b.shape[-1]))
 
@@ -252,7 +266,7 @@ def _empty_result(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 @torch.library.custom_op("ait::cutlass_gemm", mutates_args=(), device_types="cuda")
 def cutlass_gemm(a: torch.Tensor, b: torch.Tensor, bias: Optional[torch.Tensor], residual: Optional[torch.Tensor],
                  library: str, activation: str, alpha: float, beta: float) -> torch.Tensor:
-    return run(library, a, b, bias, residual, activation, alpha, beta, pre=False)[0]
+    return call(a, b, bias, residual, library, activation, alpha, beta)
 
 
 @cutlass_gemm.register_fake
@@ -263,11 +277,13 @@ def _(a, b, bias, residual, library, activation, alpha, beta):  # type: ignore[n
 @torch.library.custom_op("ait::cutlass_gemm_pre", mutates_args=(), device_types="cuda")
 def cutlass_gemm_pre(a: torch.Tensor, b: torch.Tensor, bias: Optional[torch.Tensor], residual: Optional[torch.Tensor],
                      library: str, activation: str, alpha: float, beta: float) -> tuple[torch.Tensor, torch.Tensor]:
-    out, aux = run(library, a, b, bias, residual, activation, alpha, beta, pre=True)
-    assert aux is not None
-    return out, aux
+    return call_pre(a, b, bias, residual, library, activation, alpha, beta)
 
 
 @cutlass_gemm_pre.register_fake
 def _(a, b, bias, residual, library, activation, alpha, beta):  # type: ignore[no-untyped-def]
     return _empty_result(a, b), _empty_result(a, b)
+
+
+source.DIRECT_FUNCTIONS[torch.ops.ait.cutlass_gemm.default] = (__name__, "call")
+source.DIRECT_FUNCTIONS[torch.ops.ait.cutlass_gemm_pre.default] = (__name__, "call_pre")

@@ -116,8 +116,19 @@ ENTRY_POINTS: dict[Any, str] = {
 }
 
 
+# Ops of this project whose Python implementation the wrapper calls directly, registered by the
+# module that defines each op: op → (module, function). A ``torch.library.custom_op`` called
+# through the dispatcher runs its autograd wrapper, a redispatch and an aliasing check: 23.5 us a
+# call against 1.3 us for the function itself (2-core CPU machine, torch 2.13, a probe op with
+# ``ait::cutlass_gemm``'s signature). The wrapper runs below autograd, so the function is the op.
+DIRECT_FUNCTIONS: dict[Any, tuple[str, str]] = {}
+
+
 def entry_point_source(target: torch._ops.OpOverload) -> str:
     """Source that evaluates, once, to the cheapest callable running ``target``."""
+    if target in DIRECT_FUNCTIONS:
+        module, function = DIRECT_FUNCTIONS[target]
+        return f"__import__({module!r}, fromlist=[{function!r}]).{function}"
     return ENTRY_POINTS.get(target) or f"{target_source(target)[0]}._op"
 
 
