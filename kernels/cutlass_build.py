@@ -157,8 +157,16 @@ def build_all(sources: list[str], cache_dir: str) -> list[str | Exception]:
     memory = _available_memory()
     by_memory = max(1, memory // _BUILD_BYTES) if memory is not None else len(sources)
     workers = max(1, min(len(sources), os.cpu_count() or 1, by_memory))
+    from ait_dynamo.kernels.gemm_tuning import progress
+
+    cold = sum(not os.path.isfile(library_path(source, cache_dir)) for source in sources)
+    bar = progress(cold, "ait: building CUTLASS kernels", "kernel") if cold else None
     with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
         futures = [pool.submit(build, source, cache_dir) for source in sources]
+        if bar is not None:
+            for _ in concurrent.futures.as_completed(futures):
+                bar.update(1)  # cached ones complete at once: the bar's end is approximate
+            bar.close()
         results: list[str | Exception] = []
         for future in futures:
             try:

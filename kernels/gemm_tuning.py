@@ -59,7 +59,7 @@ def wanted(config: Any) -> bool:
             and runtime.triton_runs_on("cuda"))
 
 
-def _do_bench(fn: Callable[[], Any]) -> float:
+def do_bench(fn: Callable[[], Any]) -> float:
     from triton.testing import do_bench
 
     return float(do_bench(fn, warmup=5, rep=25, return_mode="median"))
@@ -120,7 +120,7 @@ def _prologue_bytes(group: FusionGroup) -> int:
 
 def measure_group(group: FusionGroup, cache_dir: str, bench: Bench | None = None) -> tuple[float, float, str]:
     """(template ms, ATen ms, decision key) for one GEMM group."""
-    bench = bench or _do_bench
+    bench = bench or do_bench
     names = _Names()
     kernel = generate_kernel(group, names)
     key = kernel.tune_key
@@ -212,13 +212,13 @@ def _differs_from_aten(group: FusionGroup, kernel: GeneratedKernel, names: _Name
     return None
 
 
-def _progress(total: int) -> Any:
+def progress(total: int, desc: str = "ait: tuning GEMMs", unit: str = "gemm") -> Any:
     """A tqdm bar that shows itself only after a second; no bar where tqdm is missing."""
     try:
         from tqdm import tqdm
     except ImportError:  # pragma: no cover - tqdm is a dependency; an offline GPU box may lack it
         return None
-    return tqdm(total=total, delay=1.0, desc="ait: tuning GEMMs", unit="gemm", leave=False)
+    return tqdm(total=total, delay=1.0, desc=desc, unit=unit, leave=False)
 
 
 def choose_gemm_backends(gm: fx.GraphModule, config: Any, plan_with: Callable[[dict[str, bool]], Any],
@@ -235,7 +235,7 @@ def choose_gemm_backends(gm: fx.GraphModule, config: Any, plan_with: Callable[[d
     path = device_choices_path(config.cache_dir, "gemm_choice", device)
     started = time.perf_counter()
     decisions: dict[str, bool] = {}
-    bar = _progress(len(groups))
+    bar = progress(len(groups))
     try:
         for group in groups:
             gemm = gemm_choice.gemm_node(group)

@@ -40,7 +40,7 @@ import torch
 from torch import fx
 
 from ait_dynamo.cache import device_choices_path, load_json, store_json
-from ait_dynamo.kernels import cutlass_build, cutlass_gemm
+from ait_dynamo.kernels import cutlass_build, cutlass_gemm, gemm_tuning
 from ait_dynamo.passes.graph_utils import fake_result, meta_value, random_like, real_tensors
 
 log = logging.getLogger("ait_dynamo")
@@ -165,12 +165,6 @@ def _heuristic(m: Match) -> int:
         if batch * -(-rows // tile[0]) * -(-cols // tile[1]) >= _SMS:
             return index
     return len(cutlass_gemm.CONFIGS) - 1
-
-
-def _do_bench(fn: Callable[[], Any]) -> float:
-    from triton.testing import do_bench
-
-    return float(do_bench(fn, warmup=5, rep=25, return_mode="median"))
 
 
 def _operands(m: Match) -> dict[str, Any]:
@@ -324,6 +318,8 @@ def cutlass_gemms(gm: fx.GraphModule, config: Any, bench: Bench | None = None) -
         if isinstance(result, Exception):
             log.warning("ait_dynamo: a CUTLASS kernel failed to build (%s); the GEMMs that need it keep ATen", result)
     chosen: list[tuple[Match, str]] = []
+    to_measure = sum(measure and record is None for _, _, _, record in plans)
+    bar = gemm_tuning.progress(to_measure, "ait: tuning CUTLASS GEMMs") if to_measure else None
     for m, specs, wanted, record in plans:
         libraries: list[str | Exception] = [built.get(s.source(), RuntimeError("not built")) if i in wanted
                                             else RuntimeError("not a candidate") for i, s in enumerate(specs)]
@@ -336,8 +332,10 @@ def cutlass_gemms(gm: fx.GraphModule, config: Any, bench: Bench | None = None) -
             continue
         else:
             with real_tensors(), torch.no_grad():
-                index, times = _measure(m, libraries, bench or _do_bench)
+                index, times = _measure(m, libraries, bench or gemm_tuning.do_bench)
             log.info("cutlass gemm %s: %s", m.gemm.name, times)
+            if bar is not None:
+                bar.update(1)
             data = load_json(path)
             data[f"{device}|{_key(m)}"] = {"best": index, "times_ms": times}
             store_json(path, data)
@@ -347,6 +345,8 @@ def cutlass_gemms(gm: fx.GraphModule, config: Any, bench: Bench | None = None) -
         if index is None or isinstance(libraries[index], Exception):
             continue
         chosen.append((m, libraries[index]))  # type: ignore[arg-type]
+    if bar is not None:
+        bar.close()
     for m, library in chosen:
         _rewrite(gm, m, library)
     if chosen:
