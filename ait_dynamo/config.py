@@ -250,8 +250,10 @@ GEMM_BACKENDS = ("aten", "triton", "cutlass")
 
 
 def _parse_gemm_backends(name: str, value: Any) -> tuple[str, ...]:
-    """A tuple / list of backend names, or a comma-separated string (``AIT_GEMM_BACKENDS=triton``)."""
-    items = value.split(",") if isinstance(value, str) else value
+    """A tuple / list of backend names, or a string of them separated by commas or colons
+    (``AIT_GEMM_BACKENDS=triton``; ``ait+gemm_backends=aten:cutlass`` in a benchmark's backend
+    list, which commas already separate)."""
+    items = value.replace(":", ",").split(",") if isinstance(value, str) else value
     if not isinstance(items, (list, tuple)) or not all(isinstance(i, str) for i in items):
         raise ValueError(f"ait backend: option {name!r} must be a tuple of backend names "
                          f"({', '.join(GEMM_BACKENDS)}), got {value!r}")

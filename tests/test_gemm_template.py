@@ -207,6 +207,8 @@ def test_gemm_options_are_validated():
         with pytest.raises(ValueError, match="gemm_backends"):
             AitConfig.create({"gemm_backends": bad}, environ={})
     assert AitConfig.create({"gemm_backends": "cutlass, aten"}, environ={}).gemm_backends == ("aten", "cutlass")
+    assert AitConfig.create({"gemm_backends": "aten:triton:cutlass"}, environ={}).gemm_backends == (
+        "aten", "triton", "cutlass")
     assert AitConfig.create({"autotune_budget_s": "2.5"}, environ={}).autotune_budget_s == 2.5
     for bad in (-1, "soon", True, float("nan")):
         with pytest.raises(ValueError, match="autotune_budget_s"):
