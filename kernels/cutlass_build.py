@@ -100,7 +100,10 @@ def available() -> bool:
 
 
 def library_path(source: str, cache_dir: str) -> str:
-    flags = (*NVCC_FLAGS, os.environ.get("AIT_NVCC_FLAGS", ""))
+    found = toolchain()
+    # the compiler and headers are part of the key: another CUDA or CUTLASS builds another library
+    tools = (found.nvcc, found.include) if isinstance(found, Toolchain) else ("", "")
+    flags = (*NVCC_FLAGS, os.environ.get("AIT_NVCC_FLAGS", ""), *tools)
     key = hashlib.sha256("\n".join((*flags, source)).encode("utf-8")).hexdigest()
     return os.path.join(cache_dir, "cutlass", key[:2], f"{key}.so")
 
