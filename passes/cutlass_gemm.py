@@ -156,12 +156,21 @@ def match(node: fx.Node) -> Match | None:
     return Match(node, a, b, bias, float(alpha), view, add, residual, act, activation or "identity", read_elsewhere)
 
 
+# The 128x256 tile only from this many columns on. On the H200 it was the fastest CUTLASS kernel
+# at N = 3072 and 8192, but at N = 768 (the 002 encoder's fc2 at batch 128) it took 0.249 ms
+# against the 128x128 ping-pong kernel's 0.176 (benchmarks/results/nvidia-h200/cutlass/).
+_WIDE_TILE_MIN_N = 2048
+
+
 def _heuristic(m: Match) -> int:
-    """Index into CONFIGS without measuring: the largest tile that gives every SM one."""
+    """Index into CONFIGS without measuring: the largest tile that gives every SM one (the wide
+    tile only for wide products)."""
     out = meta_value(m.gemm)
     rows, cols = (out.shape[-2], out.shape[-1])
     batch = out.shape[0] if out.dim() == 3 else 1
     for index, (tile, _, _) in enumerate(cutlass_gemm.CONFIGS):
+        if tile[1] > 128 and cols < _WIDE_TILE_MIN_N:
+            continue
         if batch * -(-rows // tile[0]) * -(-cols // tile[1]) >= _SMS:
             return index
     return len(cutlass_gemm.CONFIGS) - 1

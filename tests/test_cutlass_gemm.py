@@ -325,3 +325,16 @@ def test_a_call_cutlass_cannot_run_is_computed_by_aten_with_one_warning(monkeypa
     torch.testing.assert_close(out, F.gelu(value).bfloat16())
     with pytest.raises(RuntimeError, match="status 1" if failure == "status" else "aligned"):
         cutlass_gemm.run(library, a, w.t(), bias, None, "gelu", 1.0, 1.0, pre=True, strict=True)
+
+
+@pytest.mark.parametrize("rows, k, n, expected", [
+    (8192, 8192, 8192, "128x256x64_1x2_cooperative"),   # wide and large: the wide tile
+    (25088, 3072, 768, "128x128x64_1x1_pingpong"),      # the 002 encoder's fc2 at batch 128
+    (1024, 512, 2048, "64x128x64_1x1_pingpong"),        # 001's MLP: few tiles, the small one
+])
+def test_the_heuristic_follows_the_h200_measurements(tmp_path, stub_build, rows, k, n, expected):
+    """Without autotune, the configuration the H200 run found fastest for each of these shapes
+    (benchmarks/results/nvidia-h200/cutlass/cutlass_bench.md)."""
+    gm = _fake_cuda(lambda x, w, b: torch.relu(F.linear(x, w, b)), (rows, k), (n, k), (n,))
+    (call,) = _calls(cutlass_pass.cutlass_gemms(gm, _config(tmp_path)))
+    assert expected in call.args[4]
