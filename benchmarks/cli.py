@@ -7,6 +7,7 @@
     python -m benchmarks profile   per-kernel time, live tensors at the memory peak, host profile
     python -m benchmarks partition partition time of a 24-layer transformer's joint graph
     python -m benchmarks ddp       a DistributedDataParallel training step over several processes
+    python -m benchmarks cutlass   CUTLASS GEMMs with fused epilogues against cuBLAS, Inductor, the template
     python -m benchmarks report    results JSON → markdown and plots (merges runs)
     python -m benchmarks compare   regression check between two results JSON files
 
@@ -53,6 +54,7 @@ COMMANDS: dict[str, Command] = {
         Command("profile", "benchmarks.profile_gpu", "per-kernel time, tensors alive at the memory peak, host profile"),
         Command("partition", "benchmarks.partition_bench", "partition time of a transformer's joint graph"),
         Command("ddp", "benchmarks.ddp_bench", "DistributedDataParallel training step over several processes"),
+        Command("cutlass", "benchmarks.cutlass_bench", "CUTLASS GEMMs with fused epilogues against cuBLAS, Inductor, the template"),
         Command("report", "benchmarks.report", "results JSON to markdown and plots; merges runs"),
         Command("compare", "benchmarks.compare", "regression check between two results JSON files"),
     )

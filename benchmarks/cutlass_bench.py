@@ -1,7 +1,8 @@
 """CUTLASS GEMMs with fused epilogues against cuBLAS, Inductor and ait's Triton template (issue 14),
 on one GPU in one process, with nvcc's build times:
 
-    python3 benchmarks/cutlass_bench.py --out DIR        (writes DIR/cutlass_bench.json and .md)
+    python -m benchmarks cutlass --out DIR        (writes DIR/cutlass_bench.json and .md)
+    python3 benchmarks/cutlass_bench.py --out DIR (the same)
 
 Each problem is ``act(x @ W.T + b [+ residual])`` (``nn.Linear``'s layouts). Rows: cuBLAS alone
 (``F.linear``, no epilogue: the floor a fused kernel should approach), eager (cuBLAS + separate
@@ -16,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import time
 from typing import Any, Callable
 
@@ -61,12 +63,32 @@ def sources(problems: tuple = PROBLEMS) -> dict[tuple, list[str]]:
     return {k: [s.source() for s in cutlass_gemm.specs(k[0], "row", "col", k[1], k[2], False)] for k in kinds}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True)
     parser.add_argument("--only", default="", help="comma-separated problem names")
     parser.add_argument("--no-compilers", action="store_true", help="leave out Inductor and ait's template")
+
+
+def check_args(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    known = [p[0] for p in PROBLEMS]
+    unknown = [name for name in args.only.split(",") if name and name not in known]
+    if unknown:
+        parser.error(f"unknown problem(s) {', '.join(unknown)}; valid: {', '.join(known)}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_arguments(parser)
     args = parser.parse_args()
+    check_args(args, parser)
+    sys.exit(execute(args))
+
+
+def execute(args: argparse.Namespace) -> int:
+    """``python -m benchmarks cutlass``: see the module doc."""
+    if not torch.cuda.is_available():
+        print("cutlass: needs a CUDA device", file=sys.stderr)
+        return 2
     os.makedirs(args.out, exist_ok=True)
     cache = AitConfig.create({}, environ={}).cache_dir
     problems = [p for p in PROBLEMS if not args.only or p[0] in args.only.split(",")]
@@ -150,6 +172,7 @@ def main() -> None:
         lines.append(f"| {row['problem']} | " + " | ".join(f"{v:.4f}" if v else "-" for v in row["ms"].values()) + " |")
     with open(os.path.join(args.out, "cutlass_bench.md"), "w", encoding="utf-8") as file:
         file.write("\n".join(lines) + "\n")
+    return 0
 
 
 if __name__ == "__main__":

@@ -541,6 +541,7 @@ def test_every_subcommand_parses_its_arguments(tmp_path):
         "ddp": ["--out", "x", "--device", "cpu", "--backends", "ait,eager"],
         "report": [results, results],
         "compare": [results, results, "--threshold", "0.1"],
+        "cutlass": ["--out", "x", "--only", "mlp001_fc1_gelu"],
     }
     assert set(cases) | {"run"} == set(cli.COMMANDS)
     parsed = {name: cli.parse_args([name, *argv]) for name, argv in cases.items()}
@@ -555,6 +556,7 @@ def test_every_subcommand_parses_its_arguments(tmp_path):
     assert parsed["profile"][1].specs[1].options == {"autotune": "1"}
     assert parsed["ddp"][1].backends == ["eager", "ait"] and parsed["ddp"][1].world == 2
     assert len(parsed["report"][1].results["results"]) == len(BASE)
+    assert parsed["cutlass"][1].only == "mlp001_fc1_gelu"
 
 
 @pytest.mark.parametrize(
@@ -573,6 +575,7 @@ def test_every_subcommand_parses_its_arguments(tmp_path):
         (["ddp", "--out", "x", "--device", "cpu", "--batch", "0"], "--batch must be >= 1"),
         (["report", "missing.json"], "cannot read benchmark results"),
         (["compare", "only_one.json"], "the following arguments are required: new"),
+        (["cutlass", "--out", "x", "--only", "gemm_9"], "unknown problem(s) gemm_9"),
     ],
 )
 def test_every_subcommand_rejects_bad_input_with_a_clear_message(argv, message, capsys):

@@ -4,7 +4,7 @@ counts; a model through torch.compile with the GEMMs forced to CUTLASS, forward 
 (the saved pre-activation as the kernel's second output); the measured choice kept on disk.
 
 Kernels are built into the default cache folder, so that a run after
-``benchmarks/results/nvidia-h200/cutlass/cutlass_bench.py`` (which builds the same kinds) finds them
+``python -m benchmarks cutlass`` (``benchmarks/cutlass_bench.py``, which builds the same kinds) finds them
 there: each costs about a minute of nvcc."""
 
 from __future__ import annotations
