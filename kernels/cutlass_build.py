@@ -8,7 +8,8 @@ library) and its wheels weigh 96 MB, against 6.4 MB for ``nvidia-cutlass``'s hea
 machine this project is measured on takes no downloads and carries at most 64 MiB per call, and
 the DSL did not fit even recompressed with xz (66 MB), so its compile time could not be measured
 there. The cost of the C++ road is nvcc's time: one SM90 kernel takes 49-64 s on the H200
-machine's CPUs and about 80 s on the 2-core CPU machine (``benchmarks/results/nvidia-h200/cutlass/``),
+machine's CPUs and 76-82 s on the 2-core CPU machine (``benchmarks/results/nvidia-h200/cutlass/``,
+``benchmarks/results/cpu-xeon/cutlass_host/``),
 so candidates compile in parallel, once, and stay on disk; 14 kernels took 56 s of wall time on 16
 CPUs.
 

@@ -134,21 +134,34 @@ def refusal(a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None, residua
 
 
 class _Runner:
-    """One built kernel bound for calls: the library, its workspace per problem and device."""
+    """One built kernel bound for calls: the library, and per problem (device, sizes, strides) its
+    leading dimensions, batch strides and workspace, worked out on the first call of that problem
+    (a graph's shapes are static: later calls look them up)."""
 
     def __init__(self, path: str):
         self.library = cutlass_build.load(path)
-        self.workspaces: dict[tuple, torch.Tensor] = {}
+        self.problems: dict[tuple, tuple] = {}
         self.lock = threading.Lock()
 
-    def workspace(self, key: tuple, device: torch.device, sizes: tuple, ld: ctypes.Array, batch: ctypes.Array) -> tuple[int, int]:
+    def problem(self, a: torch.Tensor, b: torch.Tensor, residual: torch.Tensor | None,
+                layouts: tuple) -> tuple:
+        """(m, n, k, l, ld, batch, workspace address, workspace bytes) of a call."""
+        key = (a.device, a.shape, a.stride(), b.shape, b.stride(), None if residual is None else residual.stride())
+        found = self.problems.get(key)
+        if found is not None:
+            return found
+        m, k, n = a.shape[-2], a.shape[-1], b.shape[-1]
+        batched = a.dim() == 3
+        ld = (ctypes.c_int64 * 5)(layouts[0][1], layouts[1][1], residual.stride(-2) if residual is not None else n, n, n)
+        batch = (ctypes.c_int64 * 5)(*((a.stride(0), b.stride(0), residual.stride(0) if residual is not None else 0,
+                                        m * n, m * n) if batched else (0,) * 5))
+        sizes = (m, n, k, a.shape[0] if batched else 1)
         with self.lock:
-            buffer = self.workspaces.get(key)
-            if buffer is None:
-                size = int(self.library.ait_cutlass_workspace(*sizes, ld, batch))
-                buffer = torch.empty(max(size, 1), dtype=torch.uint8, device=device)
-                self.workspaces[key] = buffer
-        return buffer.data_ptr(), buffer.numel()
+            size = int(self.library.ait_cutlass_workspace(*sizes, ld, batch))
+            workspace = torch.empty(max(size, 1), dtype=torch.uint8, device=a.device)
+            found = (*sizes, ld, batch, workspace, workspace.numel())
+            self.problems[key] = found
+        return found
 
 
 _runners: dict[str, _Runner] = {}
@@ -213,7 +226,6 @@ def run(library: str, a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | Non
     run (an operand address not 16-byte aligned; a status other than success) is computed by
     ATen with one warning, or raises with ``strict`` (measurements: a candidate that cannot run
     must not be timed as ATen)."""
-    batched = a.dim() == 3
     shape = (*a.shape[:-1], b.shape[-1])
     out = torch.empty(shape, dtype=a.dtype, device=a.device)
     aux = torch.empty(shape, dtype=a.dtype, device=a.device) if pre else None
@@ -224,19 +236,12 @@ def run(library: str, a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | Non
             raise RuntimeError(f"CUTLASS GEMM {library}: an operand not 16-byte aligned")
         return _by_aten(library, "got an operand not 16-byte aligned", a, b, bias, residual, activation, alpha, beta,
                         out, aux)
-    m, k, n = a.shape[-2], a.shape[-1], b.shape[-1]
-    l = a.shape[0] if batched else 1
-    ld = (ctypes.c_int64 * 5)(layouts[0][1], layouts[1][1],  # type: ignore[index]
-                              residual.stride(-2) if residual is not None else n, n, n)
-    batch = (ctypes.c_int64 * 5)(*((a.stride(0), b.stride(0), residual.stride(0) if residual is not None else 0,
-                                    m * n, m * n) if batched else (0,) * 5))
     runner = _runner(library)
-    sizes = (m, n, k, l)
-    workspace, workspace_bytes = runner.workspace((a.device, *sizes, *ld, *batch), a.device, sizes, ld, batch)
+    m, n, k, l, ld, batch, workspace, workspace_bytes = runner.problem(a, b, residual, layouts)
     stream = torch.cuda.current_stream(a.device).cuda_stream
     status = runner.library.ait_cutlass_run(
         a.data_ptr(), b.data_ptr(), _pointer(bias), _pointer(residual), out.data_ptr(), _pointer(aux),
-        m, n, k, l, ld, batch, alpha, beta, workspace, workspace_bytes, stream)
+        m, n, k, l, ld, batch, alpha, beta, workspace.data_ptr(), workspace_bytes, stream)
     if status != 0:
         why = f"failed with status {status} (1: cannot implement, 2: workspace, 3: initialise, 4: launch)"
         if strict:

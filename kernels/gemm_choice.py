@@ -27,7 +27,7 @@ from torch import fx
 
 from ait_dynamo.kernels.runtime import triton_runs_on
 from ait_dynamo.passes.fusion_maps import Refused, broadcast_map
-from ait_dynamo.passes.graph_utils import meta_value
+from ait_dynamo.passes.graph_utils import RESHAPES, meta_value
 
 aten = torch.ops.aten
 
@@ -103,7 +103,6 @@ def backend_choice(node: fx.Node, backends: tuple[str, ...], measured: Mapping[s
     return False, "no measurement (autotune off, not CUDA, or budget spent): cuBLAS"
 
 
-_RESHAPES = (aten.view.default, aten._unsafe_view.default, aten.reshape.default)
 
 
 def splits_rows(gemm: fx.Node, view: fx.Node) -> bool:
@@ -112,7 +111,7 @@ def splits_rows(gemm: fx.Node, view: fx.Node) -> bool:
     rows then run over the flattened leading dims (their indices by div/mod of the row), and
     the epilogue's iteration space is the view's. A full-size addmm bias ([M, N]) would need the
     rows unflattened: refused."""
-    if gemm.target not in (aten.mm.default, aten.addmm.default) or view.target not in _RESHAPES:
+    if gemm.target not in (aten.mm.default, aten.addmm.default) or view.target not in RESHAPES:
         return False
     product, reshaped = meta_value(gemm), meta_value(view)
     if not isinstance(product, torch.Tensor) or not isinstance(reshaped, torch.Tensor) or reshaped.dim() < 2:

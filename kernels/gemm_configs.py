@@ -43,7 +43,7 @@ PERSISTENT_CONFIGS: tuple[GemmConfig, ...] = (
 )
 # fp32 operands take twice the shared memory per element: halve BLOCK_K of the large tiles
 _FP32_K = 32
-_SMS = 132  # H100 / H200; a larger grid than this fills the GPU either way
+SMS = 132  # H100 / H200; a larger grid than this fills the GPU either way
 _SHARED_BYTES = 227 * 1024  # sm90's shared memory per block
 
 
@@ -93,7 +93,7 @@ def heuristic(batch: int, m: int, n: int, k: int, dtype: torch.dtype) -> GemmCon
             config = (config[0], config[1], _FP32_K) + config[3:]
         block_m, block_n = config[0], config[1]
         programs = batch * -(-m // block_m) * -(-n // block_n)
-        if programs >= _SMS and fits(config, dtype):
+        if programs >= SMS and fits(config, dtype):
             return config
     return (32, 64, 32, 8, 4, 4) if dtype == torch.float32 else (32, 64, 64, 8, 4, 4)
 

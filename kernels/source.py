@@ -118,9 +118,11 @@ ENTRY_POINTS: dict[Any, str] = {
 
 # Ops of this project whose Python implementation the wrapper calls directly, registered by the
 # module that defines each op: op → (module, function). A ``torch.library.custom_op`` called
-# through the dispatcher runs its autograd wrapper, a redispatch and an aliasing check: 23.5 us a
-# call against 1.3 us for the function itself (2-core CPU machine, torch 2.13, a probe op with
-# ``ait::cutlass_gemm``'s signature). The wrapper runs below autograd, so the function is the op.
+# through the dispatcher runs its autograd wrapper, a redispatch and an aliasing check: 23.5 and
+# 26.3 us a call against 1.3 and 1.5 us for the function itself in two runs (2-core CPU machine,
+# torch 2.13, a probe op with ``ait::cutlass_gemm``'s signature:
+# benchmarks/results/cpu-xeon/cutlass_host/). The wrapper runs below autograd, so the function is
+# the op.
 DIRECT_FUNCTIONS: dict[Any, tuple[str, str]] = {}
 
 

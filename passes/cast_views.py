@@ -30,12 +30,11 @@ import torch
 from torch import fx
 
 from ait_dynamo.kernels import op_table
-from ait_dynamo.passes.graph_utils import fake_result, meta_value, same_tensor_layout
+from ait_dynamo.passes.graph_utils import RESHAPES, fake_result, meta_value, same_tensor_layout
 
 aten = torch.ops.aten
 prims = torch.ops.prims
 
-_VIEWS = {aten.view.default, aten._unsafe_view.default, aten.reshape.default}
 
 
 def _is_cast(node: fx.Node) -> bool:
@@ -60,7 +59,7 @@ def _not_generated(node: fx.Node) -> bool:
 
 
 def _is_view(node: Any) -> bool:
-    return isinstance(node, fx.Node) and node.op == "call_function" and node.target in _VIEWS
+    return isinstance(node, fx.Node) and node.op == "call_function" and node.target in RESHAPES
 
 
 def _swap(graph: fx.Graph, outer: fx.Node, inner: fx.Node, source: fx.Node) -> bool:

@@ -40,17 +40,14 @@ import torch
 from torch import fx
 
 from ait_dynamo.cache import device_choices_path, load_json, store_json
-from ait_dynamo.kernels import cutlass_build, cutlass_gemm, gemm_tuning
-from ait_dynamo.passes.graph_utils import fake_result, meta_value, random_like, real_tensors
+from ait_dynamo.kernels import cutlass_build, cutlass_gemm, gemm_configs, gemm_tuning
+from ait_dynamo.passes.graph_utils import (RESHAPES, activation_name, fake_result, has_static_layout, meta_value,
+                                           random_like, real_tensors)
 
 log = logging.getLogger("ait_dynamo")
 aten = torch.ops.aten
 
 _GEMMS = (aten.mm.default, aten.addmm.default, aten.bmm.default)
-_VIEWS = (aten.view.default, aten._unsafe_view.default, aten.reshape.default)
-_ACTIVATIONS = {aten.relu.default: "relu", aten.silu.default: "silu", aten.sigmoid.default: "sigmoid",
-                aten.tanh.default: "tanh"}
-_SMS = 132  # H100 / H200
 Bench = Callable[[Callable[[], Any]], float]
 
 
@@ -80,18 +77,8 @@ class Match:
                 self.residual is not None, self.pre)
 
 
-def _activation(node: fx.Node) -> str | None:
-    if node.target in _ACTIVATIONS:
-        return _ACTIVATIONS[node.target] if len(node.args) == 1 and not node.kwargs else None
-    if node.target is aten.gelu.default:
-        approximate = node.kwargs.get("approximate", node.args[1] if len(node.args) > 1 else "none")
-        return {"none": "gelu", "tanh": "gelu_tanh"}.get(approximate)
-    return None
-
-
 def _static_cuda(value: Any) -> bool:
-    return (isinstance(value, torch.Tensor) and value.device.type == "cuda" and value.layout == torch.strided
-            and all(isinstance(s, int) for s in (*value.shape, *value.stride(), value.storage_offset())))
+    return has_static_layout(value) and value.device.type == "cuda"
 
 
 def _one(nodes: list[fx.Node]) -> fx.Node | None:
@@ -136,7 +123,7 @@ def match(node: fx.Node) -> Match | None:
         return None
     view = None
     if node.target is not aten.bmm.default and out.is_contiguous():
-        view = _one([u for u in node.users if u.op == "call_function" and u.target in _VIEWS and u.args[0] is node
+        view = _one([u for u in node.users if u.op == "call_function" and u.target in RESHAPES and u.args[0] is node
                      and meta_value(u).shape[-1] == out.shape[-1]])
     head = view or node
     add = residual = None
@@ -147,8 +134,8 @@ def match(node: fx.Node) -> Match | None:
             add, residual = found
     value = add or head
     act = _one([u for u in value.users if u.op == "call_function" and u.args and u.args[0] is value
-                and _activation(u) is not None])
-    activation = _activation(act) if act is not None else "identity"
+                and activation_name(u) is not None])
+    activation = activation_name(act) if act is not None else "identity"
     chain = [n for n in (node, view, add, act) if n is not None]
     read_elsewhere = any(u not in chain for n in chain[:-1] for u in n.users) if act is not None else False
     if act is None and add is None and bias is None and alpha == 1:
@@ -171,7 +158,7 @@ def _heuristic(m: Match) -> int:
     for index, (tile, _, _) in enumerate(cutlass_gemm.CONFIGS):
         if tile[1] > 128 and cols < _WIDE_TILE_MIN_N:
             continue
-        if batch * -(-rows // tile[0]) * -(-cols // tile[1]) >= _SMS:
+        if batch * -(-rows // tile[0]) * -(-cols // tile[1]) >= gemm_configs.SMS:
             return index
     return len(cutlass_gemm.CONFIGS) - 1
 

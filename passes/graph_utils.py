@@ -9,6 +9,28 @@ from torch import fx
 from torch.fx.experimental.symbolic_shapes import statically_known_true
 
 
+aten = torch.ops.aten
+
+# The reshapes a pass may look through (a linear layer on 3-d input is view, addmm, view)
+RESHAPES = frozenset({aten.view.default, aten._unsafe_view.default, aten.reshape.default})
+# single-argument activations by name (the names kernels/cutlass_gemm.py and passes/onednn_gemm.py use)
+_ACTIVATIONS = {aten.relu.default: "relu", aten.silu.default: "silu", aten.sigmoid.default: "sigmoid",
+                aten.tanh.default: "tanh"}
+
+
+def activation_name(node: fx.Node) -> str | None:
+    """``"relu"``, ``"gelu"``, ``"gelu_tanh"``, ``"silu"``, ``"sigmoid"`` or ``"tanh"`` for a node
+    applying that activation to its first argument alone, else None."""
+    if node.op != "call_function":
+        return None
+    if node.target in _ACTIVATIONS:
+        return _ACTIVATIONS[node.target] if len(node.args) == 1 and not node.kwargs else None
+    if node.target is aten.gelu.default:
+        approximate = node.kwargs.get("approximate", node.args[1] if len(node.args) > 1 else "none")
+        return {"none": "gelu", "tanh": "gelu_tanh"}.get(approximate)
+    return None
+
+
 def is_mutating(node: fx.Node) -> bool:
     """True for an op that writes one of its inputs (``copy_``, ``add_``, ``set_``...)."""
     target = node.target

@@ -33,20 +33,16 @@ import torch
 from torch import fx
 
 from ait_dynamo.cache import device_choices_path, load_json, remember_choice
-from ait_dynamo.passes.graph_utils import fake_result, meta_value, random_like, real_tensors
+from ait_dynamo.passes.graph_utils import RESHAPES, activation_name, fake_result, meta_value, random_like, real_tensors
 
 log = logging.getLogger("ait_dynamo")
 aten = torch.ops.aten
 
 _MIN_GAIN = 0.9  # oneDNN only where it is at least 10% faster: this machine's run-to-run noise is ~5%
 _DTYPES = (torch.float32, torch.bfloat16)
-# (op, attribute, algorithm): the activations oneDNN applies to its result in the same pass
-_ACTIVATIONS = {
-    aten.relu.default: ("relu", ""),
-    aten.silu.default: ("swish", ""),
-    aten.sigmoid.default: ("sigmoid", ""),
-    aten.tanh.default: ("tanh", ""),
-}
+# activation name (graph_utils.activation_name) → oneDNN's (attribute, algorithm)
+_ACTIVATIONS = {"relu": ("relu", ""), "silu": ("swish", ""), "sigmoid": ("sigmoid", ""), "tanh": ("tanh", ""),
+                "gelu": ("gelu", "none"), "gelu_tanh": ("gelu", "tanh")}
 _lock = threading.Lock()
 _decisions: dict[str, bool] = {}
 
@@ -60,15 +56,8 @@ def _linear() -> Any:
 
 
 def _activation(node: fx.Node) -> tuple[str, str] | None:
-    if node.target in _ACTIVATIONS:
-        return _ACTIVATIONS[node.target]
-    if node.target is aten.gelu.default:
-        approximate = node.kwargs.get("approximate", node.args[1] if len(node.args) > 1 else "none")
-        return ("gelu", approximate) if approximate in ("none", "tanh") else None
-    return None
-
-
-_VIEWS = (aten.view.default, aten._unsafe_view.default, aten.reshape.default)
+    name = activation_name(node)
+    return _ACTIVATIONS[name] if name is not None else None
 
 
 def _only_user(node: fx.Node) -> fx.Node | None:
@@ -82,7 +71,7 @@ def _folded_activation(node: fx.Node) -> tuple[fx.Node | None, fx.Node | None]:
     view, addmm, view), else (None, None)."""
     user = _only_user(node)
     view = None
-    if user is not None and user.target in _VIEWS:
+    if user is not None and user.target in RESHAPES:
         view, user = user, _only_user(user)
     if user is None or _activation(user) is None:
         return None, None
