@@ -33,7 +33,7 @@ import logging
 import numbers
 import operator
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable
 
 import torch
@@ -240,11 +240,12 @@ def _key(m: Match) -> str:
     return "|".join(parts)
 
 
-def _rewrite(gm: fx.GraphModule, m: Match, library: str) -> None:
+def _rewrite(gm: fx.GraphModule, m: Match, library: str) -> dict[fx.Node, fx.Node]:
     """Replace the chain by one kernel call: each reader outside the chain reads what the kernel
     wrote for the node it read (the result, or with an activation the pre-activation), viewed
-    to that node's shape."""
+    to that node's shape. Returns what each replaced node read elsewhere became."""
     graph = gm.graph
+    renamed: dict[fx.Node, fx.Node] = {}
     out = meta_value(m.gemm)
     shape = list(out.shape)
     last = m.chain[-1]
@@ -273,10 +274,26 @@ def _rewrite(gm: fx.GraphModule, m: Match, library: str) -> None:
                 replacement = shaped(before if m.act is not None else result, node)  # type: ignore[arg-type]
                 for user in others:
                     user.replace_input_with(node, replacement)
+                renamed[node] = replacement
         final = shaped(result, last)
     last.replace_all_uses_with(final)
+    renamed[last] = final
     for node in reversed(m.chain):
         graph.erase_node(node)
+    return renamed
+
+
+def _current(m: Match, renamed: dict[fx.Node, fx.Node], claimed: set[fx.Node]) -> Match | None:
+    """``m`` with its operands as the graph now names them, after earlier rewrites replaced
+    nodes it reads (fc2 reads fc1's activation, which fc1's kernel call replaced); None where
+    an earlier rewrite took a node of its chain (``mm1 + mm2``: both GEMMs match the one add)."""
+    if any(node in claimed for node in m.chain):
+        return None
+
+    def now(node: fx.Node | None) -> fx.Node | None:
+        return renamed.get(node, node) if node is not None else None
+
+    return replace(m, a=now(m.a), b=now(m.b), bias=now(m.bias), residual=now(m.residual))
 
 
 def cutlass_gemms(gm: fx.GraphModule, config: Any, bench: Bench | None = None) -> fx.GraphModule:
@@ -343,8 +360,14 @@ def cutlass_gemms(gm: fx.GraphModule, config: Any, bench: Bench | None = None) -
         chosen.append((m, libraries[index]))  # type: ignore[arg-type]
     if bar is not None:
         bar.close()
-    for m, library in chosen:
-        _rewrite(gm, m, library)
+    renamed: dict[fx.Node, fx.Node] = {}
+    claimed: set[fx.Node] = set()
+    for found, library in chosen:
+        m = _current(found, renamed, claimed)  # type: ignore[assignment]
+        if m is None:
+            continue
+        claimed.update(m.chain)
+        renamed.update(_rewrite(gm, m, library))
     if chosen:
         gm.graph.lint()
         gm.recompile()

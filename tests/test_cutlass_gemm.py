@@ -266,6 +266,39 @@ def test_a_value_read_before_the_residual_add_keeps_the_add_out(tmp_path, stub_b
     assert [n for n in gm.graph.nodes if n.target is aten.add.Tensor]
 
 
+def test_a_kernel_reads_the_call_that_replaced_its_input(tmp_path, stub_build):
+    """The 001 MLP on 2-d input: fc2 reads fc1's GELU itself, which fc1's call replaces. (On the
+    H200 the second rewrite once read the erased GELU, and the graph fell back to ATen whole.)"""
+    def forward(x, w1, b1, w2, b2, r):
+        return torch.relu(F.linear(F.gelu(F.linear(x, w1, b1)), w2, b2) + r)
+
+    gm = _fake_cuda(forward, (64, 32), (128, 32), (128,), (48, 128), (48,), (64, 48))
+    gm = cutlass_pass.cutlass_gemms(gm, _config(tmp_path))
+    first, second = _calls(gm)
+    assert first.args[5] == "gelu" and second.args[5] == "relu" and second.args[0] is first
+    gm.graph.lint()
+
+
+def test_a_saved_product_read_by_the_next_gemm_is_the_second_output(tmp_path, stub_build):
+    gm = _fake_cuda(lambda x, w1, b1, w2: (lambda h: (F.gelu(h), torch.relu(h @ w2)))(F.linear(x, w1, b1)),
+                    (64, 32), (128, 32), (128,), (128, 48))
+    gm = cutlass_pass.cutlass_gemms(gm, _config(tmp_path))
+    first, second = _calls(gm)
+    assert first.target is torch.ops.ait.cutlass_gemm_pre.default
+    assert second.args[0].target is operator.getitem and second.args[0].args == (first, 1)
+    gm.graph.lint()
+
+
+def test_two_gemms_summed_share_their_add_with_one_call(tmp_path, stub_build):
+    """``x @ W + h @ U`` (a recurrent cell): each GEMM's chain ends at the one add; the first takes
+    it with the other GEMM as its residual, the second stays a plain GEMM."""
+    gm = _fake_cuda(lambda x, w, h, u: torch.tanh(x @ w + h @ u), (64, 32), (32, 48), (64, 16), (16, 48))
+    gm = cutlass_pass.cutlass_gemms(gm, _config(tmp_path))
+    (call,) = _calls(gm)
+    assert call.args[3].target is aten.mm.default and call.args[5] == "tanh"
+    gm.graph.lint()
+
+
 def test_the_wrapper_calls_the_kernel_as_an_extern(tmp_path, stub_build):
     """Through the whole pass list, the planner and the wrapper (fake CUDA tensors): the CUTLASS call
     is an extern bound once, and what it leaves (the second layer's input) plans as before."""
