@@ -94,7 +94,8 @@ class AitConfig:
             device (how the CPU tests exercise it); ``"off"`` never. ``True`` / ``False`` mean
             ``"on"`` / ``"off"``. The graph's outputs keep the strides eager gives them.
         gemm_backends: which implementations an mm / addmm / bmm may take: ``"aten"`` (cuBLAS,
-            its epilogue a separate fused kernel), ``"triton"`` (``kernels/templates/gemm.py.jinja``,
+            its epilogue a separate fused kernel; under ``autotune`` also cuBLASLt's own ReLU or
+            tanh-GELU epilogue, ``aten._addmm_activation``, where it measures faster), ``"triton"`` (``kernels/templates/gemm.py.jinja``,
             the epilogue fused into the GEMM) and ``"cutlass"`` (CUTLASS 3 SM90 kernels with
             bias, residual and activation fused, ``passes/cutlass_gemm.py``; needs nvcc and the
             ``cutlass`` extra, and is skipped with one log line without them). With several,

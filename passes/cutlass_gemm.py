@@ -23,8 +23,14 @@ The choice, like the Triton template's (``kernels/gemm_choice.py``):
   on disk per device under ``<cache_dir>/cutlass_gemm/``. Without a measurement: ATen.
   The Triton template, where allowed too, is then measured for the GEMMs CUTLASS did not take.
 
-Without nvcc or CUTLASS's headers (``kernels/cutlass_build.py``), the pass logs once and leaves
-the graph alone.
+cuBLASLt's own epilogue is a candidate of the same measurement where ATen exposes it: an
+``addmm`` whose only epilogue is a ReLU or a tanh-GELU, no residual, no second output, becomes
+``aten._addmm_activation`` if that measures fastest (``"aten"`` in ``gemm_backends`` and
+``autotune``; it needs neither nvcc nor CUTLASS). On ATen's side, the activation runs inside
+cuBLASLt's GEMM.
+
+Without nvcc or CUTLASS's headers (``kernels/cutlass_build.py``), the pass logs once and measures
+only cuBLASLt's candidate, where it may.
 """
 
 from __future__ import annotations
@@ -172,6 +178,13 @@ def _operands(m: Match) -> dict[str, Any]:
 
 def _wrong(m: Match, library: str, ops: dict[str, Any]) -> str | None:
     """What differs between the kernel and the chain's ATen ops (and float64), or None."""
+    got, _ = cutlass_gemm.run(library, ops["a"], ops["b"], ops["bias"], ops["residual"], m.activation, m.alpha, 1.0,
+                              pre=m.pre, strict=True)
+    return _differs(m, got, ops)
+
+
+def _differs(m: Match, got: torch.Tensor, ops: dict[str, Any]) -> str | None:
+    """What differs between ``got`` and the chain's ATen ops (and float64), or None."""
     from ait_dynamo.verify import compare
 
     def chain(convert: Callable[[Any], Any]) -> Any:
@@ -183,8 +196,6 @@ def _wrong(m: Match, library: str, ops: dict[str, Any]) -> str | None:
             value = value + x["residual"]
         return cutlass_gemm.apply_activation(value, m.activation)
 
-    got, _ = cutlass_gemm.run(library, ops["a"], ops["b"], ops["bias"], ops["residual"], m.activation, m.alpha, 1.0,
-                              pre=m.pre, strict=True)
     return compare(got, chain(lambda t: t), chain(lambda t: t.double()))
 
 
@@ -193,13 +204,29 @@ def _config_name(index: int) -> str:
     return f"{schedule.lower()}_{'x'.join(map(str, tile))}_{'x'.join(map(str, cluster))}"
 
 
-def _measure(m: Match, libraries: list[str | Exception], bench: Bench) -> tuple[int | None, dict[str, float]]:
-    """(index of the fastest candidate whose result agrees with ATen's, or None; the times in ms
-    by candidate, and ATen's under "aten")."""
+# The candidate name of cuBLASLt's epilogue (``aten._addmm_activation``), beside CONFIGS' indices.
+CUBLASLT = "cublaslt"
+_LT_ACTIVATIONS = {"relu": False, "gelu_tanh": True}  # activation -> use_gelu (cuBLASLt's GELU is tanh's)
+
+
+def lt_applies(m: Match) -> bool:
+    """Whether ``aten._addmm_activation`` computes the chain: bias and one activation it has."""
+    return (m.gemm.target is aten.addmm.default and m.activation in _LT_ACTIVATIONS and m.residual is None
+            and not m.pre and m.alpha == 1 and meta_value(m.bias).dim() == 1)
+
+
+def _lt_kwargs(m: Match) -> dict[str, Any]:
+    return {"use_gelu": _LT_ACTIVATIONS[m.activation]}
+
+
+def _measure(m: Match, libraries: list[str | Exception], bench: Bench,
+             lt: bool = False) -> tuple[int | str | None, dict[str, float]]:
+    """(the fastest candidate whose result agrees with ATen's: an index into ``libraries``, or
+    CUBLASLT with ``lt``; None if none; the times in ms by candidate, and ATen's under "aten")."""
     ops = _operands(m)
     out = meta_value(m.gemm)
     times: dict[str, float] = {}
-    best: tuple[float, int] | None = None
+    best: tuple[float, int | str] | None = None
     for index, library in enumerate(libraries):
         if isinstance(library, Exception):
             continue
@@ -215,6 +242,15 @@ def _measure(m: Match, libraries: list[str | Exception], bench: Bench) -> tuple[
         times[_config_name(index)] = ms
         if best is None or ms < best[0]:
             best = (ms, index)
+    if lt:
+        lt_args, lt_kwargs = (ops["bias"], ops["a"], ops["b"]), _lt_kwargs(m)
+        problem = _differs(m, aten._addmm_activation.default(*lt_args, **lt_kwargs), ops)
+        if problem is not None:
+            log.warning("ait_dynamo: cuBLASLt's epilogue differs from ATen (%s); not chosen", problem)
+        else:
+            times[CUBLASLT] = bench(lambda: aten._addmm_activation.default(*lt_args, **lt_kwargs))
+            if best is None or times[CUBLASLT] < best[0]:
+                best = (times[CUBLASLT], CUBLASLT)
     # ATen: cuBLAS, then ait's fused epilogue kernel, measured as a copy of the bytes it moves
     epilogue = m.act is not None or m.add is not None or (m.alpha != 1)
     moved = (2 + (m.residual is not None) + m.pre) * out.numel() * out.element_size() if epilogue else 0
@@ -241,7 +277,7 @@ def _key(m: Match) -> str:
 
 
 def _rewrite(gm: fx.GraphModule, m: Match, library: str) -> dict[fx.Node, fx.Node]:
-    """Replace the chain by one kernel call: each reader outside the chain reads what the kernel
+    """Replace the chain by one kernel call (a CUTLASS library's path, or CUBLASLT): each reader outside the chain reads what the kernel
     wrote for the node it read (the result, or with an activation the pre-activation), viewed
     to that node's shape. Returns what each replaced node read elsewhere became."""
     graph = gm.graph
@@ -250,17 +286,21 @@ def _rewrite(gm: fx.GraphModule, m: Match, library: str) -> dict[fx.Node, fx.Nod
     shape = list(out.shape)
     last = m.chain[-1]
 
-    def add_node(target: Any, args: tuple) -> fx.Node:
-        node = graph.call_function(target, args)
-        node.meta["val"] = args[0].meta["val"][args[1]] if target is operator.getitem else fake_result(target, args)
+    def add_node(target: Any, args: tuple, kwargs: dict[str, Any] | None = None) -> fx.Node:
+        node = graph.call_function(target, args, kwargs)
+        node.meta["val"] = args[0].meta["val"][args[1]] if target is operator.getitem \
+            else fake_result(target, args, kwargs)
         return node
 
     with graph.inserting_before(last):
         residual = m.residual
         if residual is not None and list(meta_value(residual).shape) != shape:
             residual = add_node(aten.view.default, (residual, shape))
-        op = torch.ops.ait.cutlass_gemm_pre.default if m.pre else torch.ops.ait.cutlass_gemm.default
-        call = add_node(op, (m.a, m.b, m.bias, residual, library, m.activation, m.alpha, 1.0))
+        if library == CUBLASLT:
+            call = add_node(aten._addmm_activation.default, (m.bias, m.a, m.b), _lt_kwargs(m))
+        else:
+            op = torch.ops.ait.cutlass_gemm_pre.default if m.pre else torch.ops.ait.cutlass_gemm.default
+            call = add_node(op, (m.a, m.b, m.bias, residual, library, m.activation, m.alpha, 1.0))
         result, before = (call, None) if not m.pre else (
             add_node(operator.getitem, (call, 0)), add_node(operator.getitem, (call, 1)))
 
@@ -297,15 +337,20 @@ def _current(m: Match, renamed: dict[fx.Node, fx.Node], claimed: set[fx.Node]) -
 
 
 def cutlass_gemms(gm: fx.GraphModule, config: Any, bench: Bench | None = None) -> fx.GraphModule:
-    """GEMM chains → CUTLASS calls where the choice rule says so (see the module doc)."""
+    """GEMM chains → CUTLASS calls, or cuBLASLt's epilogue, where the choice rule says so (see the
+    module doc)."""
     backends = tuple(getattr(config, "gemm_backends", ()))
-    if "cutlass" not in backends:
+    measure = bool(getattr(config, "autotune", False))
+    lt_allowed = measure and "aten" in backends
+    if "cutlass" not in backends and not lt_allowed:
         return gm
     matches = [m for m in (match(n) for n in list(gm.graph.nodes)) if m is not None]
-    if not matches or not cutlass_build.available():
+    with_cutlass = "cutlass" in backends and bool(matches) and cutlass_build.available()
+    if not with_cutlass:
+        matches = [m for m in matches if lt_allowed and lt_applies(m)]
+    if not matches:
         return gm
     only = backends == ("cutlass",)
-    measure = bool(getattr(config, "autotune", False))
     if not only and not measure:
         return gm  # no measurement: cuBLAS, the known quantity
     device = torch.cuda.get_device_name(meta_value(matches[0].gemm).device) if measure else ""
@@ -316,17 +361,17 @@ def cutlass_gemms(gm: fx.GraphModule, config: Any, bench: Bench | None = None) -
     # sources compile at once, in parallel, before anything is measured
     plans: list[tuple[Match, list[cutlass_gemm.Spec], list[int], Any]] = []
     for m in matches:
-        specs = cutlass_gemm.specs(*m.spec_args())
-        record = stored.get(f"{device}|{_key(m)}")
+        specs = cutlass_gemm.specs(*m.spec_args()) if with_cutlass else []
+        record = stored.get(f"{device}|{_key(m)}|cutlass={with_cutlass}")
         if not measure:
             plans.append((m, specs, [_heuristic(m)], None))
         elif isinstance(record, dict) and "best" in record and isinstance(record.get("times_ms"), dict):
-            plans.append((m, specs, [] if record["best"] is None else [record["best"]], record))
+            plans.append((m, specs, [record["best"]] if isinstance(record["best"], int) else [], record))
         else:
             plans.append((m, specs, list(range(len(specs))), None))
     sources = sorted({specs[i].source() for _, specs, wanted, _ in plans for i in wanted})
     started = time.perf_counter()
-    built = dict(zip(sources, cutlass_build.build_all(sources, config.cache_dir)))
+    built = dict(zip(sources, cutlass_build.build_all(sources, config.cache_dir))) if sources else {}
     for source, result in built.items():
         if isinstance(result, Exception):
             log.warning("ait_dynamo: a CUTLASS kernel failed to build (%s); the GEMMs that need it keep ATen", result)
@@ -336,8 +381,9 @@ def cutlass_gemms(gm: fx.GraphModule, config: Any, bench: Bench | None = None) -
     for m, specs, wanted, record in plans:
         libraries: list[str | Exception] = [built.get(s.source(), RuntimeError("not built")) if i in wanted
                                             else RuntimeError("not a candidate") for i, s in enumerate(specs)]
+        index: int | str | None
         if not measure:
-            index: int | None = wanted[0]
+            index = wanted[0]
         elif record is not None:
             index, times = record["best"], record["times_ms"]
         elif time.perf_counter() - started > config.autotune_budget_s:
@@ -345,19 +391,20 @@ def cutlass_gemms(gm: fx.GraphModule, config: Any, bench: Bench | None = None) -
             continue
         else:
             with real_tensors(), torch.no_grad():
-                index, times = _measure(m, libraries, bench or gemm_tuning.do_bench)
+                index, times = _measure(m, libraries, bench or gemm_tuning.do_bench, lt=lt_allowed and lt_applies(m))
             log.info("cutlass gemm %s: %s", m.gemm.name, times)
             if bar is not None:
                 bar.update(1)
             data = load_json(path)
-            data[f"{device}|{_key(m)}"] = {"best": index, "times_ms": times}
+            data[f"{device}|{_key(m)}|cutlass={with_cutlass}"] = {"best": index, "times_ms": times}
             store_json(path, data)
         if measure and index is not None and not only \
-                and times.get(_config_name(index), float("inf")) >= times["aten"]:
+                and times.get(CUBLASLT if index == CUBLASLT else _config_name(index), float("inf")) >= times["aten"]:
             index = None  # cuBLAS and ait's epilogue kernel are faster
-        if index is None or isinstance(libraries[index], Exception):
-            continue
-        chosen.append((m, libraries[index]))  # type: ignore[arg-type]
+        if index == CUBLASLT:
+            chosen.append((m, CUBLASLT))
+        elif isinstance(index, int) and index < len(libraries) and not isinstance(libraries[index], Exception):
+            chosen.append((m, libraries[index]))  # type: ignore[arg-type]
     if bar is not None:
         bar.close()
     renamed: dict[fx.Node, fx.Node] = {}

@@ -212,8 +212,9 @@ def test_the_measured_choice_is_kept_and_reused(tmp_path, stub_build, monkeypatc
     and a second compile reads it (no measurement, only the winner built)."""
     measured = []
 
-    def fake_measure(m, libraries, bench):
+    def fake_measure(m, libraries, bench, lt=False):
         measured.append(len(libraries))
+        assert lt  # ReLU after addmm: cuBLASLt's epilogue is a candidate too
         times = {cutlass_pass._config_name(i): 1.0 + i for i in range(len(libraries))}
         return 1, {**times, cutlass_pass._config_name(1): 0.5, "aten": 0.8}
 
@@ -232,12 +233,63 @@ def test_the_measured_choice_is_kept_and_reused(tmp_path, stub_build, monkeypatc
 
 
 def test_aten_faster_keeps_aten(tmp_path, stub_build, monkeypatch):
-    monkeypatch.setattr(cutlass_pass, "_measure", lambda m, libraries, bench: (0, {cutlass_pass._config_name(0): 2.0,
-                                                                                    "aten": 1.0}))
+    monkeypatch.setattr(cutlass_pass, "_measure", lambda m, libraries, bench, lt=False: (
+        0, {cutlass_pass._config_name(0): 2.0, "aten": 1.0}))
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Fake GPU")
     config = _config(tmp_path, gemm_backends=("aten", "cutlass"), autotune=True)
     gm = _fake_cuda(lambda x, w, b: torch.relu(F.linear(x, w, b)), (64, 32), (48, 32), (48,))
     assert not _calls(cutlass_pass.cutlass_gemms(gm, config))
+
+
+@pytest.mark.parametrize("toolchain", [True, False], ids=["with-cutlass", "without-nvcc"])
+def test_cublaslt_epilogue_wins_and_is_kept(tmp_path, stub_build, monkeypatch, toolchain):
+    """cuBLASLt's epilogue is measured beside CUTLASS's candidates (and alone without nvcc): where it
+    wins, the chain becomes ``_addmm_activation`` (tanh-GELU: ``use_gelu``), viewed back to 3-d."""
+    seen = []
+
+    def fake_measure(m, libraries, bench, lt=False):
+        seen.append((len(libraries), lt))
+        return cutlass_pass.CUBLASLT, {cutlass_pass.CUBLASLT: 0.5, "aten": 0.8}
+
+    monkeypatch.setattr(cutlass_pass, "_measure", fake_measure)
+    monkeypatch.setattr(cutlass_build, "available", lambda: toolchain)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Fake GPU")
+    config = _config(tmp_path, gemm_backends=("aten", "triton", "cutlass") if toolchain else ("aten", "triton"),
+                     autotune=True)
+    fn = lambda x, w, b: F.gelu(F.linear(x, w, b), approximate="tanh")  # noqa: E731
+    for _ in range(2):  # the second compile reads the stored choice
+        gm = cutlass_pass.cutlass_gemms(_fake_cuda(fn, (4, 16, 64), (128, 64), (128,)), config)
+        (lt,) = [n for n in gm.graph.nodes if n.target is aten._addmm_activation.default]
+        assert lt.kwargs == {"use_gelu": True} and not _calls(gm)
+        assert not [n for n in gm.graph.nodes if n.target in (aten.gelu.default, aten.addmm.default)]
+        output = [n for n in gm.graph.nodes if n.op == "output"][0].args[0]
+        assert output.target is aten.view.default and output.args[0] is lt
+        gm.graph.lint()
+    assert seen == [(len(cutlass_gemm.CONFIGS) if toolchain else 0, True)]
+    assert len(stub_build) == (len(cutlass_gemm.CONFIGS) if toolchain else 0)
+
+
+def test_cublaslt_is_a_candidate_only_where_it_computes_the_chain(tmp_path, stub_build):
+    config = _config(tmp_path)
+    cases = {  # function -> does _addmm_activation compute it
+        "relu": (lambda x, w, b, r: torch.relu(F.linear(x, w, b)), True),
+        "erf gelu": (lambda x, w, b, r: F.gelu(F.linear(x, w, b)), False),  # cuBLASLt's GELU is tanh's
+        "residual": (lambda x, w, b, r: torch.relu(F.linear(x, w, b) + r), False),
+        "no bias": (lambda x, w, b, r: torch.relu(x @ w.t()), False),
+    }
+    for name, (fn, expected) in cases.items():
+        gm = _fake_cuda(fn, (64, 64), (48, 64), (48,), (64, 48))
+        found = [m for m in map(cutlass_pass.match, gm.graph.nodes) if m is not None]
+        assert [cutlass_pass.lt_applies(m) for m in found] == [expected], name
+
+
+def test_without_aten_or_autotune_cublaslt_is_not_measured(tmp_path, stub_build, monkeypatch):
+    monkeypatch.setattr(cutlass_build, "available", lambda: False)
+    monkeypatch.setattr(cutlass_pass, "_measure", lambda *a, **k: pytest.fail("measured"))
+    fn = lambda x, w, b: torch.relu(F.linear(x, w, b))  # noqa: E731
+    for options in ({"gemm_backends": ("aten", "triton")}, {"gemm_backends": ("triton",), "autotune": True}):
+        gm = cutlass_pass.cutlass_gemms(_fake_cuda(fn, (64, 32), (48, 32), (48,)), _config(tmp_path, **options))
+        assert [n for n in gm.graph.nodes if n.target is aten.addmm.default]
 
 
 def test_a_saved_product_of_a_3d_linear_is_the_second_output(tmp_path, stub_build):
