@@ -72,6 +72,7 @@ class Match:
     act: fx.Node | None
     activation: str
     pre: bool  # the value before the activation is read elsewhere too: the kernel's second output
+    cutlass: bool = True  # CUTLASS can compute it (``kernels/cutlass_gemm.refusal``)
 
     @property
     def chain(self) -> list[fx.Node]:
@@ -107,7 +108,8 @@ def _residual_add(head: fx.Node, out: torch.Tensor) -> tuple[fx.Node, fx.Node] |
 
 
 def match(node: fx.Node) -> Match | None:
-    """The GEMM chain starting at ``node`` that CUTLASS can compute, or None. Along the chain, a
+    """The GEMM chain starting at ``node`` with an epilogue, or None; ``cutlass`` says whether
+    CUTLASS can compute it (else only cuBLASLt's epilogue may, see ``lt_applies``). Along the chain, a
     value read elsewhere too (a forward's value saved for the backward) must be one the kernel
     writes: the result, or the pre-activation as its second output; a value before a residual
     add is neither, so such an add stays out of the chain."""
@@ -124,9 +126,9 @@ def match(node: fx.Node) -> Match | None:
     if not (isinstance(a, fx.Node) and isinstance(b, fx.Node)) or not all(
             _static_cuda(meta_value(x)) for x in (node, a, b, *([bias] if bias is not None else []))):
         return None
-    if cutlass_gemm.refusal(meta_value(a), meta_value(b), meta_value(bias) if bias is not None else None, None,
-                            out.dtype) is not None:
-        return None
+    # what CUTLASS refuses (float32 without TF32, unaligned rows) may still be cuBLASLt's
+    cutlass = cutlass_gemm.refusal(meta_value(a), meta_value(b), meta_value(bias) if bias is not None else None,
+                                   None, out.dtype) is None
     view = None
     if node.target is not aten.bmm.default and out.is_contiguous():
         view = _one([u for u in node.users if u.op == "call_function" and u.target in RESHAPES and u.args[0] is node
@@ -135,8 +137,8 @@ def match(node: fx.Node) -> Match | None:
     add = residual = None
     if view is None or len(node.users) == 1:
         found = _residual_add(head, out)
-        if found is not None and cutlass_gemm.refusal(meta_value(a), meta_value(b), None,
-                                                      meta_value(found[1]).reshape(out.shape), out.dtype) is None:
+        if found is not None and cutlass and cutlass_gemm.refusal(
+                meta_value(a), meta_value(b), None, meta_value(found[1]).reshape(out.shape), out.dtype) is None:
             add, residual = found
     value = add or head
     act = _one([u for u in value.users if u.op == "call_function" and u.args and u.args[0] is value
@@ -146,7 +148,8 @@ def match(node: fx.Node) -> Match | None:
     read_elsewhere = any(u not in chain for n in chain[:-1] for u in n.users) if act is not None else False
     if act is None and add is None and bias is None and alpha == 1:
         return None  # a bare GEMM (a reshape of it too): cuBLAS computes exactly that
-    return Match(node, a, b, bias, float(alpha), view, add, residual, act, activation or "identity", read_elsewhere)
+    return Match(node, a, b, bias, float(alpha), view, add, residual, act, activation or "identity", read_elsewhere,
+                 cutlass)
 
 
 # The 128x256 tile only from this many columns on. On the H200 it was the fastest CUTLASS kernel
@@ -212,7 +215,8 @@ _LT_ACTIVATIONS = {"relu": False, "gelu_tanh": True}  # activation -> use_gelu (
 def lt_applies(m: Match) -> bool:
     """Whether ``aten._addmm_activation`` computes the chain: bias and one activation it has."""
     return (m.gemm.target is aten.addmm.default and m.activation in _LT_ACTIVATIONS and m.residual is None
-            and not m.pre and m.alpha == 1 and meta_value(m.bias).dim() == 1)
+            and not m.pre and m.alpha == 1 and meta_value(m.bias).dim() == 1
+            and meta_value(m.gemm).dtype in (torch.float16, torch.bfloat16, torch.float32))
 
 
 def _lt_kwargs(m: Match) -> dict[str, Any]:
@@ -345,9 +349,8 @@ def cutlass_gemms(gm: fx.GraphModule, config: Any, bench: Bench | None = None) -
     if "cutlass" not in backends and not lt_allowed:
         return gm
     matches = [m for m in (match(n) for n in list(gm.graph.nodes)) if m is not None]
-    with_cutlass = "cutlass" in backends and bool(matches) and cutlass_build.available()
-    if not with_cutlass:
-        matches = [m for m in matches if lt_allowed and lt_applies(m)]
+    with_cutlass = "cutlass" in backends and any(m.cutlass for m in matches) and cutlass_build.available()
+    matches = [m for m in matches if (with_cutlass and m.cutlass) or (lt_allowed and lt_applies(m))]
     if not matches:
         return gm
     only = backends == ("cutlass",)
@@ -361,7 +364,7 @@ def cutlass_gemms(gm: fx.GraphModule, config: Any, bench: Bench | None = None) -
     # sources compile at once, in parallel, before anything is measured
     plans: list[tuple[Match, list[cutlass_gemm.Spec], list[int], Any]] = []
     for m in matches:
-        specs = cutlass_gemm.specs(*m.spec_args()) if with_cutlass else []
+        specs = cutlass_gemm.specs(*m.spec_args()) if with_cutlass and m.cutlass else []
         record = stored.get(f"{device}|{_key(m)}|cutlass={with_cutlass}")
         if not measure:
             plans.append((m, specs, [_heuristic(m)], None))

@@ -281,6 +281,30 @@ def test_cublaslt_is_a_candidate_only_where_it_computes_the_chain(tmp_path, stub
         gm = _fake_cuda(fn, (64, 64), (48, 64), (48,), (64, 48))
         found = [m for m in map(cutlass_pass.match, gm.graph.nodes) if m is not None]
         assert [cutlass_pass.lt_applies(m) for m in found] == [expected], name
+    # what CUTLASS refuses (K = 30: rows not 16-byte aligned; float32 without TF32) cuBLASLt may compute
+    saved = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        for shapes, dtype in ((((64, 30), (48, 30), (48,)), torch.float16), (((64, 32), (48, 32), (48,)), torch.float32)):
+            gm = _fake_cuda(lambda x, w, b: torch.relu(F.linear(x, w, b)), *shapes, dtype=dtype)
+            (m,) = [m for m in map(cutlass_pass.match, gm.graph.nodes) if m is not None]
+            assert not m.cutlass and cutlass_pass.lt_applies(m), (shapes, dtype)
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = saved
+
+
+def test_what_cutlass_refuses_is_measured_for_cublaslt_alone(tmp_path, stub_build, monkeypatch):
+    """On the H200, float32 addmm + ReLU never reached the measurement: CUTLASS's refusal (no TF32)
+    dropped the chain before cuBLASLt was considered."""
+    seen = []
+    monkeypatch.setattr(cutlass_pass, "_measure", lambda m, libraries, bench, lt=False: (
+        seen.append((len(libraries), lt)), (cutlass_pass.CUBLASLT, {cutlass_pass.CUBLASLT: 0.5, "aten": 0.8}))[1])
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Fake GPU")
+    config = _config(tmp_path, gemm_backends=("aten", "triton", "cutlass"), autotune=True)
+    gm = _fake_cuda(lambda x, w, b: torch.relu(F.linear(x, w, b)), (64, 30), (48, 30), (48,))  # K = 30
+    gm = cutlass_pass.cutlass_gemms(gm, config)
+    assert [n for n in gm.graph.nodes if n.target is aten._addmm_activation.default]
+    assert seen == [(0, True)] and not stub_build  # nothing built for it
 
 
 def test_without_aten_or_autotune_cublaslt_is_not_measured(tmp_path, stub_build, monkeypatch):
