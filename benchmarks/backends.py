@@ -120,7 +120,8 @@ def parse_backend(text: str, device: torch.device) -> BackendSpec:
         raise ValueError(f"unknown backend {name!r}; valid: {', '.join(BACKENDS)}")
     backend = BACKENDS[name]
     if backend.needs_cuda and device.type != "cuda":
-        raise ValueError(f"backend {name!r} needs a CUDA device (CUDA graphs)")
+        why = "CUDA graphs" if backend.cudagraphs else "Triton GEMM templates timed on the GPU"
+        raise ValueError(f"backend {name!r} needs a CUDA device ({why}); drop it from --backends on this machine")
     options: dict[str, str] = {}
     for setting in settings:
         key, equals, value = setting.partition("=")
