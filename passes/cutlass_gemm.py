@@ -281,9 +281,10 @@ def _key(m: Match) -> str:
 
 
 def _rewrite(gm: fx.GraphModule, m: Match, library: str) -> dict[fx.Node, fx.Node]:
-    """Replace the chain by one kernel call (a CUTLASS library's path, or CUBLASLT): each reader outside the chain reads what the kernel
-    wrote for the node it read (the result, or with an activation the pre-activation), viewed
-    to that node's shape. Returns what each replaced node read elsewhere became."""
+    """Replace the chain by one call (``library``: a CUTLASS kernel's path, or CUBLASLT): each
+    reader outside the chain reads what the call wrote for the node it read (the result, or with
+    an activation the pre-activation), viewed to that node's shape. Returns what each replaced
+    node read elsewhere became."""
     graph = gm.graph
     renamed: dict[fx.Node, fx.Node] = {}
     out = meta_value(m.gemm)
@@ -363,9 +364,13 @@ def cutlass_gemms(gm: fx.GraphModule, config: Any, bench: Bench | None = None) -
     # measure; the kernels do not depend on sizes, so GEMMs of one kind share them; all distinct
     # sources compile at once, in parallel, before anything is measured
     plans: list[tuple[Match, list[cutlass_gemm.Spec], list[int], Any]] = []
+    def record_key(m: Match) -> str:  # the measurement's candidates are part of what it decided
+        candidates = ["cutlass"] * (with_cutlass and m.cutlass) + [CUBLASLT] * (lt_allowed and lt_applies(m))
+        return f"{device}|{_key(m)}|{'+'.join(candidates)}"
+
     for m in matches:
         specs = cutlass_gemm.specs(*m.spec_args()) if with_cutlass and m.cutlass else []
-        record = stored.get(f"{device}|{_key(m)}|cutlass={with_cutlass}")
+        record = stored.get(record_key(m))
         if not measure:
             plans.append((m, specs, [_heuristic(m)], None))
         elif isinstance(record, dict) and "best" in record and isinstance(record.get("times_ms"), dict):
@@ -380,7 +385,8 @@ def cutlass_gemms(gm: fx.GraphModule, config: Any, bench: Bench | None = None) -
             log.warning("ait_dynamo: a CUTLASS kernel failed to build (%s); the GEMMs that need it keep ATen", result)
     chosen: list[tuple[Match, str]] = []
     to_measure = sum(measure and record is None for _, _, _, record in plans)
-    bar = gemm_tuning.progress(to_measure, "ait: tuning CUTLASS GEMMs") if to_measure else None
+    label = "ait: tuning CUTLASS GEMMs" if with_cutlass else "ait: tuning cuBLASLt epilogues"
+    bar = gemm_tuning.progress(to_measure, label) if to_measure else None
     for m, specs, wanted, record in plans:
         libraries: list[str | Exception] = [built.get(s.source(), RuntimeError("not built")) if i in wanted
                                             else RuntimeError("not a candidate") for i, s in enumerate(specs)]
@@ -399,7 +405,7 @@ def cutlass_gemms(gm: fx.GraphModule, config: Any, bench: Bench | None = None) -
             if bar is not None:
                 bar.update(1)
             data = load_json(path)
-            data[f"{device}|{_key(m)}|cutlass={with_cutlass}"] = {"best": index, "times_ms": times}
+            data[record_key(m)] = {"best": index, "times_ms": times}
             store_json(path, data)
         if measure and index is not None and not only \
                 and times.get(CUBLASLT if index == CUBLASLT else _config_name(index), float("inf")) >= times["aten"]:
