@@ -285,7 +285,8 @@ def test_cublaslt_is_a_candidate_only_where_it_computes_the_chain(tmp_path, stub
     saved = torch.backends.cuda.matmul.allow_tf32
     torch.backends.cuda.matmul.allow_tf32 = False
     try:
-        for shapes, dtype in ((((64, 30), (48, 30), (48,)), torch.float16), (((64, 32), (48, 32), (48,)), torch.float32)):
+        unaligned, float32 = (((64, 30), (48, 30), (48,)), torch.float16), (((64, 32), (48, 32), (48,)), torch.float32)
+        for shapes, dtype in (unaligned, float32):
             gm = _fake_cuda(lambda x, w, b: torch.relu(F.linear(x, w, b)), *shapes, dtype=dtype)
             (m,) = [m for m in map(cutlass_pass.match, gm.graph.nodes) if m is not None]
             assert not m.cutlass and cutlass_pass.lt_applies(m), (shapes, dtype)
