@@ -26,7 +26,7 @@ from typing import Optional
 
 import torch
 
-from ait_dynamo.kernels import cutlass_build, source
+from ait_dynamo.kernels import cutlass_build, runtime, source
 
 ELEMENTS = {torch.float16: "cutlass::half_t", torch.bfloat16: "cutlass::bfloat16_t", torch.float32: "float"}
 # op name (passes/cutlass_gemm.py) → cutlass::epilogue::thread functor
@@ -238,7 +238,7 @@ def run(library: str, a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | Non
                         out, aux)
     runner = _runner(library)
     m, n, k, l, ld, batch, workspace, workspace_bytes = runner.problem(a, b, residual, layouts)
-    stream = torch.cuda.current_stream(a.device).cuda_stream
+    stream = runtime.raw_stream(a.device.index)  # the handle alone, as Triton's launches take it
     status = runner.library.ait_cutlass_run(
         a.data_ptr(), b.data_ptr(), _pointer(bias), _pointer(residual), out.data_ptr(), _pointer(aux),
         m, n, k, l, ld, batch, alpha, beta, workspace.data_ptr(), workspace_bytes, stream)

@@ -100,7 +100,8 @@ def _specialization(args: Sequence[Any]) -> tuple:
     return tuple((value.dtype, value.data_ptr() % 16) if isinstance(value, torch.Tensor) else value for value in args)
 
 
-def _raw_stream(device_index: int) -> int:
+def raw_stream(device_index: int) -> int:
+    """The current CUDA stream's handle, without building a ``torch.cuda.Stream`` object."""
     return torch._C._cuda_getCurrentRawStream(device_index)
 
 
@@ -133,7 +134,7 @@ def launch(kernel: Any, grid: tuple[int, ...], args: Sequence[Any], constexprs: 
         return None
     grid = tuple(grid) + (1,) * (3 - len(grid))
     try:
-        compiled.run(grid[0], grid[1], grid[2], _raw_stream(device), compiled.function, compiled.packed_metadata,
+        compiled.run(grid[0], grid[1], grid[2], raw_stream(device), compiled.function, compiled.packed_metadata,
                      None, enter_hook, hooks.launch_exit_hook, *args, *constexprs.values())
     except (TypeError, AttributeError) as error:  # another launcher convention: use Triton's own path
         direct_launches_fail(error)

@@ -418,7 +418,7 @@ def test_a_call_cutlass_cannot_run_is_computed_by_aten_with_one_warning(monkeypa
     """The program keeps running with right results (one warning per kernel); a measurement
     (strict) gets the error instead, so that a candidate that cannot run is never timed."""
     monkeypatch.setattr(cutlass_build, "load", lambda path: _FailingLibrary())
-    monkeypatch.setattr(torch.cuda, "current_stream", lambda device=None: type("S", (), {"cuda_stream": 0})())
+    monkeypatch.setattr(cutlass_gemm.runtime, "raw_stream", lambda device_index: 0)
     monkeypatch.setattr(cutlass_gemm, "_warned_fallback", set())
     monkeypatch.setattr(cutlass_gemm, "_runners", {})
     a, w, bias = torch.randn(16, 32, dtype=torch.bfloat16), torch.randn(24, 32, dtype=torch.bfloat16), torch.randn(24)
