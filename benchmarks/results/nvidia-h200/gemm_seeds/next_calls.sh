@@ -13,7 +13,9 @@ if [ "${CALL:-1}" = 1 ]; then
   timeout 330 python3 -m benchmarks run --workload vit_b16_224 --batch 128 --backends "$B" --no-plots --out "$OUT/vit_b" > "$OUT/vit_b.log" 2>&1
   echo "vit_b rc=$?"; rows "$OUT/vit_b.log"
   # what makes ait's step wait at batch 128 (issue 12): host ~ kernel time where Inductor's is not
-  timeout 90 python3 -m benchmarks profile --workload encoder_block --batch 128 --backends inductor,ait --timeline --out /tmp/prof > "$OUT/prof.log" 2>&1
+  timeout 100 python3 benchmarks/results/nvidia-h200/gemm_seeds/sync_probe.py > "$OUT/sync_probe.log" 2>&1
+  echo "sync probe rc=$?"; grep -E "^batch|^    " "$OUT/sync_probe.log" | head -n 40
+  timeout 90 python3 -m benchmarks profile --workload encoder_block --batch 128 --backends inductor,ait --timeline --out /tmp/prof > /tmp/prof.log 2>&1
   echo "profile rc=$?"; cp /tmp/prof/*.txt "$OUT/" 2>/dev/null
 else
   timeout 330 python3 -m benchmarks run --workload vit_l16_384 --batch 16 --backends "$B" --no-plots --out "$OUT/vit_l" > "$OUT/vit_l.log" 2>&1
