@@ -43,6 +43,7 @@ def prebuild(extra: list[str] = ()) -> None:
     scripts call this first: builds at once in one process share the CPUs and memory)."""
     sources = [cutlass_gemm.specs(*kind)[SMALL].source() for kind in KINDS]
     sources += [s.source() for s in cutlass_gemm.specs(torch.float16, "row", "col", "gelu", False, False)]
+    sources.append(cutlass_gemm.specs(torch.float16, "row", "col", "relu", False, False)[SMALL].source())  # 2-d MLP
     sources = sorted(set(sources) | set(extra))
     started = time.perf_counter()
     results = cutlass_build.build_all(sources, CACHE)
@@ -127,6 +128,18 @@ def test_mlp_forward_backward_through_torch_compile(dtype):
     forward = [g for g in metrics.compiled_graphs if g.kind == "forward"][-1]
     assert "ait.cutlass_gemm_pre.default" in forward.externs, forward.externs  # GELU's input is saved
     assert "aten.gelu.default" not in forward.externs + forward.fused_ops
+
+
+def test_two_linears_on_2d_input_both_take_cutlass_without_a_fallback():
+    """The 001 MLP's shape (2-d input: fc2 reads fc1's GELU itself). On the H200 the second rewrite
+    once read the erased GELU, and the whole graph fell back to ATen with a warning."""
+    model = torch.nn.Sequential(torch.nn.Linear(64, 256), torch.nn.GELU(), torch.nn.Linear(256, 64), torch.nn.ReLU())
+    model = model.to("cuda", torch.float16).eval().requires_grad_(False)
+    x = torch.randn(200, 64, device="cuda", dtype=torch.float16)
+    check_compiled(model, x, backward=False, options={**CUTLASS, "cache_dir": CACHE}, rule="distribution")
+    graph = [g for g in metrics.compiled_graphs if g.kind == "inference"][-1]
+    assert graph.fallback_reason is None, graph.fallback_reason
+    assert graph.externs.count("ait.cutlass_gemm.default") == 2, graph.externs
 
 
 def test_measured_choice_is_stored(tmp_path, monkeypatch):
