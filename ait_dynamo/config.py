@@ -98,8 +98,9 @@ class AitConfig:
             tanh-GELU epilogue, ``aten._addmm_activation``, where it measures faster), ``"triton"``
             (``kernels/templates/gemm.py.jinja``, the epilogue fused into the GEMM) and ``"cutlass"``
             (CUTLASS 3 SM90 kernels with bias, residual and activation fused,
-            ``passes/cutlass_gemm.py``; needs nvcc and the ``cutlass`` extra, and is skipped with one log line without them). With several,
-            the choice is by measurement on CUDA under ``autotune``, and ATen otherwise
+            ``passes/cutlass_gemm.py``; needs nvcc and the ``cutlass`` extra, and is skipped with
+            one log line without them). With several, the choice is by measurement on CUDA under
+            ``autotune``, and ATen otherwise
             (``kernels/gemm_choice.py`` states the rule); with one, that one is used wherever it
             can run.
         autotune_budget_s: most seconds one graph spends measuring GEMM backends and configs
