@@ -16,7 +16,10 @@ are on the GPU machine; CI installs transformers and runs the suite on tiny conf
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
+import sys
+from pathlib import Path
 from typing import Any, Callable
 
 import torch
@@ -88,9 +91,31 @@ def _torchvision_builder(name: str, train: bool) -> Callable[[str, "int | None",
 
 # --- Hugging Face transformers -------------------------------------------------------------------
 
+_ROOT = Path(__file__).resolve().parent.parent
+
+
+def import_transformers() -> Any:
+    """``transformers``, with the Hugging Face Hub's ``kernels`` package (if installed) imported
+    first under its own name. transformers 5.25 imports ``kernels`` where the package is installed
+    (it came with it in CI on 2026-12-03). Run from this repository's root (``python -m ...``
+    puts the root first on ``sys.path``), this repository's ``kernels/`` folder, the sources of
+    ``ait_dynamo.kernels``, was found under that name instead: "cannot import name
+    'CUDAProperties' from 'kernels'". So the Hub's package is imported with the root out of the
+    path. Once it is in ``sys.modules``, later imports of ``kernels`` get it."""
+    if "kernels" not in sys.modules:
+        saved = sys.path[:]
+        sys.path[:] = [entry for entry in saved if Path(entry or ".").resolve() != _ROOT]
+        try:
+            importlib.import_module("kernels")
+        except ImportError:
+            pass  # not installed: transformers does without it
+        finally:
+            sys.path[:] = saved
+    return importlib.import_module("transformers")
+
 
 def _hf_config(family: str, scale: str) -> Any:
-    import transformers
+    transformers = import_transformers()
 
     tiny = scale != "seed"
     width, layers = (32, 2) if scale == "tiny" else (128, 2)
@@ -128,7 +153,7 @@ def _without_dropout(model: nn.Module) -> nn.Module:
 
 
 def _hf_model(family: str, scale: str, train: bool) -> nn.Module:
-    import transformers
+    transformers = import_transformers()
 
     config = _hf_config(family, scale)
     config._attn_implementation = "eager"  # matmul-softmax-matmul, as written in the model's code

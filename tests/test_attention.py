@@ -267,6 +267,10 @@ def test_intact_sdpa_stays_and_no_softmax_means_no_retrace(monkeypatch):
 
 
 transformers = pytest.importorskip("transformers") if os.environ.get("AIT_TEST_TRANSFORMERS") else None
+if transformers is not None:
+    from benchmarks.model_suite import import_transformers
+
+    transformers = import_transformers()  # the Hub's `kernels`, not this repository's kernels/ folder
 
 
 @pytest.mark.skipif(transformers is None, reason="set AIT_TEST_TRANSFORMERS=1 with transformers installed")
