@@ -8,17 +8,19 @@ graph's shapes, dtypes and strides:
 * the template: the group's own generated kernel, epilogue included, at its best block
   configuration (``kernels/autotune.py`` measures the candidates of ``kernels/gemm_configs.py``
   and keeps the choice on disk, under the same key its launch site reads later);
-* ATen: the GEMM through cuBLAS (``addmm``'s bias included), plus, where the group has an
-  epilogue, a copy that moves the bytes the separate epilogue kernel would (it reads the product
-  and the epilogue's other inputs and writes its outputs), and the bytes of the prologue's casts
-  or scales (their sources read, cuBLAS's operands written): a fused pointwise kernel runs at
-  about copy bandwidth, and this keeps the measurement to one GEMM and one copy.
+* ATen: the GEMM through cuBLAS (``addmm``'s bias included), plus a copy of the bytes that the
+  epilogue and prologue ops add to ait's kernels in the plan where every GEMM runs through ATen
+  (``kernels/epilogue_cost.py``: they often join a kernel that runs anyway, the next LayerNorm);
+  where that plan cannot tell, the bytes of a separate epilogue kernel (the product and the
+  epilogue's other inputs read, its outputs written) and of the prologue's casts or scales (their
+  sources read, cuBLAS's operands written). A fused pointwise kernel runs at about copy
+  bandwidth, and this keeps the measurement to one GEMM and one copy.
 
-The faster wins; the decision is kept on disk per device and per template source (which fixes
-shapes, strides, dtypes, epilogue and tf32 setting) under ``<cache_dir>/gemm_choice/``, and the
-graph is planned again with it. Tuning one graph stops after ``autotune_budget_s`` seconds: the
-GEMMs not measured by then take ATen (and are measured by a later compile). A progress bar
-(tqdm) appears when tuning takes more than a second.
+The faster wins; the decision is kept on disk per device, template source (which fixes shapes,
+strides, dtypes, epilogue and tf32 setting) and the bytes charged to ATen, under
+``<cache_dir>/gemm_choice/``, and the graph is planned again with it. Tuning one graph stops
+after ``autotune_budget_s`` seconds: the GEMMs not measured by then take ATen (and are measured
+by a later compile). A progress bar (tqdm) appears when tuning takes more than a second.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from torch import fx
 from ait_dynamo.cache import device_choices_path, load_json, load_module, store_json
 from ait_dynamo.kernels import gemm_choice, runtime
 from ait_dynamo.kernels.codegen import GeneratedKernel, generate_kernel
+from ait_dynamo.kernels.epilogue_cost import AtenPlanBytes
 from ait_dynamo.kernels.op_table import HELPERS_SOURCE
 from ait_dynamo.passes.graph_utils import random_like, real_tensors
 from ait_dynamo.passes.plan import FusionGroup
@@ -118,8 +121,17 @@ def _prologue_bytes(group: FusionGroup) -> int:
     return sum(int(v.numel()) * v.element_size() for v in values)
 
 
-def measure_group(group: FusionGroup, cache_dir: str, bench: Bench | None = None) -> tuple[float, float, str]:
-    """(template ms, ATen ms, decision key) for one GEMM group."""
+def aten_side_bytes(group: FusionGroup, aten_plan: AtenPlanBytes | None) -> int:
+    """The bytes the ATen side of ``group``'s measurement copies after cuBLAS (module doc)."""
+    gemm = gemm_choice.gemm_node(group)
+    planned = aten_plan.epilogue_bytes(n for n in group.nodes if n is not gemm) if aten_plan is not None else None
+    return planned if planned is not None else _epilogue_bytes(group) + _prologue_bytes(group)
+
+
+def measure_group(group: FusionGroup, cache_dir: str, bench: Bench | None = None,
+                  aten_bytes: int | None = None) -> tuple[float, float, str]:
+    """(template ms, ATen ms, decision key) for one GEMM group; ``aten_bytes``: what the ATen
+    side copies after cuBLAS (default: a separate epilogue kernel's bytes)."""
     bench = bench or do_bench
     names = _Names()
     kernel = generate_kernel(group, names)
@@ -144,7 +156,7 @@ def measure_group(group: FusionGroup, cache_dir: str, bench: Bench | None = None
     bias, a, b = gemm_choice.operands(gemm)
     operands = [random_like(n.meta["val"]) for n in ((bias, a, b) if bias is not None else (a, b))]
     kwargs = dict(gemm.kwargs)
-    moved = _epilogue_bytes(group) + _prologue_bytes(group)
+    moved = aten_side_bytes(group, None) if aten_bytes is None else aten_bytes
     source = torch.empty(moved // 2, dtype=torch.uint8, device=operands[0].device)
     target = torch.empty_like(source)
 
@@ -231,6 +243,9 @@ def choose_gemm_backends(gm: fx.GraphModule, config: Any, plan_with: Callable[[d
         return {}
     trial, _ = plan_with({n.name: True for n in candidates})
     groups = [s for s in trial.steps if isinstance(s, FusionGroup) and s.kind == "gemm"]
+    if not groups:
+        return {}
+    aten_plan = AtenPlanBytes(plan_with({n.name: False for n in candidates})[0])
     device = device_name or torch.cuda.get_device_name()
     path = device_choices_path(config.cache_dir, "gemm_choice", device)
     started = time.perf_counter()
@@ -247,7 +262,8 @@ def choose_gemm_backends(gm: fx.GraphModule, config: Any, plan_with: Callable[[d
                 # the operands made for the measurement would be fake (the H200 run of 2968b3f
                 # measured nothing: "Cannot access data pointer of Tensor (e.g. FakeTensor ...)")
                 with real_tensors(), torch.no_grad():
-                    decisions[gemm.name] = _decide(group, config.cache_dir, device, path, bench)
+                    decisions[gemm.name] = _decide(group, config.cache_dir, device, path, bench,
+                                                   aten_side_bytes(group, aten_plan))
             except torch.cuda.OutOfMemoryError:
                 torch.cuda.empty_cache()
                 log.info("gemm tuning: out of memory measuring %s; it keeps cuBLAS", gemm.name)
@@ -263,9 +279,10 @@ def choose_gemm_backends(gm: fx.GraphModule, config: Any, plan_with: Callable[[d
     return decisions
 
 
-def _decide(group: FusionGroup, cache_dir: str, device: str, path: str, bench: Bench | None) -> bool:
+def _decide(group: FusionGroup, cache_dir: str, device: str, path: str, bench: Bench | None,
+            aten_bytes: int) -> bool:
     """Whether the template beats cuBLAS for one group: from memory, from disk, or measured."""
-    key = f"{device}|{generate_kernel(group, _Names()).tune_key}"
+    key = f"{device}|{generate_kernel(group, _Names()).tune_key}|aten_bytes={aten_bytes}"
     with _lock:
         if key in _decisions:
             return _decisions[key]
@@ -273,11 +290,11 @@ def _decide(group: FusionGroup, cache_dir: str, device: str, path: str, bench: B
     if isinstance(stored, dict) and isinstance(stored.get("template"), bool):
         faster = stored["template"]
     else:
-        template_ms, aten_ms, _ = measure_group(group, cache_dir, bench)
+        template_ms, aten_ms, _ = measure_group(group, cache_dir, bench, aten_bytes)
         faster = template_ms < aten_ms
         log.info("gemm %s (%s): template %.4f ms, ATen %.4f ms", gemm_choice.gemm_node(group).name, key, template_ms, aten_ms)
         data = load_json(path)
-        data[key] = {"template_ms": template_ms, "aten_ms": aten_ms, "template": faster}
+        data[key] = {"template_ms": template_ms, "aten_ms": aten_ms, "aten_bytes": aten_bytes, "template": faster}
         store_json(path, data)
     with _lock:
         _decisions[key] = faster

@@ -18,9 +18,11 @@ The choice, like the Triton template's (``kernels/gemm_choice.py``):
   tile (the same rule as the Triton heuristic);
 * with ``"aten"`` too: a measurement on CUDA with ``autotune`` — each candidate configuration of
   ``kernels/cutlass_gemm.CONFIGS``, built in parallel, against cuBLAS plus a copy of the bytes
-  ait's separate epilogue kernel would move (the measure ``kernels/gemm_tuning.py`` uses); the
-  fastest wins if its result agrees with ATen's by the numerics guard's rule. The decision is kept
-  on disk per device under ``<cache_dir>/cutlass_gemm/``. Without a measurement: ATen.
+  the epilogue's ops add to ait's kernels in the plan where every GEMM runs through ATen
+  (``kernels/epilogue_cost.py``, as ``kernels/gemm_tuning.py`` measures; a separate epilogue
+  kernel's bytes where that plan cannot tell); the fastest wins if its result agrees with ATen's
+  by the numerics guard's rule. The decision is kept on disk per device, with the bytes charged
+  to ATen, under ``<cache_dir>/cutlass_gemm/``. Without a measurement: ATen.
   The Triton template, where allowed too, is then measured for the GEMMs CUTLASS did not take.
 
 cuBLASLt's own epilogue is a candidate of the same measurement where ATen exposes it: an
@@ -47,6 +49,7 @@ from torch import fx
 
 from ait_dynamo.cache import device_choices_path, load_json, store_json
 from ait_dynamo.kernels import cutlass_build, cutlass_gemm, gemm_configs, gemm_tuning
+from ait_dynamo.kernels.epilogue_cost import AtenPlanBytes
 from ait_dynamo.passes.graph_utils import (RESHAPES, activation_name, fake_result, has_static_layout, meta_value,
                                            random_like, real_tensors)
 
@@ -223,10 +226,20 @@ def _lt_kwargs(m: Match) -> dict[str, Any]:
     return {"use_gelu": _LT_ACTIVATIONS[m.activation]}
 
 
-def _measure(m: Match, libraries: list[str | Exception], bench: Bench,
-             lt: bool = False) -> tuple[int | str | None, dict[str, float]]:
+def separate_epilogue_bytes(m: Match) -> int:
+    """What ait's epilogue kernel after cuBLAS moves when it runs on its own: the product and the
+    residual read, the result (and the pre-activation) written."""
+    out = meta_value(m.gemm)
+    epilogue = m.act is not None or m.add is not None or (m.alpha != 1)
+    return (2 + (m.residual is not None) + m.pre) * out.numel() * out.element_size() if epilogue else 0
+
+
+def _measure(m: Match, libraries: list[str | Exception], bench: Bench, lt: bool = False,
+             moved: int | None = None) -> tuple[int | str | None, dict[str, float]]:
     """(the fastest candidate whose result agrees with ATen's: an index into ``libraries``, or
-    CUBLASLT with ``lt``; None if none; the times in ms by candidate, and ATen's under "aten")."""
+    CUBLASLT with ``lt``; None if none; the times in ms by candidate, and ATen's under "aten").
+    ``moved``: the bytes ATen's side copies after cuBLAS for ait's epilogue work
+    (``kernels/epilogue_cost.py``; default :func:`separate_epilogue_bytes`)."""
     ops = _operands(m)
     out = meta_value(m.gemm)
     times: dict[str, float] = {}
@@ -255,9 +268,9 @@ def _measure(m: Match, libraries: list[str | Exception], bench: Bench,
             times[CUBLASLT] = bench(lambda: aten._addmm_activation.default(*lt_args, **lt_kwargs))
             if best is None or times[CUBLASLT] < best[0]:
                 best = (times[CUBLASLT], CUBLASLT)
-    # ATen: cuBLAS, then ait's fused epilogue kernel, measured as a copy of the bytes it moves
-    epilogue = m.act is not None or m.add is not None or (m.alpha != 1)
-    moved = (2 + (m.residual is not None) + m.pre) * out.numel() * out.element_size() if epilogue else 0
+    # ATen: cuBLAS, then ait's epilogue work, measured as a copy of the bytes it moves
+    if moved is None:
+        moved = separate_epilogue_bytes(m)
     source = torch.empty(max(moved // 2, 1), dtype=torch.uint8, device=out.device)
     target = torch.empty_like(source)
     gemm_args = [ops["bias"], ops["a"], ops["b"]] if m.bias is not None else [ops["a"], ops["b"]]
@@ -269,6 +282,26 @@ def _measure(m: Match, libraries: list[str | Exception], bench: Bench,
 
     times["aten"] = bench(aten_form)
     return (best[1] if best is not None else None), times
+
+
+def _aten_side_bytes(gm: fx.GraphModule, config: Any, matches: list[Match]) -> dict[fx.Node, int]:
+    """GEMM → the bytes its chain's epilogue adds to ait's kernels when cuBLAS computes it, from
+    the plan of this graph with every GEMM through ATen (``kernels/epilogue_cost.py``); GEMMs
+    that plan cannot tell about are left out (they are charged a separate epilogue kernel)."""
+    from ait_dynamo.passes.fusion import build_plan
+
+    try:
+        plan, _ = build_plan(gm, config, {n.name: False for n in gm.graph.nodes if n.target in _GEMMS})
+    except Exception as error:  # noqa: BLE001 - the planner runs again, and reports, after the passes
+        log.info("cutlass gemm: no all-ATen plan to charge epilogues by (%s)", error)
+        return {}
+    planned = AtenPlanBytes(plan)
+    result: dict[fx.Node, int] = {}
+    for m in matches:
+        moved = planned.epilogue_bytes(m.chain[1:]) if m.chain[1:] else 0
+        if moved is not None:
+            result[m.gemm] = moved
+    return result
 
 
 def _key(m: Match) -> str:
@@ -364,9 +397,11 @@ def cutlass_gemms(gm: fx.GraphModule, config: Any, bench: Bench | None = None) -
     # measure; the kernels do not depend on sizes, so GEMMs of one kind share them; all distinct
     # sources compile at once, in parallel, before anything is measured
     plans: list[tuple[Match, list[cutlass_gemm.Spec], list[int], Any]] = []
-    def record_key(m: Match) -> str:  # the measurement's candidates are part of what it decided
+    aten_bytes = _aten_side_bytes(gm, config, matches) if measure else {}
+
+    def record_key(m: Match) -> str:  # the candidates and ATen's charge are part of what it decided
         candidates = ["cutlass"] * (with_cutlass and m.cutlass) + [CUBLASLT] * (lt_allowed and lt_applies(m))
-        return f"{device}|{_key(m)}|{'+'.join(candidates)}"
+        return f"{device}|{_key(m)}|{'+'.join(candidates)}|aten_bytes={aten_bytes.get(m.gemm)}"
 
     for m in matches:
         specs = cutlass_gemm.specs(*m.spec_args()) if with_cutlass and m.cutlass else []
@@ -400,12 +435,13 @@ def cutlass_gemms(gm: fx.GraphModule, config: Any, bench: Bench | None = None) -
             continue
         else:
             with real_tensors(), torch.no_grad():
-                index, times = _measure(m, libraries, bench or gemm_tuning.do_bench, lt=lt_allowed and lt_applies(m))
+                index, times = _measure(m, libraries, bench or gemm_tuning.do_bench, lt=lt_allowed and lt_applies(m),
+                                        moved=aten_bytes.get(m.gemm))
             log.info("cutlass gemm %s: %s", m.gemm.name, times)
             if bar is not None:
                 bar.update(1)
             data = load_json(path)
-            data[record_key(m)] = {"best": index, "times_ms": times}
+            data[record_key(m)] = {"best": index, "times_ms": times, "aten_bytes": aten_bytes.get(m.gemm)}
             store_json(path, data)
         if measure and index is not None and not only \
                 and times.get(CUBLASLT if index == CUBLASLT else _config_name(index), float("inf")) >= times["aten"]:

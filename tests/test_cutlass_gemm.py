@@ -5,6 +5,7 @@ tests/test_cutlass_gemm_gpu.py."""
 
 from __future__ import annotations
 
+import json
 import logging
 import operator
 
@@ -212,7 +213,7 @@ def test_the_measured_choice_is_kept_and_reused(tmp_path, stub_build, monkeypatc
     and a second compile reads it (no measurement, only the winner built)."""
     measured = []
 
-    def fake_measure(m, libraries, bench, lt=False):
+    def fake_measure(m, libraries, bench, lt=False, moved=None):
         measured.append(len(libraries))
         assert lt  # ReLU after addmm: cuBLASLt's epilogue is a candidate too
         times = {cutlass_pass._config_name(i): 1.0 + i for i in range(len(libraries))}
@@ -232,8 +233,43 @@ def test_the_measured_choice_is_kept_and_reused(tmp_path, stub_build, monkeypatc
     assert _calls(second)[0].args[4] == call.args[4]
 
 
+def test_aten_is_charged_what_fusing_the_epilogue_saves_in_the_all_aten_plan(tmp_path, stub_build, monkeypatch):
+    """fc2 + residual before a LayerNorm: with cuBLAS the add joins the LayerNorm's kernel, so
+    ATen's side of the measurement copies 2 tensors (product and residual read, sum written, sum
+    read back), not a separate epilogue kernel's 3; the charge is stored with the decision."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    from ait_dynamo.passes.decompositions import decomposition_table
+
+    config = _config(tmp_path, gemm_backends=("aten", "cutlass"), autotune=True)
+
+    def fn(x, w, b, r):
+        s = F.linear(x, w, b) + r
+        return s, F.layer_norm(s, (48,))
+
+    with FakeTensorMode(allow_non_fake_inputs=True):
+        inputs = [torch.empty(*s, device="cuda", dtype=torch.float16) for s in ((64, 32), (48, 32), (48,), (64, 48))]
+        gm = make_fx(fn, decomposition_table=decomposition_table(config), tracing_mode="fake")(*inputs)
+    tensor = 64 * 48 * 2
+    (m,) = [m for m in (cutlass_pass.match(n) for n in gm.graph.nodes) if m is not None]
+    assert cutlass_pass._aten_side_bytes(gm, config, [m]) == {m.gemm: 2 * tensor}
+    assert cutlass_pass.separate_epilogue_bytes(m) == 3 * tensor
+    charged = []
+
+    def fake_measure(m, libraries, bench, lt=False, moved=None):
+        charged.append(moved)
+        return 0, {cutlass_pass._config_name(0): 2.0, "aten": 1.0}
+
+    monkeypatch.setattr(cutlass_pass, "_measure", fake_measure)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Fake GPU")
+    cutlass_pass.cutlass_gemms(gm, config)
+    assert charged == [2 * tensor]
+    (record,) = json.loads(next((tmp_path / "cutlass_gemm").glob("*.json")).read_text()).values()
+    assert record["aten_bytes"] == 2 * tensor
+
+
 def test_aten_faster_keeps_aten(tmp_path, stub_build, monkeypatch):
-    monkeypatch.setattr(cutlass_pass, "_measure", lambda m, libraries, bench, lt=False: (
+    monkeypatch.setattr(cutlass_pass, "_measure", lambda m, libraries, bench, lt=False, moved=None: (
         0, {cutlass_pass._config_name(0): 2.0, "aten": 1.0}))
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Fake GPU")
     config = _config(tmp_path, gemm_backends=("aten", "cutlass"), autotune=True)
@@ -247,7 +283,7 @@ def test_cublaslt_epilogue_wins_and_is_kept(tmp_path, stub_build, monkeypatch, t
     wins, the chain becomes ``_addmm_activation`` (tanh-GELU: ``use_gelu``), viewed back to 3-d."""
     seen = []
 
-    def fake_measure(m, libraries, bench, lt=False):
+    def fake_measure(m, libraries, bench, lt=False, moved=None):
         seen.append((len(libraries), lt))
         return cutlass_pass.CUBLASLT, {cutlass_pass.CUBLASLT: 0.5, "aten": 0.8}
 
@@ -298,7 +334,7 @@ def test_what_cutlass_refuses_is_measured_for_cublaslt_alone(tmp_path, stub_buil
     """On the H200, float32 addmm + ReLU never reached the measurement: CUTLASS's refusal (no TF32)
     dropped the chain before cuBLASLt was considered."""
     seen = []
-    monkeypatch.setattr(cutlass_pass, "_measure", lambda m, libraries, bench, lt=False: (
+    monkeypatch.setattr(cutlass_pass, "_measure", lambda m, libraries, bench, lt=False, moved=None: (
         seen.append((len(libraries), lt)), (cutlass_pass.CUBLASLT, {cutlass_pass.CUBLASLT: 0.5, "aten": 0.8}))[1])
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Fake GPU")
     config = _config(tmp_path, gemm_backends=("aten", "triton", "cutlass"), autotune=True)

@@ -417,6 +417,61 @@ def test_the_aten_side_is_charged_the_bytes_of_separate_kernels():
     assert gemm_tuning._prologue_bytes(group) == (24 + 20) * (single + half)
 
 
+@pytest.mark.parametrize("returns_sum, units", [(True, 2), (False, 1)], ids=["sum-returned", "sum-internal"])
+def test_an_epilogue_that_joins_the_next_layer_norm_is_charged_what_fusing_saves(returns_sum, units):
+    """``mm + r`` before a LayerNorm (ViT's fc2 + residual): with cuBLAS, the add joins the
+    LayerNorm's kernel, which reads the product and r and writes the sum where it is returned; with
+    the epilogue fused, that kernel reads the sum instead. ATen's side is charged that difference
+    (2 tensors, 1 when the sum is not returned), not a separate kernel's 3 (the H200 chose fused
+    kernels that were slower in ViT-B and ViT-L). An epilogue that is a kernel of its own (relu) is
+    still charged the product read and the result written."""
+    from torch.fx.experimental.proxy_tensor import make_fx
+
+    from ait_dynamo.kernels import gemm_tuning
+    from ait_dynamo.kernels.epilogue_cost import AtenPlanBytes
+    from ait_dynamo.passes.decompositions import decomposition_table
+    from ait_dynamo.passes.fusion import build_plan
+
+    config = AitConfig.create({"autotune": True}, environ={})
+    x, w, r = torch.randn(6, 4), torch.randn(4, 5), torch.randn(6, 5)
+    tensor = 6 * 5 * 4
+
+    def charged(fn):
+        gm = make_fx(fn, decomposition_table=decomposition_table(config))(x, w, r)
+        mms = [n.name for n in gm.graph.nodes if n.target is torch.ops.aten.mm.default]
+        trial, _ = build_plan(gm, config, {name: True for name in mms})
+        (group,) = [s for s in trial.steps if getattr(s, "kind", None) == "gemm"]
+        aten_plan, _ = build_plan(gm, config, {name: False for name in mms})
+        return gemm_tuning.aten_side_bytes(group, AtenPlanBytes(aten_plan)), gemm_tuning.aten_side_bytes(group, None)
+
+    def residual_then_norm(x, w, r):
+        s = x @ w + r
+        return (s, F.layer_norm(s, (5,))) if returns_sum else (F.layer_norm(s, (5,)),)
+
+    planned, separate = charged(residual_then_norm)
+    assert (planned, separate) == (units * tensor, 3 * tensor)
+    assert charged(lambda x, w, r: (torch.relu(x @ w),)) == (2 * tensor, 2 * tensor)
+
+
+def test_the_decision_is_kept_with_the_bytes_charged_to_aten(tmp_path):
+    """The stored decision names what ATen's side was charged: a decision made under another
+    charge (an older measure) is made again."""
+    import json
+
+    from ait_dynamo.kernels import gemm_tuning
+    from ait_dynamo.passes.fusion import build_plan
+
+    gm, _ = _two_gemm_graph()
+    config = AitConfig.create({"cache_dir": str(tmp_path), "autotune": True}, environ={})
+    gemm_tuning._decisions.clear()
+    gemm_tuning.choose_gemm_backends(gm, config, lambda m: build_plan(gm, config, m), bench=lambda fn: (fn(), 1.0)[1],
+                                     device_name="test-device")
+    stored = json.loads((tmp_path / "gemm_choice" / "test_device.json").read_text())
+    # relu(x @ w1) is a kernel of its own under cuBLAS: product read, result written (6x7 fp32)
+    assert sorted(v["aten_bytes"] for v in stored.values()) == sorted([2 * 6 * 7 * 4, 2 * 6 * 3 * 4])
+    assert all(key.endswith(f"|aten_bytes={v['aten_bytes']}") for key, v in stored.items())
+
+
 def test_dropout_in_the_epilogue_with_philox():
     """fallback_random=False: dropout after the GEMM is drawn inside the template's epilogue
     (Philox offset = the element's flat index); kept elements are the product scaled by 2."""
@@ -473,6 +528,6 @@ def test_a_template_that_computes_a_wrong_value_is_never_chosen(tmp_path):
     assert len(messages) == len(decisions) and "differs from ATen" in messages[0], messages
     gemm_tuning._decisions.clear()
     right = gemm_tuning.choose_gemm_backends(gm, config.replace(cache_dir=str(tmp_path / "again")),
-                                             lambda m: build_plan(gm, config, m), bench=lambda fn: fn() or 1.0,
+                                             lambda m: build_plan(gm, config, m), bench=lambda fn: (fn(), 1.0)[1],
                                              device_name="test-device")
     assert right == {name: False for name in decisions}  # ties keep cuBLAS; no warning needed
