@@ -3,7 +3,7 @@
     python -m benchmarks [run] [--suite seeds|models|fusion|micro|all] ...   the main job (the default)
     python -m benchmarks train     training steps: step time, peak memory above inputs, memory-budget sweep
     python -m benchmarks fusion    memory-bound fusion cases: time and GB/s against copy bandwidth
-    python -m benchmarks micro     kernel-family micro cases (pointwise, reduction, GEMM epilogue)
+    python -m benchmarks micro     kernel-family micro cases (pointwise, reduction, GEMM epilogue, depthwise convolution)
     python -m benchmarks profile   per-kernel time, live tensors at the memory peak, host profile
     python -m benchmarks partition partition time of a 24-layer transformer's joint graph
     python -m benchmarks ddp       a DistributedDataParallel training step over several processes
@@ -50,7 +50,7 @@ COMMANDS: dict[str, Command] = {
         Command("run", "benchmarks.run", "the main job: workloads through eager, Inductor and ait, checked and timed"),
         Command("train", "benchmarks.train_bench", "training steps: time, peak memory above inputs, memory-budget sweep"),
         Command("fusion", "benchmarks.fusion_bench", "fusion cases: time and bandwidth against device copy"),
-        Command("micro", "benchmarks.micro.runner", "kernel-family micro cases (pointwise, reduction, GEMM epilogue)"),
+        Command("micro", "benchmarks.micro.runner", "kernel-family micro cases (pointwise, reduction, GEMM epilogue, depthwise convolution)"),
         Command("profile", "benchmarks.profile_gpu", "per-kernel time, tensors alive at the memory peak, host profile"),
         Command("partition", "benchmarks.partition_bench", "partition time of a transformer's joint graph"),
         Command("ddp", "benchmarks.ddp_bench", "DistributedDataParallel training step over several processes"),

@@ -49,7 +49,7 @@ class KernelArgs:
 class GeneratedKernel:
     name: str
     source: str
-    kind: str  # "pointwise" | "reduction" | "gemm"
+    kind: str  # "pointwise" | "reduction" | "gemm" | "conv" (a depthwise convolution: codegen_conv.py)
     persistent: bool
     column: bool
     split: bool
@@ -82,7 +82,8 @@ class GeneratedKernel:
         """The key autotuning keeps a kernel's measured choice under (``kernels/autotune.py``;
         the GEMM backend choice measures under it too)."""
         return hashlib.sha256(self.canonical_source.encode()).hexdigest()[:20]
-    # GEMM template kernels: (batch, M, N, K) and the operand dtype (kernels/codegen_gemm.py)
+    # GEMM template kernels: (batch, M, N, K) and the operand dtype (kernels/codegen_gemm.py);
+    # depthwise convolutions: (1, output pixels, channels, taps) (kernels/codegen_conv.py)
     gemm: tuple[int, int, int, int] | None = None
     gemm_dtype: torch.dtype | None = None
 
@@ -452,6 +453,10 @@ def generate_kernel(group: FusionGroup, tensor_name: Callable[[fx.Node], str]) -
         from ait_dynamo.kernels.codegen_gemm import generate_gemm_kernel
 
         return generate_gemm_kernel(group, tensor_name)
+    if group.kind == "conv":
+        from ait_dynamo.kernels.codegen_conv import generate_conv_kernel
+
+        return generate_conv_kernel(group, tensor_name)
 
     name = group.name
     kernel = KernelWriter(group, name, tensor_name)

@@ -1,6 +1,7 @@
 """Which GEMMs take the Triton template (``templates/gemm.py.jinja``) and which stay ATen externs.
 
-Two questions, asked by the fusion planner for every ``mm`` / ``addmm`` / ``bmm``:
+Two questions, asked by the fusion planner for every ``mm`` / ``addmm`` / ``bmm`` (the second
+also for depthwise convolutions, whose template ``kernels/depthwise.py`` describes):
 
 1. Can the template compute it? (:func:`template_refusal`) Operands and result of one floating
    dtype (fp16, bf16, fp32) on one device, static sizes and strides, ``addmm``'s bias broadcast
@@ -36,16 +37,23 @@ TEMPLATE_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 TRANSPOSES = (aten.t.default, aten.transpose.int, aten.permute.default)
 
 
+# What starts a template group: a GEMM, or a depthwise convolution (kernels/depthwise.py)
+TEMPLATE_OPS = GEMMS + (aten.convolution.default,)
+
+
 def operands(node: fx.Node) -> tuple[Any, fx.Node, fx.Node]:
-    """(bias or None, A, B) of a GEMM node."""
+    """(bias or None, A, B) of a GEMM node; (bias or None, input, weight) of a convolution."""
     if node.target is aten.addmm.default:
         return node.args[0], node.args[1], node.args[2]
+    if node.target is aten.convolution.default:
+        return node.args[2], node.args[0], node.args[1]
     return None, node.args[0], node.args[1]
 
 
 def gemm_node(group: Any) -> fx.Node:
-    """The mm / addmm / bmm of a GEMM fusion group (its prologue ops come before it)."""
-    return next(n for n in group.nodes if n.target in GEMMS)
+    """The mm / addmm / bmm of a GEMM fusion group (its prologue ops come before it), or the
+    convolution of a depthwise one."""
+    return next(n for n in group.nodes if n.target in TEMPLATE_OPS)
 
 
 def scalars(node: fx.Node) -> tuple[Any, Any]:
@@ -98,9 +106,10 @@ def backend_choice(node: fx.Node, backends: tuple[str, ...], measured: Mapping[s
         return False, f"Triton does not run on {device} here"
     if "aten" not in backends:
         return True, "gemm_backends=('triton',)"
+    library = "cuDNN" if node.target is aten.convolution.default else "cuBLAS"
     if node.name in measured:
-        return measured[node.name], "measured: " + ("template faster" if measured[node.name] else "cuBLAS faster")
-    return False, "no measurement (autotune off, not CUDA, or budget spent): cuBLAS"
+        return measured[node.name], "measured: " + ("template faster" if measured[node.name] else f"{library} faster")
+    return False, f"no measurement (autotune off, not CUDA, or budget spent): {library}"
 
 
 

@@ -1,5 +1,6 @@
 """Choice by measurement between cuBLAS and the Triton GEMM template (option ``gemm_backends``
-with both, ``autotune=True``, CUDA).
+with both, ``autotune=True``, CUDA), and between cuDNN and the depthwise-convolution template
+(``kernels/depthwise.py``) the same way.
 
 The compile driver plans a graph once with every GEMM the template can compute given to the
 template (:func:`choose_gemm_backends`), then measures each GEMM group of that trial plan at the
@@ -35,7 +36,7 @@ import torch
 from torch import fx
 
 from ait_dynamo.cache import device_choices_path, load_json, load_module, store_json
-from ait_dynamo.kernels import gemm_choice, runtime
+from ait_dynamo.kernels import depthwise, gemm_choice, runtime
 from ait_dynamo.kernels.codegen import GeneratedKernel, generate_kernel
 from ait_dynamo.kernels.epilogue_cost import AtenPlanBytes
 from ait_dynamo.kernels.op_table import HELPERS_SOURCE
@@ -143,25 +144,28 @@ def measure_group(group: FusionGroup, cache_dir: str, bench: Bench | None = None
     assert problem is not None and dtype is not None
 
     def template() -> Any:
+        if kernel.kind == "conv":
+            return depthwise.launch(function, tensors, ints, problem, key)
         return runtime.launch_gemm(function, tensors, ints, problem, dtype, key)
 
     template()  # compiles; on CUDA, measures the block configurations once (kept on disk)
     wrong = _differs_from_aten(group, kernel, names, tensors)
     if wrong is not None:  # a template that computes a wrong value never wins
-        warnings.warn(f"ait_dynamo: the Triton GEMM template for {gemm_choice.gemm_node(group).name} differs "
-                      f"from ATen ({wrong}); cuBLAS runs it", RuntimeWarning, stacklevel=2)
+        what, library = ("depthwise convolution", "cuDNN") if kernel.kind == "conv" else ("GEMM", "cuBLAS")
+        warnings.warn(f"ait_dynamo: the Triton {what} template for {gemm_choice.gemm_node(group).name} differs "
+                      f"from ATen ({wrong}); {library} runs it", RuntimeWarning, stacklevel=2)
         return float("inf"), 0.0, key
     template_ms = bench(template)
     gemm = gemm_choice.gemm_node(group)
-    bias, a, b = gemm_choice.operands(gemm)
-    operands = [random_like(n.meta["val"]) for n in ((bias, a, b) if bias is not None else (a, b))]
+    arguments = [random_like(a.meta["val"]) if isinstance(a, fx.Node) else a for a in gemm.args]
     kwargs = dict(gemm.kwargs)
     moved = aten_side_bytes(group, None) if aten_bytes is None else aten_bytes
-    source = torch.empty(moved // 2, dtype=torch.uint8, device=operands[0].device)
+    device = next(a for a in arguments if isinstance(a, torch.Tensor)).device
+    source = torch.empty(moved // 2, dtype=torch.uint8, device=device)
     target = torch.empty_like(source)
 
     def aten() -> Any:
-        gemm.target(*operands, **kwargs)
+        gemm.target(*arguments, **kwargs)
         if moved:
             target.copy_(source)
 
@@ -237,12 +241,13 @@ def choose_gemm_backends(gm: fx.GraphModule, config: Any, plan_with: Callable[[d
                          bench: Bench | None = None, device_name: str | None = None) -> dict[str, bool]:
     """GEMM node name → whether the template is faster, for the GEMMs measured (see the module
     doc). ``plan_with(measured)`` plans the graph; ``bench`` and ``device_name`` are for tests."""
-    candidates = [n for n in gm.graph.nodes if n.op == "call_function" and n.target in gemm_choice.GEMMS
-                  and gemm_choice.template_refusal(n) is None]
+    candidates = [n for n in gm.graph.nodes if n.op == "call_function" and (
+        (n.target in gemm_choice.GEMMS and gemm_choice.template_refusal(n) is None)
+        or (n.target is torch.ops.aten.convolution.default and depthwise.refusal(n) is None))]
     if not candidates:
         return {}
     trial, _ = plan_with({n.name: True for n in candidates})
-    groups = [s for s in trial.steps if isinstance(s, FusionGroup) and s.kind == "gemm"]
+    groups = [s for s in trial.steps if isinstance(s, FusionGroup) and s.kind in ("gemm", "conv")]
     if not groups:
         return {}
     aten_plan = AtenPlanBytes(plan_with({n.name: False for n in candidates})[0])

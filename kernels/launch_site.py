@@ -28,7 +28,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from ait_dynamo.kernels import runtime
+from ait_dynamo.kernels import depthwise, runtime
 from ait_dynamo.kernels.layout_guard import laid_out
 
 
@@ -64,10 +64,10 @@ class LaunchSite:
                  splits: int = 1, tune: str | None = None, checked: Sequence[int] = (), seeds: Sequence[int] = (),
                  gemm: tuple[int, int, int, int] | None = None, dtype: torch.dtype | None = None,
                  layouts: Sequence[tuple[Sequence[int], Sequence[int]]] | None = None):
-        if kind not in ("pointwise", "reduction", "gemm"):
-            raise ValueError(f"LaunchSite: kind must be 'pointwise', 'reduction' or 'gemm', got {kind!r}")
-        if kind == "gemm" and (gemm is None or dtype is None):
-            raise ValueError("LaunchSite: a gemm site needs its problem (batch, M, N, K) and operand dtype")
+        if kind not in ("pointwise", "reduction", "gemm", "conv"):
+            raise ValueError(f"LaunchSite: kind must be 'pointwise', 'reduction', 'gemm' or 'conv', got {kind!r}")
+        if kind in ("gemm", "conv") and (gemm is None or dtype is None):
+            raise ValueError(f"LaunchSite: a {kind} site needs its problem (batch, M, N, K) and operand dtype")
         self.kernel = kernel
         self.fallback = fallback
         self.name = name
@@ -94,6 +94,8 @@ class LaunchSite:
         tensors, ints = args[:self.tensors], args[self.tensors:]
         if self.kind == "gemm":  # static sizes, in the problem and the kernel's source
             return runtime.launch_gemm(self.kernel, tensors, ints, self.gemm, self.dtype, self.tune)  # type: ignore[arg-type]
+        if self.kind == "conv":  # a depthwise convolution: (1, output pixels, channels, taps)
+            return depthwise.launch(self.kernel, tensors, ints, self.gemm, self.tune)  # type: ignore[arg-type]
         if self.xnumel is None:  # dynamic sizes: the call passes them last
             if self.kind == "pointwise":
                 return runtime.launch_pointwise(self.kernel, tensors, ints[:-1], ints[-1], self.tune)
@@ -122,7 +124,7 @@ class LaunchSite:
         compiled = launched.compiled
         run, function, metadata = compiled.run, compiled.function, compiled.packed_metadata
         grid_x, grid_y, grid_z = launched.grid
-        numels = {"pointwise": (self.xnumel,), "reduction": (self.xnumel, self.rnumel), "gemm": ()}[self.kind]
+        numels = {"pointwise": (self.xnumel,), "reduction": (self.xnumel, self.rnumel), "gemm": (), "conv": ()}[self.kind]
         tail = numels + launched.constexprs
         stream = torch._C._cuda_getCurrentRawStream
         hooks = runtime.triton.knobs.runtime

@@ -27,6 +27,7 @@ from ait_dynamo.kernels.column_reduction import reads_reduction, readers_go_apar
 from ait_dynamo.kernels.op_table import OpClass
 from ait_dynamo.kernels.triton_values import FUSIBLE_DTYPES, Operand, Unsupported
 from ait_dynamo.passes.fold_views import drop_folded_views, fold_view
+from ait_dynamo.passes.fusion_conv import is_depthwise_template, start_conv_group
 from ait_dynamo.passes.fusion_gemm import split_gemm_rows, start_gemm_group
 from ait_dynamo.passes.fusion_groups import SHIFTED_LOADS, Group, regrow, regrow_along, right_aligned_remap, same_space
 from ait_dynamo.passes.fusion_shifted import shifted_input_inside, start_shifted_group
@@ -409,6 +410,8 @@ class Planner:
         shape = tuple(value.shape)
         if source is group.gemm and len(group.gemm_rows) > 1:
             raise Refused("a second view of a GEMM product whose rows the group already split")
+        if source is group.gemm and is_depthwise_template(source):
+            raise Refused("a view of a convolution the template computes (its tile is the output's space)")
         if source is group.gemm and split_gemm_rows(self, group, node, shape):
             return
         dim_map = view_map(node, source_shape, source_map, shape)
@@ -447,6 +450,8 @@ class Planner:
                 self._random(node)
             elif node.target in gemm_choice.GEMMS:
                 start_gemm_group(self, node)
+            elif node.target is aten.convolution.default:
+                start_conv_group(self, node)
             elif node.target is operator.getitem or kind is OpClass.OTHER:
                 if node.target is not operator.getitem and isinstance(node.target, torch._ops.OpOverload):
                     refuse(self.refusals, node, "not in the op table")
@@ -571,7 +576,7 @@ class Planner:
             steps.append(
                 FusionGroup(
                     name=f"kernel_{next(kernel_names)}",
-                    kind="gemm" if group.gemm is not None else "reduction" if group.is_reduction else "pointwise",
+                    kind=_group_kind(group),
                     gemm_rows=group.gemm_rows if group.gemm is not None else (),
                     nodes=members,
                     inputs=inputs,
@@ -586,6 +591,12 @@ class Planner:
                 )
             )
         return order_steps(drop_folded_views(steps, returned))
+
+
+def _group_kind(group: Group) -> str:
+    if group.gemm is not None:
+        return "conv" if is_depthwise_template(group.gemm) else "gemm"
+    return "reduction" if group.is_reduction else "pointwise"
 
 
 def build_plan(gm: fx.GraphModule, config: Any,

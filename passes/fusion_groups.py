@@ -30,7 +30,7 @@ class Group:
     reduced: frozenset = frozenset()
     nodes: list[fx.Node] = field(default_factory=list)
     maps: dict[fx.Node, DimMap] = field(default_factory=dict)
-    gemm: fx.Node | None = None  # a GEMM group's mm / addmm / bmm: the others are its epilogue
+    gemm: fx.Node | None = None  # a template group's mm / addmm / bmm or depthwise convolution: the others are its epilogue
     gemm_rows: tuple[int, ...] = (0,)  # iteration dims the GEMM's rows (M) run over, flattened
 
     @property

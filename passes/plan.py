@@ -48,7 +48,7 @@ class FusionGroup:
     (the kernel writes one buffer per occurrence, so autograd never clones them)."""
 
     name: str
-    kind: str  # "pointwise" | "reduction" | "gemm" (nodes[0] the mm / addmm / bmm, the rest its epilogue)
+    kind: str  # "pointwise" | "reduction" | "gemm" (the mm / addmm / bmm and its epilogue) | "conv" (a depthwise convolution and its epilogue)
     nodes: list[fx.Node]
     inputs: list[fx.Node]
     outputs: list[fx.Node]

@@ -211,11 +211,14 @@ def test_the_direct_path_gives_way_to_the_jit_for_another_launcher_convention(mo
 
 
 def test_a_launch_site_rejects_an_unknown_kind():
-    # "gemm" was the unknown kind here before the GEMM template: any other name still is
-    with pytest.raises(ValueError, match="kind must be 'pointwise', 'reduction' or 'gemm'"):
+    # "gemm" was the unknown kind here before the GEMM template, "convolution" before the
+    # depthwise one ("conv"): any other name still is
+    with pytest.raises(ValueError, match="kind must be 'pointwise', 'reduction', 'gemm' or 'conv'"):
         LaunchSite(object(), lambda: (), "k", "convolution", 1)
     with pytest.raises(ValueError, match="gemm site needs its problem"):
         LaunchSite(object(), lambda: (), "k", "gemm", 1)
+    with pytest.raises(ValueError, match="conv site needs its problem"):
+        LaunchSite(object(), lambda: (), "k", "conv", 1)
 
 
 @needs_triton

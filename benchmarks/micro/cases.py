@@ -17,7 +17,7 @@ from torch.nn import functional as F
 from benchmarks.models import tutorial_fn
 from benchmarks.workload_types import Built, Workload, inference_dtype, precision_name, randn
 
-FAMILIES = ("pointwise", "reduction", "gemm_epilogue", "gemm")
+FAMILIES = ("pointwise", "reduction", "gemm_epilogue", "gemm", "depthwise")
 BACKENDS = ("eager", "inductor", "ait")
 
 
@@ -93,6 +93,45 @@ GEMM_CASES: tuple[Workload, ...] = (
           "seed 002 encoder block at batch 32: relu(x @ W.T + b + residual), 6272x3072 -> 768"),
 )
 
+def _depthwise(name: str, channels: int, size: int, kernel: int, stride: int, activation: str,
+               description: str) -> Workload:
+    """Depthwise convolution + the folded batch norm (a per-channel scale and shift) + activation
+    on a channels-last activation at batch 32 (issue 13, item 4): cuDNN and one fused pointwise
+    kernel (eager's ops, ait's default, Inductor) against ait's template with the epilogue fused
+    (``ait+gemm_backends=triton``) and the measured choice (``ait+autotune=1``):
+        python -m benchmarks micro --families depthwise --out DIR --backends \\
+            "eager,inductor,ait,ait+gemm_backends=triton,ait+autotune=1"
+    """
+    act = {"relu": F.relu, "hardswish": F.hardswish, "silu": F.silu, "none": lambda t: t}[activation]
+
+    def fn(x: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+        y = F.conv2d(x, weight, stride=stride, padding=kernel // 2, groups=x.shape[1])
+        return act(y * scale[None, :, None, None] + shift[None, :, None, None])
+
+    def build(scale_name: str, batch: int | None, device: torch.device) -> Built:
+        n, c, hw = {"seed": (32, channels, size), "small": (2, channels, min(size, 28)), "tiny": (2, 6, 7)}[scale_name]
+        dtype = inference_dtype(device)
+        x = randn(n, c, hw, hw, device=device, dtype=dtype).contiguous(memory_format=torch.channels_last)
+        weight = randn(c, 1, kernel, kernel, device=device, dtype=dtype) * 0.3
+        scale, shift = torch.rand(c, device=device, dtype=dtype) + 0.5, randn(c, device=device, dtype=dtype)
+        return Built(fn, (x, weight, scale, shift), "inference", precision_name(dtype), f"{n}x{c}x{hw}x{hw}")
+
+    return Workload(f"depthwise/{name}", "micro", "inference", description, build, suite="micro")
+
+
+# The largest depthwise layers of the model suite's CNNs at batch 32 (channels, input size).
+DEPTHWISE_CASES: tuple[Workload, ...] = (
+    _depthwise("mobilenet_3x3_s2_64_relu", 64, 112, 3, 2, "relu",
+               "MobileNetV3-L block 2: 3x3 stride 2, 64 ch, 112 -> 56, ReLU"),
+    _depthwise("mobilenet_5x5_s2_72_relu", 72, 56, 5, 2, "relu",
+               "MobileNetV3-L block 4: 5x5 stride 2, 72 ch, 56 -> 28, ReLU"),
+    _depthwise("mobilenet_3x3_240_hswish", 240, 28, 3, 1, "hardswish", "MobileNetV3-L: 3x3, 240 ch at 28, hardswish"),
+    _depthwise("efficientnet_3x3_32_silu", 32, 112, 3, 1, "silu", "EfficientNet-B0 stage 1: 3x3, 32 ch at 112, SiLU"),
+    _depthwise("efficientnet_3x3_s2_96_silu", 96, 112, 3, 2, "silu",
+               "EfficientNet-B0 stage 2: 3x3 stride 2, 96 ch, 112 -> 56, SiLU"),
+    _depthwise("convnext_7x7_96", 96, 56, 7, 1, "none", "ConvNeXt-T stage 1: 7x7, 96 ch at 56 (its LayerNorm follows)"),
+)
+
 CASES: tuple[Workload, ...] = (
     _case("pointwise", "add4_cos_cos", tutorial_fn,
           _rows_and_vectors({"seed": (4096, 4096), "small": (512, 512), "tiny": (8, 16)}, 4, 0),
@@ -111,7 +150,7 @@ CASES: tuple[Workload, ...] = (
           "seed 001 dense1: gelu(x @ W.T + b), 4096x512 -> 2048"),
     _case("gemm_epilogue", "linear_residual_relu", linear_residual_relu, _gemm(4096, 3072, 768, residual=True),
           "relu(x @ W.T + b + residual), 4096x3072 -> 768"),
-) + GEMM_CASES
+) + GEMM_CASES + DEPTHWISE_CASES
 
 
 def cases_of(family: str) -> list[Workload]:

@@ -1,0 +1,130 @@
+"""Depthwise 2-d convolutions as a template kernel with a fused epilogue (issue 13, item 4).
+
+A depthwise convolution (``groups`` = input channels = output channels: MobileNet's and
+EfficientNet's 3x3 / 5x5, ConvNeXt's 7x7) does KH * KW multiply-adds per output element: it is
+bound by memory, not by math, and what it costs beside cuDNN's kernel is the pass after it that
+applies the folded batch norm and the activation (Inductor runs that pass too). The template
+(``templates/depthwise_conv.py.jinja``, written by ``kernels/codegen_conv.py``) computes a tile
+of output pixels x channels and applies the epilogue the fusion planner gives it
+(``passes/fusion_conv.py``) on the tile, as the GEMM template does: the convolution's output is
+never written and read back.
+
+Whether the template or cuDNN computes a convolution follows the GEMM rule of option
+``gemm_backends`` (``kernels/gemm_choice.backend_choice``): with only ``"triton"`` the template
+wherever Triton runs (the CPU tests, under the interpreter), with ``"aten"`` too a measurement
+on CUDA with ``autotune`` (``kernels/gemm_tuning.py``: the template with its epilogue against
+cuDNN plus the bytes the epilogue adds to ait's kernels), else cuDNN.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import torch
+from torch import fx
+
+from ait_dynamo.passes.graph_utils import meta_value
+
+aten = torch.ops.aten
+
+TEMPLATE_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+
+# (BLOCK_M output pixels, BLOCK_N channels, num_warps). Channels are the contiguous dim of a
+# channels-last activation, so a tile's loads are coalesced along BLOCK_N; the first fits a
+# 112x112x96 layer of MobileNet with every SM busy. Not yet measured on the H200: with
+# ``autotune`` they are measured per problem (kernels/autotune.py).
+CONFIGS: tuple[tuple[int, int, int], ...] = (
+    (64, 64, 4), (128, 32, 4), (32, 128, 4), (128, 64, 8), (64, 128, 8), (256, 32, 8), (16, 64, 2),
+)
+
+
+def operands(node: fx.Node) -> tuple[fx.Node, fx.Node, Any]:
+    """(input, weight, bias or None) of an ``aten.convolution``."""
+    return node.args[0], node.args[1], node.args[2]
+
+
+def geometry(node: fx.Node) -> dict[str, int]:
+    """Sizes the template specialises on: batch, channels, input and output height / width,
+    kernel height / width, stride, padding, dilation (each per axis)."""
+    x, w, _ = (meta_value(a) if isinstance(a, fx.Node) else None for a in operands(node))
+    out = meta_value(node)
+    stride, padding, dilation = (list(node.args[i]) for i in (3, 4, 5))
+    return {"n": int(out.shape[0]), "c": int(out.shape[1]), "h": int(x.shape[2]), "w": int(x.shape[3]),
+            "oh": int(out.shape[2]), "ow": int(out.shape[3]), "kh": int(w.shape[2]), "kw": int(w.shape[3]),
+            "sh": int(stride[0]), "sw": int(stride[-1]), "ph": int(padding[0]), "pw": int(padding[-1]),
+            "dh": int(dilation[0]), "dw": int(dilation[-1])}
+
+
+def _static(value: torch.Tensor) -> bool:
+    return all(isinstance(v, int) for v in (*value.shape, *value.stride(), value.storage_offset()))
+
+
+def refusal(node: fx.Node) -> str | None:
+    """Why the template cannot compute this convolution, or ``None`` when it can."""
+    if node.target is not aten.convolution.default or len(node.args) < 9:
+        return f"{node.target} is not aten.convolution"
+    x, w, bias = operands(node)
+    stride, padding, dilation, transposed, _, groups = node.args[3:9]
+    if not isinstance(x, fx.Node) or not isinstance(w, fx.Node) or (bias is not None and not isinstance(bias, fx.Node)):
+        return "convolution operand is not a tensor node"
+    values = [meta_value(v) for v in (x, w, bias) if v is not None]
+    out = meta_value(node)
+    if not isinstance(out, torch.Tensor) or not all(isinstance(v, torch.Tensor) for v in values):
+        return "convolution operand without a traced tensor value"
+    if transposed or out.dim() != 4 or values[1].dim() != 4:
+        return "not a 2-d, non-transposed convolution"
+    if not isinstance(groups, int) or groups == 1 or tuple(values[1].shape[:2]) != (groups, 1) \
+            or values[0].shape[1] != groups:
+        return "not depthwise (groups = input channels = output channels)"
+    if out.dtype not in TEMPLATE_DTYPES or any(v.dtype != out.dtype for v in values):
+        return f"convolution in {out.dtype} (the template takes one of fp16, bf16, fp32 for all operands)"
+    if any(v.device != out.device for v in values) or any(v.layout != torch.strided for v in [out, *values]):
+        return "convolution operands on several devices or not strided"
+    if not all(_static(v) for v in [out, *values]):
+        return "convolution with symbolic sizes or strides (the template specialises on them)"
+    if not all(isinstance(v, int) for v in (*stride, *padding, *dilation)) or len(stride) != 2:
+        return "convolution with non-integer stride, padding or dilation"
+    if out.numel() == 0:
+        return "empty convolution"
+    return None
+
+
+def heuristic(pixels: int, channels: int) -> tuple[int, int, int]:
+    """A configuration without measuring: the first whose channel tile is not much wider than
+    the channels and that still gives the H200's SMs a program each, else the smallest."""
+    for config in CONFIGS:
+        if config[1] <= 2 * max(channels, 16) and -(-pixels // config[0]) * -(-channels // config[1]) >= 132:
+            return config
+    return CONFIGS[-1]
+
+
+def candidates(pixels: int, channels: int) -> list[tuple[int, int, int]]:
+    first = heuristic(pixels, channels)
+    return [first] + [c for c in CONFIGS if c != first and c[1] <= 2 * max(channels, 16) and c[0] <= 2 * max(pixels, 16)]
+
+
+def launch(kernel: Any, tensors: Sequence[Any], ints: Sequence[int], problem: tuple[int, int, int, int],
+           tune: str | None = None) -> Any:
+    """Launch a depthwise template kernel over ``problem`` = (1, output pixels, channels, taps):
+    one program per BLOCK_M x BLOCK_N tile along grid axis 0. ``tune`` (the kernel's source
+    hash) measures :data:`CONFIGS` once."""
+    from ait_dynamo.kernels import runtime
+
+    _, pixels, channels, _ = problem
+    if pixels == 0 or channels == 0:
+        return None
+
+    def run(config: tuple[int, ...]) -> Any:
+        block_m, block_n, warps = config
+        grid = (runtime.triton.cdiv(pixels, block_m) * runtime.triton.cdiv(channels, block_n), 1)
+        values = {"BLOCK_M": block_m, "BLOCK_N": block_n}
+        return runtime._launched(grid, values, warps, runtime.launch(kernel, grid, (*tensors, *ints), values, warps))
+
+    if runtime.INTERPRETING:  # one program at a time through numpy: few, large tiles
+        return run((64, 64, 4))
+    config: tuple[int, ...] = heuristic(pixels, channels)
+    if runtime._tuning(tune, tensors):
+        from ait_dynamo.kernels import autotune
+
+        config = autotune.choose(tune, (pixels, channels), candidates(pixels, channels), run)
+    return run(config)

@@ -1,0 +1,204 @@
+"""Depthwise convolutions as a template kernel with the epilogue fused (issue 13, item 4):
+``kernels/depthwise.py``, ``kernels/codegen_conv.py``, ``passes/fusion_conv.py``. On the CPU under
+Triton's interpreter, with ``gemm_backends=("triton",)`` (the template wherever Triton runs)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ait_dynamo import metrics
+from ait_dynamo.config import AitConfig
+from utils import check_compiled, needs_cpu_triton
+
+pytestmark = needs_cpu_triton
+
+TRITON = {"gemm_backends": ("triton",)}
+
+
+def _graph(kind: str = "forward") -> metrics.GraphRecord:
+    return [g for g in metrics.compiled_graphs if g.kind in ((kind, "inference") if kind == "forward" else (kind,))][-1]
+
+
+class _DepthwiseBlock(nn.Module):
+    """Depthwise convolution, batch norm, activation (MobileNet / EfficientNet), and optionally
+    the block's input added back."""
+
+    def __init__(self, channels: int, kernel: int, stride: int = 1, dilation: int = 1, bias: bool = False,
+                 activation: nn.Module | None = None, residual: bool = False):
+        super().__init__()
+        padding = dilation * (kernel // 2)
+        self.conv = nn.Conv2d(channels, channels, kernel, stride, padding, dilation=dilation, groups=channels, bias=bias)
+        self.bn = nn.BatchNorm2d(channels)
+        self.act = activation or nn.ReLU()
+        self.residual = residual
+        with torch.no_grad():
+            self.bn.running_mean.uniform_(-0.5, 0.5)
+            self.bn.running_var.uniform_(0.5, 2.0)
+            self.bn.weight.uniform_(0.5, 1.5)
+            self.bn.bias.uniform_(-0.5, 0.5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.act(self.bn(self.conv(x)))
+        return y + x if self.residual else y
+
+
+@pytest.mark.parametrize("shape, kernel, stride, dilation", [
+    ((2, 12, 9, 7), 3, 1, 1),      # odd sizes, no multiple of any block
+    ((1, 5, 6, 6), 5, 2, 1),       # batch 1, stride 2, 5x5
+    ((3, 20, 11, 13), 7, 1, 1),    # ConvNeXt's 7x7
+    ((2, 8, 10, 10), 3, 1, 2),     # dilation
+    ((2, 3, 1, 4), 3, 1, 1),       # a 1-high image: every vertical tap but one is padding
+], ids=["3x3", "5x5-stride2-batch1", "7x7", "dilated", "one-row"])
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "nhwc"])
+def test_depthwise_block_inference(shape, kernel, stride, dilation, channels_last):
+    torch.manual_seed(0)
+    block = _DepthwiseBlock(shape[1], kernel, stride, dilation, activation=nn.Hardswish()).eval()
+    x = torch.randn(*shape)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+        block = block.to(memory_format=torch.channels_last)
+    with torch.no_grad():
+        check_compiled(block, x, backward=False, options=TRITON, check_strides=True)
+    graph = _graph()
+    assert "aten.convolution.default" in graph.fused_ops and "aten.convolution.default" not in graph.externs
+    assert "aten.hardswish.default" not in graph.externs
+    assert graph.fallback_reason is None
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
+def test_low_precision_with_bias_and_silu(dtype):
+    torch.manual_seed(0)
+    block = _DepthwiseBlock(16, 3, bias=True, activation=nn.SiLU()).eval().to(dtype)
+    x = torch.randn(2, 16, 8, 9, dtype=dtype)
+    with torch.no_grad():
+        check_compiled(block, x, backward=False, options=TRITON, rule="distribution")
+    assert "aten.convolution.default" in _graph().fused_ops
+
+
+def test_training_forward_and_backward_with_the_residual():
+    """Training: the forward's convolution and epilogue run in the template; the backward's
+    ``convolution_backward`` stays ATen and reads the saved input and weight, as before."""
+    torch.manual_seed(0)
+    block = _DepthwiseBlock(6, 3, activation=nn.ReLU6(), residual=True).train()
+    x = torch.randn(2, 6, 7, 5, requires_grad=True)
+    check_compiled(block, x, options=TRITON)
+    forward = _graph("forward")
+    assert "aten.convolution.default" in forward.fused_ops
+    assert "aten.convolution_backward.default" in _graph("backward").externs
+
+
+def test_one_kernel_reads_the_input_and_writes_the_activation():
+    """Structure: the convolution and its whole epilogue are one kernel over the output's space,
+    the convolution's own output never stored."""
+    torch.manual_seed(0)
+    block = _DepthwiseBlock(8, 3).eval()
+    x = torch.randn(2, 8, 6, 6)
+    with torch.no_grad():
+        check_compiled(block, x, backward=False, options=TRITON)
+    graph = _graph()
+    conv_kernels = [r for r in graph.refused.values() if "convolution" in r]
+    assert not conv_kernels, graph.refused
+    assert not graph.externs, graph.externs  # batch norm folded per call, conv + epilogue: all generated
+
+
+def test_what_stays_with_cudnn_says_why():
+    """A grouped (not depthwise) and an ordinary convolution stay ATen externs, the reason in the
+    fusion report; with both backends and no measurement, a depthwise one stays too."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(8, 8, 3, padding=1, groups=2), nn.Conv2d(8, 8, 1), nn.ReLU()).eval()
+    x = torch.randn(1, 8, 5, 5)
+    with torch.no_grad():
+        check_compiled(model, x, backward=False, options=TRITON)
+    graph = _graph()
+    assert graph.externs.count("aten.convolution.default") == 2
+    assert any("not depthwise" in r for r in graph.refused.values()), graph.refused
+    block = _DepthwiseBlock(8, 3).eval()
+    with torch.no_grad():
+        check_compiled(block, x, backward=False, options={"gemm_backends": ("aten", "triton")})
+    graph = _graph()
+    assert "aten.convolution.default" in graph.externs
+    assert any("no measurement" in r and "cuDNN" in r for r in graph.refused.values()), graph.refused
+
+
+def test_a_measured_choice_is_kept_with_the_bytes_charged_to_cudnn(tmp_path):
+    """Both backends and autotune: the depthwise group is measured (its kernel with the epilogue,
+    against the convolution through ATen plus the epilogue's bytes) and the faster kept on disk."""
+    from torch.fx.experimental.proxy_tensor import make_fx
+
+    from ait_dynamo.kernels import gemm_tuning
+    from ait_dynamo.passes.decompositions import decomposition_table
+    from ait_dynamo.passes.fusion import build_plan
+
+    config = AitConfig.create({"cache_dir": str(tmp_path), "autotune": True}, environ={})
+    x, w = torch.randn(2, 6, 5, 5), torch.randn(6, 1, 3, 3)
+    gm = make_fx(lambda x, w: (torch.relu(F.conv2d(x, w, padding=1, groups=6)),),
+                 decomposition_table=decomposition_table(config))(x, w)
+    timings = iter([1.0, 2.0])  # template 1.0 ms, ATen 2.0 ms
+
+    def bench(fn):
+        fn()  # both sides really run (the template through the interpreter)
+        return next(timings)
+
+    gemm_tuning._decisions.clear()
+    decisions = gemm_tuning.choose_gemm_backends(gm, config, lambda m: build_plan(gm, config, m), bench=bench,
+                                                 device_name="test-device")
+    (conv,) = [n.name for n in gm.graph.nodes if n.target is torch.ops.aten.convolution.default]
+    assert decisions == {conv: True}
+    plan, _ = build_plan(gm, config, decisions)
+    assert [getattr(s, "kind", "extern") for s in plan.steps] == ["conv"]
+    (record,) = json.loads((tmp_path / "gemm_choice" / "test_device.json").read_text()).values()
+    assert record["template"] and record["aten_bytes"] == 2 * 2 * 6 * 5 * 5 * 4  # the ReLU: read + write
+
+
+def _conv_kernel(block: nn.Module, x: torch.Tensor, tmp_path) -> str:
+    """The name of the kernel the convolution's group became (from the plan ait writes)."""
+    with torch.no_grad():
+        check_compiled(block, x, backward=False, options={**TRITON, "debug_dir": str(tmp_path)})
+    (plan,) = tmp_path.glob("*/plan.txt")
+    (line,) = [line for line in plan.read_text().splitlines() if " conv kernel_" in line]
+    return line.split()[2].rstrip(":")
+
+
+def test_a_failing_template_runs_through_aten_with_one_warning(tmp_path):
+    """A template kernel that fails to compile: the group (convolution and epilogue) runs through
+    ATen from then on, with one warning, and the results stay right."""
+    import warnings
+
+    from ait_dynamo import faults
+    from ait_dynamo.kernels import runtime
+
+    torch.manual_seed(0)
+    block = _DepthwiseBlock(6, 3).eval()
+    x = torch.randn(2, 6, 5, 4)
+    kernel = _conv_kernel(block, x, tmp_path)
+    runtime.BROKEN.clear()
+    with faults.inject("compile", kernel=kernel, graph="inference"), torch.no_grad(), \
+            warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        check_compiled(block, x, backward=False, options=TRITON)
+    messages = [str(w.message) for w in caught if "ait_dynamo" in str(w.message)]
+    assert len(messages) == 1 and "injected compile failure" in messages[0], messages
+    assert len(runtime.BROKEN) == 1
+    runtime.BROKEN.clear()
+
+
+def test_a_wrong_template_is_caught_by_the_numerics_guard(tmp_path):
+    """verify=True: a template whose epilogue stores a wrong value is found on the first call and
+    retired; the results are right."""
+    from ait_dynamo import faults
+    from ait_dynamo.kernels import runtime
+
+    torch.manual_seed(0)
+    block = _DepthwiseBlock(6, 3).eval()
+    x = torch.randn(2, 6, 5, 4)
+    kernel = _conv_kernel(block, x, tmp_path)
+    with faults.inject("wrong_result", kernel=kernel, graph="inference"), torch.no_grad(), \
+            pytest.warns(RuntimeWarning):
+        check_compiled(block, x, backward=False, options={**TRITON, "verify": True})
+    assert kernel in _graph().verify_failures
+    runtime.BROKEN.clear()

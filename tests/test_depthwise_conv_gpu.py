@@ -1,0 +1,75 @@
+"""The depthwise-convolution template on CUDA (skipped without a GPU): fp16 / bf16 / fp32 on
+channels-last activations of the model suite's sizes, the epilogue fused, forward and backward;
+and the choice by measurement against cuDNN (gemm_backends aten+triton, autotune) kept on disk."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import torch.nn as nn
+
+from ait_dynamo import metrics
+from ait_dynamo.kernels import gemm_tuning, runtime
+from utils import check_compiled
+
+pytestmark = pytest.mark.skipif(not runtime.triton_runs_on("cuda"), reason="needs CUDA and Triton")
+
+TRITON = {"gemm_backends": ("triton",)}
+
+
+@pytest.fixture(autouse=True)
+def _kernels_must_not_fail():
+    runtime.BROKEN.clear()
+    yield
+    assert not runtime.BROKEN, f"generated kernels failed: {runtime.BROKEN}"
+
+
+def _block(channels: int, kernel: int, stride: int, dtype: torch.dtype) -> nn.Module:
+    block = nn.Sequential(nn.Conv2d(channels, channels, kernel, stride, kernel // 2, groups=channels, bias=False),
+                          nn.BatchNorm2d(channels), nn.Hardswish())
+    with torch.no_grad():
+        block[1].running_mean.uniform_(-0.5, 0.5)
+        block[1].running_var.uniform_(0.5, 2.0)
+    return block.to("cuda", dtype).to(memory_format=torch.channels_last)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32], ids=str)
+@pytest.mark.parametrize("channels, size, kernel, stride", [(72, 56, 5, 2), (240, 28, 3, 1), (33, 17, 7, 1)],
+                         ids=["5x5-s2", "3x3-240", "7x7-ragged"])
+def test_inference_in_channels_last(dtype, channels, size, kernel, stride):
+    torch.manual_seed(0)
+    block = _block(channels, kernel, stride, dtype).eval()
+    x = torch.randn(8, channels, size, size, device="cuda", dtype=dtype).contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        check_compiled(block, x, backward=False, options=TRITON, check_strides=True, rule="distribution")
+    graph = [g for g in metrics.compiled_graphs if g.kind == "inference"][-1]
+    assert "aten.convolution.default" in graph.fused_ops and "aten.convolution.default" not in graph.externs
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
+def test_training_step(dtype):
+    torch.manual_seed(0)
+    block = _block(48, 3, 1, dtype).train()
+    x = torch.randn(4, 48, 20, 20, device="cuda", dtype=dtype, requires_grad=True)
+    x = x.detach().contiguous(memory_format=torch.channels_last).requires_grad_()
+    check_compiled(block, x, options=TRITON, rule="distribution")
+    forward = [g for g in metrics.compiled_graphs if g.kind == "forward"][-1]
+    assert "aten.convolution.default" in forward.fused_ops
+
+
+def test_measured_choice_against_cudnn_is_stored(tmp_path):
+    torch.manual_seed(0)
+    block = _block(96, 3, 1, torch.float16).eval()
+    x = torch.randn(32, 96, 56, 56, device="cuda", dtype=torch.float16).contiguous(memory_format=torch.channels_last)
+    gemm_tuning._decisions.clear()
+    with torch.no_grad():
+        check_compiled(block, x, backward=False, rule="distribution",
+                       options={"gemm_backends": ("aten", "triton"), "autotune": True, "cache_dir": str(tmp_path)})
+    (stored,) = (tmp_path / "gemm_choice").glob("*.json")
+    (record,) = json.loads(stored.read_text()).values()
+    assert record["template_ms"] > 0 and record["aten_ms"] > 0 and record["aten_bytes"] > 0, record
+    graph = [g for g in metrics.compiled_graphs if g.kind == "inference"][-1]
+    fused = "aten.convolution.default" in graph.fused_ops
+    assert fused == record["template"], (record, graph.fused_ops)
