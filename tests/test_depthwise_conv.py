@@ -202,3 +202,22 @@ def test_a_wrong_template_is_caught_by_the_numerics_guard(tmp_path):
         check_compiled(block, x, backward=False, options={**TRITON, "verify": True})
     assert kernel in _graph().verify_failures
     runtime.BROKEN.clear()
+
+
+def test_the_input_may_be_a_view_into_a_larger_tensor():
+    """A channel slice of a channels-last tensor (MobileNet-style splits, Inception branches): the
+    template reads the base through the slice's strides and offset."""
+    class Branch(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(5, 5, 3, padding=1, groups=5, bias=True)
+
+        def forward(self, t: torch.Tensor) -> torch.Tensor:
+            return torch.relu(self.conv(t[:, 2:7]))
+
+    torch.manual_seed(0)
+    x = torch.randn(2, 9, 6, 7).contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        check_compiled(Branch().eval(), x, backward=False, options=TRITON)
+    graph = _graph()
+    assert "aten.convolution.default" in graph.fused_ops and "aten.convolution.default" not in graph.externs
