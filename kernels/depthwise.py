@@ -23,16 +23,15 @@ from typing import Any, Sequence
 import torch
 from torch import fx
 
+from ait_dynamo.kernels.gemm_choice import TEMPLATE_DTYPES
 from ait_dynamo.passes.graph_utils import meta_value
 
 aten = torch.ops.aten
 
-TEMPLATE_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
-
 # (BLOCK_M output pixels, BLOCK_N channels, num_warps). Channels are the contiguous dim of a
-# channels-last activation, so a tile's loads are coalesced along BLOCK_N; the first fits a
-# 112x112x96 layer of MobileNet with every SM busy. Not yet measured on the H200: with
-# ``autotune`` they are measured per problem (kernels/autotune.py).
+# channels-last activation, so a tile's loads are coalesced along BLOCK_N. Chosen by reasoning,
+# not yet measured on a GPU: with ``autotune`` they are measured per problem (kernels/autotune.py),
+# without it :func:`heuristic` picks one.
 CONFIGS: tuple[tuple[int, int, int], ...] = (
     (64, 64, 4), (128, 32, 4), (32, 128, 4), (128, 64, 8), (64, 128, 8), (256, 32, 8), (16, 64, 2),
 )
