@@ -34,6 +34,7 @@ aten = torch.ops.aten
 # without it :func:`heuristic` picks one.
 CONFIGS: tuple[tuple[int, int, int], ...] = (
     (64, 64, 4), (128, 32, 4), (32, 128, 4), (128, 64, 8), (64, 128, 8), (256, 32, 8), (16, 64, 2),
+    (32, 32, 2),
 )
 
 
@@ -90,11 +91,18 @@ def refusal(node: fx.Node) -> str | None:
 
 def heuristic(pixels: int, channels: int) -> tuple[int, int, int]:
     """A configuration without measuring: the first whose channel tile is not much wider than
-    the channels and that still gives the H200's SMs a program each, else the smallest."""
-    for config in CONFIGS:
-        if config[1] <= 2 * max(channels, 16) and -(-pixels // config[0]) * -(-channels // config[1]) >= 132:
+    the channels and that still gives every SM a program (the GEMM heuristic's rule), else the
+    one of those that makes the most programs."""
+    from ait_dynamo.kernels.gemm_configs import SMS
+
+    def programs(config: tuple[int, int, int]) -> int:
+        return -(-pixels // config[0]) * -(-channels // config[1])
+
+    fitting = [c for c in CONFIGS if c[1] <= 2 * max(channels, 16)]
+    for config in fitting:
+        if programs(config) >= SMS:
             return config
-    return CONFIGS[-1]
+    return max(fitting, key=programs)
 
 
 def candidates(pixels: int, channels: int) -> list[tuple[int, int, int]]:

@@ -221,3 +221,14 @@ def test_the_input_may_be_a_view_into_a_larger_tensor():
         check_compiled(Branch().eval(), x, backward=False, options=TRITON)
     graph = _graph()
     assert "aten.convolution.default" in graph.fused_ops and "aten.convolution.default" not in graph.externs
+
+
+def test_the_heuristic_fills_the_gpu_and_skips_tiles_wider_than_the_channels():
+    from ait_dynamo.kernels import depthwise
+    from ait_dynamo.kernels.gemm_configs import SMS
+
+    pixels, channels = 32 * 28 * 28, 240  # MobileNetV3's 240-channel layer at batch 32
+    block_m, block_n, _ = depthwise.heuristic(pixels, channels)
+    assert -(-pixels // block_m) * -(-channels // block_n) >= SMS and block_n <= 2 * channels
+    assert depthwise.heuristic(49, 8) == (32, 32, 2)  # too small to fill the GPU: the most programs
+    assert all(c[1] <= 32 for c in depthwise.candidates(10_000, 16))  # 16 channels: no 64-wide tiles
