@@ -576,7 +576,7 @@ class Planner:
             steps.append(
                 FusionGroup(
                     name=f"kernel_{next(kernel_names)}",
-                    kind=_group_kind(group),
+                    kind=group.kind,
                     gemm_rows=group.gemm_rows if group.gemm is not None else (),
                     nodes=members,
                     inputs=inputs,
@@ -591,12 +591,6 @@ class Planner:
                 )
             )
         return order_steps(drop_folded_views(steps, returned))
-
-
-def _group_kind(group: Group) -> str:
-    if group.gemm is not None:
-        return "conv" if is_depthwise_template(group.gemm) else "gemm"
-    return "reduction" if group.is_reduction else "pointwise"
 
 
 def build_plan(gm: fx.GraphModule, config: Any,

@@ -38,6 +38,13 @@ class Group:
         return bool(self.reduced)
 
     @property
+    def kind(self) -> str:
+        """The plan step's kind (``FusionGroup.kind``): a template group's "gemm" or "conv"."""
+        if self.gemm is not None:
+            return "conv" if self.gemm.target is torch.ops.aten.convolution.default else "gemm"
+        return "reduction" if self.is_reduction else "pointwise"
+
+    @property
     def has_shifted_loads(self) -> bool:
         """Holds a cat, slice_backward or constant_pad_nd, whose input the kernel loads at shifted indices."""
         return any(node.target in SHIFTED_LOADS for node in self.nodes)
