@@ -90,7 +90,8 @@ def choose(kernel_hash: str, sizes: Sequence[int], candidates: Sequence[tuple[in
             choice = tuple(candidates[0])
         else:
             choice = min(timings)[1]
-        log.info("autotune %s %s: %s (of %d)", kernel_hash[:12], key, choice, len(timings))
+        log.info("autotune %s %s: %s (of %d; ms %s)", kernel_hash[:12], key, choice, len(timings),
+                 " ".join(f"{c}={t:.4f}" for t, c in sorted(timings)))
         if out_of_memory is not None:
             warnings.warn(
                 f"ait_dynamo autotune: out of memory while benchmarking kernel {kernel_hash[:12]} ({out_of_memory}); "

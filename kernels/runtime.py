@@ -433,26 +433,35 @@ def ensure_allocator() -> None:
 
 def warm_gemm_configs(kernel: Any, args: Sequence[Any], configs: Sequence[tuple[int, ...]], k: int, upcast: bool,
                       workers: int = 8, constexprs: Callable[[tuple[int, ...]], dict[str, int]] | None = None) -> None:
-    """Compile a GEMM kernel's candidate configurations in parallel before they are timed one by
-    one (``JITFunction.warmup`` with the launch's own arguments: the same specialisation). ptxas
-    runs as a subprocess, so threads overlap; this is most of a cold autotuning compile. A
+    """Compile a GEMM kernel's candidate configurations in parallel (:func:`warm_configs`)."""
+    from ait_dynamo.kernels import gemm_configs
+
+    def options(config: tuple[int, ...]) -> dict[str, int]:
+        values = constexprs(config) if constexprs is not None else gemm_configs.constexprs(config, k, upcast)
+        return {**values, "num_warps": config[4], "num_stages": config[5]}
+
+    warm_configs(kernel, args, configs, options, workers)
+
+
+def warm_configs(kernel: Any, args: Sequence[Any], configs: Sequence[tuple[int, ...]],
+                 options: Callable[[tuple[int, ...]], dict[str, int]], workers: int = 8) -> None:
+    """Compile a template kernel's candidate configurations in parallel before they are timed one
+    by one (``JITFunction.warmup`` with the launch's own arguments: the same specialisation);
+    ``options(config)``: its constexprs, ``num_warps`` and (where set) ``num_stages``. ptxas runs
+    as a subprocess, so threads overlap; this is most of a cold autotuning compile. A
     configuration that fails here fails again, and is skipped, when it is timed."""
     from concurrent.futures import ThreadPoolExecutor
-
-    from ait_dynamo.kernels import gemm_configs
 
     warmup = getattr(kernel, "warmup", None)
     if warmup is None or len(configs) < 2:
         return
 
     def compile_one(config: tuple[int, ...]) -> None:
-        warps, stages = config[4], config[5]
-        values = constexprs(config) if constexprs is not None else gemm_configs.constexprs(config, k, upcast)
-        warmup(*args, grid=(1,), num_warps=warps, num_stages=stages, **values)
+        warmup(*args, grid=(1,), **options(config))
 
-    with ThreadPoolExecutor(max_workers=min(workers, len(configs)), thread_name_prefix="ait-gemm-compile") as pool:
+    with ThreadPoolExecutor(max_workers=min(workers, len(configs)), thread_name_prefix="ait-template-compile") as pool:
         for future in [pool.submit(compile_one, c) for c in configs]:
             try:
                 future.result()
             except Exception as error:  # noqa: BLE001 - timed (and skipped) later
-                logging.getLogger("ait_dynamo").debug("precompiling a GEMM configuration failed: %s", _cause(error))
+                logging.getLogger("ait_dynamo").debug("precompiling a template configuration failed: %s", _cause(error))

@@ -45,7 +45,6 @@ aten = torch.ops.aten
 # the MLP at 0.93-0.99x against 0.92-0.95x: no clear win either way, so MKL stays there
 # (benchmarks/results/cpu-xeon/encoder_levers/).
 _MIN_GAIN = 0.75
-_DTYPES = (torch.float32, torch.bfloat16)
 # activation name (graph_utils.activation_name) → oneDNN's (attribute, algorithm)
 _ACTIVATIONS = {"relu": ("relu", ""), "silu": ("swish", ""), "sigmoid": ("sigmoid", ""), "tanh": ("tanh", ""),
                 "gelu": ("gelu", "none"), "gelu_tanh": ("gelu", "tanh")}
@@ -59,6 +58,13 @@ def _linear() -> Any:
         return None
     packet = getattr(torch.ops.mkldnn, "_linear_pointwise", None)
     return None if packet is None else packet.default
+
+
+def dtypes() -> tuple[torch.dtype, ...]:
+    """The dtypes oneDNN's linear takes on this CPU: bfloat16 only where oneDNN has bf16 kernels
+    for it (an AMD EPYC without AVX-512 refused with "could not create a primitive descriptor")."""
+    supported = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
+    return (torch.float32, torch.bfloat16) if supported is not None and supported() else (torch.float32,)
 
 
 def _activation(node: fx.Node) -> tuple[str, str] | None:
@@ -99,7 +105,7 @@ def _operands(node: fx.Node) -> tuple[Any, fx.Node, fx.Node] | None:
     else:
         return None
     out = meta_value(node)
-    if not isinstance(out, torch.Tensor) or out.dtype not in _DTYPES or out.device.type != "cpu":
+    if not isinstance(out, torch.Tensor) or out.dtype not in dtypes() or out.device.type != "cpu":
         return None
     if not (isinstance(a, fx.Node) and isinstance(b, fx.Node)):
         return None

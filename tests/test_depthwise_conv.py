@@ -232,3 +232,46 @@ def test_the_heuristic_fills_the_gpu_and_skips_tiles_wider_than_the_channels():
     assert -(-pixels // block_m) * -(-channels // block_n) >= SMS and block_n <= 2 * channels
     assert depthwise.heuristic(49, 8) == (32, 32, 2)  # too small to fill the GPU: the most programs
     assert all(c[1] <= 32 for c in depthwise.candidates(10_000, 16))  # 16 channels: no 64-wide tiles
+
+
+def test_tuning_compiles_the_candidates_in_parallel_before_timing_them(tmp_path, monkeypatch):
+    """On CUDA the candidates are compiled by ``warmup`` threads first (the H200 spent 4-13 s per
+    convolution compiling them one after another), then timed; stubbed here off CUDA."""
+    import threading
+
+    from ait_dynamo.kernels import autotune, depthwise, runtime
+
+    events: list[tuple[str, tuple[int, int, int]]] = []
+    threads: set[str] = set()
+
+    class Kernel:
+        def warmup(self, *args, grid, num_warps, BLOCK_M, BLOCK_N):
+            threads.add(threading.current_thread().name)
+            events.append(("compiled", (BLOCK_M, BLOCK_N, num_warps)))
+
+    def launch(kernel, grid, args, constexprs, warps, stages=None):
+        assert stages is None and tuple(args[-2:]) == (7, 9)
+        events.append(("ran", (constexprs["BLOCK_M"], constexprs["BLOCK_N"], warps)))
+        return None
+
+    monkeypatch.setattr(runtime, "INTERPRETING", False)
+    monkeypatch.setattr(runtime, "_tuning", lambda tune, tensors: True)
+    monkeypatch.setattr(runtime, "launch", launch)
+    monkeypatch.setattr(autotune, "_memory", {})
+    autotune.set_directory(str(tmp_path))
+    pixels, channels = 32 * 28 * 28, 240
+    timings = iter(range(100, 0, -1))  # each later candidate times faster: the last one wins
+    real_choose = autotune.choose
+
+    def choose(*args, **kwargs):
+        return real_choose(*args, device="dev", bench=lambda fn: (fn(), next(timings))[1], **kwargs)
+
+    monkeypatch.setattr(autotune, "choose", choose)
+    depthwise.launch(Kernel(), [torch.zeros(1)], [7, 9], (1, pixels, channels, 9), tune="dwkey")
+    candidates = depthwise.candidates(pixels, channels)
+    compiled = [config for what, config in events if what == "compiled"]
+    assert sorted(compiled) == sorted(candidates) and len(candidates) > 2
+    first_run = next(i for i, (what, _) in enumerate(events) if what == "ran")
+    assert all(what == "compiled" for what, _ in events[:first_run])  # all compiled before any is timed
+    assert all(name.startswith("ait-template-compile") for name in threads)
+    assert events[-1] == ("ran", candidates[-1])  # the fastest, launched for real

@@ -41,7 +41,11 @@ def _externs(kind: str) -> list[str]:
     return next(g for g in metrics.compiled_graphs if g.name.endswith(kind)).externs
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+BF16 = pytest.param(torch.bfloat16, id="torch.bfloat16", marks=pytest.mark.skipif(
+    torch.bfloat16 not in onednn_gemm.dtypes(), reason="oneDNN has no bf16 kernels for this CPU"))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, BF16], ids=str)
 @pytest.mark.parametrize("approximate", ["none", "tanh"])
 def test_inference_folds_the_activations(dtype, approximate):
     torch.manual_seed(0)
@@ -90,6 +94,18 @@ def test_left_to_aten():
 
     check_compiled(fn, torch.randn(6, 5), torch.randn(5, 4), torch.randn(6, 4), torch.randn(6, 5, dtype=torch.float64),
                    torch.randn(5, 4, dtype=torch.float64), torch.randn(2, 3, 5), backward=False, options=ALWAYS)
+    assert LINEAR not in _externs("inference")
+
+
+def test_bf16_stays_with_aten_where_onednn_has_no_bf16_kernels(monkeypatch):
+    """A CPU without oneDNN's bf16 kernels refuses ``_linear_pointwise`` in bf16 at run time
+    (an AMD EPYC without AVX-512): even when oneDNN is forced, bf16 GEMMs stay with ATen there."""
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False, raising=False)
+    assert onednn_gemm.dtypes() == (torch.float32,)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        check_compiled(Block().to(torch.bfloat16).eval(), torch.randn(3, 7, 24, dtype=torch.bfloat16),
+                       backward=False, options=ALWAYS)
     assert LINEAR not in _externs("inference")
 
 
