@@ -21,12 +21,17 @@ import torchvision
 from ait_dynamo.kernels.launch_site import LaunchSite
 
 
+def _launch_sites() -> list[LaunchSite]:
+    # type(), not isinstance(): gc also lists weak proxies, whose isinstance raises once dead
+    return [o for o in gc.get_objects() if type(o) is LaunchSite]
+
+
 def sites() -> set[int]:
-    return {id(o) for o in gc.get_objects() if isinstance(o, LaunchSite)}
+    return {id(o) for o in _launch_sites()}
 
 
 def states(ids: set[int]) -> dict[str, int]:
-    found = [o for o in gc.get_objects() if isinstance(o, LaunchSite) and id(o) in ids]
+    found = [o for o in _launch_sites() if id(o) in ids]
     return dict(collections.Counter(repr(o).split(", ", 1)[1].rstrip(")") for o in found))
 
 
