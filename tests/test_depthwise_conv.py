@@ -238,3 +238,7 @@ def test_the_heuristic_fills_the_gpu_and_skips_tiles_wider_than_the_channels():
     assert -(-pixels // block_m) * -(-channels // block_n) >= SMS and block_n <= 2 * channels
     assert depthwise.heuristic(49, 8) == (32, 32, 2)  # too small to fill the GPU: the most programs
     assert all(c[1] <= 32 for c in depthwise.candidates(10_000, 16))  # 16 channels: no 64-wide tiles
+    # 32 channels (EfficientNet-B0 at batch 32): 32-wide tiles only, a 128 x 32 tile first
+    assert depthwise.heuristic(32 * 112 * 112, 32) == (128, 32, 4)
+    assert {c[1] for c in depthwise.candidates(32 * 112 * 112, 32)} == {32}
+    assert [depthwise.widest_tile(c) for c in (1, 16, 32, 33, 72, 240)] == [32, 32, 32, 64, 128, 256]
