@@ -449,13 +449,13 @@ def warm_gemm_configs(kernel: Any, args: Sequence[Any], configs: Sequence[tuple[
 
 def warm_configs(kernel: Any, args: Sequence[Any], configs: Sequence[tuple[int, ...]],
                  options: Callable[[tuple[int, ...]], dict[str, int]], workers: int = 8) -> None:
-    """Compile a kernel's candidate configurations (templates, pointwise, reductions: with the
-    ``autotune`` option, EfficientNet-B0's first call on the H200 (9c17fe4) spent about 55 s
-    tuning 140 pointwise and reduction kernels, each configuration compiled in turn) in parallel before they are timed one
-    by one (``JITFunction.warmup`` with the launch's own arguments: the same specialisation);
-    ``options(config)``: its constexprs, ``num_warps`` and (where set) ``num_stages``. ptxas runs
-    as a subprocess, so threads overlap; this is most of a cold autotuning compile. A
-    configuration that fails here fails again, and is skipped, when it is timed."""
+    """Compile a kernel's candidate configurations (GEMM and depthwise templates, pointwise and
+    reduction kernels) in parallel before they are timed one by one (``JITFunction.warmup`` with
+    the launch's own arguments: the same specialisation); ``options(config)``: its constexprs,
+    ``num_warps`` and (where set) ``num_stages``. ptxas runs as a subprocess, so threads overlap;
+    this is most of a cold autotuning compile. Compiled in turn, EfficientNet-B0's first call
+    with ``autotune`` on the H200 (9c17fe4) spent about 55 s tuning 140 pointwise and reduction
+    kernels. A configuration that fails here fails again, and is skipped, when it is timed."""
     from concurrent.futures import ThreadPoolExecutor
 
     warmup = getattr(kernel, "warmup", None)

@@ -1,8 +1,8 @@
-"""With ``autotune`` on CUDA, every tuned launcher (pointwise, reduction, depthwise convolution,
-GEMM) compiles its candidate configurations in parallel threads (``runtime.warm_configs``)
-before timing them one by one: compiled in turn they cost 4-13 s per depthwise convolution and
-about 55 s of EfficientNet-B0's first call on the H200. Off CUDA, the tuning path is entered by
-stubbing ``runtime._tuning`` and ``runtime.launch``."""
+"""With ``autotune`` on CUDA, the pointwise, reduction and depthwise-convolution launchers compile
+their candidate configurations in parallel threads (``runtime.warm_configs``) before timing them
+one by one, as the GEMM template does (tests/test_gemm_template.py): compiled in turn they cost
+4-13 s per depthwise convolution and about 55 s of EfficientNet-B0's first call on the H200. Off
+CUDA, the tuning path is entered by stubbing ``runtime._tuning`` and ``runtime.launch``."""
 
 from __future__ import annotations
 
