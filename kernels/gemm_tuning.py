@@ -17,7 +17,12 @@ graph's shapes, dtypes and strides:
   sources read, cuBLAS's operands written). A fused pointwise kernel runs at about copy
   bandwidth, and this keeps the measurement to one GEMM and one copy.
 
-The faster wins; the decision is kept on disk per device, template source (which fixes shapes,
+Both sides are timed with ``triton.testing.do_bench`` (an L2 flush before each call, one call
+enqueued ahead), which sees the larger of a side's host and GPU time: what a step without CUDA
+graphs pays. Under the ``cuda_graphs`` option only GPU time counts, so there both sides are
+replayed in a CUDA graph (:func:`do_bench_graph`), and the decision is kept under its own key.
+
+The faster wins; the decision is kept on disk per device, measurement, template source (which fixes shapes,
 strides, dtypes, epilogue and tf32 setting) and the bytes charged to ATen, under
 ``<cache_dir>/gemm_choice/``, and the graph is planned again with it. Tuning one graph stops
 after ``autotune_budget_s`` seconds: the GEMMs not measured by then take ATen (and are measured
@@ -69,6 +74,21 @@ def do_bench(fn: Callable[[], Any]) -> float:
     from triton.testing import do_bench
 
     return float(do_bench(fn, warmup=5, rep=25, return_mode="median"))
+
+
+def do_bench_graph(fn: Callable[[], Any]) -> float:
+    """``fn``'s GPU time: calls captured in a CUDA graph and replayed (no host time, no L2 flush
+    between calls), as a step runs under the ``cuda_graphs`` option. Where ``fn`` cannot be
+    captured, :func:`do_bench`. Why: a cuDNN convolution's call costs tens of us of host time (the
+    H200's micro family: ait's step with cuDNN and one epilogue kernel took 56-116 us of host
+    time, 31-40 us with the depthwise template alone), which ``do_bench`` counts."""
+    from triton.testing import do_bench_cudagraph
+
+    try:
+        return float(do_bench_cudagraph(fn, rep=25, return_mode="median"))
+    except Exception as error:  # noqa: BLE001 - an op that cannot be captured: timed as without graphs
+        log.info("gemm tuning: not timed in a CUDA graph (%s); timed without", error)
+        return do_bench(fn)
 
 
 class _Names:
@@ -266,6 +286,7 @@ def choose_gemm_backends(gm: fx.GraphModule, config: Any, plan_with: Callable[[d
     aten_plan = AtenPlanBytes(plan_with({n.name: False for n in candidates})[0])
     device = device_name or torch.cuda.get_device_name()
     path = device_choices_path(config.cache_dir, "gemm_choice", device)
+    graphs = bool(config.cuda_graphs)  # GPU time only (module doc)
     started = time.perf_counter()
     decisions: dict[str, bool] = {}
     bar = progress(len(groups))
@@ -281,7 +302,7 @@ def choose_gemm_backends(gm: fx.GraphModule, config: Any, plan_with: Callable[[d
                 # measured nothing: "Cannot access data pointer of Tensor (e.g. FakeTensor ...)")
                 with real_tensors(), torch.no_grad():
                     decisions[gemm.name] = _decide(group, config.cache_dir, device, path, bench,
-                                                   aten_side_bytes(group, aten_plan))
+                                                   aten_side_bytes(group, aten_plan), graphs)
             except torch.cuda.OutOfMemoryError:
                 torch.cuda.empty_cache()
                 log.info("gemm tuning: out of memory measuring %s; it keeps cuBLAS", gemm.name)
@@ -298,9 +319,14 @@ def choose_gemm_backends(gm: fx.GraphModule, config: Any, plan_with: Callable[[d
 
 
 def _decide(group: FusionGroup, cache_dir: str, device: str, path: str, bench: Bench | None,
-            aten_bytes: int) -> bool:
-    """Whether the template beats cuBLAS for one group: from memory, from disk, or measured."""
+            aten_bytes: int, graphs: bool = False) -> bool:
+    """Whether the template beats cuBLAS for one group: from memory, from disk, or measured;
+    ``graphs``: by GPU time alone (the ``cuda_graphs`` option), timed with :func:`do_bench_graph`
+    unless ``bench`` is given (tests)."""
     key = f"{device}|{generate_kernel(group, _Names()).tune_key}|aten_bytes={aten_bytes}"
+    if graphs:
+        key += "|cuda_graphs"
+        bench = bench or do_bench_graph
     with _lock:
         if key in _decisions:
             return _decisions[key]
@@ -312,7 +338,8 @@ def _decide(group: FusionGroup, cache_dir: str, device: str, path: str, bench: B
         faster = template_ms < aten_ms
         log.info("gemm %s (%s): template %.4f ms, ATen %.4f ms", gemm_choice.gemm_node(group).name, key, template_ms, aten_ms)
         data = load_json(path)
-        data[key] = {"template_ms": template_ms, "aten_ms": aten_ms, "aten_bytes": aten_bytes, "template": faster}
+        data[key] = {"template_ms": template_ms, "aten_ms": aten_ms, "aten_bytes": aten_bytes, "template": faster,
+                     "cuda_graphs": graphs}
         store_json(path, data)
     with _lock:
         _decisions[key] = faster

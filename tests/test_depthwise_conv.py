@@ -126,16 +126,18 @@ def test_what_stays_with_cudnn_says_why():
     assert any("no measurement" in r and "cuDNN" in r for r in graph.refused.values()), graph.refused
 
 
-def test_a_measured_choice_is_kept_with_the_bytes_charged_to_cudnn(tmp_path):
+@pytest.mark.parametrize("cuda_graphs", [False, True], ids=["default", "cuda_graphs"])
+def test_a_measured_choice_is_kept_with_the_bytes_charged_to_cudnn(tmp_path, cuda_graphs):
     """Both backends and autotune: the depthwise group is measured (its kernel with the epilogue,
-    against the convolution through ATen plus the epilogue's bytes) and the faster kept on disk."""
+    against the convolution through ATen plus the epilogue's bytes) and the faster kept on disk;
+    under ``cuda_graphs`` (GPU time alone) under a key of its own."""
     from torch.fx.experimental.proxy_tensor import make_fx
 
     from ait_dynamo.kernels import gemm_tuning
     from ait_dynamo.passes.decompositions import decomposition_table
     from ait_dynamo.passes.fusion import build_plan
 
-    config = AitConfig.create({"cache_dir": str(tmp_path), "autotune": True}, environ={})
+    config = AitConfig.create({"cache_dir": str(tmp_path), "autotune": True, "cuda_graphs": cuda_graphs}, environ={})
     x, w = torch.randn(2, 6, 5, 5), torch.randn(6, 1, 3, 3)
     gm = make_fx(lambda x, w: (torch.relu(F.conv2d(x, w, padding=1, groups=6)),),
                  decomposition_table=decomposition_table(config))(x, w)
@@ -154,8 +156,9 @@ def test_a_measured_choice_is_kept_with_the_bytes_charged_to_cudnn(tmp_path):
     assert decisions == {conv: True}
     plan, _ = build_plan(gm, config, decisions)
     assert [getattr(s, "kind", "extern") for s in plan.steps] == ["conv"]
-    (record,) = json.loads((tmp_path / "gemm_choice" / "test_device.json").read_text()).values()
+    ((key, record),) = json.loads((tmp_path / "gemm_choice" / "test_device.json").read_text()).items()
     assert record["template"] and record["aten_bytes"] == 2 * 2 * 6 * 5 * 5 * 4  # the ReLU: read + write
+    assert record["cuda_graphs"] == cuda_graphs and key.endswith("|cuda_graphs") == cuda_graphs
     # the template is timed as the wrapper runs it: through a launch site past its first call
     (site,) = timed_sites
     assert site.kind == "conv" and site.launch != site._first
@@ -242,3 +245,18 @@ def test_the_heuristic_fills_the_gpu_and_skips_tiles_wider_than_the_channels():
     assert depthwise.heuristic(32 * 112 * 112, 32) == (128, 32, 4)
     assert {c[1] for c in depthwise.candidates(32 * 112 * 112, 32)} == {32}
     assert [depthwise.widest_tile(c) for c in (1, 16, 32, 33, 72, 240)] == [32, 32, 32, 64, 128, 256]
+
+
+def test_the_graph_measurement_falls_back_where_capture_fails(monkeypatch):
+    """``do_bench_graph`` (GPU time, under ``cuda_graphs``): a call that cannot be captured in a
+    CUDA graph is timed as without graphs, not given up."""
+    import triton.testing
+
+    from ait_dynamo.kernels import gemm_tuning
+
+    def refuse(fn, **kwargs):
+        raise RuntimeError("operation not permitted when stream is capturing")
+
+    monkeypatch.setattr(triton.testing, "do_bench_cudagraph", refuse)
+    monkeypatch.setattr(gemm_tuning, "do_bench", lambda fn: 0.25)
+    assert gemm_tuning.do_bench_graph(lambda: None) == 0.25

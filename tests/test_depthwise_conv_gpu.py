@@ -60,17 +60,21 @@ def test_training_step(dtype):
     assert "aten.convolution.default" in forward.fused_ops
 
 
-def test_measured_choice_against_cudnn_is_stored(tmp_path):
+@pytest.mark.parametrize("cuda_graphs", [False, True], ids=["default", "cuda_graphs"])
+def test_measured_choice_against_cudnn_is_stored(tmp_path, cuda_graphs):
+    """Under ``cuda_graphs`` both sides are timed replayed in a CUDA graph (GPU time alone)."""
     torch.manual_seed(0)
     block = _block(96, 3, 1, torch.float16).eval()
     x = torch.randn(32, 96, 56, 56, device="cuda", dtype=torch.float16).contiguous(memory_format=torch.channels_last)
     gemm_tuning._decisions.clear()
     with torch.no_grad():
         check_compiled(block, x, backward=False, rule="distribution",
-                       options={"gemm_backends": ("aten", "triton"), "autotune": True, "cache_dir": str(tmp_path)})
+                       options={"gemm_backends": ("aten", "triton"), "autotune": True, "cache_dir": str(tmp_path),
+                                "cuda_graphs": cuda_graphs})
     (stored,) = (tmp_path / "gemm_choice").glob("*.json")
     (record,) = json.loads(stored.read_text()).values()
     assert record["template_ms"] > 0 and record["aten_ms"] > 0 and record["aten_bytes"] > 0, record
+    assert record["cuda_graphs"] == cuda_graphs
     graph = [g for g in metrics.compiled_graphs if g.kind == "inference"][-1]
     fused = "aten.convolution.default" in graph.fused_ops
     assert fused == record["template"], (record, graph.fused_ops)
