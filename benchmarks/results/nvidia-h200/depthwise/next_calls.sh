@@ -3,7 +3,7 @@
 # produced this folder's results are this file at that commit.
 #   CALL=1 OUT=... bash benchmarks/results/nvidia-h200/depthwise/next_calls.sh   # the whole GPU suite
 #   CALL=2 OUT=... bash benchmarks/results/nvidia-h200/depthwise/next_calls.sh   # ViT-B with tuning, after 9fd8053
-#   CALL=3 OUT=... bash benchmarks/results/nvidia-h200/depthwise/next_calls.sh   # the CNNs with tuning, after 9fd8053
+#   CALL=3 / CALL=4 OUT=... bash benchmarks/results/nvidia-h200/depthwise/next_calls.sh   # two CNNs each, tuned, both modes
 set -u
 . benchmarks/device_setup.sh "$OUT/setup.log" > /dev/null
 export PYTHONPATH=.:/tmp/site
@@ -22,8 +22,10 @@ case "${CALL:-1}" in
     timeout 520 python3 -c "$LOGGED" run --workload vit_b16_224 --batch 128 --no-plots --out "$OUT/vit" \
       --backends "inductor,ait,ait+autotune=1" > "$OUT/vit.log" 2>&1
     echo "vit rc=$?"; grep -E "^\[[0-9]/" "$OUT/vit.log" | cut -c1-300; gzip -f "$OUT/vit.log" ;;
-3)  # the CNNs: decisions, kernel time and compile time with tuning after 9fd8053 and 16f26d8
-    timeout 540 python3 -c "$LOGGED" run --suite models --workload tv_mobilenet_v3_large,tv_efficientnet_b0,tv_convnext_tiny \
-      --batch 32 --backends "inductor,ait,ait+autotune=1" --no-plots --out "$OUT/cnn" > "$OUT/cnn.log" 2>&1
-    echo "cnn rc=$?"; grep -E "^\[[0-9]/3\]" "$OUT/cnn.log" | cut -c1-300; gzip -f "$OUT/cnn.log" ;;
+3|4)  # the CNNs: decisions, kernel time, compile time with tuning after 9fd8053 / 16f26d8, and under
+    # CUDA graphs (fa65fc5: GPU time alone decides), against Inductor in both modes (issue 13's targets)
+    if [ "$CALL" = 3 ]; then MODELS=tv_mobilenet_v3_large,tv_efficientnet_b0; else MODELS=tv_convnext_tiny,tv_resnet50; fi
+    timeout 540 python3 -c "$LOGGED" run --suite models --workload "$MODELS" --batch 32 --no-plots --out "$OUT/cnn" \
+      --backends "inductor,inductor-reduce-overhead,ait+autotune=1,ait-cudagraphs+autotune=1" > "$OUT/cnn.log" 2>&1
+    echo "cnn rc=$?"; grep -E "^\[[0-9]/2\]" "$OUT/cnn.log" | cut -c1-300; gzip -f "$OUT/cnn.log" ;;
 esac
