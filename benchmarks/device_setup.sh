@@ -1,5 +1,7 @@
 # Sourced by the device scripts: the carried wheels (.whl/: expecttest, which the GPU image lacks
 # and torch.testing._internal imports), the editable install, and a line naming the versions.
+# .whl/ is not in git; on a new checkout: pip download --no-deps expecttest "nvidia-cutlass==4.2.*" -d .whl
+# (CUTLASS's headers for the cutlass extra), kept out of commits by .git/info/exclude.
 # Expects OUT set; appends the versions to "$1".
 if ! python3 -c "import expecttest" 2>/dev/null && ls .whl/*.whl >/dev/null 2>&1; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
