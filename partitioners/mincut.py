@@ -23,6 +23,7 @@ from ait_dynamo.partitioners.flow_cut import choose_cut, default_saved_bytes
 from ait_dynamo.partitioners.graph_info import analyze_joint_graph, is_symbolic_node, is_tensor_node
 from ait_dynamo.partitioners.schedule import schedule_recomputation_late
 from ait_dynamo.partitioners.report import PartitionReport, parameter_storages, publish, saved_bytes_of, saved_tensors
+from ait_dynamo.passes.batch_norm_stats import backward_reads_no_statistics
 
 log = logging.getLogger("ait_dynamo")
 
@@ -55,6 +56,10 @@ def _prepare_joint(joint_module: fx.GraphModule) -> None:
     on the forward and backward graphs, and on the joint graph it changed no partition we measured
     while costing half the partition time.)"""
     joint_module.graph.eliminate_dead_code()
+    # Training batch norm's backward is given no running statistics (it never reads them in
+    # training mode), so that the forward can update the buffers in place (passes/batch_norm_stats.py).
+    if backward_reads_no_statistics(joint_module):
+        joint_module.recompile()
     # Effectful ops, collectives and inputs mutated in the backward must be computed in the
     # forward and saved: functorch marks them (node.meta["recompute"] = MUST_SAVE), our cost
     # model honours the mark.

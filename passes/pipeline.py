@@ -27,8 +27,10 @@ AOTAutograd (``passes/pre_autograd.py``): what they rewrite, AOTAutograd then di
    counts nodes: the bias add joins the kernel that reads the convolution;
 8. remove_noops once more: contiguous clones the trace needed on NCHW values (ConvNeXt's permute
    before a linear layer) are identities on NHWC ones;
-9. reinplace_dying_inputs last (only where nothing is generated): it needs the final users of
-   each value, and its in-place ops would keep CSE and DCE from touching them.
+9. update_batch_norm_stats_in_place, then reinplace_dying_inputs, last (the latter only where
+   nothing is generated): they need the final users of each value, their in-place ops would keep
+   CSE and DCE from touching them, and the layout pass recomputes a functional op's layout but
+   leaves an in-place op's as traced.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from typing import Any, Callable
 from torch import fx
 
 from ait_dynamo.passes.attention import fuse_attention
+from ait_dynamo.passes.batch_norm_stats import update_batch_norm_stats_in_place
 from ait_dynamo.passes.cancel_negations import cancel_negations
 from ait_dynamo.passes.cast_views import move_casts_to_producers
 from ait_dynamo.passes.constant_fold import fold_constants
@@ -73,6 +76,7 @@ PASSES: list[GraphPass] = [
     channels_last_layout,
     split_convolution_bias,
     remove_noops,
+    update_batch_norm_stats_in_place,
     reinplace_dying_inputs,
 ]
 

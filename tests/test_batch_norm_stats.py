@@ -1,0 +1,117 @@
+"""Training batch norm updates its running statistics in place (passes/batch_norm_stats.py): the
+forward calls ATen's in-place op on the module's buffers instead of the functional op's clones
+plus copies back, and the results stay those of eager."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+from ait_dynamo import metrics
+from utils import needs_cpu_triton
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+pytestmark = needs_cpu_triton if DEVICE == "cpu" else []
+
+FUNCTIONAL = "aten._native_batch_norm_legit_functional.default"
+IN_PLACE = "aten._native_batch_norm_legit.default"
+
+
+class TwoBlocks(nn.Module):
+    def __init__(self, channels: int = 6):
+        super().__init__()
+        self.conv1 = nn.Conv2d(channels, channels, 3, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(channels)
+        self.conv2 = nn.Conv2d(channels, channels, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.relu(self.bn1(self.conv1(x)))
+        return torch.relu(self.bn2(self.conv2(y)) + x)
+
+
+class ReadsStatisticsAfter(nn.Module):
+    """Reads a running statistic after the batch norm that updates it: eager's value there is
+    the updated one, so the update must not move (the rewrite must refuse)."""
+
+    def __init__(self, channels: int = 5):
+        super().__init__()
+        self.bn = nn.BatchNorm2d(channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.bn(x) * self.bn.running_mean.view(1, -1, 1, 1)
+
+
+def _forward_externs() -> list[str]:
+    return [e for g in metrics.compiled_graphs if g.kind == "forward" for e in g.externs]
+
+
+def _train_side_by_side(model: nn.Module, shape: tuple[int, ...], steps: int = 3, **options) -> nn.Module:
+    """``steps`` SGD steps of ``model`` in eager and compiled with ait; asserts outputs, gradients,
+    parameters and buffers agree, returns the compiled copy."""
+    eager = model.to(DEVICE).train()
+    twin = copy.deepcopy(eager)
+    compiled = torch.compile(twin, backend="ait", options=options)
+    optimizers = [torch.optim.SGD(m.parameters(), lr=0.1, momentum=0.9) for m in (eager, twin)]
+    for step in range(steps):
+        x = torch.randn(*shape, device=DEVICE)
+        outputs = []
+        for fn, optimizer in zip((eager, compiled), optimizers):
+            optimizer.zero_grad()
+            out = fn(x)
+            out.square().mean().backward()
+            optimizer.step()
+            outputs.append(out.detach())
+        torch.testing.assert_close(outputs[1], outputs[0], rtol=1e-4, atol=1e-5, msg=f"output, step {step}")
+    for (name, p), q in zip(eager.named_parameters(), twin.parameters()):
+        torch.testing.assert_close(q, p, rtol=1e-4, atol=1e-5, msg=name)
+    for (name, b), c in zip(eager.named_buffers(), twin.buffers()):
+        torch.testing.assert_close(c, b, rtol=1e-5, atol=1e-6, msg=name)
+    return twin
+
+
+@pytest.mark.parametrize("layout", ["on", "off"])
+def test_running_statistics_are_updated_in_place_and_match_eager(layout):
+    torch.manual_seed(0)
+    _train_side_by_side(TwoBlocks(), (3, 6, 5, 7), channels_last=layout)
+    externs = _forward_externs()
+    assert FUNCTIONAL not in externs and externs.count(IN_PLACE) == 2, externs
+    # What is left to copy back per layer: the step count (running mean and var are written in place).
+    assert externs.count("aten.copy_.default") == 2, externs
+
+
+def test_a_statistic_read_after_its_update_keeps_the_functional_form():
+    torch.manual_seed(0)
+    _train_side_by_side(ReadsStatisticsAfter(), (4, 5, 3, 3))
+    externs = _forward_externs()
+    assert FUNCTIONAL in externs and IN_PLACE not in externs, externs
+
+
+def test_another_partitioner_keeps_the_functional_form_and_stays_right():
+    """Only our partitioner points the backward at the buffers; with functorch's default
+    partition the new statistics are saved for the backward, and the forward keeps its copies."""
+    torch.manual_seed(0)
+    _train_side_by_side(TwoBlocks(), (2, 6, 4, 4), partitioner="default")
+    externs = _forward_externs()
+    assert FUNCTIONAL in externs and IN_PLACE not in externs, externs
+
+
+def test_two_forwards_before_their_backwards():
+    """The backward reads the buffers, which the second forward updates again before the first
+    backward runs: harmless, since training-mode batch norm backward never reads them."""
+    torch.manual_seed(0)
+    eager = TwoBlocks().to(DEVICE).train()
+    twin = copy.deepcopy(eager)
+    compiled = torch.compile(twin, backend="ait")
+    xs = [torch.randn(2, 6, 5, 5, device=DEVICE) for _ in range(2)]
+    for fn in (eager, compiled):
+        losses = [fn(x).square().mean() for x in xs]
+        sum(losses).backward()
+    for (name, p), q in zip(eager.named_parameters(), twin.parameters()):
+        torch.testing.assert_close(q.grad, p.grad, rtol=1e-4, atol=1e-5, msg=name)
+    for (name, b), c in zip(eager.named_buffers(), twin.buffers()):
+        torch.testing.assert_close(c, b, rtol=1e-5, atol=1e-6, msg=name)
+    assert IN_PLACE in _forward_externs()
