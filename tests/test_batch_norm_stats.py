@@ -73,8 +73,17 @@ def _train_side_by_side(model: nn.Module, shape: tuple[int, ...], steps: int = 3
     return twin
 
 
+@pytest.fixture
+def no_tf32(monkeypatch):
+    """Full float32 convolutions: with TF32 (cuDNN's default) a channels-last convolution and
+    eager's NCHW one round differently (about 2e-4 relative on the H200:
+    benchmarks/results/nvidia-h200/diagnose_1203/bn_channels_last_tf32_65efbd7.txt), and three SGD
+    steps carry that past this test's tolerance (it failed so on the H200 at 9f27232, layout "on")."""
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
+
+
 @pytest.mark.parametrize("layout", ["on", "off"])
-def test_running_statistics_are_updated_in_place_and_match_eager(layout):
+def test_running_statistics_are_updated_in_place_and_match_eager(layout, no_tf32):
     torch.manual_seed(0)
     _train_side_by_side(TwoBlocks(), (3, 6, 5, 7), channels_last=layout)
     externs = _forward_externs()
