@@ -1,7 +1,8 @@
 """Values a kernel loads at shifted, masked indices (``passes/fusion_shifted.py`` plans them):
 ``cat`` (each input over its slice of the cat dim), ``slice_backward`` (the gradient over its
-slice, zero elsewhere) and ``constant_pad_nd`` (the input where it lies, the fill elsewhere). The
-planner keeps their inputs out of their group, so each is a kernel input."""
+slice, zero elsewhere), ``constant_pad_nd`` (the input where it lies, the fill elsewhere) and
+``max_pool2d`` (the maximum of one masked load per window tap). The planner keeps their inputs out
+of their group, so each is a kernel input."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from torch import fx
 
 from ait_dynamo.kernels.codegen_access import Access, scaled_index
 from ait_dynamo.kernels.triton_values import compute_dtype, literal
-from ait_dynamo.passes.fusion_maps import cat_dim, pad_befores, slice_backward_span
+from ait_dynamo.passes.fusion_maps import cat_dim, pad_befores, pool_window, slice_backward_span
 
 aten = torch.ops.aten
 
@@ -33,7 +34,7 @@ class ShiftedLoadWriter:
 
     def shifted_value(self, node: fx.Node, full: bool) -> str:
         emit = {aten.cat.default: self._cat, aten.slice_backward.default: self._slice_backward,
-                aten.constant_pad_nd.default: self._constant_pad}[node.target]
+                aten.constant_pad_nd.default: self._constant_pad, aten.max_pool2d.default: self._max_pool}[node.target]
         return emit(node, full)
 
     def _cat(self, node: fx.Node, full: bool) -> str:
@@ -73,6 +74,82 @@ class ShiftedLoadWriter:
         if not bounds or (fill == 0 and math.copysign(1.0, fill) > 0):
             return loaded  # the masked load's other=0 is the fill
         return self._tmp(f"tl.where({' & '.join(bounds)}, {loaded}, {literal(fill, node.meta['val'].dtype)})", full)
+
+    def _max_pool(self, node: fx.Node, full: bool) -> str:
+        """``max_pool2d``: the maximum over the window's taps, each the input loaded at
+        ``index * stride - padding + tap * dilation`` along the last two dims, masked to where it
+        lies (-inf elsewhere, which padding means). NaN propagates, as in ATen's kernel."""
+        source = node.args[0]
+        window = pool_window(node)
+        source_meta, out_shape = source.meta["val"], node.meta["val"].shape
+        access = Access(self, self.input_params[source], source_meta, self.group.dim_maps[node])
+        rank = len(out_shape)
+        levels: set[str] = set()
+        leading: list[str] = []
+        for k in range(rank - 2):
+            term = self._pool_term(access, k, None, levels)
+            if term is not None:
+                leading.append(term)
+        # per spatial dim: (offset term, bounds) of each tap that can lie inside the input
+        taps: list[list[tuple[str | None, list[str]]]] = []
+        for j, k in enumerate((rank - 2, rank - 1)):
+            along = []
+            for tap in range(window.kernel[j]):
+                shift = tap * window.dilation[j] - window.padding[j]
+                last = (int(out_shape[k]) - 1) * window.stride[j] + shift  # position of the last window's tap
+                if last < 0 or shift >= int(source_meta.shape[k]):
+                    continue  # outside the input for every window
+                position = self._pool_position(self.group.dim_maps[node][k], window.stride[j], shift, levels)
+                bounds = ([f"({position} >= 0)"] if shift < 0 else []) + (
+                    [f"({position} < {int(source_meta.shape[k])})"] if last >= int(source_meta.shape[k]) else [])
+                along.append((self._pool_term(access, k, position, levels), bounds))
+            taps.append(along)
+        result = None
+        for h_term, h_bounds in taps[0]:
+            for w_term, w_bounds in taps[1]:
+                terms = [t for t in leading + [h_term, w_term] if t is not None]
+                offset = " + ".join(terms) or "0"
+                if self.input_offsets.get(source):
+                    offset = f"{self.input_offsets[source]} + {offset}"
+                mask = " & ".join([f"{level}mask" for level in sorted(levels)] + h_bounds + w_bounds)
+                self.load_log.append((source, f"shifted:{offset}", len(self.store_offsets)))
+                # -inf where padding is read; lanes past the end get 0 from an unpadded tap, which
+                # keeps the interpreter's math on them finite (nothing stores them)
+                fill = "float('-inf')" if h_bounds or w_bounds else "0"
+                expr = f"tl.load({self.input_params[source]} + ({offset}), {mask or 'None'}, other={fill})"
+                if compute_dtype(source_meta.dtype) != source_meta.dtype:
+                    expr += ".to(tl.float32)"
+                loaded = self._tmp(expr, full)
+                result = loaded if result is None else self._tmp(
+                    f"tl.maximum({result}, {loaded}, propagate_nan=tl.PropagateNan.ALL)", full)
+        assert result is not None, "ATen gives every window a tap inside the input"
+        return result
+
+    def _pool_position(self, iteration_dim: int | None, stride: int, shift: int, levels: set[str]) -> str:
+        """The input index a tap ``shift`` from its window's start reads, for the windows along
+        ``iteration_dim`` (``None``: a size-1 result dim, whose one window starts at 0)."""
+        if iteration_dim is None:
+            return str(shift)
+        index = self._index_of(iteration_dim)
+        levels.add(index[0])
+        scaled = index if stride == 1 else f"{index} * {stride}"
+        if shift == 0:
+            return scaled if stride == 1 else f"({scaled})"
+        return f"({scaled} {'+' if shift > 0 else '-'} {abs(shift)})"
+
+    def _pool_term(self, access: Access, k: int, position: str | None, levels: set[str]) -> str | None:
+        """The offset term of the input's dim ``k`` at ``position``, or (``None``: a batch or
+        channel dim) at the result's own index there; ``None`` where it adds nothing."""
+        stride = access._stride(k)
+        if position is None:
+            iteration_dim = access.dim_map[k]
+            if iteration_dim is None:  # a size-1 dim: index 0
+                return None
+            position = self._index_of(iteration_dim)
+            levels.add(position[0])
+        if stride == "0" or position == "0":
+            return None
+        return scaled_index(position, stride)
 
     def _pieces(self, node: fx.Node, dim: int, pieces: list[tuple[int, int, fx.Node]], full: bool) -> str:
         """A value made of kernel inputs each covering ``[start, end)`` of ``node``'s dim ``dim``

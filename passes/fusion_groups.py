@@ -16,7 +16,8 @@ from ait_dynamo.passes.sizes import is_one, same_size
 aten = torch.ops.aten
 # ops whose kernel loads their tensor inputs at shifted, masked indices (passes/fusion_shifted.py):
 # their inputs are never members of their group
-SHIFTED_LOADS = frozenset({aten.cat.default, aten.slice_backward.default, aten.constant_pad_nd.default})
+SHIFTED_LOADS = frozenset({aten.cat.default, aten.slice_backward.default, aten.constant_pad_nd.default,
+                           aten.max_pool2d.default})
 
 # A producer group of at most this many ops may be recomputed per element of a larger consumer
 # (``regrow_along``): batch norm's per-channel scale is 3-5 ops.
@@ -46,7 +47,8 @@ class Group:
 
     @property
     def has_shifted_loads(self) -> bool:
-        """Holds a cat, slice_backward or constant_pad_nd, whose input the kernel loads at shifted indices."""
+        """Holds a cat, slice_backward, constant_pad_nd or max_pool2d, whose input the kernel loads at
+        shifted indices."""
         return any(node.target in SHIFTED_LOADS for node in self.nodes)
 
     @property

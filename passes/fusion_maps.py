@@ -3,6 +3,7 @@ and the dependency order of the planned steps."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -211,3 +212,35 @@ def pad_befores(node: fx.Node) -> dict[int, int]:
     if not all(isinstance(p, int) and p >= 0 for p in pads):
         raise Refused("constant_pad_nd with symbolic or negative (cropping) pads")
     return {rank - 1 - i: pads[2 * i] for i in range(len(pads) // 2)}
+
+
+@dataclass(frozen=True)
+class PoolWindow:
+    """``max_pool2d``'s window along the last two dims: (height, width) pairs."""
+
+    kernel: tuple[int, int]
+    stride: tuple[int, int]
+    padding: tuple[int, int]
+    dilation: tuple[int, int]
+
+    @property
+    def taps(self) -> int:
+        return self.kernel[0] * self.kernel[1]
+
+
+def pool_window(node: fx.Node) -> PoolWindow:
+    """``max_pool2d(x, kernel_size, stride=[], padding=0, dilation=1, ceil_mode=False)``'s window;
+    raises ``Refused`` unless every size is a static int. ``ceil_mode`` needs nothing here: the
+    result's shape, which ATen computed, says how many windows there are."""
+    defaults = ([], [], [0], [1])
+    given = list(node.args[1:5]) + list(defaults[len(node.args) - 1:])
+    pairs = []
+    for value in given:
+        value = [value] if isinstance(value, int) else list(value)
+        if len(value) > 2 or not all(isinstance(v, int) for v in value):
+            raise Refused("max_pool2d with symbolic or malformed window sizes")
+        pairs.append(tuple(value * 2) if len(value) == 1 else tuple(value))
+    kernel, stride, padding, dilation = pairs
+    if len(kernel) != 2:
+        raise Refused("max_pool2d without a kernel size")
+    return PoolWindow(kernel, stride if len(stride) == 2 else kernel, padding, dilation)

@@ -1,6 +1,6 @@
 """Groups of the fusion planner that start at an op whose kernel loads its inputs at shifted,
-masked indices (``kernels/codegen_shifted.py`` writes them): ``cat``, ``slice_backward`` and
-``constant_pad_nd``. Each starts a group of its own over its result's space; consumers join it
+masked indices (``kernels/codegen_shifted.py`` writes them): ``cat``, ``slice_backward``,
+``constant_pad_nd`` and ``max_pool2d`` (one load per window tap). Each starts a group of its own over its result's space; consumers join it
 like any pointwise group. Their inputs never join it (``passes/fusion.py`` refuses such merges):
 they are not in the result's index space. Reductions stay out of these groups.
 """
@@ -14,7 +14,7 @@ from torch import fx
 
 from ait_dynamo.kernels.triton_values import FUSIBLE_DTYPES, Unsupported, literal
 from ait_dynamo.passes.fusion_groups import SHIFTED_LOADS
-from ait_dynamo.passes.fusion_maps import Refused, pad_befores, slice_backward_span
+from ait_dynamo.passes.fusion_maps import Refused, pad_befores, pool_window, slice_backward_span
 from ait_dynamo.passes.graph_utils import meta_value
 from ait_dynamo.passes.sizes import is_one, same_size
 
@@ -28,6 +28,10 @@ aten = torch.ops.aten
 # covers rotate_half (2), a q/k/v split's backward (3) and Swin's patch merging (4); where the
 # balance tips is not measured yet.
 MAX_CAT_INPUTS = 4
+# A fused max pool issues one masked load per window tap and per element; 5 x 5 covers the pools
+# of the model suite (ResNet's stem is 3 x 3) and keeps the unrolled source short. Larger windows
+# stay ATen calls.
+MAX_POOL_TAPS = 25
 
 
 def shifted_inputs(node: fx.Node) -> list[Any]:
@@ -43,7 +47,7 @@ def shifted_input_inside(members: set[fx.Node]) -> bool:
 def start_shifted_group(planner: "Planner", node: fx.Node, value: torch.Tensor) -> None:
     """Check ``node`` (whose result ``value`` the planner checked) and start its group."""
     {aten.cat.default: _check_cat, aten.slice_backward.default: _check_slice_backward,
-     aten.constant_pad_nd.default: _check_constant_pad}[node.target](node, value)
+     aten.constant_pad_nd.default: _check_constant_pad, aten.max_pool2d.default: _check_max_pool}[node.target](node, value)
     shape = tuple(value.shape)
     group = planner._new_group(shape)
     planner._add(group, node, tuple(None if is_one(s) else d for d, s in enumerate(shape)))
@@ -118,3 +122,21 @@ def _check_constant_pad(node: fx.Node, value: torch.Tensor) -> None:
     for k, size in enumerate(meta.shape):
         if k in befores and (not isinstance(size, int) or size == 0):
             raise Refused("constant_pad_nd of an empty or symbolically sized dim")
+
+
+def _check_max_pool(node: fx.Node, value: torch.Tensor) -> None:
+    """``max_pool2d`` (``passes/pool_indices.py`` makes it from a pool whose indices nothing
+    reads): each result element the maximum of its window's taps, each tap a masked load of the
+    input (-inf outside it)."""
+    meta = _same_kind_source(node, value)
+    if not value.dtype.is_floating_point:
+        raise Refused("max_pool2d of integers (the kernel pads with -inf)")
+    if value.dim() not in (3, 4) or meta.dim() != value.dim():
+        raise Refused("max_pool2d of other than a 3-d or 4-d tensor")
+    window = pool_window(node)
+    if window.taps > MAX_POOL_TAPS:
+        raise Refused(f"max_pool2d window of more than {MAX_POOL_TAPS} taps (a load each per element)")
+    if any(not isinstance(size, int) for size in list(meta.shape[-2:]) + list(value.shape[-2:])):
+        raise Refused("max_pool2d over symbolic spatial sizes")
+    if all(is_one(s) for s in value.shape):
+        raise Refused("max_pool2d to a single element")

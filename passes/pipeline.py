@@ -25,12 +25,15 @@ AOTAutograd (``passes/pre_autograd.py``): what they rewrite, AOTAutograd then di
    before the planner, which plans kernels over the strides it chose;
 7. split_convolution_bias (only where kernels are generated) after the layout pass, whose rule
    counts nodes: the bias add joins the kernel that reads the convolution;
-8. remove_noops once more: contiguous clones the trace needed on NCHW values (ConvNeXt's permute
+8. drop_unused_pool_indices after the layout pass (whose propagation knows the traced
+   ``max_pool2d_with_indices``; the pass keeps the layout it chose) and before the planner, which
+   fuses the ``max_pool2d`` it makes;
+9. remove_noops once more: contiguous clones the trace needed on NCHW values (ConvNeXt's permute
    before a linear layer) are identities on NHWC ones;
-9. update_batch_norm_stats_in_place, then reinplace_dying_inputs, last (the latter only where
-   nothing is generated): they need the final users of each value, their in-place ops would keep
-   CSE and DCE from touching them, and the layout pass recomputes a functional op's layout but
-   leaves an in-place op's as traced.
+10. update_batch_norm_stats_in_place, then reinplace_dying_inputs, last (the latter only where
+    nothing is generated): they need the final users of each value, their in-place ops would keep
+    CSE and DCE from touching them, and the layout pass recomputes a functional op's layout but
+    leaves an in-place op's as traced.
 """
 
 from __future__ import annotations
@@ -52,6 +55,7 @@ from ait_dynamo.passes.dead_code import eliminate_dead_code
 from ait_dynamo.passes.layout import channels_last_layout
 from ait_dynamo.passes.onednn_gemm import onednn_gemms
 from ait_dynamo.passes.pad_gemm import pad_gemms
+from ait_dynamo.passes.pool_indices import drop_unused_pool_indices
 from ait_dynamo.passes.reinplace import reinplace_dying_inputs
 from ait_dynamo.passes.remove_noops import remove_noops
 
@@ -75,6 +79,7 @@ PASSES: list[GraphPass] = [
     eliminate_dead_code,
     channels_last_layout,
     split_convolution_bias,
+    drop_unused_pool_indices,
     remove_noops,
     update_batch_norm_stats_in_place,
     reinplace_dying_inputs,
