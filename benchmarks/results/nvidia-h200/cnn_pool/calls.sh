@@ -1,0 +1,28 @@
+# The device calls of the max-pool kernel (passes/pool_indices.py), each one call of `run`
+# (carry [".whl"]), under 10 minutes:
+#   CALL=1 OUT=... bash benchmarks/results/nvidia-h200/cnn_pool/calls.sh   # its GPU tests, kernel profiles
+#   CALL=2 OUT=... bash benchmarks/results/nvidia-h200/cnn_pool/calls.sh   # ResNet-50 and ConvNeXt-T, both modes
+#   CALL=3 OUT=... bash benchmarks/results/nvidia-h200/cnn_pool/calls.sh   # the whole GPU suite
+set -u
+. benchmarks/device_setup.sh "$OUT/setup.log" > /dev/null
+export PYTHONPATH=.:/tmp/site
+LOGGED='import logging, runpy, sys
+logging.basicConfig(level=logging.WARNING, format="%(relativeCreated)d %(name)s %(message)s")
+logging.getLogger("ait_dynamo").setLevel(logging.INFO)
+sys.argv = ["benchmarks", *sys.argv[1:]]
+runpy.run_module("benchmarks", run_name="__main__")'
+case "${CALL:-1}" in
+1)  timeout 150 python3 -m pytest -q -rfE -p no:cacheprovider -n 6 tests/test_max_pool.py tests/test_batch_norm_stats.py \
+      tests/test_layout_gpu.py tests/test_fusion_cat.py > "$OUT/gpu_tests_pool.log" 2>&1
+    echo "tests rc=$?"; tail -n 4 "$OUT/gpu_tests_pool.log"
+    timeout 400 python3 -m benchmarks profile --workload tv_resnet50,tv_convnext_tiny --batch 32 \
+      --backends inductor,ait --out "$OUT/profile" > "$OUT/profile.log" 2>&1
+    echo "profile rc=$?"; tail -n 5 "$OUT/profile.log" ;;
+2)  timeout 560 python3 -c "$LOGGED" run --suite models --workload tv_resnet50,tv_convnext_tiny --batch 32 --no-plots \
+      --out "$OUT/cnn" --backends "inductor,inductor-reduce-overhead,ait+autotune=1,ait-cudagraphs+autotune=1" > "$OUT/cnn.log" 2>&1
+    echo "cnn rc=$?"; grep -E "^\[[0-9]/2\]" "$OUT/cnn.log" | cut -c1-300; gzip -f "$OUT/cnn.log" ;;
+3)  timeout 100 python3 -c "import sys; sys.path[:0]=['tests','.']; import test_cutlass_gemm_gpu as t; t.prebuild()" > "$OUT/prebuild.log" 2>&1
+    echo "prebuild rc=$?"
+    OUT=$OUT/t LIMIT=330 RERUN_LIMIT=60 JOBS=14 bash benchmarks/gpu_tests.sh
+    gzip -f "$OUT/t/gpu_tests.log" ;;
+esac
