@@ -37,6 +37,8 @@ from typing import Any
 import torch
 from torch import fx
 
+from ait_dynamo.passes.graph_utils import bound_arguments
+
 aten = torch.ops.aten
 
 _FUNCTIONAL = aten._native_batch_norm_legit_functional.default
@@ -45,16 +47,9 @@ _BACKWARD = aten.native_batch_norm_backward.default
 _NEW_STATS = (3, 4)  # the functional op's outputs: new running mean, new running var
 
 
-def _bound(node: fx.Node) -> dict[str, Any]:
-    names = [argument.name for argument in node.target._schema.arguments]
-    bound = dict(zip(names, node.args))
-    bound.update(node.kwargs)
-    return bound
-
-
 def _training_statistics(node: fx.Node) -> tuple[Any, Any] | None:
     """A training-mode functional batch norm's (running_mean, running_var) arguments."""
-    bound = _bound(node)
+    bound = bound_arguments(node)
     if bound.get("training") is not True:
         return None
     return bound.get("running_mean"), bound.get("running_var")
@@ -66,7 +61,7 @@ def backward_reads_no_statistics(joint: fx.GraphModule) -> int:
     for node in joint.graph.nodes:
         if node.op != "call_function" or node.target is not _BACKWARD or len(node.args) < 5:
             continue
-        if _bound(node).get("train") is not True:
+        if bound_arguments(node).get("train") is not True:
             continue
         if not all(_is_training_statistic(node.args[index], index) for index in _NEW_STATS):
             continue

@@ -31,12 +31,36 @@ def activation_name(node: fx.Node) -> str | None:
     return None
 
 
+# ATen ops that write arguments their schema does not mark as written: argument positions.
+# SyncBatchNorm's statistics op updates the running mean and variance in place
+# (passes/batch_norm_split.py uses it).
+HIDDEN_WRITES: dict[Any, tuple[int, ...]] = {torch.ops.aten.batch_norm_gather_stats_with_counts.default: (3, 4)}
+
+
 def is_mutating(node: fx.Node) -> bool:
     """True for an op that writes one of its inputs (``copy_``, ``add_``, ``set_``...)."""
     target = node.target
+    if target in HIDDEN_WRITES:
+        return True
     if isinstance(target, torch._ops.OpOverload):
         return any(arg.alias_info is not None and arg.alias_info.is_write for arg in target._schema.arguments)
     return node.op == "call_function" and node.is_impure()
+
+
+def written_inputs(node: fx.Node) -> list[fx.Node]:
+    """The graph values a mutating op writes (all its inputs where the schema cannot say)."""
+    target = node.target
+    if target in HIDDEN_WRITES:
+        positions = HIDDEN_WRITES[target]
+    elif isinstance(target, torch._ops.OpOverload):
+        positions = tuple(i for i, arg in enumerate(target._schema.arguments)
+                          if arg.alias_info is not None and arg.alias_info.is_write)
+    else:
+        return list(node.all_input_nodes)
+    written = [node.args[i] for i in positions if i < len(node.args)]
+    names = [target._schema.arguments[i].name for i in positions]
+    written += [node.kwargs[name] for name in names if name in node.kwargs]
+    return [value for value in written if isinstance(value, fx.Node)]
 
 
 # Ops whose schema declares a fresh result but that return a view of their input at run time:
@@ -91,6 +115,19 @@ def meta_value(node: Any) -> Any:
     return node.meta.get("val") if isinstance(node, fx.Node) else None
 
 
+def bound_arguments(node: fx.Node) -> dict[str, Any]:
+    """An op node's arguments by schema name, positional and keyword, defaults filled in."""
+    bound: dict[str, Any] = {}
+    for index, spec in enumerate(node.target._schema.arguments):
+        if index < len(node.args):
+            bound[spec.name] = node.args[index]
+        elif spec.name in node.kwargs:
+            bound[spec.name] = node.kwargs[spec.name]
+        elif spec.has_default_value():
+            bound[spec.name] = spec.default_value
+    return bound
+
+
 def same_tensor_layout(a: Any, b: Any) -> bool:
     """Provably the same dtype, device, shape and strides (no guard is added for symbolic sizes)."""
     if not (isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor)):
@@ -113,7 +150,7 @@ def mutated_placeholders(graph: fx.Graph) -> set[fx.Node]:
     written: set[fx.Node] = set()
     for node in graph.nodes:
         if node.op == "call_function" and is_mutating(node):
-            written.update(node.all_input_nodes)
+            written.update(written_inputs(node))
     mutated: set[fx.Node] = set()
     for placeholder in (n for n in graph.nodes if n.op == "placeholder"):
         aliases, frontier = {placeholder}, [placeholder]

@@ -17,7 +17,10 @@ DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 pytestmark = needs_cpu_triton if DEVICE == "cpu" else []
 
 FUNCTIONAL = "aten._native_batch_norm_legit_functional.default"
-IN_PLACE = "aten._native_batch_norm_legit.default"
+# What writes the running statistics in place: on CUDA passes/batch_norm_split.py's statistics op
+# (tests/test_batch_norm_split.py), elsewhere ATen's in-place batch norm.
+IN_PLACE = ("aten.batch_norm_gather_stats_with_counts.default" if DEVICE == "cuda"
+            else "aten._native_batch_norm_legit.default")
 
 
 class TwoBlocks(nn.Module):

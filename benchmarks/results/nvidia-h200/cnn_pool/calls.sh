@@ -26,3 +26,13 @@ case "${CALL:-1}" in
     OUT=$OUT/t LIMIT=330 RERUN_LIMIT=60 JOBS=14 bash benchmarks/gpu_tests.sh
     gzip -f "$OUT/t/gpu_tests.log" ;;
 esac
+# CALL=4: training batch norm split (passes/batch_norm_split.py): its GPU tests, then ResNet-50's
+# bf16 training step against eager and Inductor in one run
+if [ "${CALL:-1}" = 4 ]; then
+    timeout 120 python3 -m pytest -q -rfE -p no:cacheprovider -n 4 tests/test_batch_norm_split.py tests/test_batch_norm_stats.py \
+      tests/test_batch_norm.py > "$OUT/gpu_tests_bn.log" 2>&1
+    echo "tests rc=$?"; tail -n 4 "$OUT/gpu_tests_bn.log"
+    timeout 420 python3 -c "$LOGGED" run --suite models --workload tv_resnet50_train --batch 32 --no-plots \
+      --out "$OUT/train" --backends eager,inductor,ait > "$OUT/train.log" 2>&1
+    echo "train rc=$?"; grep -E "^\[[0-9]/1\]" "$OUT/train.log" | cut -c1-300; gzip -f "$OUT/train.log"
+fi
