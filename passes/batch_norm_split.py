@@ -110,7 +110,10 @@ def _fake(like: torch.Tensor, shape: tuple, dtype: torch.dtype) -> torch.Tensor:
 def count_tensor(count: int, device: torch.device) -> torch.Tensor:
     """The values per channel, as ``batch_norm_gather_stats_with_counts`` takes them: a graph
     constant, so that no fill runs per call."""
-    return torch.full((1,), count, dtype=torch.float32, device=device)
+    from torch._subclasses.fake_tensor import unset_fake_temporarily
+
+    with unset_fake_temporarily():  # passes run under AOTAutograd's fake mode; this is a real value
+        return torch.full((1,), count, dtype=torch.float32, device=device)
 
 
 class _Inserter:

@@ -72,6 +72,16 @@ def test_a_cuda_batch_norm_becomes_statistics_and_a_fused_normalisation(monkeypa
     assert output.args[0][1].args[0].target is aten.batch_norm_stats.default
 
 
+def test_the_count_is_a_real_tensor_under_the_fake_mode_passes_run_in():
+    """Passes run inside AOTAutograd's fake mode: a constant made there must still be real (on
+    the H200 it was fake, and the first call failed with "Mixing fake modes")."""
+    from torch._subclasses.fake_tensor import FakeTensor
+
+    with FakeTensorMode():
+        count = batch_norm_split.count_tensor(12, torch.device("cpu"))
+    assert not isinstance(count, FakeTensor) and count.item() == 12
+
+
 def test_cpu_graphs_and_buffers_read_elsewhere_keep_the_op():
     config = AitConfig.create()
     assert FUNCTIONAL in _targets(batch_norm_split.split_training_batch_norm(_graph("cpu"), config))
