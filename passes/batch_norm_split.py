@@ -45,6 +45,7 @@ from typing import Any
 import torch
 from torch import fx
 
+from ait_dynamo.passes.batch_norm_stats import copy_back
 from ait_dynamo.passes.graph_utils import bound_arguments, fake_result, meta_value, same_tensor_layout
 
 aten = torch.ops.aten
@@ -63,16 +64,6 @@ def _outputs(node: fx.Node) -> dict[int, fx.Node] | None:
     return found
 
 
-def _copy_back(value: fx.Node | None, buffer: Any) -> fx.Node | None:
-    """The unused ``copy_(buffer, value)`` that is ``value``'s only use, or ``None``."""
-    if value is None or len(value.users) != 1:
-        return None
-    (copy,) = value.users
-    if copy.target is not aten.copy_.default or copy.args[0] is not buffer or copy.args[1] is not value or copy.users:
-        return None
-    return copy
-
-
 def _rewritable(node: fx.Node, bound: dict[str, Any], outputs: dict[int, fx.Node]) -> list[fx.Node] | None:
     """The copies back to drop, where the rewrite applies; else ``None``."""
     value = meta_value(bound["input"])
@@ -89,7 +80,7 @@ def _rewritable(node: fx.Node, bound: dict[str, Any], outputs: dict[int, fx.Node
     buffers = (bound["running_mean"], bound["running_var"])
     if not all(isinstance(b, fx.Node) and b.op == "placeholder" for b in buffers):
         return None
-    copies = [_copy_back(outputs.get(3), buffers[0]), _copy_back(outputs.get(4), buffers[1])]
+    copies = [copy_back(outputs.get(3), buffers[0]), copy_back(outputs.get(4), buffers[1])]
     if None in copies:
         return None
     for buffer in buffers:

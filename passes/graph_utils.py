@@ -60,7 +60,8 @@ def written_inputs(node: fx.Node) -> list[fx.Node]:
     written = [node.args[i] for i in positions if i < len(node.args)]
     names = [target._schema.arguments[i].name for i in positions]
     written += [node.kwargs[name] for name in names if name in node.kwargs]
-    return [value for value in written if isinstance(value, fx.Node)]
+    flat = [item for value in written for item in (value if isinstance(value, (list, tuple)) else [value])]
+    return [value for value in flat if isinstance(value, fx.Node)]  # a foreach op writes a list
 
 
 # Ops whose schema declares a fresh result but that return a view of their input at run time:

@@ -1,6 +1,7 @@
 """Training batch norm updates its running statistics in place (passes/batch_norm_stats.py): the
 forward calls ATen's in-place op on the module's buffers instead of the functional op's clones
-plus copies back, and the results stay those of eager."""
+plus copies back, the layers' step counters are incremented by one ``_foreach_add_``, and the
+results stay those of eager."""
 
 from __future__ import annotations
 
@@ -96,8 +97,8 @@ def test_running_statistics_are_updated_in_place_and_match_eager(layout, no_tf32
     _train_side_by_side(TwoBlocks(), (3, 6, 5, 7), channels_last=layout)
     externs = _forward_externs()
     assert FUNCTIONAL not in externs and externs.count(IN_PLACE) == 2, externs
-    # What is left to copy back per layer: the step count (running mean and var are written in place).
-    assert externs.count("aten.copy_.default") == 2, externs
+    # Nothing is copied back: the step counters are incremented in place too, both in one op.
+    assert "aten.copy_.default" not in externs and externs.count("aten._foreach_add_.Scalar") == 1, externs
 
 
 def test_a_statistic_read_after_its_update_keeps_the_functional_form():
@@ -132,3 +133,21 @@ def test_two_forwards_before_their_backwards():
     for (name, b), c in zip(eager.named_buffers(), twin.buffers()):
         torch.testing.assert_close(c, b, rtol=1e-5, atol=1e-6, msg=name)
     assert IN_PLACE in _forward_externs()
+
+
+class CumulativeAverage(nn.Module):
+    """``momentum=None``: the running statistics are a cumulative average, whose factor eager
+    computes from ``num_batches_tracked`` (read after the increment), so the counter is read."""
+
+    def __init__(self, channels: int = 4):
+        super().__init__()
+        self.bn1 = nn.BatchNorm2d(channels, momentum=None)
+        self.bn2 = nn.BatchNorm2d(channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.bn2(torch.relu(self.bn1(x)))
+
+
+def test_step_counters_read_by_a_cumulative_average_stay_right():
+    torch.manual_seed(0)
+    _train_side_by_side(CumulativeAverage(), (3, 4, 5, 5), steps=3)
