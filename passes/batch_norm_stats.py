@@ -27,6 +27,10 @@ Two rewrites, both exact:
      result is unused;
    * nothing else in the graph reads either buffer, so no reader sees the update earlier than it
      would have.
+3. Also on the forward graph (:func:`_increment_counters_together`): each layer's
+   ``num_batches_tracked += 1`` is, functionally, an add and a copy back. Where nothing else
+   reads a counter, all of them are incremented in place by one ``_foreach_add_``. Eager
+   increments in place too, so the values are the same.
 """
 
 from __future__ import annotations
