@@ -1,8 +1,9 @@
 """Groups of the fusion planner that start at an op whose kernel loads its inputs at shifted,
 masked indices (``kernels/codegen_shifted.py`` writes them): ``cat``, ``slice_backward``,
 ``constant_pad_nd`` and ``max_pool2d`` (one load per window tap). Each starts a group of its own
-over its result's space; consumers join it like any pointwise group. Their inputs never join it (``passes/fusion.py`` refuses such merges):
-they are not in the result's index space. Reductions stay out of these groups.
+over its result's space; consumers join it like any pointwise group. Their inputs never join it
+(``passes/fusion.py`` refuses such merges): they are not in the result's index space. Reductions
+stay out of these groups.
 """
 
 from __future__ import annotations
