@@ -154,7 +154,8 @@ def _increment_counters_together(gm: fx.GraphModule) -> int:
     ``_foreach_add_`` per (device, dtype, step), where the last of them was: eager increments
     each batch norm's ``num_batches_tracked`` in place; the functional graph made that an add and
     a copy back per layer (ResNet-50's training step: 53 ATen copies, besides the adds), where
-    the foreach op is one launch. Nothing else reads the counters, so when they change within the call is invisible."""
+    the foreach op is one launch. Nothing else reads the counters, so when they change within
+    the call is invisible."""
     groups: dict[tuple, list[tuple[fx.Node, fx.Node]]] = {}
     for node in gm.graph.nodes:
         if node.op != "call_function":
