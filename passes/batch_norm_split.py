@@ -145,6 +145,27 @@ def _split(gm: fx.GraphModule, node: fx.Node, bound: dict[str, Any], outputs: di
     add.node(aten.batch_norm_gather_stats_with_counts.default,
              (x, add.node(aten.view.default, (mean, [1, channels])), add.node(aten.view.default, (invstd, [1, channels])),
               bound["running_mean"], bound["running_var"], bound["momentum"], eps, counts), val=(stat, stat))
+    normalised = outputs.get(0)
+    if normalised is not None:
+        value = _normalisation(add, x, x_value, mean, invstd, weight, bias, shape)
+        if not same_tensor_layout(meta_value(value), meta_value(normalised)):
+            add.undo()  # the normalisation would not have the traced layout: keep ATen's op
+            delattr(gm, count_name)
+            return False
+        normalised.replace_all_uses_with(value)
+    for position, replacement in ((1, mean), (2, invstd)):
+        if position in outputs:
+            outputs[position].replace_all_uses_with(replacement)
+    for copy in copies:
+        graph.erase_node(copy)
+    for user in list(node.users):
+        graph.erase_node(user)
+    graph.erase_node(node)
+    return True
+
+
+def _normalisation(add: _Inserter, x: fx.Node, x_value: torch.Tensor, mean: fx.Node, invstd: fx.Node,
+                   weight: Any, bias: Any, shape: list) -> fx.Node:
     value = x
     if x_value.dtype != torch.float32:
         value = add.node(aten._to_copy.default, (x,), {"dtype": torch.float32})
@@ -157,22 +178,7 @@ def _split(gm: fx.GraphModule, node: fx.Node, bound: dict[str, Any], outputs: di
         value = add.node(aten.add.Tensor, (value, add.node(aten.view.default, (bias, shape))))
     if x_value.dtype != torch.float32:
         value = add.node(aten._to_copy.default, (value,), {"dtype": x_value.dtype})
-    normalised = outputs.get(0)
-    if normalised is not None and not same_tensor_layout(meta_value(value), meta_value(normalised)):
-        add.undo()  # the normalisation would not have the traced layout: keep ATen's op
-        delattr(gm, count_name)
-        return False
-    if normalised is not None:
-        normalised.replace_all_uses_with(value)
-    for position, replacement in ((1, mean), (2, invstd)):
-        if position in outputs:
-            outputs[position].replace_all_uses_with(replacement)
-    for copy in copies:
-        graph.erase_node(copy)
-    for user in list(node.users):
-        graph.erase_node(user)
-    graph.erase_node(node)
-    return True
+    return value
 
 
 def split_training_batch_norm(gm: fx.GraphModule, config: Any) -> fx.GraphModule:
