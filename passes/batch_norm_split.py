@@ -146,7 +146,7 @@ def _split(gm: fx.GraphModule, node: fx.Node, bound: dict[str, Any], outputs: di
              (x, add.node(aten.view.default, (mean, [1, channels])), add.node(aten.view.default, (invstd, [1, channels])),
               bound["running_mean"], bound["running_var"], bound["momentum"], eps, counts), val=(stat, stat))
     normalised = outputs.get(0)
-    if normalised is not None:
+    if normalised is not None and normalised.users:
         value = _normalisation(add, x, x_value, mean, invstd, weight, bias, shape)
         if not same_tensor_layout(meta_value(value), meta_value(normalised)):
             add.undo()  # the normalisation would not have the traced layout: keep ATen's op

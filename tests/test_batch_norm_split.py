@@ -21,7 +21,7 @@ FUNCTIONAL = aten._native_batch_norm_legit_functional.default
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (ATen's batch_norm_stats)")
 
 
-def _graph(device: str, extra_reader: bool = False) -> fx.GraphModule:
+def _graph(device: str, extra_reader: bool = False, normalised_read: bool = True) -> fx.GraphModule:
     """The forward graph AOTAutograd hands over for BN + ReLU in training, on fake tensors of
     ``device`` (a CUDA graph can be built on a machine without one)."""
     with FakeTensorMode():
@@ -44,7 +44,9 @@ def _graph(device: str, extra_reader: bool = False) -> fx.GraphModule:
     result.meta["val"] = relu
     for buffer, new in ((inputs["rm"], items[3]), (inputs["rv"], items[4])):
         graph.call_function(aten.copy_.default, (buffer, new)).meta["val"] = buffer.meta["val"]
-    returned = [result, items[1], items[2]]
+    returned = [result, items[1], items[2]] if normalised_read else [items[1], items[2]]
+    if not normalised_read:
+        graph.erase_node(result)
     if extra_reader:
         returned.append(inputs["rm"])
     graph.output(tuple(returned))
@@ -70,6 +72,14 @@ def test_a_cuda_batch_norm_becomes_statistics_and_a_fused_normalisation(monkeypa
     output = next(n for n in gm.graph.nodes if n.op == "output")
     assert [n.target for n in output.args[0][1:]] == [operator.getitem, operator.getitem]  # the saved mean, invstd
     assert output.args[0][1].args[0].target is aten.batch_norm_stats.default
+
+
+def test_statistics_alone_build_no_normalisation(monkeypatch):
+    monkeypatch.setattr(batch_norm_split, "count_tensor", lambda count, device: torch.full((1,), float(count)))
+    gm = batch_norm_split.split_training_batch_norm(_graph("cuda", normalised_read=False), AitConfig.create())
+    targets = _targets(gm)
+    assert FUNCTIONAL not in targets and aten.batch_norm_stats.default in targets, targets
+    assert aten.sub.Tensor not in targets and aten._to_copy.default not in targets, targets
 
 
 def test_the_count_is_a_real_tensor_under_the_fake_mode_passes_run_in():
