@@ -90,12 +90,8 @@ def _rewritable(node: fx.Node, bound: dict[str, Any], outputs: dict[int, fx.Node
 
 
 def _fake(like: torch.Tensor, shape: tuple, dtype: torch.dtype) -> torch.Tensor:
-    from torch._guards import detect_fake_mode
-
-    mode = detect_fake_mode([like])
-    assert mode is not None, "the forward graph's values are fake tensors"
-    with mode:
-        return torch.empty(shape, dtype=dtype, device=like.device)
+    """An empty fake tensor in ``like``'s fake mode and device (a meta value for a new node)."""
+    return fake_result(aten.empty.memory_format, (list(shape),), {"dtype": dtype, "device": like.device}, like=like)
 
 
 def count_tensor(count: int, device: torch.device) -> torch.Tensor:
