@@ -109,6 +109,10 @@ class AitConfig:
             statistics, split over programs, and a pointwise normalisation that fuses with its
             neighbours; the backward likewise) instead of ATen's kernels. Off by default until it
             is measured on a GPU (``passes/decompositions.py``: as accurate as eager's).
+        batch_norm_reductions: what reduces training batch norm over inputs laid out as rows of
+            channels (channels-last): ``"triton"`` (``kernels/batch_norm_channels.py``: the
+            statistics and the backward's sums, where Triton runs) or ``"aten"`` (ATen's
+            ``batch_norm_stats`` and ``native_batch_norm_backward`` on CUDA).
     """
 
     debug_dir: str | None = None
@@ -131,6 +135,7 @@ class AitConfig:
     gemm_backends: tuple[str, ...] = ("aten", "triton")
     autotune_budget_s: float = 60.0
     fused_batch_norm_training: bool = False
+    batch_norm_reductions: str = "triton"
 
     @staticmethod
     def option_names() -> tuple[str, ...]:
@@ -179,7 +184,7 @@ class AitConfig:
         return repr((self.fusion, self.fallback_ops, self.autotune, self.fallback_random, self.verify,
                      self.rewrite_attention, self.pad_gemms, self.channels_last, self.gemm_backends,
                      self.autotune_budget_s, self.fused_batch_norm_training, self.onednn_gemms,
-                     self.attention_min_keys))
+                     self.attention_min_keys, self.batch_norm_reductions))
 
 
 def _parse_str_or_none(name: str, value: Any) -> str | None:
@@ -231,6 +236,15 @@ def _parse_measured_mode(name: str, value: Any) -> str:
     if value not in PAD_MODES:
         raise ValueError(f"ait backend: option {name!r} got {value!r}; valid values: {', '.join(PAD_MODES)}")
     return str(value)
+
+
+BATCH_NORM_REDUCTIONS = ("triton", "aten")
+
+
+def _parse_batch_norm_reductions(name: str, value: Any) -> str:
+    if isinstance(value, str) and value.strip().lower() in BATCH_NORM_REDUCTIONS:
+        return value.strip().lower()
+    raise ValueError(f"ait backend: option {name!r} got {value!r}; valid values: {', '.join(BATCH_NORM_REDUCTIONS)}")
 
 
 def _parse_layout_mode(name: str, value: Any) -> str:
@@ -404,6 +418,7 @@ _PARSERS: dict[str, Callable[[str, Any], Any]] = {
     "gemm_backends": _parse_gemm_backends,
     "autotune_budget_s": _parse_seconds,
     "fused_batch_norm_training": _parse_bool,
+    "batch_norm_reductions": _parse_batch_norm_reductions,
 }
 assert set(_PARSERS) == set(AitConfig.option_names()), "every option needs a parser"
 

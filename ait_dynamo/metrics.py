@@ -22,7 +22,7 @@ class GraphRecord:
     name: str
     kind: str  # "forward" | "backward" | "inference" | "graph"
     kernels: list[str] = field(default_factory=list)
-    externs: list[str] = field(default_factory=list)
+    externs: list[str] = field(default_factory=list)  # aten ops through torch, and our reduction kernels' entry points
     fused_ops: list[str] = field(default_factory=list)  # aten ops computed inside the kernels
     refused: dict[str, str] = field(default_factory=dict)  # node name → why it was not fused
     fallback_reason: str | None = None  # compiling failed: the graph ran through ATen, with one warning

@@ -23,7 +23,7 @@ from ait_dynamo.kernels.slots import SlotPool
 
 from ait_dynamo.kernels.source import call_source, entry_point_source, target_source, value_source
 from ait_dynamo.kernels.views import reinterpret_source, reinterpreted_views
-from ait_dynamo.passes.graph_utils import mutated_placeholders
+from ait_dynamo.passes.graph_utils import FRESH_RESULTS, mutated_placeholders
 from ait_dynamo.passes.plan import FusionGroup, Plan
 
 # Names the generated module uses itself; graph values never take them.
@@ -207,6 +207,8 @@ def generate_wrapper(plan: Plan, gm: fx.GraphModule, version: str, autotune: boo
             line = f"{names(node)} = {call_source(node, names, bound_op)[0]}"
             if step.aten_op is not None:
                 externs.append(step.aten_op)
+            elif node.target in FRESH_RESULTS:  # our own kernels' entry points (batch norm's reductions)
+                externs.append(target_source(node.target)[0])
         frees = [names(n) for n in plan.frees_after.get(index, [])]
         slots.hold(index, frees, set())
         if line is not None:

@@ -45,8 +45,11 @@ from typing import Any
 import torch
 from torch import fx
 
+from ait_dynamo.kernels import batch_norm_channels, runtime
 from ait_dynamo.passes.batch_norm_stats import copy_back
-from ait_dynamo.passes.graph_utils import bound_arguments, fake_result, meta_value, same_tensor_layout
+from ait_dynamo.passes.graph_utils import (
+    bound_arguments, fake_result, has_static_layout, meta_value, same_tensor_layout,
+)
 
 aten = torch.ops.aten
 
@@ -54,7 +57,7 @@ _FUNCTIONAL = aten._native_batch_norm_legit_functional.default
 _HALF = (torch.float16, torch.bfloat16)
 
 
-def _outputs(node: fx.Node) -> dict[int, fx.Node] | None:
+def getitem_users(node: fx.Node) -> dict[int, fx.Node] | None:
     """The op's ``getitem`` users by index; ``None`` if it has another kind of user or two of one."""
     found: dict[int, fx.Node] = {}
     for user in node.users:
@@ -64,10 +67,20 @@ def _outputs(node: fx.Node) -> dict[int, fx.Node] | None:
     return found
 
 
-def _rewritable(node: fx.Node, bound: dict[str, Any], outputs: dict[int, fx.Node]) -> list[fx.Node] | None:
+def channel_kernels_apply(value: Any, config: Any) -> bool:
+    """True where our Triton reductions (``kernels/batch_norm_channels.py``) take a batch norm's
+    input ``value``: dense rows of channels, static sizes, on a device Triton runs on."""
+    return (getattr(config, "batch_norm_reductions", "triton") == "triton" and isinstance(value, torch.Tensor)
+            and runtime.triton_runs_on(value.device.type) and has_static_layout(value)
+            and batch_norm_channels.is_rows_of_channels(value))
+
+
+def _rewritable(node: fx.Node, bound: dict[str, Any], outputs: dict[int, fx.Node], config: Any) -> list[fx.Node] | None:
     """The copies back to drop, where the rewrite applies; else ``None``."""
     value = meta_value(bound["input"])
-    if not isinstance(value, torch.Tensor) or value.device.type != "cuda" or value.dim() < 2:
+    if not isinstance(value, torch.Tensor) or value.dim() < 2:
+        return None
+    if value.device.type != "cuda" and not channel_kernels_apply(value, config):
         return None
     if value.dtype not in _HALF + (torch.float32,):
         return None
@@ -89,7 +102,7 @@ def _rewritable(node: fx.Node, bound: dict[str, Any], outputs: dict[int, fx.Node
     return copies
 
 
-def _fake(like: torch.Tensor, shape: tuple, dtype: torch.dtype) -> torch.Tensor:
+def fake_like(like: torch.Tensor, shape: tuple, dtype: torch.dtype) -> torch.Tensor:
     """An empty fake tensor in ``like``'s fake mode and device (a meta value for a new node)."""
     return fake_result(aten.empty.memory_format, (list(shape),), {"dtype": dtype, "device": like.device}, like=like)
 
@@ -103,7 +116,7 @@ def count_tensor(count: int, device: torch.device) -> torch.Tensor:
         return torch.full((1,), count, dtype=torch.float32, device=device)
 
 
-class _Inserter:
+class Inserter:
     """Adds nodes before ``anchor``, each with its meta value; :meth:`undo` removes them again."""
 
     def __init__(self, graph: fx.Graph, anchor: fx.Node):
@@ -122,31 +135,43 @@ class _Inserter:
 
 
 def _split(gm: fx.GraphModule, node: fx.Node, bound: dict[str, Any], outputs: dict[int, fx.Node],
-           copies: list[fx.Node], index: int) -> bool:
+           copies: list[fx.Node], index: int, config: Any) -> bool:
     graph = gm.graph
     x, weight, bias, eps = bound["input"], bound["weight"], bound["bias"], bound["eps"]
     x_value = meta_value(x)
     channels = x_value.shape[1]
-    stat = _fake(x_value, (channels,), torch.float32)
+    stat = fake_like(x_value, (channels,), torch.float32)
     shape = [1, channels] + [1] * (x_value.dim() - 2)
-    count_name = f"_batch_norm_count{index}"
-    while hasattr(gm, count_name):
-        count_name += "_"
-    gm.register_buffer(count_name, count_tensor(x_value.numel() // channels, x_value.device), persistent=False)
-    add = _Inserter(graph, node)
-    stats = add.node(aten.batch_norm_stats.default, (x, eps), val=(stat, stat))
-    mean = add.node(operator.getitem, (stats, 0), val=stat)
-    invstd = add.node(operator.getitem, (stats, 1), val=stat)
-    counts = add.node(count_name, (), op="get_attr", val=_fake(x_value, (1,), torch.float32))
-    add.node(aten.batch_norm_gather_stats_with_counts.default,
-             (x, add.node(aten.view.default, (mean, [1, channels])), add.node(aten.view.default, (invstd, [1, channels])),
-              bound["running_mean"], bound["running_var"], bound["momentum"], eps, counts), val=(stat, stat))
+    add = Inserter(graph, node)
+    count_name = None
+    if channel_kernels_apply(x_value, config):
+        grid = batch_norm_channels.channel_grid(x_value.numel() // channels, channels,
+                                                runtime.multiprocessors([x_value]))
+        stats = add.node(batch_norm_channels.channel_statistics,
+                         (x, bound["running_mean"], bound["running_var"], bound["momentum"], eps, grid.fields()),
+                         val=(stat, stat))
+        mean = add.node(operator.getitem, (stats, 0), val=stat)
+        invstd = add.node(operator.getitem, (stats, 1), val=stat)
+    else:
+        count_name = f"_batch_norm_count{index}"
+        while hasattr(gm, count_name):
+            count_name += "_"
+        gm.register_buffer(count_name, count_tensor(x_value.numel() // channels, x_value.device), persistent=False)
+        stats = add.node(aten.batch_norm_stats.default, (x, eps), val=(stat, stat))
+        mean = add.node(operator.getitem, (stats, 0), val=stat)
+        invstd = add.node(operator.getitem, (stats, 1), val=stat)
+        counts = add.node(count_name, (), op="get_attr", val=fake_like(x_value, (1,), torch.float32))
+        add.node(aten.batch_norm_gather_stats_with_counts.default,
+                 (x, add.node(aten.view.default, (mean, [1, channels])),
+                  add.node(aten.view.default, (invstd, [1, channels])),
+                  bound["running_mean"], bound["running_var"], bound["momentum"], eps, counts), val=(stat, stat))
     normalised = outputs.get(0)
     if normalised is not None and normalised.users:
         value = _normalisation(add, x, x_value, mean, invstd, weight, bias, shape)
         if not same_tensor_layout(meta_value(value), meta_value(normalised)):
             add.undo()  # the normalisation would not have the traced layout: keep ATen's op
-            delattr(gm, count_name)
+            if count_name is not None:
+                delattr(gm, count_name)
             return False
         normalised.replace_all_uses_with(value)
     for position, replacement in ((1, mean), (2, invstd)):
@@ -160,7 +185,7 @@ def _split(gm: fx.GraphModule, node: fx.Node, bound: dict[str, Any], outputs: di
     return True
 
 
-def _normalisation(add: _Inserter, x: fx.Node, x_value: torch.Tensor, mean: fx.Node, invstd: fx.Node,
+def _normalisation(add: Inserter, x: fx.Node, x_value: torch.Tensor, mean: fx.Node, invstd: fx.Node,
                    weight: Any, bias: Any, shape: list) -> fx.Node:
     value = x
     if x_value.dtype != torch.float32:
@@ -185,11 +210,11 @@ def split_training_batch_norm(gm: fx.GraphModule, config: Any) -> fx.GraphModule
         if node.op != "call_function" or node.target is not _FUNCTIONAL:
             continue
         bound = bound_arguments(node)
-        outputs = _outputs(node)
+        outputs = getitem_users(node)
         if bound.get("training") is not True or outputs is None:
             continue
-        copies = _rewritable(node, bound, outputs)
-        if copies is not None and _split(gm, node, bound, outputs, copies, changed):
+        copies = _rewritable(node, bound, outputs, config)
+        if copies is not None and _split(gm, node, bound, outputs, copies, changed, config):
             changed += 1
     if changed:
         gm.graph.lint()

@@ -8,6 +8,8 @@ import torch
 from torch import fx
 from torch.fx.experimental.symbolic_shapes import statically_known_true
 
+from ait_dynamo.kernels import batch_norm_channels
+
 
 aten = torch.ops.aten
 
@@ -31,10 +33,13 @@ def activation_name(node: fx.Node) -> str | None:
     return None
 
 
-# ATen ops that write arguments their schema does not mark as written: argument positions.
-# SyncBatchNorm's statistics op updates the running mean and variance in place
-# (passes/batch_norm_split.py uses it).
-HIDDEN_WRITES: dict[Any, tuple[int, ...]] = {torch.ops.aten.batch_norm_gather_stats_with_counts.default: (3, 4)}
+# Ops that write arguments their schema does not mark as written (or that have no schema):
+# argument positions. SyncBatchNorm's statistics op and our channel statistics update the running
+# mean and variance in place (passes/batch_norm_split.py uses them).
+HIDDEN_WRITES: dict[Any, tuple[int, ...]] = {torch.ops.aten.batch_norm_gather_stats_with_counts.default: (3, 4),
+                                             batch_norm_channels.channel_statistics: (1, 2)}
+# Python functions the graph calls whose results are new tensors, never views of their inputs
+FRESH_RESULTS = frozenset({batch_norm_channels.channel_statistics, batch_norm_channels.channel_gradient_sums})
 
 
 def is_mutating(node: fx.Node) -> bool:
@@ -58,8 +63,9 @@ def written_inputs(node: fx.Node) -> list[fx.Node]:
     else:
         return list(node.all_input_nodes)
     written = [node.args[i] for i in positions if i < len(node.args)]
-    names = [target._schema.arguments[i].name for i in positions]
-    written += [node.kwargs[name] for name in names if name in node.kwargs]
+    if isinstance(target, torch._ops.OpOverload):
+        names = [target._schema.arguments[i].name for i in positions]
+        written += [node.kwargs[name] for name in names if name in node.kwargs]
     flat = [item for value in written for item in (value if isinstance(value, (list, tuple)) else [value])]
     return [value for value in flat if isinstance(value, fx.Node)]  # a foreach op writes a list
 
@@ -81,7 +87,7 @@ def may_alias_input(node: fx.Node) -> bool:
     target = node.target
     if isinstance(target, torch._ops.OpOverload):
         return target in _UNANNOTATED_VIEWS or any(r.alias_info is not None for r in target._schema.returns)
-    return True
+    return target not in FRESH_RESULTS
 
 
 def is_view_op(target: Any) -> bool:

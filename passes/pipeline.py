@@ -30,9 +30,11 @@ AOTAutograd (``passes/pre_autograd.py``): what they rewrite, AOTAutograd then di
    fuses the ``max_pool2d`` it makes;
 9. remove_noops once more: contiguous clones the trace needed on NCHW values (ConvNeXt's permute
    before a linear layer) are identities on NHWC ones;
-10. split_training_batch_norm (CUDA) before update_batch_norm_stats_in_place, which then finds
-    only the batch norms it left (CPU ones), and after the layout pass: the normalisation it
-    writes takes the activation's channels-last strides;
+10. split_training_batch_norm (CUDA, or channels-last where Triton runs) before
+    update_batch_norm_stats_in_place, which then finds only the batch norms it left (CPU ones),
+    and after the layout pass: the normalisation it writes takes the activation's channels-last
+    strides; split_training_batch_norm_backward after the layout pass for the same reason (it
+    rewrites backward graphs, the other forward ones);
 11. update_batch_norm_stats_in_place, then reinplace_dying_inputs, last (the latter only where
     nothing is generated): they need the final users of each value, their in-place ops would keep
     CSE and DCE from touching them, and the layout pass recomputes a functional op's layout but
@@ -47,6 +49,7 @@ from typing import Any, Callable
 from torch import fx
 
 from ait_dynamo.passes.attention import fuse_attention
+from ait_dynamo.passes.batch_norm_backward_split import split_training_batch_norm_backward
 from ait_dynamo.passes.batch_norm_split import split_training_batch_norm
 from ait_dynamo.passes.batch_norm_stats import update_batch_norm_stats_in_place
 from ait_dynamo.passes.cancel_negations import cancel_negations
@@ -86,6 +89,7 @@ PASSES: list[GraphPass] = [
     drop_unused_pool_indices,
     remove_noops,
     split_training_batch_norm,
+    split_training_batch_norm_backward,
     update_batch_norm_stats_in_place,
     reinplace_dying_inputs,
 ]

@@ -57,9 +57,12 @@ def _targets(gm: fx.GraphModule) -> list:
     return [n.target for n in gm.graph.nodes if n.op == "call_function"]
 
 
+ATEN_REDUCTIONS = AitConfig.create({"batch_norm_reductions": "aten"})  # ATen's statistics kernel
+
+
 def test_a_cuda_batch_norm_becomes_statistics_and_a_fused_normalisation(monkeypatch):
     monkeypatch.setattr(batch_norm_split, "count_tensor", lambda count, device: torch.full((1,), float(count)))
-    gm = batch_norm_split.split_training_batch_norm(_graph("cuda"), AitConfig.create())
+    gm = batch_norm_split.split_training_batch_norm(_graph("cuda"), ATEN_REDUCTIONS)
     targets = _targets(gm)
     assert FUNCTIONAL not in targets and aten.copy_.default not in targets, targets
     assert targets.count(aten.batch_norm_stats.default) == 1
@@ -76,7 +79,7 @@ def test_a_cuda_batch_norm_becomes_statistics_and_a_fused_normalisation(monkeypa
 
 def test_statistics_alone_build_no_normalisation(monkeypatch):
     monkeypatch.setattr(batch_norm_split, "count_tensor", lambda count, device: torch.full((1,), float(count)))
-    gm = batch_norm_split.split_training_batch_norm(_graph("cuda", normalised_read=False), AitConfig.create())
+    gm = batch_norm_split.split_training_batch_norm(_graph("cuda", normalised_read=False), ATEN_REDUCTIONS)
     targets = _targets(gm)
     assert FUNCTIONAL not in targets and aten.batch_norm_stats.default in targets, targets
     assert aten.sub.Tensor not in targets and aten._to_copy.default not in targets, targets
@@ -93,7 +96,7 @@ def test_the_count_is_a_real_tensor_under_the_fake_mode_passes_run_in():
 
 
 def test_cpu_graphs_and_buffers_read_elsewhere_keep_the_op():
-    config = AitConfig.create()
+    config = ATEN_REDUCTIONS
     assert FUNCTIONAL in _targets(batch_norm_split.split_training_batch_norm(_graph("cpu"), config))
     assert FUNCTIONAL in _targets(batch_norm_split.split_training_batch_norm(_graph("cuda", extra_reader=True), config))
     fused = AitConfig.create().replace(fused_batch_norm_training=True)
@@ -118,16 +121,17 @@ class Bottleneck(nn.Module):
 
 
 @needs_cuda
+@pytest.mark.parametrize("reductions", ["triton", "aten"])
 @pytest.mark.parametrize("precision", ["float32", "autocast-bfloat16"])
 @pytest.mark.parametrize("affine", [True, False])
-def test_training_steps_match_eager(precision, affine):
+def test_training_steps_match_eager(precision, affine, reductions):
     torch.manual_seed(0)
     cudnn = torch.backends.cudnn
     with cudnn.flags(enabled=cudnn.enabled, benchmark=cudnn.benchmark, deterministic=cudnn.deterministic,
                      allow_tf32=False):
         eager = Bottleneck(affine=affine).cuda().train()
         twin = copy.deepcopy(eager)
-        compiled = torch.compile(twin, backend="ait", options={"channels_last": "on"})
+        compiled = torch.compile(twin, backend="ait", options={"channels_last": "on", "batch_norm_reductions": reductions})
         optimizers = [torch.optim.SGD(m.parameters(), lr=0.1, momentum=0.9) for m in (eager, twin)]
         autocast = precision != "float32"
         tolerance = dict(rtol=2e-2, atol=2e-2) if autocast else dict(rtol=1e-4, atol=1e-5)
@@ -149,7 +153,14 @@ def test_training_steps_match_eager(precision, affine):
         torch.testing.assert_close(c, b, rtol=1e-5 if not autocast else 1e-2, atol=1e-6 if not autocast else 1e-3,
                                    msg=name)
     forward = [g for g in metrics.compiled_graphs if g.kind == "forward"][-1]
+    backward = [g for g in metrics.compiled_graphs if g.kind == "backward"][-1]
     assert str(FUNCTIONAL) not in forward.externs, forward.externs
-    assert forward.externs.count("aten.batch_norm_stats.default") == 3, forward.externs
+    if reductions == "aten":
+        assert forward.externs.count("aten.batch_norm_stats.default") == 3, forward.externs
+        assert backward.externs.count("aten.native_batch_norm_backward.default") == 3, backward.externs
+    else:  # kernels/batch_norm_channels.py, forward and backward
+        assert forward.externs.count("ait_dynamo.kernels.batch_norm_channels.channel_statistics") == 3, forward.externs
+        assert "aten.native_batch_norm_backward.default" not in backward.externs, backward.externs
+        assert backward.externs.count("ait_dynamo.kernels.batch_norm_channels.channel_gradient_sums") == 3
     # the normalisations run inside generated kernels, with their ReLU and the residual add
     assert "aten.relu.default" in forward.fused_ops and "aten.sub.Tensor" in forward.fused_ops
