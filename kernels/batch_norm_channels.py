@@ -282,7 +282,9 @@ def _counters(key: tuple, blocks: int, device: torch.device) -> torch.Tensor:
 def _launch_or_fall_back(kernels: tuple[Any, ...], launches: Any, fallback: Any, *read: torch.Tensor) -> Any:
     """``launches()``, or ``fallback()`` after a failure of one of ``kernels`` (warned once) or
     where a tensor in ``read`` is not laid out as traced."""
-    if triton is None or any(k in runtime.BROKEN for k in kernels) or not _laid_out_as_traced(*read):
+    # (``k in BROKEN`` hashes a JITFunction by its source key: asked only once something broke)
+    broken = bool(runtime.BROKEN) and any(k in runtime.BROKEN for k in kernels)
+    if triton is None or broken or not _laid_out_as_traced(*read):
         return fallback()
     try:
         return launches()

@@ -3,10 +3,11 @@ frames: the first call compiles it through :func:`runtime.launch`; later CUDA ca
 its compiled launcher, as generated kernels' launch sites do (``kernels/launch_site.py`` has the
 measurements).
 
-Why: training batch norm's reductions (``kernels/batch_norm_channels.py``) launched through
-:func:`runtime.launch` on every call cost ResNet-50's bf16 training step 47.1 ms of host time
-against 32.7 ms before them (H200, ``benchmarks/results/nvidia-h200/bn_channels/``): its key of
-every argument's specialization, built per launch, for four launches per layer.
+Why: with training batch norm's reductions (``kernels/batch_norm_channels.py``) launched through
+:func:`runtime.launch` on every call, ResNet-50's bf16 training step enqueued in 47.1 ms, and in
+30.6 ms with this binding (two profiles on the H200, ``benchmarks/results/nvidia-h200/
+bn_channels/``; Inductor 25.2 and 25.8 ms in them). :func:`runtime.launch` builds a key of every
+argument's specialization per launch.
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ class BoundKernel:
         self.grid = tuple(grid) + (1,) * (3 - len(grid))
         self.constexprs = constexprs
         self.num_warps = num_warps
-        self._direct: tuple | None = None  # (launch function, arguments before the kernel's, its device)
+        # (launch function, arguments before the kernel's, device index, constexpr values after them)
+        self._direct: tuple | None = None
         self._hooks = runtime.triton.knobs.runtime if runtime.HAS_TRITON else None
 
     def _generic(self, args: Sequence[Any]) -> Any:

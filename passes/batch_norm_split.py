@@ -34,6 +34,13 @@ difference:
   ``copy_`` back, whose result is unused;
 * nothing else reads the buffers.
 
+Where the input is laid out as rows of channels (channels-last) on a device Triton runs on, the
+statistics and the running-statistics update are instead one launch of our kernel,
+``channel_statistics`` (``kernels/batch_norm_channels.py``: 0.725 against ATen's 1.48 ms a step
+on ResNet-50's shapes, H200), unless option ``batch_norm_reductions`` is ``"aten"``. It writes
+the running statistics in place too (``HIDDEN_WRITES``), with the unbiased variance computed
+directly. ``passes/batch_norm_backward_split.py`` does the same for the backward.
+
 Not with ``fused_batch_norm_training``, which decomposes the whole op, nor with ``fusion=False``.
 """
 
