@@ -14,6 +14,7 @@ from torch import nn
 
 from ait_dynamo import metrics
 from ait_dynamo.kernels import batch_norm_channels, runtime
+from test_batch_norm_split import Bottleneck
 from utils import needs_cpu_triton
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
@@ -201,23 +202,6 @@ def test_the_layout_test_of_the_passes():
     assert not batch_norm_channels.is_rows_of_channels(torch.empty(2, 3, 4, 5))
     assert not batch_norm_channels.is_rows_of_channels(torch.empty(7, 6)[:, :3])  # rows with gaps
     assert not batch_norm_channels.is_rows_of_channels(torch.empty(3, 7).t())
-
-
-class Bottleneck(nn.Module):
-    """conv-BN-ReLU, conv-BN + a downsampled residual through its own BN, ReLU: ResNet's block."""
-
-    def __init__(self, channels: int = 8, affine: bool = True):
-        super().__init__()
-        self.conv1 = nn.Conv2d(channels, channels, 3, padding=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(channels, affine=affine)
-        self.conv2 = nn.Conv2d(channels, 2 * channels, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(2 * channels)
-        self.down = nn.Conv2d(channels, 2 * channels, 1, bias=False)
-        self.bn_down = nn.BatchNorm2d(2 * channels)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = torch.relu(self.bn1(self.conv1(x)))
-        return torch.relu(self.bn2(self.conv2(y)) + self.bn_down(self.down(x)))
 
 
 class LinearBatchNorm(nn.Module):
