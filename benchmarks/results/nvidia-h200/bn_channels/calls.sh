@@ -3,6 +3,8 @@
 #   CALL=1 OUT=... bash benchmarks/results/nvidia-h200/bn_channels/calls.sh   # GPU tests, micro-benchmark, kernel profile
 #   CALL=2 OUT=... bash benchmarks/results/nvidia-h200/bn_channels/calls.sh   # ResNet-50 bf16 training step, all backends
 #   CALL=3 OUT=... bash benchmarks/results/nvidia-h200/bn_channels/calls.sh   # the whole GPU suite
+#   CALL=4 OUT=... bash benchmarks/results/nvidia-h200/bn_channels/calls.sh   # next: the host time of both reductions
+#     (README "open question": a cProfile of each ait variant's step, then the layout GPU tests)
 set -u
 . benchmarks/device_setup.sh "$OUT/setup.log" > /dev/null
 export PYTHONPATH=.:/tmp/site
@@ -27,4 +29,9 @@ case "${CALL:-1}" in
     echo "prebuild rc=$?"
     OUT=$OUT/t LIMIT=330 RERUN_LIMIT=60 JOBS=14 bash benchmarks/gpu_tests.sh
     gzip -f "$OUT/t/gpu_tests.log" ;;
+4)  timeout 420 python3 -m benchmarks profile --workload tv_resnet50_train --batch 32 --host \
+      --backends ait,ait+batch_norm_reductions=aten --out "$OUT/host" > "$OUT/host.log" 2>&1
+    echo "host rc=$?"; head -n 2 "$OUT"/host/*.txt
+    timeout 120 python3 -m pytest -q -rfE -p no:cacheprovider -n 4 tests/test_layout_gpu.py > "$OUT/gpu_tests_layout.log" 2>&1
+    echo "layout tests rc=$?"; tail -n 3 "$OUT/gpu_tests_layout.log" ;;
 esac
