@@ -122,13 +122,17 @@ if triton is not None:
         return mean_a + delta * weight_b, m2_a + m2_b + delta * delta * count_a * weight_b, count
 
     @triton.jit
+    def _program_block(rows, channels, rows_per_split, BLOCK_C: tl.constexpr):
+        """This program's channels (and their mask) and its rows ``[start, end)``."""
+        cols = tl.program_id(0) * BLOCK_C + tl.arange(0, BLOCK_C)
+        start = tl.program_id(1) * rows_per_split
+        return cols, cols < channels, start, tl.minimum(start + rows_per_split, rows)
+
+    @triton.jit
     def _statistics_kernel(x_ptr, partial_ptr, counter_ptr, mean_ptr, invstd_ptr, running_mean_ptr, running_var_ptr,
                            rows, channels, rows_per_split, splits, eps, momentum, RUNNING: tl.constexpr,
                            BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr, SPLIT_BLOCK: tl.constexpr):
-        cols = tl.program_id(0) * BLOCK_C + tl.arange(0, BLOCK_C)
-        col_mask = cols < channels
-        start = tl.program_id(1) * rows_per_split
-        end = tl.minimum(start + rows_per_split, rows)
+        cols, col_mask, start, end = _program_block(rows, channels, rows_per_split, BLOCK_C)
         # Welford in every register lane on x - K, K the mean of the first tile's rows (every
         # program computes the same K; split 0 hands it to the finish), then the lanes combined
         # by Chan's formula
@@ -208,10 +212,7 @@ if triton is not None:
     def _gradient_kernel(dy_ptr, x_ptr, mean_ptr, partial_ptr, counter_ptr, invstd_ptr, weight_ptr, factors_ptr,
                          grad_weight_ptr, grad_bias_ptr, rows, channels, rows_per_split, splits, AFFINE: tl.constexpr,
                          BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr, SPLIT_BLOCK: tl.constexpr):
-        cols = tl.program_id(0) * BLOCK_C + tl.arange(0, BLOCK_C)
-        col_mask = cols < channels
-        start = tl.program_id(1) * rows_per_split
-        end = tl.minimum(start + rows_per_split, rows)
+        cols, col_mask, start, end = _program_block(rows, channels, rows_per_split, BLOCK_C)
         mean = tl.load(mean_ptr + cols, mask=col_mask, other=0.0)
         sum_dy = tl.zeros([BLOCK_M, BLOCK_C], dtype=tl.float32)
         sum_dy_xmu = tl.zeros([BLOCK_M, BLOCK_C], dtype=tl.float32)
@@ -319,9 +320,10 @@ def _reduced_dims(x: torch.Tensor) -> list[int]:
 _BOUND: dict[tuple, BoundKernel] = {}
 
 
-def _bound(kernel: Any, grid: ChannelGrid, flag: dict[str, bool], key: tuple) -> BoundKernel:
+def _bound(kernel: Any, layout: tuple[int, ...], flag: dict[str, bool], key: tuple) -> BoundKernel:
     found = _BOUND.get(key)
     if found is None:
+        grid = ChannelGrid(*layout)
         found = _BOUND[key] = BoundKernel(
             kernel, (math.ceil(grid.channels / grid.block_c), grid.splits),
             {**flag, "BLOCK_M": grid.block_m, "BLOCK_C": grid.block_c, "SPLIT_BLOCK": _SPLIT_BLOCK}, grid.num_warps)
@@ -334,19 +336,19 @@ def channel_statistics(x: torch.Tensor, running_mean: torch.Tensor | None, runni
     ``batch_norm_stats``); where given, the running statistics are updated in place. ``layout``:
     the fields of the :class:`ChannelGrid` (the graph holds plain ints)."""
     running = running_mean is not None and running_var is not None
-    grid = ChannelGrid(*layout)
+    rows, channels, rows_per_split, splits = layout[:4]  # per call: no ChannelGrid built (~1 us)
 
     def launches() -> tuple[torch.Tensor, torch.Tensor]:
         key = ("statistics", layout, x.dtype, running and running_mean.dtype, x.device.index)
-        kernel = _bound(_statistics_kernel, grid, {"RUNNING": running}, key)
+        kernel = _bound(_statistics_kernel, layout, {"RUNNING": running}, key)
         counters = _counters(key, kernel.grid[0], x.device)
         # the splits' means and centred sums of squares, then the shift
-        partials = torch.empty((2 * grid.splits + 1, grid.channels), dtype=torch.float32, device=x.device)
-        results = torch.empty((2, grid.channels), dtype=torch.float32, device=x.device)
+        partials = torch.empty((2 * splits + 1, channels), dtype=torch.float32, device=x.device)
+        results = torch.empty((2, channels), dtype=torch.float32, device=x.device)
         mean, invstd = results.unbind(0)  # one call for both views (each index costs ~1 us of host)
         kernel(x, partials, counters, mean, invstd, running_mean if running else mean,
-               running_var if running else invstd, grid.rows, grid.channels, grid.rows_per_split,
-               grid.splits, float(eps), float(momentum))
+               running_var if running else invstd, rows, channels, rows_per_split,
+               splits, float(eps), float(momentum))
         return mean, invstd
 
     def fallback() -> tuple[torch.Tensor, torch.Tensor]:
@@ -354,7 +356,7 @@ def channel_statistics(x: torch.Tensor, running_mean: torch.Tensor | None, runni
         if running:
             with torch.no_grad():
                 running_mean.mul_(1 - momentum).add_(mean.to(running_mean.dtype), alpha=momentum)
-                unbiased = var * (grid.rows / (grid.rows - 1))
+                unbiased = var * (rows / (rows - 1))
                 running_var.mul_(1 - momentum).add_(unbiased.to(running_var.dtype), alpha=momentum)
         return mean, torch.rsqrt(var + eps)
 
@@ -367,29 +369,29 @@ def channel_gradient_sums(dy: torch.Tensor, x: torch.Tensor, mean: torch.Tensor,
     first three are float32 per-channel factors of the input gradient,
     ``(dy - mean_dy - (x - mean) * projection) * scale``; the weight and bias gradients are in the
     weight's dtype (``None`` without a weight). ``layout``: as for :func:`channel_statistics`."""
-    grid = ChannelGrid(*layout)
+    rows, channels, rows_per_split, splits = layout[:4]
     affine = weight is not None
 
     def launches() -> tuple[torch.Tensor, ...]:
         key = ("gradient", layout, dy.dtype, x.dtype, affine and weight.dtype, x.device.index)
-        kernel = _bound(_gradient_kernel, grid, {"AFFINE": affine}, key)
+        kernel = _bound(_gradient_kernel, layout, {"AFFINE": affine}, key)
         counters = _counters(key, kernel.grid[0], x.device)
-        partials = torch.empty((2, grid.splits, grid.channels), dtype=torch.float32, device=x.device)
-        factors = torch.empty((3, grid.channels), dtype=torch.float32, device=x.device)
-        grads = torch.empty((2, grid.channels), dtype=weight.dtype, device=x.device) if affine else None
+        partials = torch.empty((2, splits, channels), dtype=torch.float32, device=x.device)
+        factors = torch.empty((3, channels), dtype=torch.float32, device=x.device)
+        grads = torch.empty((2, channels), dtype=weight.dtype, device=x.device) if affine else None
         grad_weight, grad_bias = grads.unbind(0) if affine else (factors, factors)
         kernel(dy, x, mean, partials, counters, invstd, weight if affine else invstd, factors, grad_weight, grad_bias,
-               grid.rows, grid.channels, grid.rows_per_split, grid.splits)
+               rows, channels, rows_per_split, splits)
         return tuple(factors.unbind(0)) + ((grad_weight, grad_bias) if affine else (None, None))
 
     def fallback() -> tuple[torch.Tensor, ...]:
         dims = _reduced_dims(x)
         dy32 = dy.float()
-        shape = [1, grid.channels] + [1] * (x.dim() - 2)
+        shape = [1, channels] + [1] * (x.dim() - 2)
         sum_dy = dy32.sum(dims)
         sum_dy_xmu = (dy32 * (x.float() - mean.view(shape))).sum(dims)
         scale = invstd * weight.float() if affine else invstd
-        factors = (sum_dy / grid.rows, sum_dy_xmu / grid.rows * invstd * invstd, scale)
+        factors = (sum_dy / rows, sum_dy_xmu / rows * invstd * invstd, scale)
         grads = ((sum_dy_xmu * invstd).to(weight.dtype), sum_dy.to(weight.dtype)) if affine else (None, None)
         return factors + grads
 

@@ -5,7 +5,6 @@ against eager, with the structure the passes promise."""
 
 from __future__ import annotations
 
-import copy
 import warnings
 
 import pytest
@@ -15,7 +14,7 @@ from torch import nn
 from ait_dynamo import metrics
 from ait_dynamo.kernels import batch_norm_channels, runtime
 from test_batch_norm_split import Bottleneck
-from utils import needs_cpu_triton
+from utils import needs_cpu_triton, train_side_by_side
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 pytestmark = needs_cpu_triton if DEVICE == "cpu" else []
@@ -219,27 +218,11 @@ class LinearBatchNorm(nn.Module):
 
 def _steps_side_by_side(model: nn.Module, shape: tuple[int, ...], autocast: torch.dtype | None, tolerance: dict,
                         channels_last_input: bool = True, **options) -> None:
-    eager = model.to(device=DEVICE).train()
-    twin = copy.deepcopy(eager)
-    compiled = torch.compile(twin, backend="ait", options=options)
-    optimizers = [torch.optim.SGD(m.parameters(), lr=0.1, momentum=0.9) for m in (eager, twin)]
-    for step in range(3):
+    def make_input() -> torch.Tensor:
         x = torch.randn(shape, device=DEVICE)
-        if x.dim() == 4 and channels_last_input:
-            x = x.contiguous(memory_format=torch.channels_last)
-        outputs = []
-        for fn, optimizer in zip((eager, compiled), optimizers):
-            optimizer.zero_grad()
-            with torch.autocast(DEVICE, dtype=autocast or torch.bfloat16, enabled=autocast is not None):
-                out = fn(x)
-            out.float().square().mean().backward()
-            optimizer.step()
-            outputs.append(out.detach().float())
-        torch.testing.assert_close(outputs[1], outputs[0], **tolerance, msg=f"output, step {step}")
-    for (name, p), q in zip(eager.named_parameters(), twin.parameters()):
-        torch.testing.assert_close(q.float(), p.float(), **tolerance, msg=name)
-    for (name, b), c in zip(eager.named_buffers(), twin.buffers()):
-        torch.testing.assert_close(c.float(), b.float(), **tolerance, msg=name)
+        return x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 and channels_last_input else x
+
+    train_side_by_side(model.to(device=DEVICE), make_input, autocast=autocast, tolerance=tolerance, **options)
 
 
 def _last(kind: str) -> metrics.GraphRecord:

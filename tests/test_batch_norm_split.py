@@ -4,7 +4,6 @@ kernel of the ReLU or add that reads it, and the results those of eager."""
 
 from __future__ import annotations
 
-import copy
 import operator
 
 import pytest
@@ -15,6 +14,7 @@ from torch._subclasses.fake_tensor import FakeTensorMode
 import ait_dynamo.passes.batch_norm_split as batch_norm_split
 from ait_dynamo import metrics
 from ait_dynamo.config import AitConfig
+from utils import train_side_by_side
 
 aten = torch.ops.aten
 FUNCTIONAL = aten._native_batch_norm_legit_functional.default
@@ -129,29 +129,13 @@ def test_training_steps_match_eager(precision, affine, reductions):
     cudnn = torch.backends.cudnn
     with cudnn.flags(enabled=cudnn.enabled, benchmark=cudnn.benchmark, deterministic=cudnn.deterministic,
                      allow_tf32=False):
-        eager = Bottleneck(affine=affine).cuda().train()
-        twin = copy.deepcopy(eager)
-        compiled = torch.compile(twin, backend="ait", options={"channels_last": "on", "batch_norm_reductions": reductions})
-        optimizers = [torch.optim.SGD(m.parameters(), lr=0.1, momentum=0.9) for m in (eager, twin)]
         autocast = precision != "float32"
         tolerance = dict(rtol=2e-2, atol=2e-2) if autocast else dict(rtol=1e-4, atol=1e-5)
-        for step in range(3):
-            x = torch.randn(4, 8, 9, 7, device="cuda")
-            outputs = []
-            for fn, optimizer in zip((eager, compiled), optimizers):
-                optimizer.zero_grad()
-                with torch.autocast("cuda", dtype=torch.bfloat16, enabled=autocast):
-                    out = fn(x)
-                out.float().square().mean().backward()
-                optimizer.step()
-                outputs.append(out.detach().float())
-            torch.testing.assert_close(outputs[1], outputs[0], **tolerance, msg=f"output, step {step}")
-    for (name, p), q in zip(eager.named_parameters(), twin.parameters()):
-        torch.testing.assert_close(q, p, **tolerance, msg=name)
-    # the running variance comes from the inverse deviation: a few float32 ulps from eager's
-    for (name, b), c in zip(eager.named_buffers(), twin.buffers()):
-        torch.testing.assert_close(c, b, rtol=1e-5 if not autocast else 1e-2, atol=1e-6 if not autocast else 1e-3,
-                                   msg=name)
+        # the running variance comes from the inverse deviation: a few float32 ulps from eager's
+        buffers = dict(rtol=1e-5 if not autocast else 1e-2, atol=1e-6 if not autocast else 1e-3)
+        train_side_by_side(Bottleneck(affine=affine).cuda(), lambda: torch.randn(4, 8, 9, 7, device="cuda"),
+                           autocast=torch.bfloat16 if autocast else None, tolerance=tolerance, buffer_tolerance=buffers,
+                           channels_last="on", batch_norm_reductions=reductions)
     forward = [g for g in metrics.compiled_graphs if g.kind == "forward"][-1]
     backward = [g for g in metrics.compiled_graphs if g.kind == "backward"][-1]
     assert str(FUNCTIONAL) not in forward.externs, forward.externs

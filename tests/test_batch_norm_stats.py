@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from ait_dynamo import metrics
-from utils import needs_cpu_triton
+from utils import needs_cpu_triton, train_side_by_side
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 pytestmark = needs_cpu_triton if DEVICE == "cpu" else []
@@ -59,25 +59,8 @@ def _forward_externs() -> list[str]:
 def _train_side_by_side(model: nn.Module, shape: tuple[int, ...], steps: int = 3, **options) -> nn.Module:
     """``steps`` SGD steps of ``model`` in eager and compiled with ait; asserts outputs, gradients,
     parameters and buffers agree, returns the compiled copy."""
-    eager = model.to(DEVICE).train()
-    twin = copy.deepcopy(eager)
-    compiled = torch.compile(twin, backend="ait", options=options)
-    optimizers = [torch.optim.SGD(m.parameters(), lr=0.1, momentum=0.9) for m in (eager, twin)]
-    for step in range(steps):
-        x = torch.randn(*shape, device=DEVICE)
-        outputs = []
-        for fn, optimizer in zip((eager, compiled), optimizers):
-            optimizer.zero_grad()
-            out = fn(x)
-            out.square().mean().backward()
-            optimizer.step()
-            outputs.append(out.detach())
-        torch.testing.assert_close(outputs[1], outputs[0], rtol=1e-4, atol=1e-5, msg=f"output, step {step}")
-    for (name, p), q in zip(eager.named_parameters(), twin.parameters()):
-        torch.testing.assert_close(q, p, rtol=1e-4, atol=1e-5, msg=name)
-    for (name, b), c in zip(eager.named_buffers(), twin.buffers()):
-        torch.testing.assert_close(c, b, rtol=1e-5, atol=1e-6, msg=name)
-    return twin
+    return train_side_by_side(model.to(DEVICE), lambda: torch.randn(*shape, device=DEVICE), steps=steps,
+                              buffer_tolerance=dict(rtol=1e-5, atol=1e-6), **options)
 
 
 @pytest.fixture

@@ -210,3 +210,34 @@ def check_compiled(
         if check_strides:
             assert_same_strides(_grads(compiled_source, compiled_inputs), _grads(eager_fn, eager_inputs), "grad")
     return actual
+
+
+def train_side_by_side(model: torch.nn.Module, make_input: Callable[[], torch.Tensor], *, steps: int = 3,
+                       autocast: torch.dtype | None = None, tolerance: dict | None = None,
+                       buffer_tolerance: dict | None = None, **options: Any) -> torch.nn.Module:
+    """``steps`` SGD steps of ``model`` (on its device, in training mode) in eager and compiled with
+    ait (``options``), on ``make_input()`` each step, under ``autocast`` if given; asserts that
+    outputs and parameters agree within ``tolerance`` and buffers within ``buffer_tolerance``
+    (default ``tolerance``), and returns the compiled copy."""
+    tolerance = tolerance or dict(rtol=1e-4, atol=1e-5)
+    buffer_tolerance = buffer_tolerance or tolerance
+    eager = model.train()
+    twin = copy.deepcopy(eager)
+    compiled = torch.compile(twin, backend="ait", options=options)
+    optimizers = [torch.optim.SGD(m.parameters(), lr=0.1, momentum=0.9) for m in (eager, twin)]
+    for step in range(steps):
+        x = make_input()
+        outputs = []
+        for fn, optimizer in zip((eager, compiled), optimizers):
+            optimizer.zero_grad()
+            with torch.autocast(x.device.type, dtype=autocast or torch.bfloat16, enabled=autocast is not None):
+                out = fn(x)
+            out.float().square().mean().backward()
+            optimizer.step()
+            outputs.append(out.detach().float())
+        torch.testing.assert_close(outputs[1], outputs[0], **tolerance, msg=f"output, step {step}")
+    for (name, p), q in zip(eager.named_parameters(), twin.parameters()):
+        torch.testing.assert_close(q.float(), p.float(), **tolerance, msg=name)
+    for (name, b), c in zip(eager.named_buffers(), twin.buffers()):
+        torch.testing.assert_close(c.float(), b.float(), **buffer_tolerance, msg=name)
+    return twin
