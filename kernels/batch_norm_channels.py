@@ -22,7 +22,8 @@ Each reduction is one launch, in two phases:
     deviation, sums of squares shifted by one row 3e-5, Welford shifted by the first row ~1e-7.
     One row as ``K`` was not enough: with an outlier first row (1e4, the rest deviations of 0.5
     around 0) the mean lost 6e-4; a mean over a tile dilutes the outlier 64-fold or more.
-  - The backward accumulates ``dy`` and ``dy * (x - mean)``.
+  - The backward accumulates ``dy`` and ``dy * (x - mean)``; given a ReLU's output as ``gate``,
+    it masks ``dy`` as it loads it (the ReLU's backward, folded in).
 * **Finish**, in the last program of each channel block to store its partials (a ticket counter
   per block, taken with release/acquire atomics and reset by that program): it combines the
   splits in a fixed order (Chan's formula for the statistics), so every call gives the same bits,
@@ -209,9 +210,10 @@ if triton is not None:
             tl.store(running_var_ptr + cols, new_var.to(running_var_ptr.dtype.element_ty), mask=col_mask)
 
     @triton.jit
-    def _gradient_kernel(dy_ptr, x_ptr, mean_ptr, partial_ptr, counter_ptr, invstd_ptr, weight_ptr, factors_ptr,
-                         grad_weight_ptr, grad_bias_ptr, rows, channels, rows_per_split, splits, AFFINE: tl.constexpr,
-                         BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr, SPLIT_BLOCK: tl.constexpr):
+    def _gradient_kernel(dy_ptr, x_ptr, mean_ptr, partial_ptr, counter_ptr, invstd_ptr, weight_ptr, mean_dy_ptr,
+                         projection_ptr, scale_ptr, grad_weight_ptr, grad_bias_ptr, gate_ptr, threshold, rows, channels, rows_per_split, splits,
+                         AFFINE: tl.constexpr, GATED: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr,
+                         SPLIT_BLOCK: tl.constexpr):
         cols, col_mask, start, end = _program_block(rows, channels, rows_per_split, BLOCK_C)
         mean = tl.load(mean_ptr + cols, mask=col_mask, other=0.0)
         sum_dy = tl.zeros([BLOCK_M, BLOCK_C], dtype=tl.float32)
@@ -221,6 +223,9 @@ if triton is not None:
             mask = (offsets < end)[:, None] & col_mask[None, :]
             at = offsets.to(tl.int64)[:, None] * channels + cols[None, :]
             dy = tl.load(dy_ptr + at, mask=mask, other=0.0).to(tl.float32)
+            if GATED:  # a ReLU's backward folded in: dy = where(gate <= threshold, 0, dy)
+                gate = tl.load(gate_ptr + at, mask=mask, other=0.0).to(tl.float32)
+                dy = tl.where(gate <= threshold, 0.0, dy)
             x = tl.load(x_ptr + at, mask=mask, other=0.0).to(tl.float32)
             sum_dy += dy
             sum_dy_xmu += tl.where(mask, dy * (x - mean[None, :]), 0.0)
@@ -228,12 +233,14 @@ if triton is not None:
         tl.store(partial_ptr + split * channels + cols, tl.sum(sum_dy, axis=0), mask=col_mask)
         tl.store(partial_ptr + (splits + split) * channels + cols, tl.sum(sum_dy_xmu, axis=0), mask=col_mask)
         if _last_to_arrive(counter_ptr, splits):
-            _gradient_finish(partial_ptr, invstd_ptr, weight_ptr, factors_ptr, grad_weight_ptr, grad_bias_ptr, cols,
+            _gradient_finish(partial_ptr, invstd_ptr, weight_ptr, mean_dy_ptr, projection_ptr, scale_ptr,
+                             grad_weight_ptr, grad_bias_ptr, cols,
                              col_mask, rows, channels, splits, AFFINE, SPLIT_BLOCK, BLOCK_C)
             tl.atomic_xchg(counter_ptr + tl.program_id(0), 0)  # ready for the next call
 
     @triton.jit
-    def _gradient_finish(partial_ptr, invstd_ptr, weight_ptr, factors_ptr, grad_weight_ptr, grad_bias_ptr, cols,
+    def _gradient_finish(partial_ptr, invstd_ptr, weight_ptr, mean_dy_ptr, projection_ptr, scale_ptr,
+                         grad_weight_ptr, grad_bias_ptr, cols,
                          col_mask, rows, channels, splits, AFFINE: tl.constexpr, SPLIT_BLOCK: tl.constexpr,
                          BLOCK_C: tl.constexpr):
         tl.debug_barrier()  # every thread's loads after the ticket's acquire
@@ -255,9 +262,9 @@ if triton is not None:
             tl.store(grad_weight_ptr + cols, (sum_dy_xmu * invstd).to(grad_weight_ptr.dtype.element_ty), mask=col_mask)
             tl.store(grad_bias_ptr + cols, sum_dy.to(grad_bias_ptr.dtype.element_ty), mask=col_mask)
         # grad_input = (dy - mean_dy - (x - mean) * projection) * scale, ATen's elementwise formula
-        tl.store(factors_ptr + cols, sum_dy / rows, mask=col_mask)
-        tl.store(factors_ptr + channels + cols, sum_dy_xmu / rows * invstd * invstd, mask=col_mask)
-        tl.store(factors_ptr + 2 * channels + cols, scale, mask=col_mask)
+        tl.store(mean_dy_ptr + cols, sum_dy / rows, mask=col_mask)
+        tl.store(projection_ptr + cols, sum_dy_xmu / rows * invstd * invstd, mask=col_mask)
+        tl.store(scale_ptr + cols, scale, mask=col_mask)
 
 
 # Splits the finishing program loads at a time. 64 made the statistics kernel 0.837 ms a step
@@ -266,18 +273,30 @@ if triton is not None:
 _SPLIT_BLOCK = 16
 
 
-# (kernel, layout, dtypes, device, stream) → its tickets: one int32 per channel block, zero
-# between calls (the finishing program resets its own). One set per stream, so that two streams
-# running the same layer at once do not share them.
-_COUNTERS: dict[tuple, torch.Tensor] = {}
+# (kernel, layout, dtypes, device, stream) → its scratch: the tickets, one int32 per channel block,
+# zero between calls (the finishing program resets its own), and the splits' partial results,
+# rewritten by every call before its finish reads them. Layers of one configuration share them:
+# on one stream their kernels run one after another. One set per stream, so that two streams
+# running the same layer at once do not share them. Kept, not allocated per call: each
+# allocation cost ~4 us of host time, and ResNet-50's step makes 106 of these calls.
+_SCRATCH: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
 
 
-def _counters(key: tuple, blocks: int, device: torch.device) -> torch.Tensor:
+def _scratch(key: tuple, blocks: int, partials: tuple[int, ...], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     stream = torch._C._cuda_getCurrentRawStream(device.index) if device.type == "cuda" else 0
-    found = _COUNTERS.get((key, stream))
+    found = _SCRATCH.get((key, stream))
     if found is None:
-        found = _COUNTERS[(key, stream)] = torch.zeros(blocks, dtype=torch.int32, device=device)
+        found = _SCRATCH[(key, stream)] = (torch.zeros(blocks, dtype=torch.int32, device=device),
+                                           torch.empty(partials, dtype=torch.float32, device=device))
     return found
+
+
+def _rows(count: int, channels: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """``count`` rows of ``channels`` values in one allocation, each row starting 16-byte aligned:
+    the kernels are compiled for aligned pointers, and the rows are handed to them as views."""
+    per_16_bytes = max(1, 16 // dtype.itemsize)
+    stride = -(-channels // per_16_bytes) * per_16_bytes
+    return torch.empty_strided((count, channels), (stride, 1), dtype=dtype, device=device)
 
 
 def _launch_or_fall_back(kernels: tuple[Any, ...], launches: Any, fallback: Any, *read: torch.Tensor) -> Any:
@@ -320,14 +339,22 @@ def _reduced_dims(x: torch.Tensor) -> list[int]:
 _BOUND: dict[tuple, BoundKernel] = {}
 
 
-def _bound(kernel: Any, layout: tuple[int, ...], flag: dict[str, bool], key: tuple) -> BoundKernel:
+def _bound(kernel: Any, layout: tuple[int, ...], flag: dict[str, bool], key: tuple,
+           inputs: tuple[int, ...]) -> BoundKernel:
     found = _BOUND.get(key)
     if found is None:
         grid = ChannelGrid(*layout)
         found = _BOUND[key] = BoundKernel(
             kernel, (math.ceil(grid.channels / grid.block_c), grid.splits),
-            {**flag, "BLOCK_M": grid.block_m, "BLOCK_C": grid.block_c, "SPLIT_BLOCK": _SPLIT_BLOCK}, grid.num_warps)
+            {**flag, "BLOCK_M": grid.block_m, "BLOCK_C": grid.block_c, "SPLIT_BLOCK": _SPLIT_BLOCK}, grid.num_warps,
+            checked=inputs)
     return found
+
+
+# The positions of the kernels' arguments that come from the caller, whose alignment each call
+# checks; the others are the scratch and the rows of ``_rows``, aligned by construction.
+_STATISTICS_INPUTS = (0, 5, 6)  # x, running_mean, running_var
+_GRADIENT_INPUTS = (0, 1, 2, 5, 6, 12)  # dy, x, mean, invstd, weight, gate
 
 
 def channel_statistics(x: torch.Tensor, running_mean: torch.Tensor | None, running_var: torch.Tensor | None,
@@ -340,12 +367,10 @@ def channel_statistics(x: torch.Tensor, running_mean: torch.Tensor | None, runni
 
     def launches() -> tuple[torch.Tensor, torch.Tensor]:
         key = ("statistics", layout, x.dtype, running and running_mean.dtype, x.device.index)
-        kernel = _bound(_statistics_kernel, layout, {"RUNNING": running}, key)
-        counters = _counters(key, kernel.grid[0], x.device)
+        kernel = _bound(_statistics_kernel, layout, {"RUNNING": running}, key, _STATISTICS_INPUTS)
         # the splits' means and centred sums of squares, then the shift
-        partials = torch.empty((2 * splits + 1, channels), dtype=torch.float32, device=x.device)
-        results = torch.empty((2, channels), dtype=torch.float32, device=x.device)
-        mean, invstd = results.unbind(0)  # one call for both views (each index costs ~1 us of host)
+        counters, partials = _scratch(key, kernel.grid[0], (2 * splits + 1, channels), x.device)
+        mean, invstd = _rows(2, channels, torch.float32, x.device).unbind(0)  # one call for both views
         kernel(x, partials, counters, mean, invstd, running_mean if running else mean,
                running_var if running else invstd, rows, channels, rows_per_split,
                splits, float(eps), float(momentum))
@@ -364,29 +389,42 @@ def channel_statistics(x: torch.Tensor, running_mean: torch.Tensor | None, runni
 
 
 def channel_gradient_sums(dy: torch.Tensor, x: torch.Tensor, mean: torch.Tensor, invstd: torch.Tensor,
-                          weight: torch.Tensor | None, layout: tuple[int, ...]) -> tuple[torch.Tensor, ...]:
+                          weight: torch.Tensor | None, layout: tuple[int, ...], gate: torch.Tensor | None = None,
+                          threshold: float = 0.0) -> tuple[torch.Tensor, ...]:
     """The backward's reductions: ``(mean_dy, projection, scale, grad_weight, grad_bias)``. The
     first three are float32 per-channel factors of the input gradient,
     ``(dy - mean_dy - (x - mean) * projection) * scale``; the weight and bias gradients are in the
-    weight's dtype (``None`` without a weight). ``layout``: as for :func:`channel_statistics`."""
+    weight's dtype (``None`` without a weight). ``layout``: as for :func:`channel_statistics`.
+
+    With ``gate`` (laid out as ``x``), the gradient reduced is ``where(gate <= threshold, 0, dy)``:
+    the backward of the ReLU after this batch norm, folded in so that its result is never written
+    (the input gradient's graph ops compute it again, inside their own kernel)."""
     rows, channels, rows_per_split, splits = layout[:4]
     affine = weight is not None
+    gated = gate is not None
 
     def launches() -> tuple[torch.Tensor, ...]:
-        key = ("gradient", layout, dy.dtype, x.dtype, affine and weight.dtype, x.device.index)
-        kernel = _bound(_gradient_kernel, layout, {"AFFINE": affine}, key)
-        counters = _counters(key, kernel.grid[0], x.device)
-        partials = torch.empty((2, splits, channels), dtype=torch.float32, device=x.device)
-        factors = torch.empty((3, channels), dtype=torch.float32, device=x.device)
-        grads = torch.empty((2, channels), dtype=weight.dtype, device=x.device) if affine else None
-        grad_weight, grad_bias = grads.unbind(0) if affine else (factors, factors)
-        kernel(dy, x, mean, partials, counters, invstd, weight if affine else invstd, factors, grad_weight, grad_bias,
-               rows, channels, rows_per_split, splits)
-        return tuple(factors.unbind(0)) + ((grad_weight, grad_bias) if affine else (None, None))
+        key = ("gradient", layout, dy.dtype, x.dtype, affine and weight.dtype, gated and gate.dtype, x.device.index)
+        kernel = _bound(_gradient_kernel, layout, {"AFFINE": affine, "GATED": gated}, key, _GRADIENT_INPUTS)
+        counters, partials = _scratch(key, kernel.grid[0], (2, splits, channels), x.device)
+        if affine and weight.dtype == torch.float32:  # the factors and both gradients: one allocation
+            results = _rows(5, channels, torch.float32, x.device).unbind(0)
+        elif affine:
+            results = (_rows(3, channels, torch.float32, x.device).unbind(0)
+                       + _rows(2, channels, weight.dtype, x.device).unbind(0))
+        else:
+            results = _rows(3, channels, torch.float32, x.device).unbind(0) + (None, None)
+        mean_dy, projection, scale, grad_weight, grad_bias = results
+        kernel(dy, x, mean, partials, counters, invstd, weight if affine else invstd, mean_dy, projection, scale,
+               grad_weight if affine else scale, grad_bias if affine else scale, gate if gated else dy,
+               float(threshold), rows, channels, rows_per_split, splits)
+        return results
 
     def fallback() -> tuple[torch.Tensor, ...]:
         dims = _reduced_dims(x)
         dy32 = dy.float()
+        if gated:
+            dy32 = torch.where(gate <= threshold, 0.0, dy32)
         shape = [1, channels] + [1] * (x.dim() - 2)
         sum_dy = dy32.sum(dims)
         sum_dy_xmu = (dy32 * (x.float() - mean.view(shape))).sum(dims)
@@ -395,7 +433,7 @@ def channel_gradient_sums(dy: torch.Tensor, x: torch.Tensor, mean: torch.Tensor,
         grads = ((sum_dy_xmu * invstd).to(weight.dtype), sum_dy.to(weight.dtype)) if affine else (None, None)
         return factors + grads
 
-    return _launch_or_fall_back(_GRADIENT_KERNELS, launches, fallback, dy, x)
+    return _launch_or_fall_back(_GRADIENT_KERNELS, launches, fallback, dy, x, *((gate,) if gated else ()))
 
 
 _STATISTICS_KERNELS = (_statistics_kernel,) if triton is not None else ()

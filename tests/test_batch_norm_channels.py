@@ -6,13 +6,18 @@ against eager, with the structure the passes promise."""
 from __future__ import annotations
 
 import warnings
+from typing import Callable
 
 import pytest
 import torch
-from torch import nn
+from torch import fx, nn
+from torch.fx.experimental.proxy_tensor import make_fx
 
 from ait_dynamo import metrics
+from ait_dynamo.config import AitConfig
 from ait_dynamo.kernels import batch_norm_channels, runtime
+from ait_dynamo.passes.batch_norm_backward_split import split_training_batch_norm_backward
+from ait_dynamo.passes.constant_fold import fold_constants
 from test_batch_norm_split import Bottleneck
 from utils import needs_cpu_triton, train_side_by_side
 
@@ -152,6 +157,179 @@ def test_gradient_sums_give_eagers_gradients(shape, multiprocessors, dtype, affi
         assert grad_weight is None and grad_bias is None and torch.equal(scale, invstd)
 
 
+@pytest.mark.parametrize("threshold", [0.0, 0.5])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("shape,multiprocessors", [SHAPES[0], SHAPES[1], SHAPES[2], SHAPES[5]])
+def test_a_folded_relu_backward_gives_the_bits_of_its_written_result(shape, multiprocessors, dtype, threshold):
+    """``gate`` folds ``where(gate <= threshold, 0, dy)`` into the reduction: every result must be
+    the one the kernel gives for that where written out, bit for bit (the kernel loads either the
+    same value or zero). The gate holds values equal to the threshold (``<=`` zeroes them) and a
+    NaN (no comparison holds: the gradient passes, as in ATen)."""
+    torch.manual_seed(2)
+    x = _rows_of_channels(shape, dtype, scale=2.0, offset=1.0)
+    dy = _rows_of_channels(shape, dtype)
+    gate = _rows_of_channels(shape, dtype)
+    flat = gate.permute(0, *range(2, gate.dim()), 1).reshape(-1)  # a view of gate's storage, in memory order
+    flat[::5] = threshold
+    flat[3] = float("nan")
+    weight = torch.randn(shape[1], device=DEVICE)
+    grid = _grid(x, multiprocessors)
+    mean, invstd = batch_norm_channels.channel_statistics(x, None, None, 0.1, 1e-5, grid)
+    written = torch.where(gate <= threshold, 0.0, dy)
+    expected = batch_norm_channels.channel_gradient_sums(written, x, mean, invstd, weight, grid)
+    folded = batch_norm_channels.channel_gradient_sums(dy, x, mean, invstd, weight, grid, gate, threshold)
+    for got, want in zip(folded, expected):
+        assert torch.equal(got, want)
+
+
+def test_a_folded_relu_backward_falls_back_with_its_gate(monkeypatch):
+    monkeypatch.setattr(runtime, "launch", lambda *a, **k: pytest.fail("the fallback launches nothing"))
+    monkeypatch.setattr(batch_norm_channels, "_BOUND", {})
+    x = _rows_of_channels((3, 6, 5, 4), torch.float32).contiguous()  # not rows of channels: ATen ops
+    dy, gate = torch.randn_like(x), torch.randn_like(x)
+    weight = torch.randn(6, device=DEVICE)
+    grid = _grid(x)
+    mean, invstd = batch_norm_channels.channel_statistics(x, None, None, 0.1, 1e-5, grid)
+    got = batch_norm_channels.channel_gradient_sums(dy, x, mean, invstd, weight, grid, gate, 0.0)
+    expected_weight, expected_bias = _reference_backward(x, torch.where(gate <= 0, 0.0, dy), weight)[1:]
+    torch.testing.assert_close(got[3].double(), expected_weight, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(got[4].double(), expected_bias, rtol=1e-5, atol=1e-5)
+
+
+def _backward_graph(relu_backward: Callable, dtype: torch.dtype = torch.float32, second_reader: bool = False,
+                    threshold: float = 0.0) -> fx.GraphModule:
+    """A batch norm's backward reading a ReLU's backward, traced on fake tensors as AOTAutograd hands
+    it over (constants folded)."""
+    aten = torch.ops.aten
+
+    def backward(grad, gate, x, mean, invstd, weight):
+        dy = relu_backward(grad, gate, threshold)
+        results = aten.native_batch_norm_backward.default(dy, x, weight, None, None, mean, invstd, True, 1e-5,
+                                                          [True, True, True])
+        return (*results, dy * 2) if second_reader else results
+
+    def rows(*shape: int) -> torch.Tensor:
+        return torch.randn(shape, dtype=dtype, device=DEVICE).contiguous(memory_format=torch.channels_last)
+
+    gm = make_fx(backward, tracing_mode="fake")(rows(2, 4, 3, 3), rows(2, 4, 3, 3), rows(2, 4, 3, 3),
+                                               *(torch.rand(4, device=DEVICE) for _ in range(3)))
+    return fold_constants(gm, AitConfig.create())
+
+
+def _decomposed(grad, gate, threshold):  # threshold_backward as AOTAutograd's decomposition gives it
+    aten = torch.ops.aten
+    return aten.where.self(aten.le.Scalar(gate, threshold), torch.zeros((), dtype=grad.dtype, device=grad.device), grad)
+
+
+def _gates(gm: fx.GraphModule) -> list:
+    """The (gate, threshold) arguments of each gradient-sums node."""
+    return [n.args[6:] for n in gm.graph.nodes if n.target is batch_norm_channels.channel_gradient_sums]
+
+
+@pytest.mark.parametrize("relu_backward", [torch.ops.aten.threshold_backward.default, _decomposed])
+def test_the_pass_folds_a_relu_backward_read_by_the_batch_norm_alone(relu_backward):
+    gm = split_training_batch_norm_backward(_backward_graph(relu_backward), AitConfig.create())
+    (gate,) = _gates(gm)
+    assert gate[0].name.startswith("gate") and gate[1] == 0.0, gate
+    sums = next(n for n in gm.graph.nodes if n.target is batch_norm_channels.channel_gradient_sums)
+    assert sums.args[0].name.startswith("grad"), sums.args  # the ReLU's input gradient, not its result
+    # the ReLU's backward stays in the graph for the input gradient's pointwise ops alone
+    relu = next(n for n in gm.graph.nodes if n.target in (torch.ops.aten.threshold_backward.default,
+                                                           torch.ops.aten.where.self))
+    assert sums not in relu.users and relu.users
+
+
+def test_the_pass_keeps_a_relu_backward_that_is_read_elsewhere_or_inexact():
+    config = AitConfig.create()
+    assert _gates(split_training_batch_norm_backward(_backward_graph(_decomposed, second_reader=True), config)) == [()]
+    # 0.1 is not a bfloat16: ATen compares in bf16, our kernel in float32
+    inexact = _backward_graph(_decomposed, torch.bfloat16, threshold=0.1)
+    assert _gates(split_training_batch_norm_backward(inexact, config)) == [()]
+    exact = _backward_graph(_decomposed, torch.bfloat16, threshold=0.5)
+    assert [g[1] for g in _gates(split_training_batch_norm_backward(exact, config))] == [0.5]
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_a_compiled_backward_of_half_activations_reads_them_uncast(dtype):
+    """ResNet's backward under autocast: half ``dy`` and ``x``, float32 statistics. Compiled (an
+    inference graph of the backward's ops, constants folded inside Dynamo's fake mode), the ReLU's
+    backward folds into the sums and the input gradient is one kernel that reads the half values
+    and casts only its result: no float32 copy of ``dy`` is written."""
+    aten = torch.ops.aten
+
+    def backward(grad, gate, x, mean, invstd, weight):
+        dy = torch.where(gate <= 0, 0.0, grad)
+        return aten.native_batch_norm_backward.default(dy, x, weight, None, None, mean, invstd, True, 1e-5,
+                                                       [True, True, True])
+
+    torch.manual_seed(3)
+    shape = (2, 6, 5, 3)
+    args = (_rows_of_channels(shape, dtype), _rows_of_channels(shape, dtype), _rows_of_channels(shape, dtype),
+            torch.randn(6, device=DEVICE), torch.rand(6, device=DEVICE) + 0.5, torch.randn(6, device=DEVICE).to(dtype))
+    metrics.reset()
+    with torch.no_grad():
+        got = torch.compile(backward, backend="ait")(*args)
+        expected = backward(*(a.double() for a in args))  # in float64: ATen's CPU op wants one dtype
+    graph = metrics.compiled_graphs[-1]
+    assert graph.fallback_reason is None and graph.externs == [GRADIENT_SUMS], (graph.fallback_reason, graph.externs)
+    assert len(graph.kernels) == 1 and graph.fused_ops.count("aten._to_copy.default") == 1, graph.fused_ops
+    assert "aten.le.Scalar" in graph.fused_ops
+    for value, reference in zip(got, expected):
+        assert value.dtype == dtype and value.stride() == reference.stride()
+        # one rounding to the half type, of a float32 result
+        torch.testing.assert_close(value.double(), reference, rtol=2 ** -7, atol=1e-3 * reference.abs().max().item())
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("channels", [1, 3, 5, 8, 130])
+def test_result_rows_start_16_byte_aligned(channels, dtype):
+    """The kernels are bound for aligned pointers and the calls check only the caller's inputs:
+    the rows they write into must be aligned for any channel count."""
+    for row in batch_norm_channels._rows(3, channels, dtype, torch.device(DEVICE)).unbind(0):
+        assert row.data_ptr() % 16 == 0 and row.shape == (channels,) and row.is_contiguous()
+
+
+def test_layers_of_one_configuration_share_scratch_but_not_results():
+    """Two layers of the same shape take their tickets and partials from one scratch set: called
+    one after the other, each must still get its own statistics and gradients."""
+    torch.manual_seed(4)
+    a, b = (_rows_of_channels((4, 6, 5, 5), torch.float32, scale=s, offset=o) for s, o in ((1.0, 0.0), (3.0, 2.0)))
+    grid = _grid(a)
+    stats = [batch_norm_channels.channel_statistics(x, None, None, 0.1, 1e-5, grid) for x in (a, b)]
+    weight = torch.randn(6, device=DEVICE)
+    dys = [torch.randn_like(a), torch.randn_like(b)]
+    sums = [batch_norm_channels.channel_gradient_sums(dy, x, m, i, weight, grid) for dy, x, (m, i) in zip(dys, (a, b), stats)]
+    for x, dy, (mean, invstd), results in zip((a, b), dys, stats, sums):
+        torch.testing.assert_close(mean.double(), x.double().mean(_dims(x)), rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(invstd.double(), (x.double().var(_dims(x), unbiased=False) + 1e-5).rsqrt(),
+                                   rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(results[3].double(), _reference_backward(x, dy, weight)[1], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("kernel", ["statistics", "gradient"])
+def test_a_misaligned_input_is_not_read_by_the_aligned_binary(kernel):
+    """After an aligned call has bound the compiled launcher, an input 4 bytes off alignment must
+    take the generic launch (compiled without the 16-byte assumption) and give the same values."""
+    torch.manual_seed(5)
+    shape, channels = (2, 7, 3, 5), 7
+    aligned = _rows_of_channels(shape, torch.float32)
+    storage = torch.empty(aligned.numel() + 1, device=DEVICE)
+    misaligned = storage[1:].view(2, 3, 5, 7).permute(0, 3, 1, 2)  # rows of channels, 4 bytes in
+    misaligned.copy_(aligned)
+    assert misaligned.data_ptr() % 16 and batch_norm_channels.is_rows_of_channels(misaligned)
+    grid = _grid(aligned)
+    weight = torch.randn(channels, device=DEVICE)
+    if kernel == "statistics":
+        results = [batch_norm_channels.channel_statistics(x, None, None, 0.1, 1e-5, grid) for x in (aligned, misaligned)]
+    else:
+        mean, invstd = batch_norm_channels.channel_statistics(aligned, None, None, 0.1, 1e-5, grid)
+        dy = torch.randn_like(aligned)
+        results = [batch_norm_channels.channel_gradient_sums(d, aligned, mean, invstd, weight, grid)
+                   for d in (dy, misaligned.copy_(dy))]
+    for got, want in zip(results[1], results[0]):
+        torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-6)
+
+
 def test_another_layout_at_run_time_takes_the_aten_fallback(monkeypatch):
     """The trace predicted rows of channels; an input laid out otherwise (an ATen result that came
     out NCHW) must not be read as rows: the fallback computes the same values, no kernel runs."""
@@ -251,6 +429,10 @@ def test_a_residual_block_trains_as_eager_does(autocast, affine):
     # gradients (two kernels for them: bn2 and bn_down read the same dy, bn1 another)
     assert "aten.relu.default" in forward.fused_ops and "aten.sub.Tensor" in forward.fused_ops
     assert "aten.sub.Tensor" in backward.fused_ops and "aten.mul.Tensor" in backward.fused_ops
+    if autocast is None:
+        # bn1's ReLU backward is folded into its gradient sums and computed again inside bn1's
+        # input-gradient kernel: no kernel of its own (5 kernels before the fold)
+        assert len(backward.kernels) == 4, backward.kernels
 
 
 def test_batch_norm_1d_on_rows_trains_as_eager_does():

@@ -22,7 +22,7 @@ from torch.fx.experimental.proxy_tensor import make_fx
 from ait_dynamo import metrics
 from ait_dynamo.config import AitConfig
 from ait_dynamo.passes import layout
-from utils import check_compiled, needs_cpu_triton
+from utils import check_compiled, needs_cpu_triton, train_side_by_side
 
 ON = {"channels_last": "on"}
 
@@ -331,3 +331,23 @@ def test_kernel_outputs_take_dead_channels_last_buffers_of_their_layout_only(tmp
         (want,) = _slot_blocks(x, w)
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
         assert got.stride() == want.stride()
+
+
+@needs_cpu_triton
+def test_an_autocast_weight_cast_writes_the_weight_channels_last(tmp_path):
+    """Under autocast the graph casts each float32 weight to bf16. With NHWC activations that cast
+    writes the 3x3 weights channels-last (cuDNN would copy an OIHW weight to NHWC on every call,
+    forward and backward), the forward saves them so for the backward, and no copy of a weight
+    is counted among the layout copies; training still matches eager."""
+    torch.manual_seed(0)
+    metrics.reset()
+    # one step: bf16 rounding differences grow with each SGD step (0.07 on outputs of ~3 by the
+    # third, with or without this cast's layout)
+    train_side_by_side(BLOCKS["resnet"](), lambda: torch.randn(2, 5, 6, 5), steps=1, autocast=torch.bfloat16,
+                       tolerance=dict(rtol=3e-2, atol=3e-2), channels_last="on", debug_dir=str(tmp_path))
+    forward = next(g for g in metrics.compiled_graphs if g.kind == "forward")
+    graph = (tmp_path / forward.name / "10-channels_last_layout.txt").read_text()
+    casts = re.findall(r'"bf16\[5, 5, 3, 3\]" = torch\.ops\.aten\._to_copy\.default\(primals_\d+, dtype = torch\.bfloat16(.*?)\)',
+                       graph)
+    assert len(casts) == 4 and all("memory_format = torch.channels_last" in c for c in casts), casts
+    _check_structure("forward", _EDGE_COPIES)
