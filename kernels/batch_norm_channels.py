@@ -211,9 +211,9 @@ if triton is not None:
 
     @triton.jit
     def _gradient_kernel(dy_ptr, x_ptr, mean_ptr, partial_ptr, counter_ptr, invstd_ptr, weight_ptr, mean_dy_ptr,
-                         projection_ptr, scale_ptr, grad_weight_ptr, grad_bias_ptr, gate_ptr, threshold, rows, channels, rows_per_split, splits,
-                         AFFINE: tl.constexpr, GATED: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr,
-                         SPLIT_BLOCK: tl.constexpr):
+                         projection_ptr, scale_ptr, grad_weight_ptr, grad_bias_ptr, gate_ptr, threshold, rows, channels,
+                         rows_per_split, splits, AFFINE: tl.constexpr, GATED: tl.constexpr, BLOCK_M: tl.constexpr,
+                         BLOCK_C: tl.constexpr, SPLIT_BLOCK: tl.constexpr):
         cols, col_mask, start, end = _program_block(rows, channels, rows_per_split, BLOCK_C)
         mean = tl.load(mean_ptr + cols, mask=col_mask, other=0.0)
         sum_dy = tl.zeros([BLOCK_M, BLOCK_C], dtype=tl.float32)
@@ -234,15 +234,14 @@ if triton is not None:
         tl.store(partial_ptr + (splits + split) * channels + cols, tl.sum(sum_dy_xmu, axis=0), mask=col_mask)
         if _last_to_arrive(counter_ptr, splits):
             _gradient_finish(partial_ptr, invstd_ptr, weight_ptr, mean_dy_ptr, projection_ptr, scale_ptr,
-                             grad_weight_ptr, grad_bias_ptr, cols,
-                             col_mask, rows, channels, splits, AFFINE, SPLIT_BLOCK, BLOCK_C)
+                             grad_weight_ptr, grad_bias_ptr, cols, col_mask, rows, channels, splits, AFFINE,
+                             SPLIT_BLOCK, BLOCK_C)
             tl.atomic_xchg(counter_ptr + tl.program_id(0), 0)  # ready for the next call
 
     @triton.jit
     def _gradient_finish(partial_ptr, invstd_ptr, weight_ptr, mean_dy_ptr, projection_ptr, scale_ptr,
-                         grad_weight_ptr, grad_bias_ptr, cols,
-                         col_mask, rows, channels, splits, AFFINE: tl.constexpr, SPLIT_BLOCK: tl.constexpr,
-                         BLOCK_C: tl.constexpr):
+                         grad_weight_ptr, grad_bias_ptr, cols, col_mask, rows, channels, splits,
+                         AFFINE: tl.constexpr, SPLIT_BLOCK: tl.constexpr, BLOCK_C: tl.constexpr):
         tl.debug_barrier()  # every thread's loads after the ticket's acquire
         sum_dy = tl.zeros([SPLIT_BLOCK, BLOCK_C], dtype=tl.float32)
         sum_dy_xmu = tl.zeros([SPLIT_BLOCK, BLOCK_C], dtype=tl.float32)

@@ -147,8 +147,13 @@ def _div_mode(a: Any, b: Any, rounding_mode: str | None = None) -> str:
         return _binary(lambda x, y, t: f"{x} / {y}", Promotion.INT_TO_FLOAT)(a, b)
     computation, result = _promotion((a, b), Promotion.DEFAULT)
     if not computation.is_floating_point:
-        # integer floor/trunc division: ATen raises on division by zero; keep that in ATen
-        raise Unsupported(f"integer division with rounding_mode={rounding_mode!r}")
+        # integer floor division by a nonzero constant cannot divide by zero (ATen raises on
+        # that, so a tensor divisor stays in ATen); the max pool's window offsets divide flat
+        # indices by the image width (kernels/max_pool_offsets.py)
+        constant = not isinstance(b, Operand) and isinstance(b, int) and not isinstance(b, bool) and b != 0
+        if rounding_mode != "floor" or not constant:
+            raise Unsupported(f"integer division with rounding_mode={rounding_mode!r}")
+        return _to_result(f"_ait_int_floor_divide({cast(a, computation)}, {cast(b, computation)})", computation, result)
     x, y = cast(a, computation), cast(b, computation)
     if rounding_mode == "trunc":
         # Triton's float32 `/` is div.full (within 2 ulp): 15 / 3 can come out as 4.9999995 and
@@ -345,6 +350,14 @@ def _ait_floor_divide(a, b):
     floor_div = tl.where(div - floor_div > 0.5, floor_div + 1.0, floor_div)
     floor_div = tl.where(div == 0, 0.0 * (a / b), floor_div)
     return tl.where(b == 0, a / b, floor_div)
+
+
+@triton.jit
+def _ait_int_floor_divide(a, b):
+    # Triton's integer // and % truncate toward zero, as C does; Python's and ATen's floor
+    quotient = a // b
+    remainder = a % b
+    return tl.where((remainder != 0) & ((remainder < 0) != (b < 0)), quotient - 1, quotient)
 
 
 @triton.jit

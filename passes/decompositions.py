@@ -12,6 +12,8 @@ from typing import Any, Callable
 import torch
 from torch._decomp import get_decompositions
 
+from ait_dynamo.kernels import max_pool_offsets
+
 aten = torch.ops.aten
 
 # Activations and their backward ops that decompose into a handful of pointwise ops.
@@ -140,6 +142,8 @@ def _select_backward(grad: torch.Tensor, input_sizes: Any, dim: int, index: int)
 
 
 _OWN_DECOMPOSITIONS: dict[Any, Callable[..., Any]] = {
+    # int8 window offsets saved instead of int64 indices, and our gather kernel for the backward
+    aten.max_pool2d_with_indices_backward.default: max_pool_offsets.decompose_backward,
     aten.select_backward.default: _select_backward,
     aten.var_mean.correction: _var_mean,
     aten.var.correction: _var,

@@ -16,7 +16,8 @@ from typing import Any
 import torch
 from torch import fx
 
-from ait_dynamo.passes.graph_utils import is_mutating, is_random, may_alias_input, meta_value
+from ait_dynamo.passes.graph_utils import (HIDDEN_WRITES, is_mutating, is_random, may_alias_input, meta_value,
+                                           written_inputs)
 from ait_dynamo.passes.plan import ExternCall, Step
 
 SHRINK_FACTOR = 2  # hoist when the step reads at least this many times the bytes it writes
@@ -42,6 +43,40 @@ def _is_barrier(step: Step) -> bool:
     return any(is_mutating(n) or is_random(n) for n in step.nodes)
 
 
+def _storage_root(node: fx.Node) -> fx.Node:
+    """The value whose storage ``node`` may share: followed through views to their base."""
+    while node.op == "call_function" and may_alias_input(node) and node.all_input_nodes:
+        node = node.all_input_nodes[0]
+    return node
+
+
+def _written_roots(step: Step) -> set[fx.Node] | None:
+    """The storage roots a barrier step writes, or ``None`` where it may touch anything (a draw
+    from the random stream, whose order is fixed; a write to a value of unknown storage)."""
+    roots: set[fx.Node] = set()
+    for node in step.nodes:
+        if is_random(node):
+            return None
+        if is_mutating(node):
+            if not isinstance(node.target, torch._ops.OpOverload) and node.target not in HIDDEN_WRITES:
+                return None  # an impure Python call: what it touches is not known
+            for written in written_inputs(node):
+                root = _storage_root(written)
+                if root.op != "placeholder":
+                    return None  # a write into an intermediate: its aliases are not tracked here
+                roots.add(root)
+    return roots
+
+
+def _passable(barrier: tuple[tuple[Any, ...], set[fx.Node] | None], step: Step) -> bool:
+    """True where ``step`` (which writes nothing and draws nothing) may run before the barrier:
+    it reads nothing the barrier writes. Training batch norm's running-statistics updates are
+    such writes: without this, ResNet-50's max pool offsets (int8, from 49 MiB of int64 indices)
+    stayed after the forward's last batch norm, and the indices lived through the forward."""
+    written = barrier[1]
+    return written is not None and not any(_storage_root(n) in written for n in step.reads())
+
+
 def _shrinks(step: Step) -> bool:
     if isinstance(step, ExternCall):
         target = step.node.target
@@ -57,15 +92,18 @@ def hoist_shrinking_steps(steps: list[Step]) -> list[Step]:
     """The steps, with the shrinking ones moved up to just after their latest dependency."""
     keys: list[tuple[Any, ...]] = []
     key_of: dict[fx.Node, tuple[Any, ...]] = {}
-    barrier: tuple[Any, ...] = (-1,)
+    barriers: list[tuple[tuple[Any, ...], set[fx.Node] | None]] = []  # (key, storage it writes)
     for position, step in enumerate(steps):
         key: tuple[Any, ...] = (position,)
         if _is_barrier(step):
-            barrier = key
+            barriers.append((key, _written_roots(step)))
         elif _shrinks(step):
-            earliest = max([barrier] + [key_of[n] for n in step.reads() if n in key_of])
+            blocking = next((b[0] for b in reversed(barriers) if not _passable(b, step)), (-1,))
+            earliest = max([blocking] + [key_of[n] for n in step.reads() if n in key_of])
             key = earliest + (position,)
         keys.append(key)
+        if isinstance(step, ExternCall) and step.node.op == "get_attr":
+            continue  # a constant is there from the start: not a dependency to wait for
         for node in step.produces():
             key_of[node] = key
     order = sorted(range(len(steps)), key=lambda i: keys[i])

@@ -153,6 +153,24 @@ def test_integer_ops(dtype):
     _fused("aten.add")
 
 
+@pytest.mark.parametrize("dtype", [torch.int32, torch.int64, torch.int8], ids=str)
+def test_integer_floor_division_by_a_nonzero_constant_is_fused(dtype):
+    """Python's floor on negative values, and a negative divisor; a tensor divisor (which could
+    be zero, where ATen raises) stays in ATen."""
+    def fn(i, j):
+        return torch.div(i, 7, rounding_mode="floor") + 1, torch.div(i, -3, rounding_mode="floor") * 2, \
+            torch.div(i, j, rounding_mode="floor")
+
+    i = torch.randint(-50, 60, (6, 9), dtype=dtype, device=DEVICE)
+    i[0, :4] = torch.tensor([-7, -14, 7, 0], dtype=dtype)  # exact multiples: no correction
+    j = torch.randint(1, 9, (6, 9), dtype=dtype, device=DEVICE)
+    metrics.reset()
+    check_compiled(fn, i, j, backward=False)
+    graph = metrics.compiled_graphs[-1]
+    assert graph.fused_ops.count("aten.div.Tensor_mode") == 2, graph.fused_ops
+    assert graph.externs.count("aten.div.Tensor_mode") == 1, graph.externs
+
+
 def test_casts():
     def fn(x, i, b):
         # float → int8 only in range: out-of-range conversion is undefined behaviour in C++ and PTX alike

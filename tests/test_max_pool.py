@@ -7,6 +7,7 @@ ATen call of 115 us against a floor of about 16 us (H200, batch 32, fp16)."""
 from __future__ import annotations
 
 import operator
+import warnings
 
 import pytest
 import torch
@@ -130,3 +131,94 @@ def test_resnet_stem_in_eval_pools_in_a_kernel():
         stem.bn.running_var.uniform_(0.5, 2.0)
     check_compiled(stem, torch.randn(2, 3, 29, 23, device=DEVICE), backward=False, check_strides=True)
     _assert_pool_fused()
+
+
+# --- training: int8 window offsets and our backward kernel (kernels/max_pool_offsets.py) ---------
+
+OFFSETS_BACKWARD = "ait.max_pool2d_offsets_backward.default"
+
+TRAINING_CASES = [
+    ((2, 3, 9, 11), 3, 2, 1, 1, False),       # ResNet's stem pool, odd sizes
+    ((2, 4, 8, 8), 2, 2, 0, 1, False),        # windows that do not overlap
+    ((1, 3, 10, 7), (3, 2), (2, 1), (1, 0), 1, True),  # rectangular, ceil mode
+    ((2, 2, 11, 9), 3, 1, 1, 2, False),       # dilation 2, stride 1: nine windows hold a pixel
+    ((3, 5, 6), 3, 3, 1, 1, True),            # unbatched 3-d input
+]
+
+
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "channels_last"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("shape, kernel, stride, padding, dilation, ceil_mode", TRAINING_CASES, ids=str)
+def test_training_saves_int8_offsets_and_gathers_the_gradient(shape, kernel, stride, padding, dilation, ceil_mode,
+                                                               dtype, channels_last, tmp_path):
+    if channels_last and len(shape) != 4:
+        pytest.skip("channels-last needs a 4-d input")
+    torch.manual_seed(0)
+    x = torch.randn(*shape, device=DEVICE, dtype=dtype)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    x.requires_grad_()
+    metrics.reset()
+    check_compiled(lambda x: nn.functional.max_pool2d(x.sin(), kernel, stride, padding, dilation, ceil_mode).cos(), x,
+                   options={"debug_dir": str(tmp_path)}, check_strides=True)
+    backward = [g for g in metrics.compiled_graphs if g.kind == "backward"][-1]
+    assert OFFSETS_BACKWARD in backward.externs, backward.externs
+    assert "aten.max_pool2d_with_indices_backward.default" not in backward.externs
+    # the backward receives one byte per pooled value, not ATen's int64 index
+    signature = (tmp_path / backward.name / "00-input.txt").read_text().split("def forward(self,")[1].split("):")[0]
+    assert '"i8[' in signature and '"i64[' not in signature, signature
+
+
+def _ties_and_gradient(channels_last: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """An input of small integers (ties in most windows, whose index ATen picks), -inf in a
+    corner, and integer output gradients: every sum is exact, so ours must equal ATen's."""
+    torch.manual_seed(1)
+    x = torch.randint(-2, 3, (2, 5, 9, 10), device=DEVICE).float()
+    x[:, :, :3, :3] = float("-inf")
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    values, indices = aten.max_pool2d_with_indices.default(x, [3, 3], [2, 2], [1, 1])
+    return x, indices, torch.randint(-3, 4, values.shape, device=DEVICE).float()
+
+
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "channels_last"])
+def test_the_offsets_backward_equals_atens_on_ties(channels_last):
+    from ait_dynamo.kernels import max_pool_offsets
+
+    x, indices, grad = _ties_and_gradient(channels_last)
+    offsets = max_pool_offsets.window_offsets(indices, x.shape[-1], (3, 3), (2, 2), (1, 1), (1, 1))
+    assert offsets.dtype == torch.int8 and int(offsets.min()) >= 0 and int(offsets.max()) < 9
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the kernel's result, not the fallback's (which warns)
+        got = max_pool_offsets.offsets_backward(grad, x, [3, 3], [2, 2], [1, 1], [1, 1], False, offsets)
+    expected = aten.max_pool2d_with_indices_backward.default(grad, x, [3, 3], [2, 2], [1, 1], [1, 1], False, indices)
+    assert torch.equal(got, expected) and got.stride() == expected.stride()
+
+
+def test_a_failing_offsets_kernel_warns_once_and_aten_runs(monkeypatch):
+    from ait_dynamo.kernels import max_pool_offsets, runtime
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("injected launch failure")
+
+    monkeypatch.setattr(runtime, "launch", broken)
+    x, indices, grad = _ties_and_gradient(True)
+    offsets = max_pool_offsets.window_offsets(indices, x.shape[-1], (3, 3), (2, 2), (1, 1), (1, 1))
+    expected = aten.max_pool2d_with_indices_backward.default(grad, x, [3, 3], [2, 2], [1, 1], [1, 1], False, indices)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            for _ in range(2):
+                got = max_pool_offsets.offsets_backward(grad, x, [3, 3], [2, 2], [1, 1], [1, 1], False, offsets)
+                assert torch.equal(got, expected)
+        assert len([w for w in caught if "injected launch failure" in str(w.message)]) == 1
+    finally:
+        runtime.BROKEN.discard(max_pool_offsets._offsets_backward_kernel)
+
+
+def test_windows_of_more_taps_than_an_int8_holds_keep_atens_backward():
+    x = torch.randn(1, 2, 13, 13, device=DEVICE, requires_grad=True)
+    metrics.reset()
+    check_compiled(lambda x: nn.functional.max_pool2d(x, 12, 1, 0).exp(), x)
+    backward = [g for g in metrics.compiled_graphs if g.kind == "backward"][-1]
+    assert "aten.max_pool2d_with_indices_backward.default" in backward.externs, backward.externs

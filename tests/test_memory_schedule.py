@@ -87,6 +87,50 @@ def test_column_sum_runs_right_after_its_producer():
     assert kinds.index("sum") < mms[-1], kinds
 
 
+def _kinds(steps) -> list[str]:
+    return [("sum" if s.reduced else "kernel") if isinstance(s, FusionGroup) else str(s.node.target) for s in steps]
+
+
+def test_a_shrinking_step_passes_a_write_it_cannot_observe_but_not_one_it_reads():
+    """``add_`` into the buffer ``b`` (a batch norm's running statistics) is a barrier: the sum of
+    ``y``, which does not read ``b``, still runs before it, right after its producer; a sum that
+    reads ``b`` stays after the write."""
+
+    def fn(x, w, b):
+        y = x @ w  # an ATen result: the sum is a step of its own
+        m = (y @ w) @ w
+        b.add_(1.0)
+        return m, y.sum(0)
+
+    def reads_the_buffer(x, w, b):
+        y = x @ w
+        m = (y @ w) @ w
+        b.add_(1.0)
+        return m, (y * b).sum(0)
+
+    x, w, b = torch.randn(64, 16), torch.randn(16, 16), torch.randn(16)
+    kinds = _kinds(_plan(fn, x, w, b).steps)
+    assert kinds.index("sum") == 1 and kinds.index("aten.add_.Tensor") > 1, kinds  # right after y's mm
+    kinds = _kinds(_plan(reads_the_buffer, x, w, b.clone()).steps)
+    assert kinds.index("sum") > kinds.index("aten.add_.Tensor"), kinds
+
+
+def test_a_constant_read_by_a_shrinking_step_does_not_hold_it_back():
+    """A constant (``get_attr``) is there from the start: the sum that reads one still runs right
+    after its producer (the max pool's window offsets read two folded aranges)."""
+    weights = torch.arange(16.0)
+
+    def fn(x, w):
+        y = x @ w
+        m = (y @ w) @ w
+        return m, (y * weights).sum(0)
+
+    steps = _plan(fn, torch.randn(64, 16), torch.randn(16, 16)).steps
+    kinds = _kinds(steps)
+    assert any(not isinstance(s, FusionGroup) and s.node.op == "get_attr" for s in steps), kinds
+    assert kinds.index("sum") < kinds.index("aten.mm.default", 1) + 1, kinds
+
+
 @needs_triton
 def test_elementwise_output_takes_over_a_dying_buffer(tmp_path):
     x, w = torch.randn(37, 19, device=DEVICE), torch.randn(19, 23, device=DEVICE)

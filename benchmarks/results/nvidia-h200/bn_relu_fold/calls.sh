@@ -5,6 +5,7 @@
 #   CALL=3 OUT=... bash benchmarks/results/nvidia-h200/bn_relu_fold/calls.sh   # the whole GPU suite
 #   CALL=4 OUT=... bash benchmarks/results/nvidia-h200/bn_relu_fold/calls.sh   # host time per wrapper line, ait and Inductor
 #   CALL=5 OUT=... bash benchmarks/results/nvidia-h200/bn_relu_fold/calls.sh   # the whole GPU suite, then the profile of CALL=1 with the host lines
+#   CALL=6 OUT=... bash benchmarks/results/nvidia-h200/bn_relu_fold/calls.sh   # max pool's int8 offsets: their GPU tests, the profile of CALL=1
 set -u
 . benchmarks/device_setup.sh "$OUT/setup.log" > /dev/null
 export PYTHONPATH=.:/tmp/site
@@ -33,4 +34,11 @@ case "${CALL:-1}" in
     timeout 170 python3 -m benchmarks profile --workload tv_resnet50_train --batch 32 --memory --lines \
       --backends inductor,ait --out "$OUT/profile" > "$OUT/profile.log" 2>&1
     echo "profile rc=$?"; head -n 2 "$OUT"/profile/*.txt; rm -rf "$OUT/profile/ait_debug" ;;
+6)  timeout 70 python3 -m pytest -q -rfE -p no:cacheprovider -n 8 tests/test_max_pool.py tests/test_layout_gpu.py \
+      > "$OUT/gpu_tests_pool.log" 2>&1
+    echo "tests rc=$?"; tail -n 3 "$OUT/gpu_tests_pool.log"
+    timeout 140 python3 -m benchmarks profile --workload tv_resnet50_train --batch 32 --memory \
+      --backends inductor,ait --out "$OUT/profile" > "$OUT/profile.log" 2>&1
+    echo "profile rc=$?"; head -n 2 "$OUT"/profile/*.txt; grep -h "allocated before" "$OUT"/profile/*.txt
+    grep -h "max_pool\|offsets_backward" "$OUT"/profile/*.txt | cut -c1-140; rm -rf "$OUT/profile/ait_debug" ;;
 esac
