@@ -158,8 +158,8 @@ def offsets_backward(grad_output: torch.Tensor, input: torch.Tensor, kernel_size
         return result
     grad4, offsets4, result4 = _as_4d(grad_output), _as_4d(offsets), _as_4d(result)
     batch, channels, height, width = result4.shape
-    channels_last = channels > 1 and result4.dim() == 4 and not result4.is_contiguous() and \
-        result4.is_contiguous(memory_format=torch.channels_last)
+    # walk the gradient in its memory order, so that its stores coalesce
+    channels_last = not result4.is_contiguous() and result4.is_contiguous(memory_format=torch.channels_last)
     taps = [math.ceil(((k - 1) * d + 1) / s) for k, d, s in zip(kernel, dilations, strides)]
     block = 1024 if not runtime.INTERPRETING else 256
     args = (grad4, offsets4, result4, result4.numel(), channels, height, width, grad4.shape[2], grad4.shape[3],
