@@ -24,16 +24,16 @@ class BoundKernel:
     arguments; the ints among them must be the same on every call (the compiled binary is
     specialised on them). A call whose tensors are not 16-byte aligned, or made while a
     profiler's launch hooks are set, goes through :func:`runtime.launch`. ``checked``: the
-    positions of the arguments whose alignment a call checks (default: every tensor); the caller
-    vouches for the others (buffers it allocated itself with aligned rows)."""
+    positions of the tensor arguments whose alignment a call checks; the caller vouches for the
+    others (buffers it allocated itself with aligned rows)."""
 
     def __init__(self, kernel: Any, grid: Sequence[int], constexprs: dict[str, int], num_warps: int,
-                 checked: Sequence[int] | None = None):
+                 checked: Sequence[int]):
         self.kernel = kernel
         self.grid = tuple(grid) + (1,) * (3 - len(grid))
         self.constexprs = constexprs
         self.num_warps = num_warps
-        self.checked = tuple(checked) if checked is not None else None
+        self.checked = tuple(checked)
         # (launch function, arguments before the kernel's, device index, constexpr values after them)
         self._direct: tuple | None = None
         self._hooks = runtime.triton.knobs.runtime if runtime.HAS_TRITON else None
@@ -59,9 +59,8 @@ class BoundKernel:
             self._generic(args)
 
     def _misaligned(self, args: Sequence[Any]) -> bool:
-        if self.checked is None:
-            return any(isinstance(a, torch.Tensor) and a.data_ptr() & 15 for a in args)
-        for position in self.checked:  # a loop, not any(): 4.4 us of a generator over 14 arguments
+        # a loop over the caller's inputs: any() over all 13 arguments cost 4.4 us (2-core CPU)
+        for position in self.checked:
             value = args[position]
             if value is not None and value.data_ptr() & 15:
                 return True

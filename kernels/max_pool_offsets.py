@@ -2,7 +2,7 @@
 
 In training, ``max_pool2d_with_indices`` hands its backward the int64 flat index of each window's
 maximum: ResNet-50's stem pool saves 49 MiB of them at bf16 batch 32, live at the step's peak,
-and ATen's channels-last backward kernel took 238 us a step on the H200 for about 67 MB of
+and ATen's channels-last backward kernel took 238 us a step on the H200 for about 71 MB of
 traffic (benchmarks/results/nvidia-h200/bn_relu_fold/). Inductor saves the offset of the maximum
 inside its window instead, one byte.
 
@@ -76,6 +76,14 @@ def _indices(offsets: torch.Tensor, width: int, kernel: tuple[int, int], stride:
 if triton is not None:
 
     @triton.jit
+    def _unflatten(index, inner, middle, outer):
+        """The coordinates of a flat index over dims of sizes ``inner``, ``middle``, ``outer`` and
+        one more, innermost first."""
+        rest = index // inner
+        deeper = rest // middle
+        return index % inner, rest % middle, deeper % outer, deeper // outer
+
+    @triton.jit
     def _offsets_backward_kernel(grad_ptr, offsets_ptr, out_ptr, total, channels, height, width, out_rows, out_columns,
                                  grad_sn, grad_sc, grad_sh, grad_sw, off_sn, off_sc, off_sh, off_sw,
                                  out_sn, out_sc, out_sh, out_sw, KH: tl.constexpr, KW: tl.constexpr,
@@ -89,19 +97,9 @@ if triton is not None:
         mask = index < total
         # the input position of each element, walked in the gradient's memory order
         if CHANNELS_LAST:
-            c = index % channels
-            rest = index // channels
-            w = rest % width
-            rest = rest // width
-            h = rest % height
-            n = rest // height
+            c, w, h, n = _unflatten(index, channels, width, height)
         else:
-            w = index % width
-            rest = index // width
-            h = rest % height
-            rest = rest // height
-            c = rest % channels
-            n = rest // channels
+            w, h, c, n = _unflatten(index, width, height, channels)
         total_gradient = tl.zeros([BLOCK], dtype=tl.float32)
         last_row = (h + PH) // SH  # the last window that starts at or above this row
         last_column = (w + PW) // SW
@@ -199,7 +197,7 @@ def decompose_backward(grad_output: torch.Tensor, input: torch.Tensor, kernel_si
     kernel = _pair(kernel_size)
     if kernel[0] * kernel[1] > MOST_TAPS or input.dim() not in (3, 4):
         return NotImplemented
-    strides = _pair(stride, kernel)
-    offsets = window_offsets(indices, input.shape[-1], kernel, strides, _pair(padding), _pair(dilation))
-    return torch.ops.ait.max_pool2d_offsets_backward(grad_output, input, list(kernel), list(strides),
-                                                    list(_pair(padding)), list(_pair(dilation)), ceil_mode, offsets)
+    strides, pads, dilations = _pair(stride, kernel), _pair(padding), _pair(dilation)
+    offsets = window_offsets(indices, input.shape[-1], kernel, strides, pads, dilations)
+    return torch.ops.ait.max_pool2d_offsets_backward(grad_output, input, list(kernel), list(strides), list(pads),
+                                                    list(dilations), ceil_mode, offsets)

@@ -22,7 +22,8 @@ Where ``dy`` is the backward of a ReLU that only this batch norm reads (``where(
 conv-BN-ReLU, 33 of ResNet-50's 53 batch norms), the reduction reads ``g`` and ``y`` and applies
 the ReLU's mask itself, and the input gradient's kernel computes the mask again: ``dy`` is never
 written. As a kernel of its own it took 0.30 ms of ResNet-50's bf16 training step (batch 32,
-H200); the step's kernels went from 7.93 to 7.68 ms (benchmarks/results/nvidia-h200/bn_relu_fold/).
+H200); the step's kernels went from 7.93 to 7.68 ms, in two runs
+(benchmarks/results/nvidia-h200/bn_relu_fold/).
 """
 
 from __future__ import annotations
