@@ -136,39 +136,65 @@ def timeline_table(step: Any, device: torch.device, trace_path: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
+MEMORY_EVENTS = 2_000_000  # the allocator's history kept with --memory: a whole run's allocations and frees
+
+
+def record_memory_history(enabled: bool) -> None:
+    """With ``--memory``, the allocator keeps every allocation's Python frames from the start of
+    the run: those of what is alive before the step too (weights, optimizer state, a backend's
+    scratch), for :func:`peak_table`'s base."""
+    if enabled:
+        torch.cuda.memory._record_memory_history(max_entries=MEMORY_EVENTS, stacks="python")
+    else:
+        torch.cuda.memory._record_memory_history(enabled=None)
+
+
+def _where(frames: list[dict[str, Any]]) -> str:
+    useful = [f for f in frames if "torch/" not in f["filename"] or "generated" in f["filename"]][:3]
+    return " <- ".join(f"{os.path.basename(f['filename'])}:{f['line']} {f['name']}" for f in useful) or "?"
+
+
+def _grouped(blocks: list[tuple[int, list[dict[str, Any]]]]) -> list[str]:
+    grouped: dict[str, list[int]] = defaultdict(list)
+    for size, frames in blocks:
+        grouped[_where(frames)].append(size)
+    return [f"{sum(sizes) / 2**20:9.1f} MiB {len(sizes):4d} blocks  {where[:300]}"
+            for where, sizes in sorted(grouped.items(), key=lambda item: -sum(item[1]))]
+
+
 def peak_table(step: Any, device: torch.device) -> str:
-    """The allocations alive at the allocator's peak during one step, largest first (CUDA)."""
+    """The allocations alive before one step, then those alive at the allocator's peak during it,
+    largest first, each with the frames that made it (CUDA, history recorded since the start)."""
     synchronize(device)
     torch.cuda.empty_cache()
     base = torch.cuda.memory_allocated(device)
-    torch.cuda.memory._record_memory_history(max_entries=500000, stacks="python")
+    before = torch.cuda.memory._snapshot()
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    events_before = len(before["device_traces"][index])
     step.run(lambda: None)
     synchronize(device)
-    snapshot = torch.cuda.memory._snapshot()
-    torch.cuda.memory._record_memory_history(enabled=None)
+    events = torch.cuda.memory._snapshot()["device_traces"][index]
+    if len(events) >= MEMORY_EVENTS:
+        return "the allocator's history overflowed: no peak table\n"
     live: dict[int, tuple[int, list[dict[str, Any]]]] = {}
     current = peak = 0
     peak_live: dict[int, tuple[int, list[dict[str, Any]]]] = {}
-    for trace in snapshot["device_traces"]:
-        for event in trace:
-            action, addr, size = event["action"], event["addr"], event["size"]
-            if action == "alloc":
-                live[addr] = (size, event.get("frames", []))
-                current += size
-                if current > peak:
-                    peak = current
-                    peak_live = dict(live)
-            elif action == "free_completed" and addr in live:
-                current -= live.pop(addr)[0]
-    grouped: dict[str, list[int]] = defaultdict(list)
-    for size, frames in peak_live.values():
-        useful = [f for f in frames if "torch/" not in f["filename"] or "generated" in f["filename"]][:3]
-        where = " <- ".join(f"{os.path.basename(f['filename'])}:{f['line']} {f['name']}" for f in useful) or "?"
-        grouped[where].append(size)
-    lines = [f"allocated before the step: {base / 2**20:.1f} MiB; peak of the step's own allocations: "
-             f"{peak / 2**20:.1f} MiB in {len(peak_live)} blocks"]
-    for where, sizes in sorted(grouped.items(), key=lambda item: -sum(item[1])):
-        lines.append(f"{sum(sizes) / 2**20:9.1f} MiB {len(sizes):4d} blocks  {where[:300]}")
+    for event in events[events_before:]:
+        action, addr, size = event["action"], event["addr"], event["size"]
+        if action == "alloc":
+            live[addr] = (size, event.get("frames", []))
+            current += size
+            if current > peak:
+                peak = current
+                peak_live = dict(live)
+        elif action == "free_completed" and addr in live:
+            current -= live.pop(addr)[0]
+    alive_before = [(block["size"], block.get("frames", [])) for segment in before["segments"]
+                    if segment["device"] == index for block in segment["blocks"] if block["state"] == "active_allocated"]
+    lines = [f"allocated before the step: {base / 2**20:.1f} MiB in {len(alive_before)} blocks (the 25 largest groups)"]
+    lines += _grouped(alive_before)[:25]
+    lines.append(f"peak of the step's own allocations: {peak / 2**20:.1f} MiB in {len(peak_live)} blocks")
+    lines += _grouped(list(peak_live.values()))
     return "\n".join(lines) + "\n"
 
 
@@ -236,6 +262,9 @@ def execute(args: argparse.Namespace) -> int:
     recorder = Recorder(out / "profile.json", provenance(args.command_line, args.device, scale=args.scale))
     with contextlib.ExitStack() as stack:
         lines = stack.enter_context(wrapper_lines.record()) if args.lines else None
+        if args.memory and args.device.type == "cuda":
+            record_memory_history(True)
+            stack.callback(record_memory_history, False)
         return _profile_all(args, out, recorder, Profiler(out, args.device, args.memory, args.host, args.timeline, lines))
 
 

@@ -16,8 +16,12 @@ sides, is what keeps the hand-over invisible:
 
 The hand-over costs one assignment where a fresh allocation cost a ``torch.empty_strided`` call
 (1.5-2.2 us of host time on the 2-core CPU machine, more through the CUDA caching allocator). The
-buffer stays allocated from its death to the hand-over; the caching allocator would most often have
-given the same block back.
+buffer stays allocated from its death to the hand-over, so a hand-over is made only where that
+keeps every step in between at or under the plan's peak (``passes/plan_memory.py``), and from the
+buffer that died last (the shortest hold). Without that rule, in ResNet-50's bf16 training
+backward on the H200, a 6.1 MiB gradient of the last block, dead after its convolution's backward,
+was kept for a kernel output 25 steps later: through the next convolution's backward, then the
+step's measured peak.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from torch import fx
 
 from ait_dynamo.passes.graph_utils import has_static_layout, may_alias_input
 from ait_dynamo.passes.plan import FusionGroup, Plan
+from ait_dynamo.passes.plan_memory import live_bytes, storage_bytes
 
 
 def _layout(value: Any) -> tuple | None:
@@ -53,6 +58,10 @@ class SlotPool:
 
     def __init__(self, plan: Plan, names: Callable[[fx.Node], str]):
         self.names = names
+        self.live = live_bytes(plan)  # per step, without any hold
+        self.peak = max(self.live, default=0)
+        self.held_bytes = [0] * len(self.live)  # per step, the dead buffers kept for a hand-over
+        self.memory_death: dict[fx.Node, int] = {}  # pooled buffer → the step its memory died after
         name_death: dict[fx.Node, int] = {}
         for index, nodes in plan.frees_after.items():
             for node in nodes:
@@ -82,16 +91,25 @@ class SlotPool:
         for node in self.memory_dying.get(index, ()):
             if node in self.held:
                 self.free.setdefault(_layout(node.meta["val"]), []).append(node)
+                self.memory_death[node] = index
 
-    def take(self, output: fx.Node) -> str | None:
-        """The name of a dead buffer ``output`` can be written into, or ``None``."""
+    def take(self, output: fx.Node, index: int) -> str | None:
+        """The name of a dead buffer ``output``, made by step ``index``, can be written into, or
+        ``None``: one whose hold until then keeps every step under the plan's peak."""
         layout = _layout(output.meta.get("val"))
         candidates = self.free.get(layout) if layout is not None else None
         if not candidates:
             return None
-        node = candidates.pop(0)
-        del self.held[node]
-        return self.names(node)
+        size = storage_bytes(output.meta["val"])
+        for node in reversed(candidates):  # the latest death first: the shortest hold
+            held_over = range(self.memory_death[node] + 1, index)
+            if all(self.live[step] + self.held_bytes[step] + size <= self.peak for step in held_over):
+                for step in held_over:
+                    self.held_bytes[step] += size
+                candidates.remove(node)
+                del self.held[node]
+                return self.names(node)
+        return None
 
     def finish(self) -> None:
         """Names held for a hand-over that never came are deleted where they were before."""

@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 import keyword
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import lru_cache, partial
 from typing import Any, Callable
 
 import jinja2
@@ -170,7 +170,7 @@ def generate_wrapper(plan: Plan, gm: fx.GraphModule, version: str, autotune: boo
             }
             runs = triton_runs_on(step.outputs[0].meta["val"].device.type)
             call = group_call_source(step, kernel, names, symbols, autotune, reuse, triton_runs=runs,
-                                     take_slot=slots.take if runs else None, finishing=finishing,
+                                     take_slot=partial(slots.take, index=index) if runs else None, finishing=finishing,
                                      partials=partials, cuda_allocator=cuda_allocator)
             frees = [names(n) for n in plan.frees_after.get(index, [])] + call.taken
             slots.hold(index, frees, set(reused.values()))

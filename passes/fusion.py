@@ -34,6 +34,7 @@ from ait_dynamo.passes.fusion_shifted import shifted_input_inside, start_shifted
 from ait_dynamo.passes.graph_utils import is_mutating, meta_value
 from ait_dynamo.passes.hoist import hoist_shrinking_steps
 from ait_dynamo.passes.plan import ExternCall, FusionGroup, Plan, Step, compute_lifetimes
+from ait_dynamo.passes.sink import sink_growing_steps
 from ait_dynamo.passes.fusion_maps import (DimMap, Refused, edge_agrees, edges_between, flatten, order_steps,
                                            reduced_map, reduction_dims, view_map)
 from ait_dynamo.passes.sizes import SizeError, free_symbols, is_one, same_size, size_source_ok, symbol_sources
@@ -481,6 +482,7 @@ class Planner:
         steps = hoist_shrinking_steps(self._steps(order, output))
         plan = Plan(graph=graph, placeholders=placeholders, steps=steps, output=output)
         compute_lifetimes(plan)
+        sink_growing_steps(plan)
         return plan, self.refusals
 
     def _neighbours(self, first: Group, second: Group) -> bool:

@@ -38,7 +38,7 @@ def _bytes(nodes: list[fx.Node]) -> int | None:
     return total
 
 
-def _is_barrier(step: Step) -> bool:
+def is_barrier(step: Step) -> bool:
     """Writes (including impure Python-level calls, see ``is_mutating``) and random draws."""
     return any(is_mutating(n) or is_random(n) for n in step.nodes)
 
@@ -77,6 +77,12 @@ def _passable(barrier: tuple[tuple[Any, ...], set[fx.Node] | None], step: Step) 
     return written is not None and not any(_storage_root(n) in written for n in step.reads())
 
 
+def can_pass(step: Step, barrier: Step) -> bool:
+    """True where ``step`` (which writes and draws nothing) may run on the other side of
+    ``barrier``: that is no barrier, or writes nothing ``step`` reads."""
+    return not is_barrier(barrier) or _passable(((), _written_roots(barrier)), step)
+
+
 def _shrinks(step: Step) -> bool:
     if isinstance(step, ExternCall):
         target = step.node.target
@@ -95,7 +101,7 @@ def hoist_shrinking_steps(steps: list[Step]) -> list[Step]:
     barriers: list[tuple[tuple[Any, ...], set[fx.Node] | None]] = []  # (key, storage it writes)
     for position, step in enumerate(steps):
         key: tuple[Any, ...] = (position,)
-        if _is_barrier(step):
+        if is_barrier(step):
             barriers.append((key, _written_roots(step)))
         elif _shrinks(step):
             blocking = next((b[0] for b in reversed(barriers) if not _passable(b, step)), (-1,))

@@ -105,6 +105,11 @@ class Plan:
     unused_inputs: list[fx.Node] = field(default_factory=list)
 
     def describe(self) -> str:
+        """One line per step, with what it frees and the bytes alive while it runs
+        (``passes/plan_memory.py``), and the plan's peak."""
+        from ait_dynamo.passes.plan_memory import live_bytes  # it reads plans: imported late
+
+        live = live_bytes(self) if self.frees_after else []  # lifetimes computed: bytes to show
         lines = [f"inputs: {', '.join(p.name for p in self.placeholders)}"]
         for index, step in enumerate(self.steps):
             if isinstance(step, FusionGroup):
@@ -113,17 +118,27 @@ class Plan:
                     f"[{', '.join(n.name for n in step.nodes)}] over {tuple(step.space)}"
                     + (f" reducing dims {list(step.reduced)}" if step.reduced else "")
                 )
-                if self.frees_after.get(index):
-                    line += f"   free: {', '.join(n.name for n in self.frees_after[index])}"
-                lines.append(line)
-                continue
-            op = step.aten_op or getattr(step.node.target, "__name__", str(step.node.target))
-            line = f"{index:4d} extern {step.name} = {op}"
+            else:
+                op = step.aten_op or getattr(step.node.target, "__name__", str(step.node.target))
+                line = f"{index:4d} extern {step.name} = {op}"
             if self.frees_after.get(index):
                 line += f"   free: {', '.join(n.name for n in self.frees_after[index])}"
+            if live:
+                line += f"   [live {_size(live[index])}]"
             lines.append(line)
         lines.append(f"output: {self.output.args[0]}")
+        if live:
+            peak = max(range(len(live)), key=live.__getitem__)
+            lines.append(f"peak: {_size(live[peak])} alive at step {peak} (inputs and outputs included, "
+                         "ATen workspaces not)")
         return "\n".join(lines) + "\n"
+
+
+def _size(nbytes: int) -> str:
+    for unit, scale in (("MiB", 2**20), ("KiB", 2**10)):  # MiB above: steps compare at a glance
+        if nbytes >= scale:
+            return f"{nbytes / scale:.1f} {unit}"
+    return f"{nbytes} B"
 
 
 def compute_lifetimes(plan: Plan) -> None:

@@ -289,9 +289,18 @@ def test_result_rows_start_16_byte_aligned(channels, dtype):
         assert row.data_ptr() % 16 == 0 and row.shape == (channels,) and row.is_contiguous()
 
 
-def test_layers_of_one_configuration_share_scratch_but_not_results():
-    """Two layers of the same shape take their tickets and partials from one scratch set: called
-    one after the other, each must still get its own statistics and gradients."""
+def _check_statistics_and_gradients(x: torch.Tensor, stats: tuple, dy: torch.Tensor, weight: torch.Tensor,
+                                    sums: tuple) -> None:
+    mean, invstd = stats
+    torch.testing.assert_close(mean.double(), x.double().mean(_dims(x)), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(invstd.double(), (x.double().var(_dims(x), unbiased=False) + 1e-5).rsqrt(),
+                               rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(sums[3].double(), _reference_backward(x, dy, weight)[1], rtol=1e-5, atol=1e-5)
+
+
+def test_layers_share_one_scratch_but_not_results():
+    """Two layers, one after the other, take their tickets and partials from one scratch set:
+    each must still get its own statistics and gradients."""
     torch.manual_seed(4)
     a, b = (_rows_of_channels((4, 6, 5, 5), torch.float32, scale=s, offset=o) for s, o in ((1.0, 0.0), (3.0, 2.0)))
     grid = _grid(a)
@@ -299,11 +308,67 @@ def test_layers_of_one_configuration_share_scratch_but_not_results():
     weight = torch.randn(6, device=DEVICE)
     dys = [torch.randn_like(a), torch.randn_like(b)]
     sums = [batch_norm_channels.channel_gradient_sums(dy, x, m, i, weight, grid) for dy, x, (m, i) in zip(dys, (a, b), stats)]
-    for x, dy, (mean, invstd), results in zip((a, b), dys, stats, sums):
-        torch.testing.assert_close(mean.double(), x.double().mean(_dims(x)), rtol=1e-5, atol=1e-6)
-        torch.testing.assert_close(invstd.double(), (x.double().var(_dims(x), unbiased=False) + 1e-5).rsqrt(),
+    for x, dy, stat, results in zip((a, b), dys, stats, sums):
+        _check_statistics_and_gradients(x, stat, dy, weight, results)
+
+
+def test_one_scratch_per_stream_grown_for_the_largest_layer(monkeypatch):
+    """Layers of different shapes share the stream's scratch: it grows to the largest need and
+    serves the smaller layers after; every layer's results stay right. A small set outgrown
+    goes back to the allocator, unless a captured CUDA graph addresses it."""
+    monkeypatch.setattr(batch_norm_channels, "_SCRATCH", {})
+    monkeypatch.setattr(batch_norm_channels, "_CAPTURED_AND_OUTGROWN", [])
+    torch.manual_seed(6)
+    shapes = [(2, 3, 4, 4), (4, 70, 5, 7), (2, 3, 4, 4), (3, 9, 6, 6)]
+    first = None
+    for number, shape in enumerate(shapes):
+        x = _rows_of_channels(shape, torch.float32, scale=2.0, offset=1.0)
+        grid = _grid(x)
+        weight, dy = torch.randn(shape[1], device=DEVICE), torch.randn_like(x)
+        stats = batch_norm_channels.channel_statistics(x, None, None, 0.1, 1e-5, grid)
+        sums = batch_norm_channels.channel_gradient_sums(dy, x, *stats, weight, grid)
+        _check_statistics_and_gradients(x, stats, dy, weight, sums)
+        (scratch,) = batch_norm_channels._SCRATCH.values()
+        layout = batch_norm_channels.ChannelGrid(*grid)
+        assert scratch.counters.numel() >= -(-layout.channels // layout.block_c)
+        assert scratch.partials.numel() >= (2 * layout.splits + 1) * layout.channels
+        if number == 0:
+            first = scratch
+            scratch.captured = True  # as if a graph had captured the first layer's kernels
+    assert batch_norm_channels._CAPTURED_AND_OUTGROWN == [first]
+    assert scratch.counters.sum().item() == 0  # every finishing program reset its ticket
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(DEVICE != "cuda", reason="needs CUDA graphs")
+def test_a_captured_graph_keeps_its_scratch_after_a_larger_layer_grows_the_streams(monkeypatch):
+    """A graph captures a small layer's statistics; a larger layer then outgrows the scratch it
+    captured. Replays must still write into memory no one else was given: their results stay
+    right while other tensors fill the allocator."""
+    monkeypatch.setattr(batch_norm_channels, "_SCRATCH", {})
+    monkeypatch.setattr(batch_norm_channels, "_CAPTURED_AND_OUTGROWN", [])
+    torch.manual_seed(7)
+    small = _rows_of_channels((4, 6, 9, 9), torch.float32)
+    grid = _grid(small, multiprocessors=132)
+    stream = torch.cuda.Stream()
+    with torch.cuda.stream(stream):
+        batch_norm_channels.channel_statistics(small, None, None, 0.1, 1e-5, grid)  # compiles, binds
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, stream=stream):
+            mean, invstd = batch_norm_channels.channel_statistics(small, None, None, 0.1, 1e-5, grid)
+        large = _rows_of_channels((8, 256, 20, 20), torch.float32)
+        batch_norm_channels.channel_statistics(large, None, None, 0.1, 1e-5, _grid(large, multiprocessors=132))
+        stream.synchronize()
+    assert len(batch_norm_channels._CAPTURED_AND_OUTGROWN) == 1
+    filler = [torch.full((1 << 16,), float(i), device=DEVICE) for i in range(64)]  # takes freed blocks
+    for scale in (1.0, 5.0):
+        small.mul_(scale)
+        graph.replay()
+        torch.cuda.synchronize()
+        torch.testing.assert_close(mean.double(), small.double().mean(_dims(small)), rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(invstd.double(), (small.double().var(_dims(small), unbiased=False) + 1e-5).rsqrt(),
                                    rtol=1e-5, atol=1e-6)
-        torch.testing.assert_close(results[3].double(), _reference_backward(x, dy, weight)[1], rtol=1e-5, atol=1e-5)
+    assert all(f.eq(i).all() for i, f in enumerate(filler))
 
 
 @pytest.mark.parametrize("kernel", ["statistics", "gradient"])

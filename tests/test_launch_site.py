@@ -262,6 +262,27 @@ def test_kernel_outputs_take_dead_buffers_of_their_layout(tmp_path):
             torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
 
 
+def test_a_dead_buffer_is_not_held_across_the_plans_peak(tmp_path):
+    """``a``'s buffer dies at the first mm; ``c`` has its layout but comes after ``big``, the
+    plan's peak. Holding ``a`` for ``c`` would raise that peak by its size: ``c`` is allocated."""
+
+    def fn(x, w, p, q):
+        a = x.sin() * 2
+        b = a @ w  # a dies
+        big = p @ q  # 64 x 64: the peak
+        c = x.cos() * 3
+        return b + (c @ w) * big.sum()
+
+    args = (torch.randn(8, 8), torch.randn(8, 8), torch.randn(64, 8), torch.randn(8, 64))
+    gm = make_fx(fn)(*args)
+    config = AitConfig.create({"cache_dir": str(tmp_path)}, environ={})
+    plan, _ = build_plan(run_passes(gm, config), config)
+    generated = generate_wrapper(plan, gm, "test", triton_runs_on=lambda device: True)
+    body = _call_body(generated.source)
+    assert not re.search(r"\n\s+mul_1 = mul\n", body), body
+    assert re.search(r"\n\s+del mul\n\s+mm_1 = ", body), body  # freed where it died, before the peak
+
+
 def test_a_buffer_with_a_live_view_or_returned_is_never_handed_over(tmp_path):
     def fn(x, w):
         a = x.sin() * 2

@@ -131,6 +131,61 @@ def test_a_constant_read_by_a_shrinking_step_does_not_hold_it_back():
     assert kinds.index("sum") < kinds.index("aten.mm.default", 1) + 1, kinds
 
 
+def _weight_gradient_first(g, a, x, w):
+    grad_w = (g.t() @ a).float()  # small inputs, a large result only the output reads
+    big = (x @ w).exp()  # the peak comes after
+    return grad_w, (big @ w).sum()
+
+
+def _weight_gradient_inputs():
+    return (torch.randn(8, 64, dtype=torch.bfloat16), torch.randn(8, 64, dtype=torch.bfloat16),
+            torch.randn(256, 64), torch.randn(64, 64))
+
+
+def test_a_growing_result_only_the_output_reads_runs_after_the_peak(monkeypatch):
+    """Like the classifier's weight gradient in ResNet-50's backward: graph order makes it first
+    and holds it through the peak. Moved to the end, the modeled peak is lower by its size."""
+    from ait_dynamo.passes import fusion
+    from ait_dynamo.passes.plan_memory import live_bytes
+
+    inputs = _weight_gradient_inputs()
+    plan = _plan(_weight_gradient_first, *inputs)
+    kinds = _kinds(plan.steps)
+    mms = [i for i, k in enumerate(kinds) if k == "aten.mm.default"]
+    gradient_mm = next(i for i in mms if plan.steps[i].node.meta["val"].dtype == torch.bfloat16)
+    assert gradient_mm > max(i for i in mms if i != gradient_mm), kinds  # after both float32 products
+    monkeypatch.setattr(fusion, "sink_growing_steps", lambda plan: None)
+    unsunk = _plan(_weight_gradient_first, *inputs)
+    assert max(live_bytes(unsunk)) - max(live_bytes(plan)) >= 64 * 64 * 4 - 64 * 64 * 2  # float32 out, bf16 kept
+
+
+def test_a_growing_step_stays_where_moving_it_lowers_no_peak():
+    """The result is read by the next step, or the step frees more than it makes: order kept."""
+
+    def read_next(x, w):
+        y = x @ w
+        return (y @ w).sum(), (y * 2).sum()
+
+    def frees_more(x, w):
+        y = (x * 3).exp()  # 64 x 64 dies at the mm that makes 64 x 8
+        small = y @ w
+        big = (x @ x.t()).exp()
+        return small, big.sum()
+
+    for fn, inputs in ((read_next, (torch.randn(32, 32), torch.randn(32, 32))),
+                       (frees_more, (torch.randn(64, 64), torch.randn(64, 8)))):
+        gm = make_fx(fn)(*inputs)
+        order = [n.name for n in gm.graph.nodes if n.op == "call_function" and "mm" in str(n.target)]
+        steps = _plan(fn, *inputs).steps
+        planned = [s.name for s in steps if not isinstance(s, FusionGroup) and "mm" in str(s.node.target)]
+        assert planned == order, (planned, order)
+
+
+@needs_triton
+def test_sunk_weight_gradient_matches_eager():
+    check_compiled(_weight_gradient_first, *_weight_gradient_inputs(), backward=False)
+
+
 @needs_triton
 def test_elementwise_output_takes_over_a_dying_buffer(tmp_path):
     x, w = torch.randn(37, 19, device=DEVICE), torch.randn(19, 23, device=DEVICE)
