@@ -35,10 +35,12 @@ AOTAutograd (``passes/pre_autograd.py``): what they rewrite, AOTAutograd then di
     and after the layout pass: the normalisation it writes takes the activation's channels-last
     strides; split_training_batch_norm_backward after the layout pass for the same reason (it
     rewrites backward graphs, the other forward ones);
-11. update_batch_norm_stats_in_place, then reinplace_dying_inputs, last (the latter only where
-    nothing is generated): they need the final users of each value, their in-place ops would keep
-    CSE and DCE from touching them, and the layout pass recomputes a functional op's layout but
-    leaves an in-place op's as traced.
+11. update_batch_norm_stats_in_place, then recompute_broadcast_values (only where kernels are
+    generated: copies of a cheap value for each of its readers' kernels; after the batch-norm
+    passes, whose gradient sums are readers it must see), then reinplace_dying_inputs, last (only
+    where nothing is generated): they need the final users of each value, their in-place ops
+    would keep CSE and DCE from touching them, and the layout pass recomputes a functional op's
+    layout but leaves an in-place op's as traced.
 """
 
 from __future__ import annotations
@@ -63,6 +65,7 @@ from ait_dynamo.passes.layout import channels_last_layout
 from ait_dynamo.passes.onednn_gemm import onednn_gemms
 from ait_dynamo.passes.pad_gemm import pad_gemms
 from ait_dynamo.passes.pool_indices import drop_unused_pool_indices
+from ait_dynamo.passes.recompute_broadcasts import recompute_broadcast_values
 from ait_dynamo.passes.reinplace import reinplace_dying_inputs
 from ait_dynamo.passes.remove_noops import remove_noops
 
@@ -91,6 +94,7 @@ PASSES: list[GraphPass] = [
     split_training_batch_norm,
     split_training_batch_norm_backward,
     update_batch_norm_stats_in_place,
+    recompute_broadcast_values,
     reinplace_dying_inputs,
 ]
 

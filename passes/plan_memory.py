@@ -45,6 +45,14 @@ def _hint(size: Any) -> int:
     return 0
 
 
+def numel_hint(value: torch.Tensor) -> int:
+    """The element count of ``value``, symbolic sizes at their hints (comparing them adds no guard)."""
+    count = 1
+    for size in value.shape:
+        count *= _hint(size)
+    return count
+
+
 def storage_bytes(value: Any) -> int:
     """Bytes of the storage a tensor ``value`` spans from its offset (symbolic sizes at their
     hints; 0 for anything else)."""
