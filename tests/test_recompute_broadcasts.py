@@ -91,3 +91,19 @@ def test_recomputed_values_match_eager(dtype):
     grad, mask, x, y = _inputs()
     grad, x, y = (t.to(dtype).requires_grad_() for t in (grad, x, y))
     check_compiled(_pool_gradient, grad, mask, x, y)
+
+
+def test_readers_with_no_aten_call_between_get_no_copy():
+    """Two readers with no ATen call between them may share a kernel (a LayerNorm's mean and
+    normalisation): the value stays one, for the planner to fuse."""
+
+    def adjacent(grad, mask, x, y):
+        g = torch.where(mask, 0.0, grad[:, :, None, None].expand(-1, -1, 5, 6) / 30)
+        return (g * x).sum((0, 2, 3)), (g + y).relu()
+
+    gm = make_fx(adjacent)(*_inputs())
+    before = len(gm.graph.nodes)
+    assert len(recompute_broadcast_values(gm, AitConfig.create({}, environ={})).graph.nodes) == before
+    gm = recompute_broadcast_values(make_fx(_pool_gradient)(*_inputs()), AitConfig.create({}, environ={}))
+    wheres = [n for n in gm.graph.nodes if n.target is torch.ops.aten.where.self]
+    assert len(wheres) == 3 and all(len(n.users) == 1 for n in wheres)  # one per reader behind a convolution
