@@ -106,8 +106,8 @@ def storages_and_owners(plan: Plan) -> tuple[list[Storage], dict[fx.Node, list[S
     found: list[Storage] = []
     owners: dict[fx.Node, list[Storage]] = {}
 
-    def add(root: fx.Node, nbytes: int, born: int, reaching: list[fx.Node], dies: int) -> None:
-        storage = Storage(root, nbytes, born, max([dies] + [deaths.get(n, end) for n in reaching]))
+    def add(root: fx.Node, nbytes: int, born: int, reaching: list[fx.Node]) -> None:
+        storage = Storage(root, nbytes, born, max(deaths.get(n, end) for n in reaching))
         found.append(storage)
         for node in reaching:
             owners.setdefault(node, []).append(storage)
@@ -119,9 +119,9 @@ def storages_and_owners(plan: Plan) -> tuple[list[Storage], dict[fx.Node, list[S
             for position, element in enumerate(value):
                 getter = elements.get(position)
                 reaching = [node] + (_aliases(getter) if getter is not None else [])
-                add(getter or node, storage_bytes(element), born, reaching, -1)
+                add(getter or node, storage_bytes(element), born, reaching)
         elif isinstance(value, torch.Tensor):
-            add(node, storage_bytes(value), born, _aliases(node), -1)
+            add(node, storage_bytes(value), born, _aliases(node))
     return found, owners
 
 

@@ -7,8 +7,8 @@ compute it from those instead: every reader then loads fewer bytes, and only the
 stay alive. In ResNet-50's bf16 training backward, the average pool's gradient through the last
 ReLU, ``where(mask, 0, expand(mm) / 49)``, is 6.1 MiB (32 x 2048 x 7 x 7); it is computed from
 the saved bool mask (3.1 MiB) and a 32 x 2048 ``mm``. Three steps read it: the last block's
-batch-norm gradient sums, that batch norm's input gradient and the residual branch's sum, 32 steps
-apart; written once, it was alive at the step's memory peak.
+batch-norm gradient sums, that batch norm's input gradient and the residual branch's sum, the
+first and the last 33 steps apart; written once, it was alive at the step's memory peak.
 
 A value qualifies where at least one of its inputs is broadcast (fewer elements than it) and its
 inputs hold fewer bytes than it. Its readers split into segments where an ATen call lies between
