@@ -309,7 +309,8 @@ def _scratch(blocks: int, partials: int, device: torch.device) -> tuple[torch.Te
         sizes = (blocks, partials) if found is None else (max(blocks, found.counters.numel()),
                                                           max(partials, found.partials.numel()))
         found = _SCRATCH[key] = _Scratch(*sizes, device)
-    if cuda and not found.captured and torch.cuda.is_current_stream_capturing():
+    # torch.cuda.is_current_stream_capturing's own call, without its Python frame: this runs per call
+    if cuda and not found.captured and torch._C._cuda_isCurrentStreamCapturing():
         found.captured = True
     return found.counters, found.partials
 

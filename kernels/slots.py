@@ -30,26 +30,15 @@ from typing import Any, Callable
 
 from torch import fx
 
-from ait_dynamo.passes.graph_utils import has_static_layout, may_alias_input
+from ait_dynamo.passes.graph_utils import has_static_layout
 from ait_dynamo.passes.plan import FusionGroup, Plan
-from ait_dynamo.passes.plan_memory import live_bytes, storage_bytes
+from ait_dynamo.passes.plan_memory import aliases as storage_aliases, live_bytes, storage_bytes
 
 
 def _layout(value: Any) -> tuple | None:
     if not has_static_layout(value) or value.storage_offset() != 0 or value.numel() == 0:
         return None
     return (tuple(value.shape), tuple(value.stride()), value.dtype, value.device)
-
-
-def _aliases(node: fx.Node) -> set[fx.Node]:
-    """``node`` and every value that may share its storage (views of views ...)."""
-    seen, stack = {node}, [node]
-    while stack:
-        for user in stack.pop().users:
-            if user not in seen and may_alias_input(user):
-                seen.add(user)
-                stack.append(user)
-    return seen
 
 
 class SlotPool:
@@ -71,12 +60,12 @@ class SlotPool:
         self.names_dying: dict[int, list[fx.Node]] = {}  # step → poolable buffers whose name dies there
         self.memory_dying: dict[int, list[fx.Node]] = {}  # step → poolable buffers dead after it
         for node in written:
-            aliases = _aliases(node)
+            aliases = set(storage_aliases(node))
             if _layout(node.meta.get("val")) is None or aliases & outputs or any(a not in name_death for a in aliases):
                 continue
             self.names_dying.setdefault(name_death[node], []).append(node)
             self.memory_dying.setdefault(max(name_death[a] for a in aliases), []).append(node)
-        self.free: dict[tuple, list[fx.Node]] = {}  # layout → dead buffers, oldest first
+        self.free: dict[tuple, list[fx.Node]] = {}  # layout → dead buffers, in the order they died
         self.held: dict[fx.Node, list[str]] = {}  # buffers whose name is kept → the del list it came from
 
     def hold(self, index: int, frees: list[str], consumed: set[fx.Node]) -> None:

@@ -26,17 +26,17 @@ from ait_dynamo.kernels import gemm_choice, op_table
 from ait_dynamo.kernels.column_reduction import reads_reduction, readers_go_apart
 from ait_dynamo.kernels.op_table import OpClass
 from ait_dynamo.kernels.triton_values import FUSIBLE_DTYPES, Operand, Unsupported
-from ait_dynamo.passes.fold_views import drop_folded_views, fold_view
 from ait_dynamo.passes.fusion_conv import is_depthwise_template, start_conv_group
 from ait_dynamo.passes.fusion_gemm import split_gemm_rows, start_gemm_group
 from ait_dynamo.passes.fusion_groups import SHIFTED_LOADS, Group, regrow, regrow_along, right_aligned_remap, same_space
 from ait_dynamo.passes.fusion_shifted import shifted_input_inside, start_shifted_group
 from ait_dynamo.passes.graph_utils import is_mutating, meta_value
 from ait_dynamo.passes.hoist import hoist_shrinking_steps
-from ait_dynamo.passes.plan import ExternCall, FusionGroup, Plan, Step, compute_lifetimes
+from ait_dynamo.passes.plan import Plan, compute_lifetimes
+from ait_dynamo.passes.plan_steps import steps_of_groups
 from ait_dynamo.passes.sink import sink_growing_steps
-from ait_dynamo.passes.fusion_maps import (DimMap, Refused, edge_agrees, edges_between, flatten, order_steps,
-                                           reduced_map, reduction_dims, view_map)
+from ait_dynamo.passes.fusion_maps import (DimMap, Refused, edge_agrees, edges_between, reduced_map, reduction_dims,
+                                           view_map)
 from ait_dynamo.passes.sizes import SizeError, free_symbols, is_one, same_size, size_source_ok, symbol_sources
 
 log = logging.getLogger("ait_dynamo")
@@ -479,7 +479,7 @@ class Planner:
         assert output is not None, "an FX graph always ends in an output node"
         if self.config.fusion:
             self._fuse_horizontally()
-        steps = hoist_shrinking_steps(self._steps(order, output))
+        steps = hoist_shrinking_steps(steps_of_groups(order, output, self.group_of))
         plan = Plan(graph=graph, placeholders=placeholders, steps=steps, output=output)
         compute_lifetimes(plan)
         sink_growing_steps(plan)
@@ -532,67 +532,6 @@ class Planner:
                     break
                 else:
                     merged.append(group)
-
-    def _steps(self, order: list[fx.Node], output: fx.Node) -> list[Step]:
-        """Groups become one step each, placed where their last member was; members nobody
-        outside reads are not outputs. A group with no output (dead) is dropped."""
-        users_outside: dict[fx.Node, int] = {}
-        returned = [a for a in flatten(output.args[0]) if isinstance(a, fx.Node)]
-        for node in order:
-            group = self.group_of.get(node)
-            if group is None:
-                continue
-            for user in node.users:
-                if self.group_of.get(user) is not group:
-                    users_outside[node] = users_outside.get(node, 0) + 1
-        last_member: dict[int, fx.Node] = {}
-        for node in order:
-            if node in self.group_of:
-                last_member[self.group_of[node].ident] = node
-        steps: list[Step] = []
-        kernel_names = itertools.count()
-        for node in order:
-            group = self.group_of.get(node)
-            if group is None:
-                steps.append(ExternCall(node))
-                continue
-            if last_member[group.ident] is not node:
-                continue
-            members = [n for n in order if self.group_of.get(n) is group]
-            outputs = [n for n in members if n in users_outside]
-            inputs: list[fx.Node] = []
-            scalars: list[fx.Node] = []
-            for member in members:
-                for used in member.all_input_nodes:
-                    if self.group_of.get(used) is group or used in inputs or used in scalars:
-                        continue
-                    (inputs if isinstance(_tensor_meta(used), torch.Tensor) else scalars).append(used)
-            if not outputs:
-                continue
-            copies = {n: returned.count(n) for n in outputs if returned.count(n) > 1}
-            input_views, view_chains = {}, {}
-            for used in inputs:
-                folded = fold_view(used, self.group_of)
-                if folded is not None:
-                    input_views[used], view_chains[used] = folded[:2], folded[2]
-            steps.append(
-                FusionGroup(
-                    name=f"kernel_{next(kernel_names)}",
-                    kind=group.kind,
-                    gemm_rows=group.gemm_rows if group.gemm is not None else (),
-                    nodes=members,
-                    inputs=inputs,
-                    outputs=outputs,
-                    space=group.space,
-                    reduced=tuple(sorted(group.reduced)),
-                    dim_maps={n: group.maps[n] for n in members},
-                    output_copies=copies,
-                    input_views=input_views,
-                    view_chains=view_chains,
-                    scalar_inputs=scalars,
-                )
-            )
-        return order_steps(drop_folded_views(steps, returned))
 
 
 def build_plan(gm: fx.GraphModule, config: Any,

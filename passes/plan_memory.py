@@ -76,12 +76,12 @@ def _name_deaths(plan: Plan) -> dict[fx.Node, int]:
     return deaths
 
 
-def _aliases(node: fx.Node) -> list[fx.Node]:
+def aliases(node: fx.Node) -> list[fx.Node]:
     """``node`` and every value that may share its storage (views of views ...)."""
     found, seen, stack = [node], {node}, [node]
     while stack:
         for user in stack.pop().users:
-            if user not in seen and user.op != "output" and may_alias_input(user):
+            if user not in seen and may_alias_input(user):
                 seen.add(user)
                 found.append(user)
                 stack.append(user)
@@ -118,10 +118,10 @@ def storages_and_owners(plan: Plan) -> tuple[list[Storage], dict[fx.Node, list[S
             elements = {user.args[1]: user for user in node.users if user.target is operator.getitem}
             for position, element in enumerate(value):
                 getter = elements.get(position)
-                reaching = [node] + (_aliases(getter) if getter is not None else [])
+                reaching = [node] + (aliases(getter) if getter is not None else [])
                 add(getter or node, storage_bytes(element), born, reaching)
         elif isinstance(value, torch.Tensor):
-            add(node, storage_bytes(value), born, _aliases(node))
+            add(node, storage_bytes(value), born, aliases(node))
     return found, owners
 
 
