@@ -79,6 +79,7 @@ class Planner:
         self.ids = itertools.count()
         self.merged_into: dict[int, int] = {}
         self.index: dict[fx.Node, int] = {}
+        self.span: dict[int, tuple[int, int]] = {}  # group ident → graph positions of its first and last node
         placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
         self.known_symbols = set(symbol_sources(placeholders, lambda n: n.name))
 
@@ -89,13 +90,30 @@ class Planner:
             ident = self.merged_into[ident]
         return ident
 
+    def _cutoff(self, first: int) -> int:
+        """The latest graph position ``c <= first`` that no group straddles (none has a node before
+        ``c`` and one at or after it). Nothing that lies wholly before ``c`` can depend on a node at
+        or after ``first``: a chain of dependencies from there would have to enter a group through
+        a node before ``c`` and leave it through one after. Before ``first`` alone that does not
+        hold: a pad read the sum of a ``t``-``mul``-``add`` group that had been merged with a later
+        softmax's tail, and merging that softmax's reductions with the pad's readers closed a
+        cycle (random program 361 of ``tests/test_fusion_random_graphs.py``)."""
+        cutoff, moved = first, True
+        while moved:
+            moved = False
+            for ident in self.groups:
+                low, high = self.span.get(ident, (cutoff, cutoff))  # a group with no node yet
+                if low < cutoff <= high:
+                    cutoff, moved = low, True
+        return cutoff
+
     def _would_cycle(self, members: list[fx.Node], joining: set[int]) -> bool:
         """True if running ``members`` as one kernel would close a cycle between kernels: some
         input of theirs (through ATen calls and through whole other kernels, which run
-        atomically) depends on one of them. The search goes backwards from their inputs; nodes
-        that precede every member cannot depend on them and are not explored."""
+        atomically) depends on one of them. The search goes backwards from their inputs; what
+        lies wholly before ``_cutoff`` cannot depend on them and is not explored."""
         member_set = set(members)
-        first = min(self.index[m] for m in members)
+        first = self._cutoff(min(self.index[m] for m in members))
         seen_nodes: set[fx.Node] = set()
         seen_groups: set[int] = set()
         stack = [u for m in members for u in m.all_input_nodes if u not in member_set]
@@ -117,7 +135,7 @@ class Planner:
             if root in seen_groups:
                 continue
             seen_groups.add(root)
-            if max(self.index[n] for n in group.nodes) < first:
+            if self.span[root][1] < first:
                 continue
             for member in group.nodes:
                 stack.extend(u for u in member.all_input_nodes if self.group_of.get(u) is not group)
@@ -151,6 +169,9 @@ class Planner:
         group.nodes.append(node)
         group.maps[node] = tuple(dim_map)
         self.group_of[node] = group
+        position = self.index[node]
+        low, high = self.span.get(group.ident, (position, position))
+        self.span[group.ident] = (min(low, position), max(high, position))
 
     def _merge(self, first: Group, second: Group) -> Group:
         if first is second:
@@ -344,6 +365,8 @@ class Planner:
             self.merged_into.pop(group.ident, None)
             for node in nodes:
                 self.group_of[node] = group
+            if nodes:
+                self.span[group.ident] = (min(self.index[n] for n in nodes), max(self.index[n] for n in nodes))
 
     def _reduction(self, node: fx.Node) -> None:
         value = _check_tensor(node, self.known_symbols)

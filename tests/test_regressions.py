@@ -311,3 +311,27 @@ def test_a_buffer_read_later_through_unsafe_view_is_not_reused():
     got, want = compiled(list(inputs)), fn(*inputs)
     for g, e in zip(got, want):
         torch.testing.assert_close(g, e)
+
+
+# -- 9. a merge closed a cycle between kernels through a group that straddled the search's cut-off ---
+
+
+@needs_triton
+def test_merging_reductions_does_not_close_a_cycle_through_an_earlier_kernel():
+    """The pad's kernel reads the ``t``-``mul``-``add`` group, which had merged with the softmax's
+    tail; the softmax's reductions then merged with the variance's, which reads the pad. The cycle
+    search skipped the pad's kernel because all of its nodes came before the merging ones, and
+    the plan failed (``fusion plan has a cycle``, the graph ran through ATen). Random program 361."""
+
+    def fn(x):
+        scaled = x * 1.5
+        mixed = (scaled.t() * 2).t() + scaled
+        shifted = F.pad(mixed[:-1], (0, 0, 1, 0))
+        return torch.softmax(x, 0).exp() * 0.1, shifted.var(0, keepdim=True) + shifted
+
+    x = torch.randn(9, 4, device=DEVICE, dtype=torch.float16, requires_grad=True)
+    ait_dynamo.metrics.reset()
+    check_compiled(fn, x)
+    graphs = ait_dynamo.metrics.compiled_graphs
+    assert graphs and all(graph.fallback_reason is None for graph in graphs), [g.fallback_reason for g in graphs]
+    assert graphs[0].kernels, "the forward runs generated kernels"
