@@ -10,8 +10,11 @@ from __future__ import annotations
 import functools
 import itertools
 import logging
+import warnings
 from typing import Any, Callable, Mapping, Sequence
 
+import torch
+import torch._dynamo.exc
 from torch import fx
 from torch._dynamo.backends.common import aot_autograd
 
@@ -68,8 +71,33 @@ def ait_backend(
         metrics.record_eager_graph()
         return gm.forward
     debug = DebugDir(config.debug_dir, f"pre_autograd_{next(_dynamo_graphs):03d}") if config.debug_dir else None
-    gm, rewrites = rewrite_before_autograd(gm, example_inputs, config, PRE_AUTOGRAD_PASSES,
-                                           dump=debug.write if debug else None)
+    rewritten, rewrites = rewrite_before_autograd(gm, example_inputs, config, PRE_AUTOGRAD_PASSES,
+                                                  dump=debug.write if debug else None)
+    if rewritten is not gm:
+        try:
+            return _through_autograd(rewritten, example_inputs, config, rewrites)
+        except torch._dynamo.exc.TorchDynamoException:
+            raise  # Dynamo's own control flow (restart analysis, skip frame)
+        except Exception as error:  # noqa: BLE001 - a rewrite is an optimisation: compile the graph as given
+            note = f"the rewritten graph failed in AOTAutograd ({type(error).__name__}: {error})"
+            warnings.warn(f"ait_dynamo: {note}; compiling Dynamo's graph without the rewrites", RuntimeWarning,
+                          stacklevel=2)
+            log.debug("AOTAutograd failure of a rewritten graph", exc_info=True)
+            rewrites = [*rewrites, f"rewrites dropped: {note}"]
+    try:
+        return _through_autograd(gm, example_inputs, config, rewrites)
+    except torch._dynamo.exc.TorchDynamoException:
+        raise
+    except Exception as error:  # noqa: BLE001 - any compile failure must degrade, not crash
+        warnings.warn(f"ait_dynamo: compiling a Dynamo graph failed in AOTAutograd ({type(error).__name__}: "
+                      f"{error}); running it in eager", RuntimeWarning, stacklevel=2)
+        log.debug("AOTAutograd failure", exc_info=True)
+        metrics.record_eager_graph()
+        return gm.forward
+
+
+def _through_autograd(gm: fx.GraphModule, example_inputs: Sequence[Any], config: AitConfig,
+                      rewrites: Sequence[str]) -> Any:
     if config.cuda_graphs or rewrites:
         # a fresh pair of graphs (and memory pool) per Dynamo graph; its own rewrite notes
         compilers = aot_compilers(config, rewrites=tuple(rewrites))

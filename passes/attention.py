@@ -209,7 +209,10 @@ def _replace(graph: fx.Graph, root: fx.Node, args: dict[str, Any]) -> fx.Node:
             mask = graph.call_function(aten.where.Scalar, (mask, blocked, open_))
             mask = graph.call_function(aten.to.dtype, (mask, args["dtype"]))
         if mask is not None:
-            mask = four_d(mask, _meta(args["mask"]).dim())
+            mask_rank = _meta(args["mask"]).dim()
+            for _ in range(mask_rank, 2):  # SDPA reads a mask's last two sizes: a [keys] mask becomes [1, keys]
+                mask = graph.call_function(aten.unsqueeze.default, (mask, 0))
+            mask = four_d(mask, max(mask_rank, 2))
         attention = graph.call_function(aten.scaled_dot_product_attention.default,
                                         (q, k, v, mask, args["dropout_p"], False), {"scale": args["scale"]})
         result = graph.call_function(aten.squeeze.dim, (attention, 0)) if rank == 3 else attention

@@ -118,6 +118,18 @@ def test_attention_layouts_become_sdpa(style, train):
         assert _sdpa_in("backward"), "the backward must be SDPA's own"
 
 
+@pytest.mark.parametrize("mask_shape", [(7,), (), (7, 7)], ids=["keys", "scalar", "square"])
+def test_masks_of_fewer_dims_than_the_scores(mask_shape):
+    """SDPA reads a mask's last two sizes: a [keys] or 0-d mask, which broadcasts to the scores
+    in eager, made AOTAutograd fail on the rewritten graph (found by tests/test_random_transformers.py)."""
+    torch.manual_seed(0)
+    model = HeadsAttention("bert").to(DEVICE)
+    mask = torch.randn(mask_shape, device=DEVICE)
+    check_compiled(model, torch.randn(2, 7, 32, device=DEVICE, requires_grad=True), mask)
+    assert any("-> scaled_dot_product_attention" in line for line in _rewrites()), _rewrites()
+    assert _sdpa_in("forward") and _sdpa_in("backward")
+
+
 def test_grouped_query_attention_llama():
     torch.manual_seed(0)
     model = HeadsAttention("bert", heads=4, kv_heads=2).to(DEVICE)

@@ -229,3 +229,50 @@ def test_layouts_are_checked_on_the_first_call_only(monkeypatch):
     for _ in range(3):
         torch.testing.assert_close(compiled(a, b), torch.sin(a @ b) * 2)
     assert checks == ["mm"], checks  # the product: checked on the first call, never again
+
+
+def _attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    return torch.softmax((q @ k.transpose(-1, -2)) * 0.5, -1) @ v
+
+
+def _attention_inputs() -> tuple[torch.Tensor, ...]:
+    return tuple(torch.randn(2, 3, 80, 8, requires_grad=True) for _ in range(3))
+
+
+def _injected(*args):
+    raise RuntimeError("injected failure while AOTAutograd traces")
+
+
+def test_a_rewritten_graph_that_fails_in_aot_autograd_compiles_as_given(monkeypatch):
+    """The attention rewrite gave a graph AOTAutograd could not trace (SDPA with a 1-d mask):
+    that raised out of ``torch.compile``. Now the graph Dynamo gave is compiled instead."""
+    from ait_dynamo import backend
+
+    rewrite = backend.rewrite_before_autograd
+
+    def broken_rewrite(gm, example_inputs, config, passes, dump=None):
+        rewritten, notes = rewrite(gm, example_inputs, config, passes, dump)
+        assert rewritten is not gm, "the attention was not rewritten: the test checks nothing"
+        first = next(n for n in rewritten.graph.nodes if n.op == "placeholder")
+        with rewritten.graph.inserting_after(first):
+            rewritten.graph.call_function(_injected, (first,))
+        rewritten.recompile()
+        return rewritten, notes
+
+    monkeypatch.setattr(backend, "rewrite_before_autograd", broken_rewrite)
+    metrics.reset()
+    messages = _check_with_warnings(_attention, *_attention_inputs())
+    assert len(messages) == 1 and "rewritten graph failed in AOTAutograd" in messages[0], messages
+    assert "injected failure" in messages[0]
+    assert metrics.graphs_compiled >= 1 and metrics.eager_graphs == 0
+    assert any("rewrites dropped" in note for graph in metrics.compiled_graphs for note in graph.rewrites)
+
+
+def test_a_graph_that_fails_in_aot_autograd_runs_in_eager(monkeypatch):
+    from ait_dynamo import backend
+
+    monkeypatch.setattr(backend, "_through_autograd", _injected)
+    metrics.reset()
+    messages = _check_with_warnings(_block, torch.randn(5, 7, requires_grad=True))
+    assert len(messages) == 1 and "running it in eager" in messages[0] and "injected failure" in messages[0], messages
+    assert metrics.eager_graphs == 1 and metrics.graphs_compiled == 0
