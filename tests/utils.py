@@ -194,8 +194,11 @@ def check_compiled(
     assert_close_to_reference(actual, expected, reference, "output", rule)
     if check_strides:
         assert_same_strides(actual, expected, "output")
-    # mutated inputs must match too
+    # mutated inputs must match too, and so must a module's buffers (batch norm's running statistics)
     assert_close_to_reference(list(compiled_inputs), list(eager_inputs), list(reference_inputs), "input after call")
+    if isinstance(fn, torch.nn.Module) and eager is None:
+        assert_close_to_reference(list(compiled_source.buffers()), list(fn.buffers()), list(reference_fn.buffers()),
+                                  "buffer after call")
 
     if backward and _backward(expected, seed):
         assert _backward(actual, seed), "compiled outputs do not require grad, eager's do"
