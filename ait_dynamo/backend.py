@@ -86,7 +86,7 @@ def ait_backend(
             rewrites = [*rewrites, f"rewrites dropped: {note}"]
     try:
         return _through_autograd(gm, example_inputs, config, rewrites)
-    except torch._dynamo.exc.TorchDynamoException:
+    except (torch._dynamo.exc.TorchDynamoException, *_DYNAMO_BREAKS_ON):
         raise
     except Exception as error:  # noqa: BLE001 - any compile failure must degrade, not crash
         warnings.warn(f"ait_dynamo: compiling a Dynamo graph failed in AOTAutograd ({type(error).__name__}: "
@@ -105,5 +105,9 @@ def _through_autograd(gm: fx.GraphModule, example_inputs: Sequence[Any], config:
     return _aot_backend(config)(gm, example_inputs)
 
 
+# fake-tensor failures (data-dependent output sizes, ops without a fake kernel) that Dynamo turns
+# into a graph break at the op, compiling the rest, when a backend raises them: better than
+# running the whole graph in eager
+_DYNAMO_BREAKS_ON: tuple[type[BaseException], ...] = tuple(getattr(torch._dynamo.exc, "exceptions_allowed_to_be_fallback", ()))
 _dynamo_graphs = itertools.count()
 log = logging.getLogger("ait_dynamo")
