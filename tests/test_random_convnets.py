@@ -31,11 +31,11 @@ import torch
 from torch import nn
 
 from ait_dynamo import metrics
-from ait_dynamo.kernels import runtime
 from ait_dynamo.kernels.runtime import triton_runs_on
-from utils import check_compiled
+from utils import check_compiled, generated_kernels_must_not_fail  # noqa: F401 - the fixture
 
-pytestmark = pytest.mark.skipif(not triton_runs_on("cpu"), reason="Triton cannot run on the CPU here (set TRITON_INTERPRET=1)")
+pytestmark = [pytest.mark.skipif(not triton_runs_on("cpu"), reason="Triton cannot run on the CPU here (set TRITON_INTERPRET=1)"),
+              pytest.mark.usefixtures("generated_kernels_must_not_fail")]
 
 ACTIVATIONS = (nn.ReLU, nn.ReLU6, nn.SiLU, nn.GELU, nn.Hardswish)
 # In half precision ait's fused kernels round once where eager rounds after every op, so values
@@ -43,14 +43,6 @@ ACTIVATIONS = (nn.ReLU, nn.ReLU6, nn.SiLU, nn.GELU, nn.Hardswish)
 # zero, a max pool's winner) the gradient takes another branch than eager's and than float64's,
 # a discrete difference no tolerance describes. Half-precision networks are drawn smooth.
 SMOOTH_ACTIVATIONS = (nn.SiLU, nn.GELU, nn.Tanh)
-
-
-@pytest.fixture(autouse=True)
-def _kernels_must_not_fail():
-    """A generated kernel that fails falls back to ATen with a warning: here that is an error."""
-    runtime.BROKEN.clear()
-    yield
-    assert not runtime.BROKEN, f"generated kernels failed: {runtime.BROKEN}"
 
 
 class ChannelNorm(nn.Module):

@@ -28,19 +28,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from ait_dynamo import metrics
-from ait_dynamo.kernels import runtime
 from ait_dynamo.kernels.runtime import triton_runs_on
-from utils import check_compiled
+from utils import check_compiled, generated_kernels_must_not_fail  # noqa: F401 - the fixture
 
-pytestmark = pytest.mark.skipif(not triton_runs_on("cpu"), reason="Triton cannot run on the CPU here (set TRITON_INTERPRET=1)")
-
-
-@pytest.fixture(autouse=True)
-def _kernels_must_not_fail():
-    """A generated kernel that fails falls back to ATen with a warning: here that is an error."""
-    runtime.BROKEN.clear()
-    yield
-    assert not runtime.BROKEN, f"generated kernels failed: {runtime.BROKEN}"
+pytestmark = [pytest.mark.skipif(not triton_runs_on("cpu"), reason="Triton cannot run on the CPU here (set TRITON_INTERPRET=1)"),
+              pytest.mark.usefixtures("generated_kernels_must_not_fail")]
 
 
 class RandomProgram(nn.Module):
