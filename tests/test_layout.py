@@ -200,6 +200,20 @@ def test_convolution_bias_is_added_by_the_kernel_that_reads_the_convolution(tmp_
 
 
 @needs_cpu_triton
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
+def test_half_precision_convolutions_keep_their_bias_on_the_cpu(dtype, tmp_path):
+    """On the CPU eager adds a half-precision convolution's bias inside and rounds once: the split
+    would round twice (random convnet seed 437), so there the bias stays in the convolution."""
+    torch.manual_seed(0)
+    model = SqueezeExcitation(7, 3).to(dtype)
+    record, plan, source = _compiled_inference(model, torch.randn(2, 7, 6, 5, dtype=dtype), tmp_path)
+    calls = re.findall(r"= _aten_convolution_default\((\w+), (\w+), (\w+),", source)
+    # the first 3x3 convolution has no bias, the squeeze-excitation's two 1x1 ones keep theirs (a
+    # set: the module writes each call twice, in its checking and its plain ``call``)
+    assert sorted(bias != "None" for _, _, bias in set(calls)) == [False, True, True], calls
+
+
+@needs_cpu_triton
 def test_layout_is_contiguous_by_default_on_the_cpu():
     torch.manual_seed(0)
     model = _with_statistics(ResidualBlock(5)).eval()

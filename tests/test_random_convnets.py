@@ -12,14 +12,13 @@ batch norms' running statistics after the call are all checked against fp64.
 
 ``AIT_RANDOM_CONVNETS=N`` runs N seeds (default 24, about 1.5 s each under the interpreter).
 
-Half precision is judged by the distribution of errors (``utils.RULES``). At high seed counts some
-half-precision seeds fail (73, 242, 437, 564 of the first 600): ``passes/conv_bias.py`` rounds a
-convolution's output before its bias is added, and a training batch norm over few values per
-channel amplifies that extra rounding (the input gradient's RMSE up to 4.6x eager's; 1.0x with
-that pass removed). Not changed yet: see
-``benchmarks/results/cpu-triton-interpreter/random_programs/README.md``. In an earlier run of 300
-seeds (half precision then drew kinks too), the two bfloat16 failures were gradients routed
-through another max-pool winner or ReLU branch than eager's (``SMOOTH_ACTIVATIONS``).
+Half precision is judged by the distribution of errors (``utils.RULES``). Seeds 73, 242, 437 and
+564 failed until ``passes/conv_bias.py`` stopped splitting half-precision convolution biases off
+CUDA: split, a convolution's output was rounded before its bias was added, where CPU eager rounds
+once, and a training batch norm over few values per channel amplified that (the input gradient's
+RMSE 4.6x eager's on seed 437; ``benchmarks/results/cpu-triton-interpreter/random_programs/``). In
+an earlier run of 300 seeds (half precision then drew kinks too), the two bfloat16 failures were
+gradients routed through another max-pool winner or ReLU branch than eager's (``SMOOTH_ACTIVATIONS``).
 """
 
 from __future__ import annotations
@@ -186,7 +185,12 @@ def _case(seed: int) -> tuple[nn.Module, torch.Tensor, dict, str]:
     return model, x, options, description
 
 
-@pytest.mark.parametrize("seed", range(int(os.environ.get("AIT_RANDOM_CONVNETS", "24"))))
+# seeds that failed once, kept whatever AIT_RANDOM_CONVNETS says: 437, float16 training with 9
+# values a channel, whose convolution bias split rounded twice where eager rounds once (passes/conv_bias.py)
+REGRESSION_SEEDS = (437,)
+
+
+@pytest.mark.parametrize("seed", sorted({*range(int(os.environ.get("AIT_RANDOM_CONVNETS", "24"))), *REGRESSION_SEEDS}))
 def test_random_convnet(seed):
     model, x, options, description = _case(seed)
     # half-precision eager rounds every layer; judge by the distribution of errors, not elementwise
