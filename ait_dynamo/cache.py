@@ -16,6 +16,7 @@ import tempfile
 import threading
 import types
 import warnings
+from typing import Any
 
 log = logging.getLogger("ait_dynamo")
 
@@ -100,7 +101,7 @@ def store_json(path: str | None, data: dict) -> None:
         log.warning("ait_dynamo: cannot write %s (%s)", path, error)
 
 
-def remember_choice(path: str | None, key: str, choice: bool) -> None:
+def remember_choice(path: str | None, key: str, choice: Any) -> None:
     """Add one measured choice to the file at ``path``, read again just before: another process
     may have added its own since this one read it."""
     stored = load_json(path)

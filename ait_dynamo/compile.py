@@ -28,7 +28,7 @@ from ait_dynamo.fusion_report import build_report, emit_report
 from ait_dynamo.partitioners import USER_OUTPUTS_META
 from ait_dynamo.passes import layout
 from ait_dynamo.passes.fusion import build_plan
-from ait_dynamo.passes.graph_utils import may_alias_input, mutated_placeholders
+from ait_dynamo.passes.graph_utils import copy_graph_module, may_alias_input, mutated_placeholders
 from ait_dynamo.passes.plan import FusionGroup
 from ait_dynamo.passes.pipeline import run_passes
 from ait_dynamo.passes.sizes import untrusted_sizes
@@ -39,19 +39,6 @@ log = logging.getLogger("ait_dynamo")
 _graph_counter = itertools.count()
 
 BoxedCallable = Callable[[list[Any]], Any]
-
-
-def _copy_graph_module(gm: fx.GraphModule) -> fx.GraphModule:
-    """A copy whose graph the passes may rewrite; the original stays intact for the fallback."""
-    graph = fx.Graph(owning_module=gm, tracer_cls=gm.graph._tracer_cls)
-    copied = graph.graph_copy(gm.graph, {}, return_output_node=True)
-    if copied is not None:
-        result, old_output = copied  # type: ignore[misc]
-        graph.output(result, type_expr=old_output.type).meta = dict(old_output.meta)
-    graph._codegen = gm.graph._codegen
-    copy = fx.GraphModule(gm, graph, gm.__class__.__name__)
-    copy.meta = dict(gm.meta)  # what the partitioner noted (how many outputs are the caller's: USER_OUTPUTS_META)
-    return copy
 
 
 def _boxed(gm: fx.GraphModule) -> BoxedCallable:
@@ -165,7 +152,7 @@ def compile_graph(
 def _compile(gm: fx.GraphModule, example_inputs: Sequence[Any], config: AitConfig, name: str, debug: DebugDir,
              record: metrics.GraphRecord) -> tuple[BoxedCallable, str]:
     """passes → plan → report → generated module → loaded (cached) → ``call``."""
-    work = _copy_graph_module(gm)
+    work = copy_graph_module(gm)
     layout.adopt_input_strides(work, example_inputs)  # a backward's saved values, as the forward laid them out
     work = run_passes(work, config, dump=debug.write if debug else None)
     decision = work.meta.get(layout.LAYOUT_META)

@@ -216,3 +216,17 @@ def fake_result(target: Any, args: tuple, kwargs: dict | None = None, like: Any 
         return None
     with fake_mode:
         return target(*args, **kwargs)
+
+
+def copy_graph_module(gm: fx.GraphModule) -> fx.GraphModule:
+    """A copy whose graph a pass may rewrite while the original stays intact (for the fallback
+    of a failed compile, for timing a rewrite against the graph as it was)."""
+    graph = fx.Graph(owning_module=gm, tracer_cls=gm.graph._tracer_cls)
+    copied = graph.graph_copy(gm.graph, {}, return_output_node=True)
+    if copied is not None:
+        result, old_output = copied  # type: ignore[misc]
+        graph.output(result, type_expr=old_output.type).meta = dict(old_output.meta)
+    graph._codegen = gm.graph._codegen
+    copy = fx.GraphModule(gm, graph, gm.__class__.__name__)
+    copy.meta = dict(gm.meta)  # what the partitioner noted (how many outputs are the caller's: USER_OUTPUTS_META)
+    return copy

@@ -35,7 +35,7 @@ from ait_dynamo.passes.graph_utils import is_mutating, may_alias_input, meta_val
 
 aten = torch.ops.aten
 
-_IN_PLACE = {
+IN_PLACE = {
     aten.add.Tensor: aten.add_.Tensor,
     aten.sub.Tensor: aten.sub_.Tensor,
     aten.mul.Tensor: aten.mul_.Tensor,
@@ -129,7 +129,7 @@ def reinplace_dying_inputs(gm: fx.GraphModule, config: Any) -> fx.GraphModule:
     liveness = _Liveness(gm)
     rewritten: set[fx.Node] = set()
     for node in gm.graph.nodes:
-        target = _IN_PLACE.get(node.target) if node.op == "call_function" else None
+        target = IN_PLACE.get(node.target) if node.op == "call_function" else None
         if target is None or not node.args:
             continue
         if liveness.writable(node.args[0], node, rewritten):

@@ -5,10 +5,12 @@ and kept on disk; results against eager and float64, forward and backward."""
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 import torch
 from torch import nn
+from torch.fx.experimental.proxy_tensor import make_fx
 
 from ait_dynamo import metrics
 from ait_dynamo.config import AitConfig
@@ -119,31 +121,156 @@ def test_nothing_changes_where_kernels_are_generated():
 
 
 def test_auto_measures_once_and_keeps_the_choice_on_disk(tmp_path, monkeypatch):
-    """"auto" times both forms at the graph's shapes; the choice is stored per CPU model and
-    shape, and a later compile (a fresh process: the in-memory table cleared) reads it back."""
-    measured: list[str] = []
-    real_measure = onednn_gemm._measure
+    """"auto" times both forms of the graph's GEMMs in their sequence and confirms the winners
+    by timing the graph whole; the choices are stored per CPU model and graph, and a later
+    compile (a fresh process: the in-memory table cleared) reads them back."""
+    measured: list[list[str]] = []
+    timed_whole: list[list[list[bool]]] = []
+    real_measure, real_best = onednn_gemm._measure_in_sequence, onednn_gemm._best_in_graph
 
-    def counting(node, activation, user):
-        measured.append(str(node.target))
-        return real_measure(node, activation, user)
+    def counting(found):
+        measured.append([str(c.node.target) for c in found])
+        return real_measure(found)
 
-    monkeypatch.setattr(onednn_gemm, "_measure", counting)
+    def timing(gm, found, variants):
+        timed_whole.append(variants)
+        return real_best(gm, found, variants)
+
+    monkeypatch.setattr(onednn_gemm, "_measure_in_sequence", counting)
+    monkeypatch.setattr(onednn_gemm, "_best_in_graph", timing)
     monkeypatch.setattr(onednn_gemm, "_decisions", {})
     options = {"fusion": False, "onednn_gemms": "auto", "cache_dir": str(tmp_path)}
     torch.manual_seed(0)
     with torch.no_grad():
         check_compiled(Block().eval(), torch.randn(64, 24), backward=False, options=options)
-    assert len(measured) == 3, measured
+    assert len(measured) == 1 and len(measured[0]) == 3, measured  # one sequence of three GEMMs
     stored = json.loads(next((tmp_path / "onednn_gemm").glob("*.json")).read_text())
-    assert len(stored) == 3 and all(isinstance(v, bool) for v in stored.values()), stored
+    (choices,) = stored.values()
+    assert len(choices) == 3 and all(isinstance(v, bool) for v in choices), stored
+    assert len(timed_whole) <= 1
+    assert not any(choices) or choices in timed_whole[0], "a set that was not timed in the graph was taken"
     externs = _externs("inference")
-    assert externs.count(LINEAR) == sum(stored.values()), (externs, stored)
+    assert externs.count(LINEAR) == sum(choices), (externs, stored)
 
     onednn_gemm._decisions.clear()
     with torch.no_grad():
         check_compiled(Block().eval(), torch.randn(64, 24), backward=False, options=options)
-    assert len(measured) == 3, "the stored choices were measured again"
+    assert len(measured) == 1, "the stored choices were measured again"
+
+
+def test_the_sequence_measurement_times_each_gemm_where_it_runs(monkeypatch):
+    """Each GEMM is judged by its own times inside the sequence: a slowed-down oneDNN form
+    measures slower than ATen's, a slowed-down ATen form faster, whichever GEMM it is."""
+    gm = make_fx(lambda x, w1, w2: torch.mm(torch.mm(x, w1.t()).relu(), w2.t()), tracing_mode="fake")(
+        torch.randn(16, 24), torch.randn(40, 24), torch.randn(8, 40))
+    found = onednn_gemm.candidates(gm.graph)
+    assert [c.activation for c in found] == [("relu", ""), None]
+    real_forms = onednn_gemm._forms
+
+    def slowed(candidate, operands):
+        aten_form, onednn_form = real_forms(candidate, operands)
+
+        def slow(form):
+            def run():
+                time.sleep(0.002)
+                return form()
+            return run
+
+        # the first GEMM: oneDNN made slow; the second: ATen made slow
+        return (aten_form, slow(onednn_form)) if candidate is found[0] else (slow(aten_form), onednn_form)
+
+    monkeypatch.setattr(onednn_gemm, "_forms", slowed)
+    first, second = onednn_gemm._measure_in_sequence(found)
+    assert first > 1 > second, (first, second)
+
+
+def test_a_gemm_onednn_refuses_stays_with_aten(tmp_path, monkeypatch):
+    """oneDNN may refuse a shape or dtype at run time ("could not create a primitive
+    descriptor"): that GEMM has no ratio (it stays with ATen), the others are still measured."""
+    gm = make_fx(lambda x, w: torch.mm(x, w.t()).relu() + torch.mm(x, w.t() * 2), tracing_mode="fake")(
+        torch.randn(16, 24), torch.randn(40, 24))
+    found = onednn_gemm.candidates(gm.graph)
+    real_forms = onednn_gemm._forms
+
+    def refusing_the_first(candidate, operands):
+        aten_form, onednn_form = real_forms(candidate, operands)
+        if candidate is not found[0]:
+            return aten_form, onednn_form
+
+        def refused():
+            raise RuntimeError("could not create a primitive descriptor")
+
+        return aten_form, refused
+
+    monkeypatch.setattr(onednn_gemm, "_forms", refusing_the_first)
+    measured = onednn_gemm._measure_in_sequence(found)
+    assert len(found) == 2 and measured[0] is None and measured[1] > 0
+    monkeypatch.setattr(onednn_gemm, "_measure_in_sequence", lambda found: measured)
+    monkeypatch.setattr(onednn_gemm, "_time_ratios", lambda baseline, variants: [0.5] * len(variants))
+    monkeypatch.setattr(onednn_gemm, "_decisions", {})
+    assert onednn_gemm.decide(gm, found, "auto", str(tmp_path))[0] is False
+
+
+def test_the_graph_timed_whole_picks_the_set_of_gemms(tmp_path, monkeypatch):
+    """The GEMMs that won in sequence by each bar make candidate sets; the set under which the
+    whole graph runs fastest is taken if it pays, and none if no set does."""
+    def fn(x, w1, w2):
+        return torch.mm(torch.mm(x, w1.t()).relu(), w2.t())
+
+    gm = make_fx(fn, tracing_mode="fake")(torch.randn(16, 24), torch.randn(40, 24), torch.randn(8, 40))
+    found = onednn_gemm.candidates(gm.graph)
+    monkeypatch.setattr(onednn_gemm, "_measure_in_sequence", lambda found: [0.9, 0.97])
+    offered = []
+
+    def timed(baseline, variants, ratios):
+        offered.append(len(variants))
+        return ratios[:len(variants)]
+
+    cases = [([1.01, 0.9], [True, True]), ([0.9, 0.95], [True, False]), ([0.99, 1.2], [False, False])]
+    for index, (ratios, expected) in enumerate(cases):
+        monkeypatch.setattr(onednn_gemm, "_time_ratios", lambda b, v, ratios=ratios: timed(b, v, ratios))
+        monkeypatch.setattr(onednn_gemm, "_decisions", {})
+        assert onednn_gemm.decide(gm, found, "auto", str(tmp_path / str(index))) == expected, ratios
+    assert offered == [2, 2, 2]  # {first} at the 0.95 bar, {first, second} at 1.0
+
+
+def test_untimed_whole_the_sequence_decides(tmp_path, monkeypatch):
+    """A graph that cannot be timed whole (here: too long a call) keeps the sequence's verdict at
+    the strictest bar."""
+    gm = make_fx(lambda x, w: torch.mm(torch.mm(x, w.t()), w), tracing_mode="fake")(torch.randn(16, 24), torch.randn(40, 24))
+    found = onednn_gemm.candidates(gm.graph)
+    monkeypatch.setattr(onednn_gemm, "_measure_in_sequence", lambda found: [0.9, 0.97])
+    monkeypatch.setattr(onednn_gemm, "_time_ratios", lambda baseline, variants: None)
+    monkeypatch.setattr(onednn_gemm, "_decisions", {})
+    assert onednn_gemm.decide(gm, found, "auto", str(tmp_path)) == [True, False]
+
+
+def test_the_graph_timing_runs_every_form_and_leaves_the_random_stream_alone():
+    """The whole-graph timing runs the graph and its rewritten copies (with a random op in them)
+    on random inputs; the user's random stream does not move, and the original graph is untouched."""
+    def fn(x, w):
+        return torch.nn.functional.dropout(torch.mm(x, w.t()).relu(), 0.5, True)
+
+    gm = make_fx(fn, tracing_mode="fake")(torch.randn(16, 24), torch.randn(40, 24))
+    found = onednn_gemm.candidates(gm.graph)
+    before = gm.code
+    state = torch.get_rng_state()
+    calls = []
+    real_ratios = onednn_gemm._time_ratios
+
+    def recording(baseline, variants):
+        ratios = real_ratios(baseline, variants)
+        calls.append(ratios)
+        return ratios
+
+    import unittest.mock
+    with unittest.mock.patch.object(onednn_gemm, "_time_ratios", recording):
+        with onednn_gemm.real_tensors():
+            best = onednn_gemm._best_in_graph(gm, found, [[True]])
+    assert len(calls) == 1 and len(calls[0]) == 1 and calls[0][0] > 0
+    assert best == ([True] if calls[0][0] < onednn_gemm._MIN_GRAPH_GAIN else [False])
+    assert torch.equal(torch.get_rng_state(), state)
+    assert gm.code == before and "_linear_pointwise" not in gm.code
 
 
 def test_a_bad_mode_says_what_is_valid():
