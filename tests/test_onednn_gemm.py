@@ -158,30 +158,40 @@ def test_auto_measures_once_and_keeps_the_choice_on_disk(tmp_path, monkeypatch):
     assert len(measured) == 1, "the stored choices were measured again"
 
 
+class _FakeClock:
+    """``time.perf_counter`` for the pass: advances only when a timed form says so, so that a
+    timing test does not depend on the machine's load (pytest-xdist's workers share the cores)."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def perf_counter(self) -> float:
+        return self.now
+
+    def form(self, seconds: float):
+        def run():
+            self.now += seconds
+        return run
+
+
 def test_the_sequence_measurement_times_each_gemm_where_it_runs(monkeypatch):
-    """Each GEMM is judged by its own times inside the sequence: a slowed-down oneDNN form
-    measures slower than ATen's, a slowed-down ATen form faster, whichever GEMM it is."""
+    """Each GEMM is judged by its own times inside the sequence: a GEMM whose oneDNN form takes
+    longer measures above 1, one whose ATen form takes longer below, whichever GEMM it is."""
     gm = make_fx(lambda x, w1, w2: torch.mm(torch.mm(x, w1.t()).relu(), w2.t()), tracing_mode="fake")(
         torch.randn(16, 24), torch.randn(40, 24), torch.randn(8, 40))
     found = onednn_gemm.candidates(gm.graph)
     assert [c.activation for c in found] == [("relu", ""), None]
-    real_forms = onednn_gemm._forms
+    clock = _FakeClock()
+    # the first GEMM: oneDNN 3 ms against ATen's 1 ms; the second: oneDNN 1 ms against 4 ms
+    times = {found[0].node: (1e-3, 3e-3), found[1].node: (4e-3, 1e-3)}
 
-    def slowed(candidate, operands):
-        aten_form, onednn_form = real_forms(candidate, operands)
+    def timed_forms(candidate, operands):
+        aten_s, onednn_s = times[candidate.node]
+        return clock.form(aten_s), clock.form(onednn_s)
 
-        def slow(form):
-            def run():
-                time.sleep(0.002)
-                return form()
-            return run
-
-        # the first GEMM: oneDNN made slow; the second: ATen made slow
-        return (aten_form, slow(onednn_form)) if candidate is found[0] else (slow(aten_form), onednn_form)
-
-    monkeypatch.setattr(onednn_gemm, "_forms", slowed)
-    first, second = onednn_gemm._measure_in_sequence(found)
-    assert first > 1 > second, (first, second)
+    monkeypatch.setattr(onednn_gemm, "_forms", timed_forms)
+    monkeypatch.setattr(onednn_gemm, "time", clock)
+    assert onednn_gemm._measure_in_sequence(found) == pytest.approx([3.0, 0.25])
 
 
 def test_a_gemm_onednn_refuses_stays_with_aten(tmp_path, monkeypatch):
@@ -271,6 +281,35 @@ def test_the_graph_timing_runs_every_form_and_leaves_the_random_stream_alone():
     assert best == ([True] if calls[0][0] < onednn_gemm._MIN_GRAPH_GAIN else [False])
     assert torch.equal(torch.get_rng_state(), state)
     assert gm.code == before and "_linear_pointwise" not in gm.code
+
+
+def test_a_graph_too_large_to_time_whole_is_not_run(monkeypatch):
+    """Inputs over _GRAPH_INPUT_BYTES (a large model's weights, made again at random) or a call
+    over _GRAPH_CALL_S: the graph is not timed whole, and nothing of it runs past that call."""
+    gm = make_fx(lambda x, w: torch.mm(x, w.t()), tracing_mode="fake")(torch.randn(16, 24), torch.randn(40, 24))
+    found = onednn_gemm.candidates(gm.graph)
+    monkeypatch.setattr(onednn_gemm, "_GRAPH_INPUT_BYTES", 16 * 24 * 4)
+    with onednn_gemm.real_tensors():
+        assert onednn_gemm._graph_inputs(gm) is None
+        assert onednn_gemm._best_in_graph(gm, found, [[True]]) is None
+    calls = []
+
+    def slow_baseline():
+        calls.append("baseline")
+        time.sleep(0.002)
+
+    monkeypatch.setattr(onednn_gemm, "_GRAPH_CALL_S", 0.001)
+    assert onednn_gemm._time_ratios(slow_baseline, [lambda: calls.append("variant")]) is None
+    assert calls == ["baseline", "baseline"], calls
+
+
+def test_timing_rounds_are_bounded():
+    keep = onednn_gemm._keep_timing
+    assert keep(0, 100.0) and keep(2, 100.0)  # three rounds whatever they take
+    assert not keep(3, 4 * onednn_gemm._MEASURE_S + 0.1)
+    assert keep(onednn_gemm._MIN_ROUNDS - 1, 2 * onednn_gemm._MEASURE_S)
+    assert not keep(onednn_gemm._MIN_ROUNDS, 2 * onednn_gemm._MEASURE_S)
+    assert keep(onednn_gemm._MIN_ROUNDS, 0.0) and not keep(onednn_gemm._MAX_ROUNDS, 0.0)
 
 
 def test_a_bad_mode_says_what_is_valid():
