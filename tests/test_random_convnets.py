@@ -31,11 +31,9 @@ import torch
 from torch import nn
 
 from ait_dynamo import metrics
-from ait_dynamo.kernels.runtime import triton_runs_on
-from utils import check_compiled, generated_kernels_must_not_fail  # noqa: F401 - the fixture
+from utils import check_compiled, generated_kernels_must_not_fail, needs_cpu_triton  # noqa: F401 - the fixture
 
-pytestmark = [pytest.mark.skipif(not triton_runs_on("cpu"), reason="Triton cannot run on the CPU here (set TRITON_INTERPRET=1)"),
-              pytest.mark.usefixtures("generated_kernels_must_not_fail")]
+pytestmark = pytest.mark.usefixtures("generated_kernels_must_not_fail")
 
 ACTIVATIONS = (nn.ReLU, nn.ReLU6, nn.SiLU, nn.GELU, nn.Hardswish)
 # In half precision ait's fused kernels round once where eager rounds after every op, so values
@@ -191,14 +189,28 @@ REGRESSION_SEEDS = (437,)
 
 
 @pytest.mark.parametrize("seed", sorted({*range(int(os.environ.get("AIT_RANDOM_CONVNETS", "24"))), *REGRESSION_SEEDS}))
+@needs_cpu_triton
 def test_random_convnet(seed):
+    _check(seed, {}, generated=True)
+
+
+@pytest.mark.parametrize("seed", range(int(os.environ.get("AIT_RANDOM_ATEN_PATH", "12"))))
+def test_random_convnet_on_the_aten_path(seed):
+    """The CPU without Triton's interpreter: nothing generated, ATen's ops with the passes of
+    that path (in-place rewrites, negations cancelled, oneDNN's GEMMs, forced here)."""
+    _check(seed, {"fusion": False, "onednn_gemms": "always"}, generated=False)
+
+
+def _check(seed: int, extra_options: dict, generated: bool) -> None:
     model, x, options, description = _case(seed)
+    options = {**options, **extra_options}
     # half-precision eager rounds every layer; judge by the distribution of errors, not elementwise
     rule = "elementwise" if x.dtype == torch.float32 else "distribution"
     try:
         check_compiled(model, x, options=options, rule=rule, check_strides=True)
     except AssertionError as error:
-        raise AssertionError(f"seed {seed} ({description}):\n{model}\n{error}") from None
+        raise AssertionError(f"seed {seed} ({description}, {extra_options}):\n{model}\n{error}") from None
     for graph in metrics.compiled_graphs:
         assert graph.fallback_reason is None, f"seed {seed}: {graph.fallback_reason}"
-    assert any(graph.kernels for graph in metrics.compiled_graphs), f"seed {seed}: nothing generated"
+    kernels = [kernel for graph in metrics.compiled_graphs for kernel in graph.kernels]
+    assert bool(kernels) == generated, f"seed {seed}: {len(kernels)} kernels generated"

@@ -28,11 +28,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from ait_dynamo import metrics
-from ait_dynamo.kernels.runtime import triton_runs_on
-from utils import check_compiled, generated_kernels_must_not_fail  # noqa: F401 - the fixture
+from utils import check_compiled, generated_kernels_must_not_fail, needs_cpu_triton  # noqa: F401 - the fixture
 
-pytestmark = [pytest.mark.skipif(not triton_runs_on("cpu"), reason="Triton cannot run on the CPU here (set TRITON_INTERPRET=1)"),
-              pytest.mark.usefixtures("generated_kernels_must_not_fail")]
+pytestmark = pytest.mark.usefixtures("generated_kernels_must_not_fail")
 
 
 class RandomProgram(nn.Module):
@@ -124,13 +122,29 @@ def _case(seed: int) -> tuple[nn.Module, torch.Tensor, dict, bool, str]:
 
 
 @pytest.mark.parametrize("seed", range(int(os.environ.get("AIT_RANDOM_TRANSFORMERS", "24"))))
+@needs_cpu_triton
 def test_random_transformer(seed):
+    _check(seed, {})
+
+
+@pytest.mark.parametrize("seed", range(int(os.environ.get("AIT_RANDOM_ATEN_PATH", "12"))))
+def test_random_transformer_on_the_aten_path(seed):
+    """The CPU without Triton's interpreter: nothing generated, ATen's ops with the passes of
+    that path (in-place rewrites, negations cancelled, oneDNN's GEMMs, forced here)."""
+    _check(seed, {"fusion": False, "onednn_gemms": "always"})
+    assert not [g.name for g in metrics.compiled_graphs if g.kernels], f"seed {seed}: kernels were generated"
+
+
+def _check(seed: int, extra_options: dict) -> None:
     model, x, options, dynamic, description = _case(seed)
+    if extra_options:
+        options = {key: value for key, value in options.items() if key != "gemm_backends"}
+    options = {**options, **extra_options}
     # half-precision GEMMs sum in another order than eager's: judge by the distribution of errors
     rule = "elementwise" if x.dtype == torch.float32 else "distribution"
     try:
         check_compiled(model, x, options=options, dynamic=dynamic or None, rule=rule)
     except AssertionError as error:
-        raise AssertionError(f"seed {seed} ({description}):\n{error}") from None
+        raise AssertionError(f"seed {seed} ({description}, {extra_options}):\n{error}") from None
     for graph in metrics.compiled_graphs:
         assert graph.fallback_reason is None, f"seed {seed}: {graph.fallback_reason}"
