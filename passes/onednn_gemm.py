@@ -346,17 +346,17 @@ def _best_in_graph(gm: fx.GraphModule, found: list[Candidate], variants: list[li
     inputs = _graph_inputs(gm)
     if inputs is None:
         return None
-    rewritten = []
-    for chosen in variants:
-        copy = copy_graph_module(gm)
-        _rewrite(copy, candidates(copy.graph), chosen)
-        rewritten.append(copy)
     try:
+        rewritten = []
+        for chosen in variants:
+            copy = copy_graph_module(gm)
+            _rewrite(copy, candidates(copy.graph), chosen)
+            rewritten.append(copy)
         # the graph's random ops must not move the user's random stream (see graph_utils.random_like)
         with torch.random.fork_rng(devices=[]), torch.no_grad():
             ratios = _time_ratios(lambda: gm(*inputs), [lambda copy=copy: copy(*inputs) for copy in rewritten])
-    except Exception as error:  # noqa: BLE001 - random values an op refuses: no verdict from the graph
-        log.info("onednn gemms: the graph did not run on random inputs (%s: %s)", type(error).__name__, error)
+    except Exception as error:  # noqa: BLE001 - an op refusing random values, a copy failing: no verdict
+        log.info("onednn gemms: the graph was not timed whole (%s: %s)", type(error).__name__, error)
         return None
     if ratios is None:
         return None
