@@ -245,8 +245,8 @@ def test_the_graph_timed_whole_picks_the_set_of_gemms(tmp_path, monkeypatch):
 
 
 def test_untimed_whole_the_sequence_decides(tmp_path, monkeypatch):
-    """A graph that cannot be timed whole (here: too long a call) keeps the sequence's verdict at
-    the strictest bar."""
+    """A graph that cannot be timed whole (``_time_ratios`` gives None, as for too long a call)
+    keeps the sequence's verdict at the strictest bar."""
     gm = make_fx(lambda x, w: torch.mm(torch.mm(x, w.t()), w), tracing_mode="fake")(torch.randn(16, 24), torch.randn(40, 24))
     found = onednn_gemm.candidates(gm.graph)
     monkeypatch.setattr(onednn_gemm, "_measure_in_sequence", lambda found: [0.9, 0.97])
@@ -255,7 +255,7 @@ def test_untimed_whole_the_sequence_decides(tmp_path, monkeypatch):
     assert onednn_gemm.decide(gm, found, "auto", str(tmp_path)) == [True, False]
 
 
-def test_the_graph_timing_runs_every_form_and_leaves_the_random_stream_alone():
+def test_the_graph_timing_runs_every_form_and_leaves_the_random_stream_alone(monkeypatch):
     """The whole-graph timing runs the graph and its rewritten copies (with a random op in them)
     on random inputs; the user's random stream does not move, and the original graph is untouched."""
     def fn(x, w):
@@ -273,10 +273,9 @@ def test_the_graph_timing_runs_every_form_and_leaves_the_random_stream_alone():
         calls.append(ratios)
         return ratios
 
-    import unittest.mock
-    with unittest.mock.patch.object(onednn_gemm, "_time_ratios", recording):
-        with onednn_gemm.real_tensors():
-            best = onednn_gemm._best_in_graph(gm, found, [[True]])
+    monkeypatch.setattr(onednn_gemm, "_time_ratios", recording)
+    with onednn_gemm.real_tensors():
+        best = onednn_gemm._best_in_graph(gm, found, [[True]])
     assert len(calls) == 1 and len(calls[0]) == 1 and calls[0][0] > 0
     assert best == ([True] if calls[0][0] < onednn_gemm._MIN_GRAPH_GAIN else [False])
     assert torch.equal(torch.get_rng_state(), state)
