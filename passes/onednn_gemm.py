@@ -2,16 +2,16 @@
 this CPU says it is faster, with a following ReLU, GELU, SiLU, sigmoid or tanh folded into it.
 
 On the CPU, where nothing is generated (``fusion`` off), a graph's GEMMs are ATen's ``mm`` /
-``addmm``, which run MKL's sgemm: on this project's CPU machine (AMD EPYC, 2 threads, AVX-512)
-that reaches about half of what oneDNN's inner-product primitive does on the same shapes in
-float32 (ATen / oneDNN 1.8-2.3 from 64 rows up, forward and both backward forms), but is faster
-at 8 rows (0.7-0.9), and in bfloat16 either wins by up to 1.6x depending on the shape and form
-(``benchmarks/results/cpu/onednn_gemm/measure.txt``). Other CPUs differ, and so does one GEMM
-timed alone from the same GEMM among the graph's others, so the choice is measured per GEMM inside
-the graph's sequence of GEMMs (see :func:`_measure_in_sequence`), once per CPU model, thread count
-and sequence, and kept on disk under ``<cache_dir>/onednn_gemm/``. Option ``onednn_gemms``: ``"auto"`` (measure, on
-CPU graphs where nothing is generated), ``"always"`` (every eligible GEMM on a CPU graph; tests use
-it), ``"never"``.
+``addmm``, which run MKL's sgemm. oneDNN's inner-product primitive is faster or slower than MKL
+depending on the CPU, the shape, the dtype and what runs around it: on an AVX2-only AMD EPYC it
+measured no faster; on the AVX-512 one the main job's GEMMs took 0.72-0.95x of MKL's time, and
+their models ran 5-14% faster with it; on a Xeon layers at 0.78-0.90x alone gained nothing in
+their models; and on the small Hugging Face models GEMMs faster in sequence made the graph slower
+(``benchmarks/results/cpu-epyc/onednn_sequence/``). So the choice is measured in the graph: each
+GEMM in the graph's sequence of GEMMs, then the sets of winners in the whole graph (see
+:func:`decide`), once per CPU model, thread count and graph, and kept on disk under
+``<cache_dir>/onednn_gemm/``. Option ``onednn_gemms``: ``"auto"`` (measure, on CPU graphs where
+nothing is generated), ``"always"`` (every eligible GEMM on a CPU graph; tests use it), ``"never"``.
 
 What is rewritten: ``mm(a, b)`` and ``addmm(bias, a, b)`` (alpha = beta = 1, a bias of N
 elements), fp32 or bf16, static shapes, on CPU tensors: ``_linear_pointwise(a, t(b), bias,
