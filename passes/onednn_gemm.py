@@ -288,10 +288,33 @@ def _layout(value: Any) -> str:
     return repr(value)
 
 
+# The op namespaces a graph may call and still be run at compile time on random inputs: ATen's
+# own ops touch nothing but their arguments. A collective (``_c10d_functional``, in FSDP2's
+# graphs) run on one rank alone would hang or pair with another rank's real call, and a custom
+# op may do anything.
+_RUNNABLE_NAMESPACES = frozenset({"aten", "prims", "mkldnn"})
+
+
+def _runnable(gm: fx.GraphModule) -> bool:
+    for node in gm.graph.nodes:
+        if node.op in ("call_module", "call_method"):
+            return False
+        if node.op == "call_function":
+            target = node.target
+            if isinstance(target, torch._ops.OpOverload):
+                if target.namespace not in _RUNNABLE_NAMESPACES:
+                    return False
+            elif getattr(target, "__module__", None) != "_operator":
+                return False  # higher-order ops, Python functions: not known to be side-effect free
+    return True
+
+
 def _graph_inputs(gm: fx.GraphModule) -> list[torch.Tensor] | None:
     """Random inputs for a timing run of the whole graph, or None where it cannot have them: an
     input of symbolic sizes, not a CPU tensor, not a tensor at all, or more than
-    _GRAPH_INPUT_BYTES of them."""
+    _GRAPH_INPUT_BYTES of them; or a graph that calls something other than ATen (_runnable)."""
+    if not _runnable(gm):
+        return None
     values = [meta_value(node) for node in gm.graph.nodes if node.op == "placeholder"]
     if not all(has_static_layout(value) and value.device.type == "cpu" for value in values):
         return None

@@ -9,7 +9,7 @@ import time
 
 import pytest
 import torch
-from torch import nn
+from torch import fx, nn
 from torch.fx.experimental.proxy_tensor import make_fx
 
 from ait_dynamo import metrics
@@ -309,6 +309,19 @@ def test_timing_rounds_are_bounded():
     assert keep(onednn_gemm._MIN_ROUNDS - 1, 2 * onednn_gemm._MEASURE_S)
     assert not keep(onednn_gemm._MIN_ROUNDS, 2 * onednn_gemm._MEASURE_S)
     assert keep(onednn_gemm._MIN_ROUNDS, 0.0) and not keep(onednn_gemm._MAX_ROUNDS, 0.0)
+
+
+def test_a_graph_calling_more_than_aten_is_never_run_at_compile_time():
+    """A collective run on one rank alone would hang or pair with another rank's real call, and a
+    custom op or a Python function may do anything: such graphs are not timed whole."""
+    gm = make_fx(lambda x, w: torch.mm(x, w.t()).relu(), tracing_mode="fake")(torch.randn(16, 24), torch.randn(40, 24))
+    assert onednn_gemm._runnable(gm)
+    for target in (torch.ops._c10d_functional.wait_tensor.default, print):
+        graph = fx.Graph()
+        x = graph.placeholder("x")
+        graph.output(graph.call_function(target, (x,)))
+        assert not onednn_gemm._runnable(fx.GraphModule(torch.nn.Module(), graph)), target
+        assert onednn_gemm._graph_inputs(fx.GraphModule(torch.nn.Module(), graph)) is None
 
 
 def test_a_bad_mode_says_what_is_valid():
