@@ -74,6 +74,7 @@ def _program(seed: int):
 @needs_triton
 def test_random_program(seed):
     _check(seed, None)
+    assert metrics.compiled_graphs[0].kernels
 
 
 @pytest.mark.parametrize("seed", range(int(os.environ.get("AIT_RANDOM_ATEN_PATH", "12"))))
@@ -92,3 +93,5 @@ def _check(seed: int, options: dict | None, device: str = DEVICE) -> None:
     row = torch.randn(shape[-1], device=device, dtype=dtype, requires_grad=True)
     col = torch.randn(shape[0], 1, device=device, dtype=dtype, requires_grad=True)
     check_compiled(_program(seed), x, row, col, dynamic=True if seed % 7 == 3 else None, options=options)
+    for graph in metrics.compiled_graphs:
+        assert graph.fallback_reason is None, graph.fallback_reason
