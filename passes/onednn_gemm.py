@@ -5,7 +5,7 @@ On the CPU, where nothing is generated (``fusion`` off), a graph's GEMMs are ATe
 ``addmm``, which run MKL's sgemm. oneDNN's inner-product primitive is faster or slower than MKL
 depending on the CPU, the shape, the dtype and what runs around it: on an AVX2-only AMD EPYC it
 measured no faster; on the AVX-512 one the main job's GEMMs took 0.72-0.95x of MKL's time, and
-their models ran 5-14% faster with it; on a Xeon layers at 0.78-0.90x alone gained nothing in
+their models ran 7-18% faster with it; on a Xeon layers at 0.78-0.90x alone gained nothing in
 their models; and on the small Hugging Face models GEMMs faster in sequence made the graph slower
 (``benchmarks/results/cpu-epyc/onednn_sequence/``). So the choice is measured in the graph: each
 GEMM in the graph's sequence of GEMMs, then the sets of winners in the whole graph (see
@@ -49,7 +49,7 @@ aten = torch.ops.aten
 # the GEMMs that took less than a bar of ATen's time there, for each bar of _SEQUENCE_BARS, make
 # a candidate set. Each set is then timed in the whole graph against the graph as it is, and the
 # fastest wins if it takes at most _MIN_GRAPH_GAIN of the graph's time (a margin for the timing's
-# noise: the encoder block's graph measured 0.82-0.95x with oneDNN over 13 compiles on the EPYC);
+# noise: the encoder block's graph measured 0.82-0.95x with oneDNN over ten compiles on the EPYC);
 # else every GEMM stays with ATen. Two bars, because a GEMM near the bar (the encoder block's QKV
 # projection at 0.90-0.96x in sequence) falls on either side from compile to compile, and three
 # of the block's four GEMMs on oneDNN gained less than all four.
@@ -183,12 +183,9 @@ def candidates(graph: fx.Graph) -> list[Candidate]:
 
 
 def _key(candidate: Candidate) -> str:
-    parts = [str(candidate.node.target)]
-    for operand in candidate.node.args:
-        value = meta_value(operand) if isinstance(operand, fx.Node) else operand
-        if isinstance(value, torch.Tensor):
-            parts.append(f"{tuple(value.shape)}:{tuple(value.stride())}:{value.dtype}")
-    return "|".join(parts + [str(candidate.activation)])
+    values = [meta_value(operand) if isinstance(operand, fx.Node) else operand for operand in candidate.node.args]
+    layouts = [_layout(value) for value in values if isinstance(value, torch.Tensor)]
+    return "|".join([str(candidate.node.target), *layouts, str(candidate.activation)])
 
 
 def _forms(candidate: Candidate, operands: tuple[Any, Any, Any]) -> tuple[Callable[[], Any], Callable[[], Any]]:
@@ -272,14 +269,13 @@ def _measure_in_sequence(found: list[Candidate]) -> list[float | None]:
     return ratios
 
 
-def _graph_key(gm: fx.GraphModule, found: list[Candidate]) -> str:
+def _graph_key(gm: fx.GraphModule) -> str:
     """The stored choices' key: the CPU, its threads, the rule, and the graph (its code and its
     inputs' layouts: what runs around each GEMM is part of its time, see _measure_in_sequence)."""
     inputs = [meta_value(n) for n in gm.graph.nodes if n.op == "placeholder"]
-    described = "\n".join([gm.code, *(_layout(value) for value in inputs), *(_key(candidate) for candidate in found)])
+    described = "\n".join([gm.code, *(_layout(value) for value in inputs)])  # the GEMMs' layouts follow from these
     digest = hashlib.sha256(described.encode()).hexdigest()[:24]
-    return (f"{_cpu_name()}|threads={torch.get_num_threads()}|{len(found)} gemms|{digest}"
-            f"|bars={_SEQUENCE_BARS},{_MIN_GRAPH_GAIN}")
+    return f"{_cpu_name()}|threads={torch.get_num_threads()}|{digest}|bars={_SEQUENCE_BARS},{_MIN_GRAPH_GAIN}"
 
 
 def _layout(value: Any) -> str:
@@ -364,7 +360,7 @@ def _best_in_graph(gm: fx.GraphModule, found: list[Candidate], variants: list[li
     (AVX-512), Llama's gate projections with their SiLU and its LM head took 0.76-0.88x of ATen's
     time in sequence; on oneDNN they made the graph slower (1.39x eager against 1.47x with
     ATen), the profiler giving oneDNN 93 us a call in the graph. The MLP's and encoder block's
-    GEMMs, at 0.88-0.94x in sequence, made theirs 5-14% faster
+    GEMMs, at 0.88-0.94x in sequence, made theirs 7-18% faster
     (benchmarks/results/cpu-epyc/onednn_sequence/README.md)."""
     inputs = _graph_inputs(gm)
     if inputs is None:
@@ -396,7 +392,7 @@ def decide(gm: fx.GraphModule, found: list[Candidate], mode: str, cache_dir: str
     CPU model, thread count and graph, and kept on disk."""
     if mode == "always" or not found:
         return [True] * len(found)
-    key = _graph_key(gm, found)
+    key = _graph_key(gm)
     with _lock:
         if key in _decisions:
             return list(_decisions[key])

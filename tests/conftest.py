@@ -42,3 +42,15 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture
+def generated_kernels_must_not_fail():
+    """A generated kernel that fails falls back to ATen with a warning: in a test of generated
+    kernels that is an error. A module asks for it with
+    ``pytestmark = pytest.mark.usefixtures("generated_kernels_must_not_fail")``."""
+    from ait_dynamo.kernels import runtime
+
+    runtime.BROKEN.clear()
+    yield
+    assert not runtime.BROKEN, f"generated kernels failed: {runtime.BROKEN}"

@@ -14,17 +14,7 @@ from utils import check_compiled
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 FLOATS = [torch.float32, torch.float16, torch.bfloat16]
-pytestmark = pytest.mark.skipif(not triton_runs_on(DEVICE), reason="Triton cannot run here (set TRITON_INTERPRET=1)")
-
-
-@pytest.fixture(autouse=True)
-def _kernels_must_not_fail():
-    """A generated kernel that fails falls back to ATen with a warning: here that is an error."""
-    from ait_dynamo.kernels import runtime
-
-    runtime.BROKEN.clear()
-    yield
-    assert not runtime.BROKEN, f"generated kernels failed: {runtime.BROKEN}"
+pytestmark = [pytest.mark.skipif(not triton_runs_on(DEVICE), reason="Triton cannot run here (set TRITON_INTERPRET=1)"), pytest.mark.usefixtures("generated_kernels_must_not_fail")]
 
 
 def _fused(op_name: str) -> None:

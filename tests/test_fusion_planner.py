@@ -17,20 +17,12 @@ from ait_dynamo.config import AitConfig
 from ait_dynamo.kernels.runtime import triton_runs_on
 from utils import check_compiled, needs_cpu_triton
 
+pytestmark = pytest.mark.usefixtures("generated_kernels_must_not_fail")
+
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 FLOATS = [torch.float32, torch.float16, torch.bfloat16]
 needs_triton = pytest.mark.skipif(not triton_runs_on(DEVICE), reason="Triton cannot run here (set TRITON_INTERPRET=1)")
 GOLDEN = os.path.join(os.path.dirname(__file__), "golden", "pointwise_kernel.py.txt")
-
-
-@pytest.fixture(autouse=True)
-def _kernels_must_not_fail():
-    """A generated kernel that fails falls back to ATen with a warning: here that is an error."""
-    from ait_dynamo.kernels import runtime
-
-    runtime.BROKEN.clear()
-    yield
-    assert not runtime.BROKEN, f"generated kernels failed: {runtime.BROKEN}"
 
 
 def _kernels() -> list[int]:

@@ -14,22 +14,14 @@ from ait_dynamo import metrics
 from ait_dynamo.kernels.runtime import triton_runs_on
 from utils import check_compiled
 
+pytestmark = pytest.mark.usefixtures("generated_kernels_must_not_fail")
+
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 needs_triton = pytest.mark.skipif(not triton_runs_on(DEVICE), reason="Triton cannot run here (set TRITON_INTERPRET=1)")
 
 UNARY = [torch.sin, torch.tanh, torch.sigmoid, lambda t: t * 1.5, lambda t: t.abs() + 0.1, torch.neg,
          lambda t: torch.relu(t) - 0.3, lambda t: t.exp() * 0.1]
 BINARY = [torch.add, torch.mul, torch.sub, torch.maximum, lambda a, b: a / (b.abs() + 1)]
-
-
-@pytest.fixture(autouse=True)
-def _kernels_must_not_fail():
-    """A generated kernel that fails falls back to ATen with a warning: here that is an error."""
-    from ait_dynamo.kernels import runtime
-
-    runtime.BROKEN.clear()
-    yield
-    assert not runtime.BROKEN, f"generated kernels failed: {runtime.BROKEN}"
 
 
 def _program(seed: int):

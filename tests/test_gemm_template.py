@@ -20,14 +20,7 @@ from utils import check_compiled, needs_cpu_triton
 TRITON = {"gemm_backends": ("triton",)}
 GEMM_OPS = {"aten.mm.default", "aten.addmm.default", "aten.bmm.default"}
 
-pytestmark = needs_cpu_triton
-
-
-@pytest.fixture(autouse=True)
-def _kernels_must_not_fail():
-    runtime.BROKEN.clear()
-    yield
-    assert not runtime.BROKEN, f"generated kernels failed: {runtime.BROKEN}"
+pytestmark = [needs_cpu_triton, pytest.mark.usefixtures("generated_kernels_must_not_fail")]
 
 
 def _graphs(kind: str) -> list[metrics.GraphRecord]:

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ait_dynamo import metrics
-from utils import check_compiled, generated_kernels_must_not_fail, needs_cpu_triton  # noqa: F401 - the fixture
+from utils import check_compiled, needs_cpu_triton
 
 pytestmark = pytest.mark.usefixtures("generated_kernels_must_not_fail")
 

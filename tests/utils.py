@@ -14,7 +14,6 @@ import torch
 import torch._dynamo
 from torch.utils._pytree import tree_flatten, tree_map
 
-from ait_dynamo.kernels import runtime
 from ait_dynamo.kernels.runtime import triton_runs_on
 
 # Tests whose CPU tensors must go through generated kernels and our partitioner. Where Triton
@@ -245,12 +244,3 @@ def train_side_by_side(model: torch.nn.Module, make_input: Callable[[], torch.Te
     for (name, b), c in zip(eager.named_buffers(), twin.buffers()):
         torch.testing.assert_close(c.float(), b.float(), **buffer_tolerance, msg=name)
     return twin
-
-
-@pytest.fixture
-def generated_kernels_must_not_fail():
-    """A generated kernel that fails falls back to ATen with a warning: in a test of generated
-    kernels that is an error. Use it with ``pytestmark = pytest.mark.usefixtures(...)``."""
-    runtime.BROKEN.clear()
-    yield
-    assert not runtime.BROKEN, f"generated kernels failed: {runtime.BROKEN}"
