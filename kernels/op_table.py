@@ -324,6 +324,11 @@ def _bitwise_not(a: Any) -> str:
         raise Unsupported("bitwise_not of floats")
     if a.dtype == torch.bool:
         return f"({a.expr} == 0)"
+    if not a.dtype.is_signed:
+        # XOR with all ones of the same type: Triton 3.8's interpreter implements ``~`` on unsigned
+        # values as ``^ -1``, which numpy refuses for them (OverflowError, seen 2026-12-05).
+        ones = (1 << (8 * a.dtype.itemsize)) - 1
+        return f"({a.expr} ^ tl.full([], {ones}, {triton_type(a.dtype)}))"
     return f"(~{a.expr})"
 
 

@@ -502,10 +502,11 @@ def test_split_column_reductions(dtype):
     assert source_ops.count("aten.sum.dim_IntList") >= 2
 
 
-def _split_sites(folder) -> int:
-    """How many split reductions the modules in a debug folder finish (``kernels/split_sum.py``)."""
+def _split_sites(folder, graphs: str = "*") -> int:
+    """How many split reductions the modules in a debug folder finish (``kernels/split_sum.py``);
+    ``graphs`` picks the graph folders (``"*_forward"``: the forward's alone)."""
     return sum(len(set(re.findall(r"(\w+_sum_site)\.launch\(", path.read_text())))
-               for path in folder.glob("*/module.py"))
+               for path in folder.glob(f"{graphs}/module.py"))
 
 
 @needs_triton
@@ -552,7 +553,9 @@ def test_few_long_rows_split_and_their_readers_run_apart(dtype, tmp_path):
     forward = metrics.compiled_graphs[0]
     assert not forward.externs, forward.externs
     assert {"aten.isinf.default", "aten.clamp.Tensor", "aten.where.self"} <= set(forward.fused_ops)
-    assert _split_sites(tmp_path / "guard") == 1
+    # the forward's any (torch 2.14's clamp backward reads the bounds again, and the partitioner
+    # recomputes the any there rather than saving a mask: that one splits too)
+    assert _split_sites(tmp_path / "guard", "*_forward") == 1
     metrics.reset()
     check_compiled(row_sums, x, options={"debug_dir": str(tmp_path / "row_sums")})
     _no_fallback()
