@@ -83,8 +83,8 @@ class GeneratedKernel:
         the GEMM backend choice measures under it too)."""
         return hashlib.sha256(self.canonical_source.encode()).hexdigest()[:20]
     # GEMM template kernels: (batch, M, N, K) and the operand dtype (kernels/codegen_gemm.py);
-    # depthwise convolutions: (1, output pixels, channels, taps) (kernels/codegen_conv.py)
-    gemm: tuple[int, int, int, int] | None = None
+    # depthwise convolutions: their shape, ``depthwise.problem`` (kernels/codegen_conv.py)
+    gemm: tuple[int, ...] | None = None
     gemm_dtype: torch.dtype | None = None
 
 

@@ -130,6 +130,6 @@ def generate_conv_kernel(group: FusionGroup, tensor_name: Callable[[fx.Node], st
         inplace_candidates={},  # every program reads a halo of input rows around its own
         device_type=group.outputs[0].meta["val"].device.type,
         warmup=None,
-        gemm=(1, pixels, g["c"], g["kh"] * g["kw"]),
+        gemm=depthwise.problem(g),
         gemm_dtype=conv.meta["val"].dtype,
     )

@@ -28,14 +28,29 @@ from ait_dynamo.passes.graph_utils import meta_value
 
 aten = torch.ops.aten
 
-# (BLOCK_M output pixels, BLOCK_N channels, num_warps). Channels are the contiguous dim of a
-# channels-last activation, so a tile's loads are coalesced along BLOCK_N. Chosen by reasoning,
-# not yet measured on a GPU: with ``autotune`` they are measured per problem (kernels/autotune.py),
-# without it :func:`heuristic` picks one.
-CONFIGS: tuple[tuple[int, int, int], ...] = (
-    (64, 64, 4), (128, 32, 4), (32, 128, 4), (128, 64, 8), (64, 128, 8), (256, 32, 8), (16, 64, 2),
-    (32, 32, 2),
+# (BLOCK_M output pixels, BLOCK_N channels, num_warps, ROWS). Channels are the contiguous dim of a
+# channels-last activation, so a tile's loads are coalesced along BLOCK_N. ROWS = 0: BLOCK_M
+# consecutive pixels, every tap one load of the tile's inputs. ROWS > 0: ROWS output rows of
+# BLOCK_M // ROWS columns, each input row loaded once per horizontal tap for all the rows it feeds
+# (the template's doc). Chosen by reasoning, not yet measured on a GPU: with ``autotune`` they are
+# measured per problem (kernels/autotune.py), without it :func:`heuristic` picks one.
+CONFIGS: tuple[tuple[int, int, int, int], ...] = (
+    (64, 64, 4, 0), (128, 32, 4, 0), (32, 128, 4, 0), (128, 64, 8, 0), (64, 128, 8, 0), (256, 32, 8, 0),
+    (16, 64, 2, 0), (32, 32, 2, 0),
 )
+ROW_CONFIGS: tuple[tuple[int, int, int, int], ...] = (
+    (64, 32, 4, 4), (32, 64, 4, 4), (64, 64, 4, 8), (128, 32, 8, 8), (64, 128, 8, 4), (128, 64, 8, 4),
+    (32, 32, 2, 4), (64, 32, 4, 8),
+)
+# The row tiling pays where one input row feeds many output rows: stride 1 and a tall kernel
+# (ConvNeXt's 7x7: 17.5 loads per output row with ROWS = 4, against 49). Its cost is multiplies by
+# the zero weight of taps that feed no row of the tile: (ROWS + KH - 1) / KH of the work, 1.4x for
+# 7x7 at ROWS = 4, against cuDNN's 7.6x over the layer's bandwidth floor on the H200
+# (benchmarks/results/nvidia-h200/depthwise/). The heuristic takes it from 5x5 up; ``autotune``
+# measures it for every stride-1 convolution.
+ROWS_FROM_KERNEL_HEIGHT = 5
+# Under the interpreter (one program at a time through numpy): few, large tiles
+INTERPRETER_CONFIGS = {False: (64, 64, 4, 0), True: (64, 64, 4, 4)}
 
 
 def operands(node: fx.Node) -> tuple[fx.Node, fx.Node, Any]:
@@ -96,56 +111,95 @@ def widest_tile(channels: int) -> int:
     return max(32, 1 << max(0, channels - 1).bit_length())
 
 
-def heuristic(pixels: int, channels: int) -> tuple[int, int, int]:
-    """A configuration without measuring: the first whose channel tile is no wider than
-    :func:`widest_tile` and that still gives every SM a program (the GEMM heuristic's rule), else
-    the one of those that makes the most programs."""
+def problem(g: dict[str, int]) -> tuple[int, ...]:
+    """What a launch needs of a convolution's geometry (the rest is in the kernel's source):
+    (images, channels, output rows, output columns, kernel height, vertical stride)."""
+    return (g["n"], g["c"], g["oh"], g["ow"], g["kh"], g["sh"])
+
+
+def _row_tiling_fits(shape: tuple[int, ...]) -> bool:
+    _, _, rows, _, kernel_height, stride = shape
+    return stride == 1 and kernel_height > 1 and rows > 1
+
+
+def programs(shape: tuple[int, ...], config: tuple[int, ...]) -> int:
+    """Programs a configuration launches: pixel tiles x channel tiles."""
+    images, channels, rows, columns = shape[:4]
+    block_m, block_n, _, tile_rows = config
+    if tile_rows:
+        pixel_tiles = images * -(-rows // tile_rows) * -(-columns // (block_m // tile_rows))
+    else:
+        pixel_tiles = -(-(images * rows * columns) // block_m)
+    return pixel_tiles * -(-channels // block_n)
+
+
+def _fitting(shape: tuple[int, ...], rows: bool) -> list[tuple[int, int, int, int]]:
+    """The configurations of one tiling whose channel tile is no wider than :func:`widest_tile`
+    and, for row tiles, whose width is no wider than the output's rounded up to a power of two
+    (ConvNeXt's last stage is 7 wide: an 8-wide tile, not a 16-wide one half idle)."""
+    channels, columns = shape[1], shape[3]
+    if not rows:
+        return [c for c in CONFIGS if c[1] <= widest_tile(channels)]
+    widest_row = max(8, 1 << max(0, columns - 1).bit_length())
+    return [c for c in ROW_CONFIGS if c[1] <= widest_tile(channels) and c[0] // c[3] <= widest_row]
+
+
+def heuristic(shape: tuple[int, ...]) -> tuple[int, int, int, int]:
+    """A configuration without measuring (``shape``: :func:`problem`): row tiles for a stride-1
+    kernel of at least :data:`ROWS_FROM_KERNEL_HEIGHT` rows, else pixel tiles; of those, the first
+    configuration that still gives every SM a program (the GEMM heuristic's rule), else the one
+    that makes the most programs."""
     from ait_dynamo.kernels.gemm_configs import SMS
 
-    def programs(config: tuple[int, int, int]) -> int:
-        return -(-pixels // config[0]) * -(-channels // config[1])
-
-    fitting = [c for c in CONFIGS if c[1] <= widest_tile(channels)]
+    rows = _row_tiling_fits(shape) and shape[4] >= ROWS_FROM_KERNEL_HEIGHT
+    fitting = _fitting(shape, rows) or _fitting(shape, False)
     for config in fitting:
-        if programs(config) >= SMS:
+        if programs(shape, config) >= SMS:
             return config
-    return max(fitting, key=programs)
+    return max(fitting, key=lambda c: programs(shape, c))
 
 
-def candidates(pixels: int, channels: int) -> list[tuple[int, int, int]]:
-    first = heuristic(pixels, channels)
-    return [first] + [c for c in CONFIGS
-                      if c != first and c[1] <= widest_tile(channels) and c[0] <= 2 * max(pixels, 16)]
+def candidates(shape: tuple[int, ...]) -> list[tuple[int, int, int, int]]:
+    """What ``autotune`` measures: the heuristic's choice first, then the pixel tilings no taller
+    than the work, then for stride-1 convolutions the row tilings."""
+    first = heuristic(shape)
+    pixels = shape[0] * shape[2] * shape[3]
+    found = [first] + [c for c in _fitting(shape, False) if c != first and c[0] <= 2 * max(pixels, 16)]
+    if _row_tiling_fits(shape):
+        found += [c for c in _fitting(shape, True) if c not in found]
+    return found
 
 
-def launch(kernel: Any, tensors: Sequence[Any], ints: Sequence[int], problem: tuple[int, int, int, int],
+def constexprs(config: tuple[int, ...]) -> dict[str, int]:
+    block_m, block_n, _, rows = config
+    return {"BLOCK_M": block_m, "BLOCK_N": block_n, "ROWS": rows, "BLOCK_W": block_m // rows if rows else 1}
+
+
+def launch(kernel: Any, tensors: Sequence[Any], ints: Sequence[int], shape: tuple[int, ...],
            tune: str | None = None) -> Any:
-    """Launch a depthwise template kernel over ``problem`` = (1, output pixels, channels, taps):
-    one program per BLOCK_M x BLOCK_N tile along grid axis 0. ``tune`` (the kernel's source
-    hash) measures :data:`CONFIGS` once."""
+    """Launch a depthwise template kernel over ``shape`` (:func:`problem`): one program per tile
+    along grid axis 0. ``tune`` (the kernel's source hash) measures :func:`candidates` once."""
     from ait_dynamo.kernels import runtime
 
-    _, pixels, channels, _ = problem
-    if pixels == 0 or channels == 0:
+    images, channels, rows, columns = shape[:4]
+    if images * rows * columns == 0 or channels == 0:
         return None
 
     def run(config: tuple[int, ...]) -> Any:
-        block_m, block_n, warps = config
-        grid = (runtime.triton.cdiv(pixels, block_m) * runtime.triton.cdiv(channels, block_n), 1)
-        values = {"BLOCK_M": block_m, "BLOCK_N": block_n}
-        return runtime._launched(grid, values, warps, runtime.launch(kernel, grid, (*tensors, *ints), values, warps))
+        grid = (programs(shape, config), 1)
+        values = constexprs(config)
+        return runtime._launched(grid, values, config[2], runtime.launch(kernel, grid, (*tensors, *ints), values, config[2]))
 
-    if runtime.INTERPRETING:  # one program at a time through numpy: few, large tiles
-        return run((64, 64, 4))
-    config: tuple[int, ...] = heuristic(pixels, channels)
+    config: tuple[int, ...] = heuristic(shape)
+    if runtime.INTERPRETING:
+        return run(INTERPRETER_CONFIGS[config[3] > 0])
     if runtime._tuning(tune, tensors):
         from ait_dynamo.kernels import autotune
 
         def compile_all(configs: Sequence[tuple[int, ...]]) -> None:
-            runtime.warm_configs(kernel, (*tensors, *ints), configs,
-                                 lambda c: {"BLOCK_M": c[0], "BLOCK_N": c[1], "num_warps": c[2]})
+            runtime.warm_configs(kernel, (*tensors, *ints), configs, lambda c: {**constexprs(c), "num_warps": c[2]})
 
         # measured on the H200 (27506ff): compiled one after another, the 8 configurations took
         # 4-13 s per convolution, 100 s of MobileNetV3's compile
-        config = autotune.choose(tune, (pixels, channels), candidates(pixels, channels), run, prepare=compile_all)
+        config = autotune.choose(tune, shape, candidates(shape), run, prepare=compile_all)
     return run(config)

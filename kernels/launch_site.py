@@ -62,12 +62,13 @@ class LaunchSite:
     def __init__(self, kernel: Any, fallback: Callable[..., tuple], name: str, kind: str, tensors: int, *,
                  xnumel: int | None = None, rnumel: int = 1, persistent: bool = False, column: bool = False,
                  splits: int = 1, tune: str | None = None, checked: Sequence[int] = (), seeds: Sequence[int] = (),
-                 gemm: tuple[int, int, int, int] | None = None, dtype: torch.dtype | None = None,
+                 gemm: tuple[int, ...] | None = None, dtype: torch.dtype | None = None,
                  layouts: Sequence[tuple[Sequence[int], Sequence[int]]] | None = None):
         if kind not in ("pointwise", "reduction", "gemm", "conv"):
             raise ValueError(f"LaunchSite: kind must be 'pointwise', 'reduction', 'gemm' or 'conv', got {kind!r}")
         if kind in ("gemm", "conv") and (gemm is None or dtype is None):
-            raise ValueError(f"LaunchSite: a {kind} site needs its problem (batch, M, N, K) and operand dtype")
+            raise ValueError(f"LaunchSite: a {kind} site needs its problem (a GEMM's (batch, M, N, K), "
+                             "a convolution's depthwise.problem) and operand dtype")
         self.kernel = kernel
         self.fallback = fallback
         self.name = name
@@ -94,7 +95,7 @@ class LaunchSite:
         tensors, ints = args[:self.tensors], args[self.tensors:]
         if self.kind == "gemm":  # static sizes, in the problem and the kernel's source
             return runtime.launch_gemm(self.kernel, tensors, ints, self.gemm, self.dtype, self.tune)  # type: ignore[arg-type]
-        if self.kind == "conv":  # a depthwise convolution: (1, output pixels, channels, taps)
+        if self.kind == "conv":  # a depthwise convolution: its shape (depthwise.problem)
             return depthwise.launch(self.kernel, tensors, ints, self.gemm, self.tune)  # type: ignore[arg-type]
         if self.xnumel is None:  # dynamic sizes: the call passes them last
             if self.kind == "pointwise":

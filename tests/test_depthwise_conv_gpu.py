@@ -42,6 +42,26 @@ def test_inference_in_channels_last(dtype, channels, size, kernel, stride):
     assert "aten.convolution.default" in graph.fused_ops and "aten.convolution.default" not in graph.externs
 
 
+@pytest.mark.parametrize("channels, size, kernel", [(96, 28, 7), (33, 13, 7), (40, 15, 3)],
+                         ids=["7x7-96", "7x7-ragged", "3x3-40"])
+def test_every_candidate_configuration_computes_what_eager_does(monkeypatch, channels, size, kernel):
+    """``autotune`` may pick any candidate, pixel or row tiles: each one, compiled for the GPU."""
+    from ait_dynamo.kernels import depthwise
+
+    torch.manual_seed(0)
+    block = _block(channels, kernel, 1, torch.float16).eval()
+    x = torch.randn(4, channels, size, size, device="cuda", dtype=torch.float16).contiguous(
+        memory_format=torch.channels_last)
+    configs = depthwise.candidates((4, channels, size, size, kernel, 1))
+    assert {c[3] > 0 for c in configs} == {False, True}
+    for config in configs:
+        monkeypatch.setattr(depthwise, "heuristic", lambda shape, chosen=config: chosen)
+        with torch.no_grad():
+            check_compiled(block, x, backward=False, options=TRITON, check_strides=True, rule="distribution")
+        graph = [g for g in metrics.compiled_graphs if g.kind == "inference"][-1]
+        assert "aten.convolution.default" in graph.fused_ops, config
+
+
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
 def test_training_step(dtype):
     torch.manual_seed(0)

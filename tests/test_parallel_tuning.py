@@ -36,9 +36,10 @@ def _launcher(kind: str):
         xnumel, rnumel = 64, 100_000
         return (lambda k: runtime.launch_reduction(k, [torch.zeros(1)], [7], xnumel, rnumel, False, tune="key"),
                 None, (7, xnumel, rnumel))
-    pixels, channels = 32 * 28 * 28, 240
-    return (lambda k: depthwise.launch(k, [torch.zeros(1)], [7, 9], (1, pixels, channels, 9), tune="key"),
-            depthwise.candidates(pixels, channels), (7, 9))
+    shape = (32, 240, 28, 28, 3, 1)  # MobileNetV3's 240-channel 3x3 layer at batch 32
+    return (lambda k: depthwise.launch(k, [torch.zeros(1)], [7, 9], shape, tune="key"),
+            # as the kernel sees them: its constexprs, then the warps
+            [(*depthwise.constexprs(c).values(), c[2]) for c in depthwise.candidates(shape)], (7, 9))
 
 
 @pytest.mark.parametrize("kind", ["pointwise", "reduction", "conv"])

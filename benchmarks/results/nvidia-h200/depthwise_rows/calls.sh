@@ -1,0 +1,30 @@
+# The device calls that measure the depthwise template's row tiles (issue 13, item 4), each one
+# call of `run` (carry [".whl"]), under 10 minutes:
+#   CALL=1 OUT=... bash benchmarks/results/nvidia-h200/depthwise_rows/calls.sh   # depthwise GPU tests, then probe.py: each layer, every configuration, against cuDNN and Inductor
+#   CALL=2 OUT=... bash benchmarks/results/nvidia-h200/depthwise_rows/calls.sh   # ConvNeXt-T whole, tuned (template against cuDNN measured), both modes, beside Inductor
+#   CALL=3 OUT=... bash benchmarks/results/nvidia-h200/depthwise_rows/calls.sh   # the whole GPU suite
+set -u
+. benchmarks/device_setup.sh "$OUT/setup.log" > /dev/null
+export PYTHONPATH=.:/tmp/site
+LOGGED='import logging, runpy, sys
+logging.basicConfig(level=logging.WARNING, format="%(relativeCreated)d %(name)s %(message)s")
+logging.getLogger("ait_dynamo").setLevel(logging.INFO)
+sys.argv = ["benchmarks", *sys.argv[1:]]
+runpy.run_module("benchmarks", run_name="__main__")'
+case "${CALL:-1}" in
+1)  timeout 120 python3 -m pytest -q -rfE -p no:cacheprovider -n 4 tests/test_depthwise_conv_gpu.py tests/test_parallel_tuning.py \
+      > "$OUT/gpu_tests_depthwise.log" 2>&1
+    echo "tests rc=$?"; tail -n 3 "$OUT/gpu_tests_depthwise.log"
+    timeout 450 python3 benchmarks/results/nvidia-h200/depthwise_rows/probe.py --out "$OUT/probe" --budget 380 \
+      > "$OUT/probe.log" 2>&1
+    echo "probe rc=$?"; cat "$OUT/probe/probe.md" ;;
+2)  timeout 560 python3 -c "$LOGGED" run --suite models --workload tv_convnext_tiny --batch 32 --no-plots --out "$OUT/cnn" \
+      --backends "inductor,inductor-reduce-overhead,ait-cudagraphs,ait+autotune=1,ait-cudagraphs+autotune=1" \
+      > "$OUT/cnn.log" 2>&1
+    echo "cnn rc=$?"; grep -E "^\[[0-9]/1\]" "$OUT/cnn.log" | cut -c1-300; grep -E "gemm convolution|autotune" "$OUT/cnn.log" | cut -c1-300 | head -40
+    gzip -f "$OUT/cnn.log" ;;
+3)  timeout 100 python3 -c "import sys; sys.path[:0]=['tests','.']; import test_cutlass_gemm_gpu as t; t.prebuild()" > "$OUT/prebuild.log" 2>&1
+    echo "prebuild rc=$?"
+    OUT=$OUT/t LIMIT=330 RERUN_LIMIT=60 JOBS=14 bash benchmarks/gpu_tests.sh
+    gzip -f "$OUT/t/gpu_tests.log" ;;
+esac
