@@ -10,3 +10,10 @@ fi
 python3 -c "import ait_dynamo.partitioners" 2>/dev/null || python3 -m pip install -q --no-deps --no-build-isolation -e .
 python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__, torch.cuda.get_device_name())" \
   | tee -a "$1"
+# Runs `python -m benchmarks ARGS` with ait's INFO log (its decisions) on stderr:
+#   python3 -c "$AIT_LOGGED" run --workload ...
+AIT_LOGGED='import logging, runpy, sys
+logging.basicConfig(level=logging.WARNING, format="%(relativeCreated)d %(name)s %(message)s")
+logging.getLogger("ait_dynamo").setLevel(logging.INFO)
+sys.argv = ["benchmarks", *sys.argv[1:]]
+runpy.run_module("benchmarks", run_name="__main__")'

@@ -6,11 +6,6 @@
 set -u
 . benchmarks/device_setup.sh "$OUT/setup.log" > /dev/null
 export PYTHONPATH=.:/tmp/site
-LOGGED='import logging, runpy, sys
-logging.basicConfig(level=logging.WARNING, format="%(relativeCreated)d %(name)s %(message)s")
-logging.getLogger("ait_dynamo").setLevel(logging.INFO)
-sys.argv = ["benchmarks", *sys.argv[1:]]
-runpy.run_module("benchmarks", run_name="__main__")'
 case "${CALL:-1}" in
 1)  timeout 120 python3 -m pytest -q -rfE -p no:cacheprovider -n 4 tests/test_depthwise_conv_gpu.py tests/test_parallel_tuning.py \
       > "$OUT/gpu_tests_depthwise.log" 2>&1
@@ -18,7 +13,7 @@ case "${CALL:-1}" in
     timeout 450 python3 benchmarks/results/nvidia-h200/depthwise_rows/probe.py --out "$OUT/probe" --budget 380 \
       > "$OUT/probe.log" 2>&1
     echo "probe rc=$?"; cat "$OUT/probe/probe.md" ;;
-2)  timeout 560 python3 -c "$LOGGED" run --suite models --workload tv_convnext_tiny --batch 32 --no-plots --out "$OUT/cnn" \
+2)  timeout 560 python3 -c "$AIT_LOGGED" run --suite models --workload tv_convnext_tiny --batch 32 --no-plots --out "$OUT/cnn" \
       --backends "inductor,inductor-reduce-overhead,ait-cudagraphs,ait+autotune=1,ait-cudagraphs+autotune=1" \
       > "$OUT/cnn.log" 2>&1
     echo "cnn rc=$?"; grep -E "^\[[0-9]/1\]" "$OUT/cnn.log" | cut -c1-300; grep -E "gemm convolution|autotune" "$OUT/cnn.log" | cut -c1-300 | head -40
