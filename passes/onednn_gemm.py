@@ -105,17 +105,38 @@ def _only_user(node: fx.Node) -> fx.Node | None:
     return users[0] if len(users) == 1 and users[0].op == "call_function" and users[0].args[0] is node else None
 
 
-def _folded_activation(node: fx.Node) -> tuple[fx.Node | None, fx.Node | None]:
-    """(the view in between or None, the activation) that oneDNN can apply to the GEMM's
-    result: its only reader, directly or through a view (a linear layer on 3-d input is
-    view, addmm, view), else (None, None)."""
+def _bias_add(node: fx.Node, result: fx.Node) -> fx.Node | None:
+    """The bias of an ``add(result, bias)`` that oneDNN can take into an ``mm``: a tensor of N
+    elements of the product's dtype, added once (alpha 1). ``nn.MultiheadAttention``'s packed
+    in-projection decomposes so (its input is transposed: ``linear`` becomes mm, view, add)."""
+    user = _only_user(result)
+    if node.target is not aten.mm.default or user is None or user.target is not aten.add.Tensor \
+            or len(user.args) != 2 or user.kwargs.get("alpha", 1) != 1:
+        return None
+    bias = user.args[1]
+    value, out = (meta_value(bias) if isinstance(bias, fx.Node) else None), meta_value(node)
+    if not (isinstance(value, torch.Tensor) and value.dtype == out.dtype and value.device == out.device
+            and tuple(value.shape) == (out.shape[1],)):
+        return None
+    return user
+
+
+def _epilogue(node: fx.Node) -> tuple[fx.Node | None, fx.Node | None, fx.Node | None]:
+    """(the view in between, a bias add, the activation), each or None, that oneDNN can apply to
+    the GEMM's result: each the only reader of what comes before it, in that order (a linear
+    layer on 3-d input is view, addmm, view)."""
+    view, result = None, node
     user = _only_user(node)
-    view = None
     if user is not None and user.target in RESHAPES:
-        view, user = user, _only_user(user)
-    if user is None or _activation(user) is None:
-        return None, None
-    return view, user
+        view = result = user
+    bias_add = _bias_add(node, result)
+    if bias_add is not None:
+        result = bias_add
+    user = _only_user(result)
+    activation = user if user is not None and _activation(user) is not None else None
+    if bias_add is None and activation is None:
+        return None, None, None
+    return view, bias_add, activation
 
 
 def _static_cpu_matrix(value: Any, dtype: torch.dtype) -> bool:
@@ -161,15 +182,27 @@ def _cpu_name() -> str:
 
 @dataclass(frozen=True)
 class Candidate:
-    """An eligible GEMM, and the activation (seen through ``view``) that oneDNN would fold."""
+    """An eligible GEMM, and the bias add and activation (seen through ``view``) that oneDNN
+    would fold."""
 
     node: fx.Node
     view: fx.Node | None
     user: fx.Node | None
+    bias_add: fx.Node | None = None
 
     @property
     def activation(self) -> tuple[str, str] | None:
         return _activation(self.user) if self.user is not None else None
+
+    def operands(self) -> tuple[Any, fx.Node, fx.Node]:
+        """(bias or None, a, b) as oneDNN takes them: an mm's folded bias add gives the bias."""
+        bias, a, b = _operands(self.node)  # type: ignore[misc]
+        return (self.bias_add.args[1] if self.bias_add is not None else bias), a, b
+
+    def folded(self) -> str:
+        """What oneDNN takes in beside the product, for the log: " + bias + relu", or ""."""
+        parts = (["bias"] if self.bias_add is not None else []) + ([self.activation[0]] if self.activation else [])
+        return "".join(f" + {part}" for part in parts)
 
 
 def candidates(graph: fx.Graph) -> list[Candidate]:
@@ -177,30 +210,33 @@ def candidates(graph: fx.Graph) -> list[Candidate]:
     found = []
     for node in graph.nodes:
         if node.op == "call_function" and _operands(node) is not None:
-            view, user = _folded_activation(node)
-            found.append(Candidate(node, view, user))
+            view, bias_add, user = _epilogue(node)
+            found.append(Candidate(node, view, user, bias_add))
     return found
 
 
 def _key(candidate: Candidate) -> str:
     values = [meta_value(operand) if isinstance(operand, fx.Node) else operand for operand in candidate.node.args]
     layouts = [_layout(value) for value in values if isinstance(value, torch.Tensor)]
-    return "|".join([str(candidate.node.target), *layouts, str(candidate.activation)])
+    return "|".join([str(candidate.node.target), *layouts, str(candidate.activation), str(candidate.bias_add is not None)])
 
 
 def _forms(candidate: Candidate, operands: tuple[Any, Any, Any]) -> tuple[Callable[[], Any], Callable[[], Any]]:
-    """(ATen's GEMM and its activation, oneDNN's linear with the activation folded) on real operands."""
+    """(ATen's GEMM, bias add and activation, oneDNN's linear with them folded) on real operands."""
     node, user = candidate.node, candidate.user
     bias, a, b = operands
     attribute, algorithm = candidate.activation or ("none", "")
     linear, weight = _linear(), b.t()
 
-    # the activation as the graph will run it: in place, since it is the GEMM's only reader
-    # (passes/reinplace.py)
+    # the bias add and the activation as the graph will run them: in place, since each is the only
+    # reader of what comes before it (passes/reinplace.py)
     activation = None if user is None else IN_PLACE.get(user.target, user.target)
+    added = candidate.bias_add is not None
 
     def aten_form() -> Any:
-        out = node.target(bias, a, b) if bias is not None else node.target(a, b)
+        out = node.target(a, b) if added or bias is None else node.target(bias, a, b)
+        if added:
+            out = out.add_(bias)
         return activation(out, *user.args[1:], **user.kwargs) if activation is not None else out
 
     def onednn_form() -> Any:
@@ -221,8 +257,7 @@ def _real_operands(found: list[Candidate]) -> list[tuple[Any, Any, Any]]:
         if total > _OPERAND_BYTES and key in by_key:
             operands.append(by_key[key])
             continue
-        made = tuple(random_like(meta_value(x)) if isinstance(x, fx.Node) else x
-                     for x in _operands(candidate.node))  # type: ignore[union-attr]
+        made = tuple(random_like(meta_value(x)) if isinstance(x, fx.Node) else x for x in candidate.operands())
         total += sum(x.untyped_storage().nbytes() for x in made if isinstance(x, torch.Tensor))
         by_key.setdefault(key, made)  # type: ignore[arg-type]
         operands.append(made)  # type: ignore[arg-type]
@@ -265,7 +300,7 @@ def _measure_in_sequence(found: list[Candidate]) -> list[float | None]:
         aten_s, onednn_s = statistics.median(times[0][position]), statistics.median(times[1][position])
         ratios[index] = onednn_s / aten_s
         log.info("onednn gemm %s%s in sequence: aten %.1f us, onednn %.1f us", found[index].node.name,
-                 f" + {found[index].activation[0]}" if found[index].activation else "", aten_s * 1e6, onednn_s * 1e6)
+                 found[index].folded(), aten_s * 1e6, onednn_s * 1e6)
     return ratios
 
 
@@ -432,34 +467,29 @@ def _weight(graph: fx.Graph, b: fx.Node) -> fx.Node:
 
 
 def _rewrite(gm: fx.GraphModule, found: list[Candidate], chosen: list[bool]) -> None:
-    """Each chosen GEMM (and its folded activation) as oneDNN's linear."""
+    """Each chosen GEMM (and its folded bias add and activation) as oneDNN's linear."""
     graph, linear = gm.graph, _linear()
     changed = False
     for candidate, wanted in zip(found, chosen):
         if not wanted:
             continue
-        node, view, user = candidate.node, candidate.view, candidate.user
-        activation = candidate.activation
-        bias, a, b = _operands(node)  # type: ignore[misc]
-        attribute, algorithm = activation or ("none", "")
+        node, view = candidate.node, candidate.view
+        bias, a, b = candidate.operands()
+        attribute, algorithm = candidate.activation or ("none", "")
         with graph.inserting_before(node):
             args = (a, _weight(graph, b), bias, attribute, [], algorithm)
             result = graph.call_function(linear, args)
             result.meta["val"] = fake_result(linear, args)
-        if user is None:
-            node.replace_all_uses_with(result)
-        else:
-            # the activation's value is the folded result, seen through the view in between
-            view_args = (result, *view.args[1:]) if view is not None else ()
-            if view is not None:
-                with graph.inserting_before(user):
-                    result = graph.call_function(view.target, view_args, dict(view.kwargs))
-                    result.meta["val"] = fake_result(view.target, view_args, dict(view.kwargs))
-            user.replace_all_uses_with(result)
-            graph.erase_node(user)
-            if view is not None:
-                graph.erase_node(view)
-        graph.erase_node(node)
+        folded = [n for n in (candidate.bias_add, candidate.user) if n is not None]
+        if view is not None and folded:
+            # the last folded op's value is the linear's result seen through the view in between
+            view_args = (result, *view.args[1:])
+            with graph.inserting_before(folded[-1]):
+                result = graph.call_function(view.target, view_args, dict(view.kwargs))
+                result.meta["val"] = fake_result(view.target, view_args, dict(view.kwargs))
+        (folded[-1] if folded else node).replace_all_uses_with(result)
+        for dead in [*reversed(folded), *([view] if view is not None and folded else []), node]:
+            graph.erase_node(dead)
         changed = True
     if changed:
         gm.recompile()  # a transpose left unread goes in the DCE pass after this one
@@ -474,7 +504,6 @@ def onednn_gemms(gm: fx.GraphModule, config: Any) -> fx.GraphModule:
     chosen = decide(gm, found, mode, config.cache_dir)
     for candidate, wanted in zip(found, chosen):
         if wanted:
-            log.info("onednn gemm: %s%s", candidate.node.name,
-                     f" + {candidate.activation[0]}" if candidate.activation else "")
+            log.info("onednn gemm: %s%s", candidate.node.name, candidate.folded())
     _rewrite(gm, found, chosen)
     return gm

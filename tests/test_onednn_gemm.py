@@ -60,6 +60,37 @@ def test_inference_folds_the_activations(dtype, approximate):
     assert not [e for e in externs if "gelu" in e or "relu" in e or "mm" in e], externs
 
 
+class SeqFirst(nn.Module):
+    """Linear layers on a transposed (sequence-first) input, as ``nn.MultiheadAttention``'s packed
+    in-projection runs them: ``linear`` decomposes to a copy, mm, a view and an add of the bias."""
+
+    def __init__(self):
+        super().__init__()
+        self.projection = nn.Linear(12, 18)
+        self.activated = nn.Linear(12, 10)
+        self.plain = nn.Linear(12, 10, bias=False)
+
+    def forward(self, x: torch.Tensor, other: torch.Tensor):
+        seq_first = x.transpose(0, 1)
+        return self.projection(seq_first), torch.relu(self.activated(seq_first)), self.plain(seq_first) + other
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, BF16], ids=str)
+def test_the_bias_add_of_a_transposed_input_folds(dtype):
+    """oneDNN takes the bias; a bias add followed by an activation folds both; an add of a
+    full-size tensor (a residual) is not a bias and stays."""
+    torch.manual_seed(0)
+    model = SeqFirst().to(dtype).eval()
+    with torch.no_grad():
+        check_compiled(model, torch.randn(3, 5, 12, dtype=dtype), torch.randn(5, 3, 10, dtype=dtype),
+                       backward=False, options=ALWAYS)
+    externs = _externs("inference")
+    assert externs.count(LINEAR) == 3, externs
+    # the two bias adds and the ReLU are in the linears; the residual's add is still there
+    assert externs.count("aten.add.Tensor") + externs.count("aten.add_.Tensor") == 1, externs
+    assert not [e for e in externs if "relu" in e or "mm" in e], externs
+
+
 def test_training_keeps_the_saved_pre_activation_apart():
     """In training the GEMM's result is saved for the activation's backward: the activation stays
     an op of its own; the backward's GEMMs (transposed operands) go through oneDNN as well."""
