@@ -16,7 +16,8 @@ nothing is generated), ``"always"`` (every eligible GEMM on a CPU graph; tests u
 What is rewritten: ``mm(a, b)`` and ``addmm(bias, a, b)`` (alpha = beta = 1, a bias of N
 elements), fp32 or bf16, static shapes, on CPU tensors: ``_linear_pointwise(a, t(b), bias,
 activation)``, where oneDNN's weight is ``t(b)``: ``nn.Linear``'s own weight where ``b`` is its
-transpose, as every linear layer hands it over. An activation is folded when it is the GEMM's only
+transpose, as every linear layer hands it over. In fp32 an mm whose result (or a view of it) only
+a bias add of N elements reads takes that add in as its bias (see :func:`_bias_add`). An activation is folded when it is the GEMM's only
 reader (in training the pre-activation is saved for the backward, so it stays apart). oneDNN sums
 in another order than MKL (a rounding difference of the size eager's own error), and computes the
 folded activation in float32 before rounding a bf16 result once.
@@ -106,15 +107,15 @@ def _only_user(node: fx.Node) -> fx.Node | None:
 
 
 def _bias_add(node: fx.Node, result: fx.Node) -> fx.Node | None:
-    """The bias of an ``add(result, bias)`` that oneDNN can take into an ``mm``: a tensor of N
-    elements of the product's dtype, added once (alpha 1). ``nn.MultiheadAttention``'s packed
+    """The ``add(result, bias)`` whose bias oneDNN can take into an ``mm``: a tensor of N elements
+    of the product's dtype, added once (alpha 1). ``nn.MultiheadAttention``'s packed
     in-projection decomposes so (its input is transposed: ``linear`` becomes mm, view, add).
     float32 only: in bfloat16 oneDNN adds the bias before the one rounding where ATen rounds the
     product first, and a random transformer's training step (seed 73 of the ATen-path test) then
     had a gradient element 2.7x as far from float64 as eager's (7.6e-2 against 2.8e-2)."""
-    user = _only_user(result)
     if meta_value(node).dtype != torch.float32:
         return None
+    user = _only_user(result)
     if node.target is not aten.mm.default or user is None or user.target is not aten.add.Tensor \
             or len(user.args) != 2 or user.kwargs.get("alpha", 1) != 1:
         return None
