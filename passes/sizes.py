@@ -13,6 +13,7 @@ import sympy
 import torch
 from torch import fx
 from torch.fx.experimental.symbolic_shapes import statically_known_true
+from torch.utils._sympy import functions as _functions
 
 
 class SizeError(Exception):
@@ -49,18 +50,29 @@ def static_int(size: Any) -> int | None:
 
 
 def _printable(expr: Any) -> bool:
-    if isinstance(expr, (sympy.Symbol, sympy.Integer)):
+    try:
+        _print(expr, _ANY_NAME)
+    except SizeError:
+        return False
+    return True
+
+
+class _AnyName(dict):
+    """Names every symbol: lets :func:`_printable` ask whether an expression prints at all."""
+
+    def __contains__(self, key: object) -> bool:
         return True
-    if isinstance(expr, (sympy.Add, sympy.Mul)):
-        return all(_printable(a) for a in expr.args)
-    if isinstance(expr, sympy.Pow):
-        base, exponent = expr.args
-        return isinstance(exponent, sympy.Integer) and int(exponent) > 0 and _printable(base)
-    return False
+
+    def __missing__(self, key: Any) -> str:
+        return str(key)
+
+
+_ANY_NAME = _AnyName()
 
 
 def size_source_ok(size: Any) -> bool:
-    """True if the wrapper can print ``size`` as Python (ints, and +, * and powers of symbols)."""
+    """True if the wrapper can print ``size`` as Python: ints and symbols under +, *, natural
+    powers, floor / ceiling division, modulo, min and max (:func:`_print`)."""
     if isinstance(size, int):
         return True
     return _printable(_expr(size))
@@ -90,6 +102,25 @@ def size_source(size: Any, symbol_names: dict[Any, str]) -> str:
     return _print(_expr(size), symbol_names)
 
 
+# torch's integer functions of sizes (torch.utils._sympy.functions), as Python over ints: a strided
+# pooling or convolution output is FloorDiv((s - k), stride) + 1, a slice to half a dim FloorDiv(s, 2)
+# and Max(1, ...) when the half may be empty. Each of them is exact on Python ints.
+_FUNCTIONS: dict[Any, Callable[[list[str]], str]] = {
+    _functions.FloorDiv: lambda a: f"({a[0]} // {a[1]})",
+    _functions.CleanDiv: lambda a: f"({a[0]} // {a[1]})",
+    _functions.CeilDiv: lambda a: f"(-(-{a[0]} // {a[1]}))",
+    _functions.ModularIndexing: lambda a: f"(({a[0]} // {a[1]}) % {a[2]})",
+    _functions.Mod: lambda a: f"({a[0]} % {a[1]})",
+    _functions.PythonMod: lambda a: f"({a[0]} % {a[1]})",
+    sympy.Mod: lambda a: f"({a[0]} % {a[1]})",  # the divisor's sign, as Python's
+    _functions.PowByNatural: lambda a: f"({a[0]} ** {a[1]})",
+    _functions.Max: lambda a: f"max({', '.join(a)})",
+    _functions.Min: lambda a: f"min({', '.join(a)})",
+    sympy.Max: lambda a: f"max({', '.join(a)})",
+    sympy.Min: lambda a: f"min({', '.join(a)})",
+}
+
+
 def _print(expr: Any, names: dict[Any, str]) -> str:
     if isinstance(expr, sympy.Integer):
         return repr(int(expr))
@@ -102,7 +133,12 @@ def _print(expr: Any, names: dict[Any, str]) -> str:
     if isinstance(expr, sympy.Mul):
         return "(" + " * ".join(_print(a, names) for a in sorted(expr.args, key=str)) + ")"
     if isinstance(expr, sympy.Pow):
-        return f"({_print(expr.args[0], names)} ** {int(expr.args[1])})"
+        exponent = expr.args[1]
+        if isinstance(exponent, sympy.Integer) and int(exponent) > 0:
+            return f"({_print(expr.args[0], names)} ** {int(exponent)})"
+    function = _FUNCTIONS.get(type(expr))
+    if function is not None:
+        return function([_print(a, names) for a in expr.args])
     raise SizeError(f"size expression {expr} cannot be computed at run time")
 
 

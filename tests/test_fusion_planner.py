@@ -177,6 +177,65 @@ def test_dynamic_shapes():
     assert sum(_kernels()) >= 2
 
 
+def test_size_expressions_of_torchs_integer_functions_print_as_python_that_computes_them():
+    """Pooling and strided convolutions over symbolic sizes give FloorDiv((s - k), stride) + 1,
+    halves of a dim Max(1, s // 2): the wrapper computes each from the inputs' sizes. Every printed
+    form agrees with sympy's value of the expression, negative operands included."""
+    import sympy
+    from torch.utils._sympy import functions as fn
+
+    from ait_dynamo.passes.sizes import SizeError, size_source_ok, _print
+
+    s, t = sympy.symbols("s t", integer=True)
+    expressions = [
+        fn.FloorDiv(s - 3, 2) + 1, fn.CeilDiv(s, 3), fn.CleanDiv(4 * s, 4), fn.ModularIndexing(s, 2, 5),
+        fn.PythonMod(s, 3), fn.Mod(s * t, 7), fn.Max(1, fn.FloorDiv(s, 2)), s - fn.Max(1, fn.FloorDiv(s, 2)),
+        fn.Min(s, t, 4), fn.PowByNatural(s, 2) + t, sympy.Max(s, t) * 2, sympy.Mod(s, t),
+    ]
+    for expr in expressions:
+        source = _print(expr, {s: "a", t: "b"})
+        checked = 0
+        for a in range(-7, 12):
+            for b in range(1, 6):
+                try:
+                    value = expr.subs({s: a, t: b})
+                except AssertionError:
+                    continue  # outside the function's domain: torch's Mod takes non-negative operands
+                assert eval(source, {}, {"a": a, "b": b}) == int(value), (expr, source, a, b)
+                checked += 1
+        assert checked >= 50, expr
+    assert not size_source_ok(s / 2 + sympy.Rational(1, 2))  # not an integer expression
+    with pytest.raises(SizeError):
+        _print(fn.FloorDiv(s, 2), {})  # a symbol the graph's inputs do not give
+
+
+@needs_triton
+def test_work_after_a_strided_pool_over_symbolic_spatial_sizes_is_fused():
+    """Dynamic image sizes: the pool's output is (s - 3) // 2 + 1 wide, a slice to half the
+    height s // 2; the pointwise work on both joins generated kernels, compiled once for all sizes."""
+
+    def fn(x):
+        pooled = F.avg_pool2d(x, 3, 2)
+        return torch.relu(pooled) * 2 + 1, x[:, :, : x.shape[2] // 2].sin()
+
+    compiled = torch.compile(fn, backend="ait", dynamic=True)
+    for size in (9, 12, 17):
+        x = torch.randn(2, 3, size, size + 2, device=DEVICE, requires_grad=True)
+        got = compiled(x)
+        want = fn(x)
+        for a, b in zip(got, want):
+            torch.testing.assert_close(a, b)
+        (got[0].sum() + got[1].sum()).backward()
+        grad = x.grad
+        x.grad = None
+        (want[0].sum() + want[1].sum()).backward()
+        torch.testing.assert_close(grad, x.grad)
+    _no_fallback()
+    forward = metrics.compiled_graphs[0]
+    assert metrics.graphs_compiled == 2  # one forward and one backward for every size
+    assert {"aten.relu.default", "aten.sin.default"} <= set(forward.fused_ops), forward.refused
+
+
 @needs_triton
 def test_several_outputs_and_horizontal_work():
     def fn(x, y):
