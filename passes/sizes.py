@@ -51,23 +51,10 @@ def static_int(size: Any) -> int | None:
 
 def _printable(expr: Any) -> bool:
     try:
-        _print(expr, _ANY_NAME)
+        _print(expr, None)
     except SizeError:
         return False
     return True
-
-
-class _AnyName(dict):
-    """Names every symbol: lets :func:`_printable` ask whether an expression prints at all."""
-
-    def __contains__(self, key: object) -> bool:
-        return True
-
-    def __missing__(self, key: Any) -> str:
-        return str(key)
-
-
-_ANY_NAME = _AnyName()
 
 
 def size_source_ok(size: Any) -> bool:
@@ -121,10 +108,14 @@ _FUNCTIONS: dict[Any, Callable[[list[str]], str]] = {
 }
 
 
-def _print(expr: Any, names: dict[Any, str]) -> str:
+def _print(expr: Any, names: dict[Any, str] | None) -> str:
+    """``expr`` as Python over the variables ``names`` gives its symbols (``None``: any symbol, as
+    its own name, to ask whether the expression prints at all)."""
     if isinstance(expr, sympy.Integer):
         return repr(int(expr))
     if isinstance(expr, sympy.Symbol):
+        if names is None:
+            return str(expr)
         if expr not in names:
             raise SizeError(f"symbol {expr} is not available from the graph inputs")
         return names[expr]

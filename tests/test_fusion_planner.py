@@ -184,7 +184,7 @@ def test_size_expressions_of_torchs_integer_functions_print_as_python_that_compu
     import sympy
     from torch.utils._sympy import functions as fn
 
-    from ait_dynamo.passes.sizes import SizeError, size_source_ok, _print
+    from ait_dynamo.passes.sizes import SizeError, size_source, size_source_ok
 
     s, t = sympy.symbols("s t", integer=True)
     expressions = [
@@ -193,7 +193,7 @@ def test_size_expressions_of_torchs_integer_functions_print_as_python_that_compu
         fn.Min(s, t, 4), fn.PowByNatural(s, 2) + t, sympy.Max(s, t) * 2, sympy.Mod(s, t),
     ]
     for expr in expressions:
-        source = _print(expr, {s: "a", t: "b"})
+        source = size_source(expr, {s: "a", t: "b"})
         checked = 0
         for a in range(-7, 12):
             for b in range(1, 6):
@@ -206,7 +206,7 @@ def test_size_expressions_of_torchs_integer_functions_print_as_python_that_compu
         assert checked >= 50, expr
     assert not size_source_ok(s / 2 + sympy.Rational(1, 2))  # not an integer expression
     with pytest.raises(SizeError):
-        _print(fn.FloorDiv(s, 2), {})  # a symbol the graph's inputs do not give
+        size_source(fn.FloorDiv(s, 2), {})  # a symbol the graph's inputs do not give
 
 
 @needs_triton

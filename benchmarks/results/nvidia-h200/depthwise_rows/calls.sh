@@ -10,7 +10,7 @@ case "${CALL:-1}" in
 1)  timeout 120 python3 -m pytest -q -rfE -p no:cacheprovider -n 4 tests/test_depthwise_conv_gpu.py tests/test_parallel_tuning.py \
       > "$OUT/gpu_tests_depthwise.log" 2>&1
     echo "tests rc=$?"; tail -n 3 "$OUT/gpu_tests_depthwise.log"
-    timeout 450 python3 benchmarks/results/nvidia-h200/depthwise_rows/probe.py --out "$OUT/probe" --budget 380 \
+    timeout 380 python3 benchmarks/results/nvidia-h200/depthwise_rows/probe.py --out "$OUT/probe" --budget 300 \
       > "$OUT/probe.log" 2>&1
     echo "probe rc=$?"; cat "$OUT/probe/probe.md" ;;
 2)  timeout 560 python3 -c "$AIT_LOGGED" run --suite models --workload tv_convnext_tiny --batch 32 --no-plots --out "$OUT/cnn" \
