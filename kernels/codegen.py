@@ -186,8 +186,13 @@ class KernelWriter(ReductionWriter, ShiftedLoadWriter):
         return self.int_keys[key]
 
     def size(self, d: int) -> str:
-        value = static_int(self.space[d])
-        return str(value) if value is not None else self.int_arg(("size", hashable_size(self.space[d])))
+        return self.size_text(self.space[d])
+
+    def size_text(self, size: Any) -> str:
+        """A size (or a sum of sizes and offsets) in the kernel: its digits when static, else an
+        int argument the wrapper computes from the graph inputs on each call."""
+        value = static_int(size)
+        return str(value) if value is not None else self.int_arg(("size", hashable_size(size)))
 
     def _needs_int64(self) -> bool:
         tensors = [n.meta["val"] for n in list(self.group.inputs) + list(self.group.outputs)]

@@ -15,13 +15,18 @@ from torch import fx
 from ait_dynamo.kernels.codegen_access import Access, scaled_index
 from ait_dynamo.kernels.triton_values import compute_dtype, literal
 from ait_dynamo.passes.fusion_maps import cat_dim, pad_befores, pool_window, slice_backward_span
+from ait_dynamo.passes.sizes import provably, same_size, static_int
 
 aten = torch.ops.aten
 
 
 class ShiftedLoadWriter:
     """Needs from the host class: group, r_dims, used_dims, input_params, input_offsets,
-    load_log, store_offsets, _tmp()."""
+    load_log, store_offsets, _tmp(), size_text().
+
+    Sizes may be symbolic (dynamic shapes): every bound, shift and slice end is written through
+    ``size_text`` (digits, or an int argument the wrapper computes), and a bound is left out only
+    where it provably holds for every size (``passes/sizes.provably``, which adds no guard)."""
 
     group: Any
     r_dims: list[int]
@@ -31,6 +36,7 @@ class ShiftedLoadWriter:
     load_log: list
     store_offsets: dict
     _tmp: Callable[[str, bool], str]
+    size_text: Callable[[Any], str]
 
     def shifted_value(self, node: fx.Node, full: bool) -> str:
         emit = {aten.cat.default: self._cat, aten.slice_backward.default: self._slice_backward,
@@ -44,7 +50,7 @@ class ShiftedLoadWriter:
         dim = cat_dim(node)
         pieces, start = [], 0
         for item in node.args[0]:
-            end = start + int(item.meta["val"].shape[dim])
+            end = start + item.meta["val"].shape[dim]
             pieces.append((start, end, item))
             start = end
         return self._pieces(node, dim, pieces, full)
@@ -67,8 +73,9 @@ class ShiftedLoadWriter:
             index = self._index_of(iteration_dim)
             if befores[k]:
                 bounds.append(f"({index} >= {befores[k]})")
-            if befores[k] + size_of[k] < out_shape[k]:
-                bounds.append(f"({index} < {befores[k] + size_of[k]})")
+            end = befores[k] + size_of[k]
+            if not same_size(end, out_shape[k]):  # padded after
+                bounds.append(f"({index} < {self.size_text(end)})")
         loaded = self._shifted_load(node, source, befores, bounds, full)
         fill = node.args[2] if len(node.args) > 2 else node.kwargs.get("value", 0)
         if not bounds or (fill == 0 and math.copysign(1.0, fill) > 0):
@@ -94,14 +101,15 @@ class ShiftedLoadWriter:
         taps: list[list[tuple[str | None, list[str]]]] = []
         for j, k in enumerate((rank - 2, rank - 1)):
             along = []
+            size = source_meta.shape[k]
             for tap in range(window.kernel[j]):
                 shift = tap * window.dilation[j] - window.padding[j]
-                last = (int(out_shape[k]) - 1) * window.stride[j] + shift  # position of the last window's tap
-                if last < 0 or shift >= int(source_meta.shape[k]):
+                last = (out_shape[k] - 1) * window.stride[j] + shift  # position of the last window's tap
+                if provably(last < 0) or provably(size <= shift):
                     continue  # outside the input for every window
                 position = self._pool_position(self.group.dim_maps[node][k], window.stride[j], shift, levels)
                 bounds = ([f"({position} >= 0)"] if shift < 0 else []) + (
-                    [f"({position} < {int(source_meta.shape[k])})"] if last >= int(source_meta.shape[k]) else [])
+                    [] if provably(last < size) else [f"({position} < {self.size_text(size)})"])
                 along.append((self._pool_term(access, k, position, levels), bounds))
             taps.append(along)
         result = None
@@ -151,20 +159,23 @@ class ShiftedLoadWriter:
             return None
         return scaled_index(position, stride)
 
-    def _pieces(self, node: fx.Node, dim: int, pieces: list[tuple[int, int, fx.Node]], full: bool) -> str:
+    def _pieces(self, node: fx.Node, dim: int, pieces: list[tuple[Any, Any, fx.Node]], full: bool) -> str:
         """A value made of kernel inputs each covering ``[start, end)`` of ``node``'s dim ``dim``
-        (masked loads, shifted by ``start``), zero where none does (slice_backward)."""
-        size = int(node.meta["val"].shape[dim])
+        (masked loads, shifted by ``start``), zero where none does (slice_backward). Starts and
+        ends are ints or SymInts."""
+        size = node.meta["val"].shape[dim]
         index = self._index_of(self.group.dim_maps[node][dim])
-        loaded: list[tuple[int, str]] = []
+        loaded: list[tuple[str, str]] = []
         for start, end, item in pieces:
-            bounds = ([f"({index} >= {start})"] if start else []) + ([f"({index} < {end})"] if end < size else [])
-            loaded.append((end, self._shifted_load(node, item, {dim: start}, bounds, full)))
+            end_text = self.size_text(end)
+            bounds = ([] if static_int(start) == 0 else [f"({index} >= {self.size_text(start)})"]) + (
+                [] if same_size(end, size) else [f"({index} < {end_text})"])
+            loaded.append((end_text, self._shifted_load(node, item, {dim: start}, bounds, full)))
         if len(loaded) == 1:  # slice_backward: its masked load gave 0 outside the piece
             return loaded[0][1]
         chosen = loaded[-1][1]  # a cat: the last piece is what the others' bounds leave
-        for end, var in reversed(loaded[:-1]):
-            chosen = f"tl.where({index} < {end}, {var}, {chosen})"
+        for end_text, var in reversed(loaded[:-1]):
+            chosen = f"tl.where({index} < {end_text}, {var}, {chosen})"
         return self._tmp(chosen, full)
 
     def _index_of(self, iteration_dim: int) -> str:
@@ -172,7 +183,7 @@ class ShiftedLoadWriter:
         self.used_dims.add((level, iteration_dim))
         return f"{level}{iteration_dim}"
 
-    def _shifted_load(self, node: fx.Node, item: fx.Node, shifts: dict[int, int], bounds: list[str],
+    def _shifted_load(self, node: fx.Node, item: fx.Node, shifts: dict[int, Any], bounds: list[str],
                       full: bool) -> str:
         """Kernel input ``item`` at ``node``'s indices minus ``shifts`` (dim → start), masked by
         ``bounds`` (0 outside them). Never an in-place candidate (``kernels/reuse.py``): the
@@ -188,7 +199,9 @@ class ShiftedLoadWriter:
             indices.append(index)
             stride = access._stride(k)
             if stride != "0":
-                terms.append(scaled_index(f"({index} - {shifts[k]})" if shifts.get(k) else index, stride))
+                shift = shifts.get(k, 0)
+                shifted = index if static_int(shift) == 0 else f"({index} - {self.size_text(shift)})"
+                terms.append(scaled_index(shifted, stride))
         # an input broadcast along every dim (strides 0) still needs a block of pointers (the
         # planner gives these ops a group only where some result dim is not 1)
         offset = " + ".join(terms) or f"0 * {indices[0]}"

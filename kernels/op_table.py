@@ -243,6 +243,9 @@ def _convert(a: Any, dtype: torch.dtype) -> str:
         raise Unsupported("convert of a scalar")
     if dtype not in FUSIBLE_DTYPES:
         raise Unsupported(f"cast to {dtype}")
+    if a.dtype == torch.float64 and dtype != torch.float32:
+        # one rounding, as ATen's: to half precision through float32 would round twice
+        raise Unsupported(f"cast of float64 to {dtype}")
     # an explicit cast to half precision rounds, as in eager
     return round_to(cast(a, dtype), dtype) if a.dtype != dtype else cast(a, dtype)
 

@@ -36,8 +36,12 @@ TRITON_DTYPES: dict[torch.dtype, str] = {
     torch.int8: "tl.int8",
     torch.uint8: "tl.uint8",
     torch.bool: "tl.int1",
+    torch.float64: "tl.float64",
 }
-FUSIBLE_DTYPES = frozenset(TRITON_DTYPES)
+# Kernels compute and store these. float64 is only read, by a cast to float32 straight after the
+# load (``op_table._convert``): under ``dynamic=True`` Dynamo passes a module's float attributes
+# (a norm's eps, an attention scale) as float64 0-d inputs that the graph casts to float32.
+FUSIBLE_DTYPES = frozenset(TRITON_DTYPES) - {torch.float64}
 LOW_PRECISION = (torch.float16, torch.bfloat16)
 
 

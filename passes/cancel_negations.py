@@ -101,6 +101,8 @@ def _negation_into_slice_backward(gm: fx.GraphModule, node: fx.Node) -> bool:
         dim, start, end = slice_backward_span(node)
     except Refused:
         return False
+    if not (isinstance(start, int) and isinstance(end, int)):
+        return False  # the sign is built over static spans only
     args = (inner, *node.args[1:])
     if not _same_layout_with(node, args):
         return False

@@ -29,7 +29,7 @@ from ait_dynamo.kernels.triton_values import FUSIBLE_DTYPES, Operand, Unsupporte
 from ait_dynamo.passes.fusion_conv import is_depthwise_template, start_conv_group
 from ait_dynamo.passes.fusion_gemm import split_gemm_rows, start_gemm_group
 from ait_dynamo.passes.fusion_groups import SHIFTED_LOADS, Group, regrow, regrow_along, right_aligned_remap, same_space
-from ait_dynamo.passes.fusion_shifted import shifted_input_inside, start_shifted_group
+from ait_dynamo.passes.fusion_shifted import shifted_input_inside, shifted_inputs, start_shifted_group
 from ait_dynamo.passes.graph_utils import is_mutating, meta_value
 from ait_dynamo.passes.hoist import hoist_shrinking_steps
 from ait_dynamo.passes.plan import Plan, compute_lifetimes
@@ -47,6 +47,10 @@ def refuse(refusals: dict[str, str], node: fx.Node, reason: str) -> None:
     """Record that ``node`` stays outside any fusion group, and why."""
     refusals[node.name] = reason
     log.debug("not fused: %s (%s): %s", node.name, node.target, reason)
+
+
+# Casts that may read a float64 operand (kernels/triton_values.py FUSIBLE_DTYPES: to float32 only).
+_CASTS = frozenset({torch.ops.prims.convert_element_type.default, aten._to_copy.default})
 
 
 def _tensor_meta(node: Any) -> torch.Tensor | None:
@@ -250,7 +254,7 @@ class Planner:
                 meta = _tensor_meta(value)
                 if meta is None:
                     raise Refused("operand is not a tensor (a symbolic scalar)")
-                if meta.dtype not in FUSIBLE_DTYPES:
+                if meta.dtype not in FUSIBLE_DTYPES and not (meta.dtype == torch.float64 and node.target in _CASTS):
                     raise Refused(f"operand dtype {meta.dtype} is not fused")
                 return Operand("v", meta.dtype)
             if isinstance(value, (list, tuple)):
@@ -461,6 +465,8 @@ class Planner:
         kind = op_table.op_class(node.target)
         try:
             if node.target in SHIFTED_LOADS:
+                for item in shifted_inputs(node):  # their sizes bound the shifted loads
+                    _check_tensor(item, self.known_symbols)
                 start_shifted_group(self, node, _check_tensor(node, self.known_symbols))
             elif node.target in op_table.IOTA:
                 self._iota(node)

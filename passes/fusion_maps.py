@@ -10,7 +10,7 @@ import torch
 from torch import fx
 
 from ait_dynamo.passes.plan import Step
-from ait_dynamo.passes.sizes import is_one, same_size
+from ait_dynamo.passes.sizes import is_one, provably, same_size
 
 aten = torch.ops.aten
 
@@ -180,25 +180,64 @@ def cat_dim(node: fx.Node) -> int:
     return dim % node.meta["val"].dim()
 
 
-def slice_backward_span(node: fx.Node) -> tuple[int, int, int]:
+def slice_backward_span(node: fx.Node) -> tuple[Any, Any, Any]:
     """``slice_backward(grad, sizes, dim, start, end, step)``: (dim, first, end) of the slice the
-    gradient fills, normalised as ATen's ``slice`` normalises them; raises ``Refused`` unless
-    static, step 1 and consistent with the gradient's size."""
+    gradient fills, normalised as ATen's ``slice`` normalises them. First and end are ints, or
+    SymInts where a size or a bound is symbolic (``x[:, 1:]`` over a dynamic size ends at the
+    size). Raises ``Refused`` unless the dim is static, the step is 1, and the normalised span
+    provably matches the gradient's size for every value of the symbols."""
     grad, sizes, dim, start, end, step = node.args[:6]
     rank = len(sizes)
     if not isinstance(dim, int) or rank == 0:
         raise Refused("slice_backward along a symbolic dim")
     dim %= rank
-    size, length = sizes[dim], grad.meta["val"].shape[dim]
-    if not all(isinstance(v, int) for v in (size, length, start, step)) or not (end is None or isinstance(end, int)):
-        raise Refused("slice_backward with symbolic bounds")
+    size, length = node.meta["val"].shape[dim], grad.meta["val"].shape[dim]
     if step != 1:
-        raise Refused("slice_backward with a step")
-    start = min(max(start + size if start < 0 else start, 0), size)
-    end = size if end is None else min(max(end + size if end < 0 else end, start), size)
-    if end - start != length or length == 0:
+        raise Refused("slice_backward with a symbolic step or a step other than 1")
+    start = _bound_value(start)
+    end = size if end is None else _bound_value(end)
+    start, end = _slice_bound(start, size), _slice_bound(end, size)
+    if provably(end < start):
+        end = start
+    elif not provably(start <= end):
+        raise Refused("slice_backward whose bounds cannot be ordered for every size")
+    if not same_size(end - start, length) or provably(length == 0):
         raise Refused("slice_backward whose gradient does not fill its slice")
     return dim, start, end
+
+
+# ATen's "to the end" default (INT64_MAX) and anything near it: larger than any size, which sympy
+# cannot prove of a symbol whose range has no upper bound.
+_TO_THE_END = 2**62
+
+
+def _bound_value(bound: Any) -> Any:
+    """A slice bound argument as an int or SymInt (a node computing a symbolic size, as
+    ``x[:, : x.shape[1] - 2]`` records)."""
+    if isinstance(bound, fx.Node):
+        bound = bound.meta.get("val")
+    if isinstance(bound, bool) or not isinstance(bound, (int, torch.SymInt)):
+        raise Refused("slice_backward with a bound that is not an integer")
+    return bound
+
+
+def _slice_bound(value: Any, size: Any) -> Any:
+    """A slice bound as ATen normalises it: a negative one counts from the end, then it is
+    clamped into ``[0, size]``; raises ``Refused`` where the clamp depends on a symbolic size."""
+    if isinstance(value, int) and value >= _TO_THE_END:
+        return size
+    if provably(value >= 0):
+        if provably(value <= size):
+            return value
+        if provably(size <= value):
+            return size
+    elif provably(value < 0):
+        from_end = value + size
+        if provably(from_end >= 0):
+            return from_end
+        if provably(from_end <= 0):
+            return 0
+    raise Refused("slice_backward whose bounds depend on a symbolic size")
 
 
 def pad_befores(node: fx.Node) -> dict[int, int]:

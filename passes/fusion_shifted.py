@@ -17,7 +17,7 @@ from ait_dynamo.kernels.triton_values import FUSIBLE_DTYPES, Unsupported, litera
 from ait_dynamo.passes.fusion_groups import SHIFTED_LOADS
 from ait_dynamo.passes.fusion_maps import Refused, pad_befores, pool_window, slice_backward_span
 from ait_dynamo.passes.graph_utils import meta_value
-from ait_dynamo.passes.sizes import is_one, same_size
+from ait_dynamo.passes.sizes import free_symbols, is_one, provably, same_size, size_source_ok
 
 if TYPE_CHECKING:
     from ait_dynamo.passes.fusion import Planner
@@ -47,8 +47,11 @@ def shifted_input_inside(members: set[fx.Node]) -> bool:
 
 def start_shifted_group(planner: "Planner", node: fx.Node, value: torch.Tensor) -> None:
     """Check ``node`` (whose result ``value`` the planner checked) and start its group."""
-    {aten.cat.default: _check_cat, aten.slice_backward.default: _check_slice_backward,
-     aten.constant_pad_nd.default: _check_constant_pad, aten.max_pool2d.default: _check_max_pool}[node.target](node, value)
+    if node.target is aten.slice_backward.default:
+        _check_slice_backward(node, value, planner.known_symbols)
+    else:
+        {aten.cat.default: _check_cat, aten.constant_pad_nd.default: _check_constant_pad,
+         aten.max_pool2d.default: _check_max_pool}[node.target](node, value)
     shape = tuple(value.shape)
     group = planner._new_group(shape)
     planner._add(group, node, tuple(None if is_one(s) else d for d, s in enumerate(shape)))
@@ -78,8 +81,8 @@ def _check_cat(node: fx.Node, value: torch.Tensor) -> None:
     dim %= rank
     if len(tensors) > MAX_CAT_INPUTS:
         raise Refused(f"cat of more than {MAX_CAT_INPUTS} tensors (a load each per element)")
-    if not isinstance(value.shape[dim], int) or value.shape[dim] < 2:
-        raise Refused("cat along a symbolic or size-1 dim")
+    if provably(value.shape[dim] <= 1):
+        raise Refused("cat along a size-1 dim")
     for item in tensors:
         meta = _tensor_meta(item)
         if meta is None:
@@ -88,17 +91,22 @@ def _check_cat(node: fx.Node, value: torch.Tensor) -> None:
             raise Refused("cat that promotes dtypes or moves data between devices")
         if meta.dtype not in FUSIBLE_DTYPES:
             raise Refused(f"cat of {meta.dtype}")
-        if meta.dim() != rank or not isinstance(meta.shape[dim], int) or meta.shape[dim] == 0:
-            raise Refused("cat of an empty, differently ranked or symbolically sized tensor")
+        # a piece that may be empty is fine: its loads are masked off (an empty tensor's null
+        # pointer is never read); one that is always empty is left to ATen
+        if meta.dim() != rank or provably(meta.shape[dim] == 0):
+            raise Refused("cat of an empty or differently ranked tensor")
         if any(not same_size(a, b) for k, (a, b) in enumerate(zip(meta.shape, value.shape)) if k != dim):
             raise Refused("cat inputs differ from the result outside the cat dim")
 
 
-def _check_slice_backward(node: fx.Node, value: torch.Tensor) -> None:
+def _check_slice_backward(node: fx.Node, value: torch.Tensor, known_symbols: set) -> None:
     """The gradient of a slice: zeros with the gradient over the slice, one masked load; the add
     that sums such gradients joins it."""
     meta = _same_kind_source(node, value)
-    dim, _, _ = slice_backward_span(node)
+    dim, start, end = slice_backward_span(node)
+    for bound in (start, end):  # the kernel takes a symbolic bound as an argument
+        if not size_source_ok(bound) or not free_symbols(bound) <= known_symbols:
+            raise Refused(f"slice_backward bound {bound} cannot be computed at run time")
     if is_one(value.shape[dim]):
         raise Refused("slice_backward along a size-1 dim")
     if meta.dim() != value.dim() or any(
@@ -121,8 +129,8 @@ def _check_constant_pad(node: fx.Node, value: torch.Tensor) -> None:
     if all(is_one(s) for s in value.shape):
         raise Refused("constant_pad_nd to a single element")
     for k, size in enumerate(meta.shape):
-        if k in befores and (not isinstance(size, int) or size == 0):
-            raise Refused("constant_pad_nd of an empty or symbolically sized dim")
+        if k in befores and provably(size == 0):
+            raise Refused("constant_pad_nd of an empty dim")
 
 
 def _check_max_pool(node: fx.Node, value: torch.Tensor) -> None:
@@ -137,7 +145,5 @@ def _check_max_pool(node: fx.Node, value: torch.Tensor) -> None:
     window = pool_window(node)
     if window.taps > MAX_POOL_TAPS:
         raise Refused(f"max_pool2d window of more than {MAX_POOL_TAPS} taps (a load each per element)")
-    if any(not isinstance(size, int) for size in list(meta.shape[-2:]) + list(value.shape[-2:])):
-        raise Refused("max_pool2d over symbolic spatial sizes")
     if all(is_one(s) for s in value.shape):
         raise Refused("max_pool2d to a single element")

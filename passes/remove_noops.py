@@ -1,5 +1,6 @@
 """Drop ops that return their input unchanged: same values, dtype, device, shape and strides; and
-``cat`` of one non-empty input, which becomes that input or a ``clone`` of it.
+``cat`` of one non-empty input or ``slice_backward`` of a whole dim, which become that input or a
+``clone`` of it.
 
 An op is only dropped when its result is provably laid out like its input (a later ``view`` may
 depend on the strides) and the result is not a graph output (AOTAutograd decided at trace time
@@ -135,8 +136,24 @@ def _lone_cat_input(node: fx.Node) -> fx.Node | None:
     return kept[0] if all(statically_known_true(a == b) for a, b in zip(value.shape, out.shape)) else None
 
 
+def _whole_slice_gradient(node: fx.Node) -> fx.Node | None:
+    """``slice_backward`` whose gradient has the result's shape (the slice was the whole dim): the
+    gradient. Static sizes never trace such a slice; over a symbolic size ``x[:, 1:]`` records one
+    per leading dim, since whether ``end`` reaches the size is not known when tracing."""
+    if node.op != "call_function" or node.target is not aten.slice_backward.default:
+        return None
+    grad, out = node.args[0], meta_value(node)
+    value = meta_value(grad)
+    if not isinstance(value, torch.Tensor) or not isinstance(out, torch.Tensor):
+        return None
+    if value.dtype != out.dtype or value.device != out.device or value.dim() != out.dim():
+        return None
+    return grad if all(statically_known_true(a == b) for a, b in zip(value.shape, out.shape)) else None
+
+
 def _copy_of(node: fx.Node, source: fx.Node, is_output: bool) -> fx.Node | None:
-    """What replaces ``node``, a fresh copy of ``source``'s values (``cat`` of one input): the
+    """What replaces ``node``, a fresh copy of ``source``'s values (``cat`` of one input, the
+    gradient of a whole-dim slice): the
     source itself where the layout agrees or only attention kernels read it (not for a graph
     output, which must not alias), else ``clone`` into the contiguous layout ``cat`` gives (a
     pointwise copy the fusion planner can take)."""
@@ -155,7 +172,7 @@ def remove_noops(gm: fx.GraphModule, config: Any) -> fx.GraphModule:
     output = next(n for n in reversed(gm.graph.nodes) if n.op == "output")
     changed = False
     for node in list(gm.graph.nodes):
-        lone = _lone_cat_input(node)
+        lone = _lone_cat_input(node) or _whole_slice_gradient(node)
         if lone is not None:
             replacement = _copy_of(node, lone, node in output.all_input_nodes)
             if replacement is not None:

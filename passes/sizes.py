@@ -26,13 +26,24 @@ def _expr(size: Any) -> Any:
     return size
 
 
+def provably(condition: Any) -> bool:
+    """Whether a comparison of sizes holds for every value of their symbols; no guard is added
+    (``bool()`` of a symbolic comparison would specialise the compiled graph on it)."""
+    if isinstance(condition, bool):
+        return condition
+    try:
+        return bool(statically_known_true(condition))
+    except Exception:  # noqa: BLE001 - a comparison sympy cannot decide is "not provable"
+        return False
+
+
 def same_size(a: Any, b: Any) -> bool:
     """Provably equal (no guard is added)."""
     if isinstance(a, int) and isinstance(b, int):
         return a == b
     try:
-        return bool(statically_known_true(a == b))
-    except Exception:  # noqa: BLE001 - a comparison sympy cannot decide is "not provably equal"
+        return provably(a == b)
+    except Exception:  # noqa: BLE001 - SymInt == sympy expression may raise before any test
         return False
 
 

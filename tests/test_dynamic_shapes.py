@@ -1,0 +1,181 @@
+"""Graphs compiled once for every size (``dynamic=True``) get the kernels of a static compile.
+
+- Shifted loads: ``max_pool2d``, ``constant_pad_nd``, ``cat`` along a symbolic dim and
+  ``slice_backward`` with symbolic bounds. Their bounds, shifts and slice ends are kernel arguments
+  the wrapper computes from the inputs' sizes (``kernels/codegen_shifted.py``). Before, each stayed
+  an ATen call, and nothing after a dynamic ResNet's stem pool was fused with it.
+- A module's float attributes, which Dynamo passes as float64 0-d inputs under ``dynamic=True``:
+  their cast to float32 is read inside the kernel that uses it, not an ATen call before it.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from ait_dynamo import metrics
+from ait_dynamo.kernels.runtime import triton_runs_on
+from utils import assert_close_to_reference
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+pytestmark = [pytest.mark.skipif(not triton_runs_on(DEVICE), reason="Triton cannot run here (set TRITON_INTERPRET=1)"),
+              pytest.mark.usefixtures("generated_kernels_must_not_fail")]
+
+
+def _run_over_sizes(fn: Callable[..., torch.Tensor], inputs: list[tuple[torch.Tensor, ...]], backward: bool) -> None:
+    """Compile ``fn`` once with dynamic shapes; for each input tuple compare its output (and the
+    inputs' gradients) with eager's and float64's."""
+    torch._dynamo.reset()
+    compiled = torch.compile(fn, backend="ait", dynamic=True)
+    for args in inputs:
+        eager_args = [a.detach().clone().requires_grad_(backward) for a in args]
+        compiled_args = [a.detach().clone().requires_grad_(backward) for a in args]
+        reference_args = [a.detach().double().requires_grad_(backward) for a in args]
+        with torch.set_grad_enabled(backward):
+            expected, actual, reference = fn(*eager_args), compiled(*compiled_args), fn(*reference_args)
+        assert_close_to_reference(actual, expected, reference, f"output at {tuple(args[0].shape)}")
+        if backward:
+            grad = torch.randn_like(expected)
+            got = torch.autograd.grad(actual, compiled_args, grad)
+            want = torch.autograd.grad(expected, eager_args, grad)
+            exact = torch.autograd.grad(reference, reference_args, grad.double())
+            assert_close_to_reference(list(got), list(want), list(exact), f"grad at {tuple(args[0].shape)}")
+    for graph in metrics.compiled_graphs:
+        assert graph.fallback_reason is None, graph.fallback_reason
+    # one graph (a forward and a backward when training) served every size
+    assert metrics.graphs_compiled == (2 if backward else 1), [g.name for g in metrics.compiled_graphs]
+
+
+def _graph(kind: str):
+    return next(g for g in metrics.compiled_graphs if g.kind == kind)
+
+
+def _images(*sizes: tuple[int, ...], dtype: torch.dtype = torch.float32) -> list[tuple[torch.Tensor, ...]]:
+    torch.manual_seed(0)
+    return [(torch.randn(*size, device=DEVICE, dtype=dtype),) for size in sizes]
+
+
+@pytest.mark.parametrize("kernel, stride, padding, dilation, ceil_mode", [
+    (3, 2, 1, 1, False),  # ResNet's stem pool
+    (2, 2, 0, 1, True),   # ceil mode: the last window hangs over the edge at odd sizes
+    (3, 1, 1, 2, False),  # dilation
+], ids=str)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=str)
+def test_max_pool_over_symbolic_image_sizes_is_one_kernel_with_its_consumers(kernel, stride, padding, dilation,
+                                                                           ceil_mode, dtype):
+    def fn(x):
+        return F.max_pool2d(x, kernel, stride, padding, dilation, ceil_mode).relu() * 3 + 1
+
+    _run_over_sizes(fn, _images((2, 3, 9, 11), (2, 3, 12, 12), (3, 2, 17, 6), dtype=dtype), backward=False)
+    graph = _graph("inference")
+    assert "aten.max_pool2d.default" in graph.fused_ops and not [op for op in graph.externs if "pool" in op], (
+        graph.fused_ops, graph.externs)
+    assert len(graph.kernels) == 1, graph.kernels
+
+
+# Pads written out in each function: an int the function closes over becomes a symbolic input
+# under dynamic=True, and a pad that may be negative (a crop) stays ATen's.
+_PADS = {
+    "before_and_after": lambda x: F.pad(x, (1, 2, 0, 3), value=-1.5),
+    "after_only": lambda x: F.pad(x, (0, 4)),
+    "minus_infinity": lambda x: F.pad(x, (2, 0, 1, 1), value=float("-inf")),
+}
+
+
+@pytest.mark.parametrize("case", sorted(_PADS))
+def test_constant_pad_of_symbolic_sizes_is_a_masked_load(case):
+    pad = _PADS[case]
+
+    def fn(x):
+        return (pad(x.sin()) * 2).exp()
+
+    _run_over_sizes(fn, _images((2, 3, 9, 11), (2, 3, 12, 5), (3, 4, 6, 17)), backward=True)
+    forward = _graph("forward")
+    assert "aten.constant_pad_nd.default" in forward.fused_ops, (forward.fused_ops, forward.refused)
+    assert forward.externs == [], forward.externs
+
+
+def test_cat_along_a_symbolic_dim_and_its_slice_gradients_are_kernels():
+    """The cat's pieces end at symbolic offsets (s, 2s - 1, 3s - 1); its backward slices the
+    gradient at the same offsets: masked loads, no ATen call in either graph."""
+
+    def fn(x, y):
+        return torch.cat([x.sin(), x[..., 1:] * 2, y], -1).exp()
+
+    torch.manual_seed(0)
+    inputs = [(torch.randn(2, 3, size, device=DEVICE), torch.randn(2, 3, size, device=DEVICE)) for size in (9, 12, 5)]
+    _run_over_sizes(fn, inputs, backward=True)
+    forward, backward = _graph("forward"), _graph("backward")
+    assert "aten.cat.default" in forward.fused_ops and "aten.cat.default" not in forward.externs, forward.externs
+    assert "aten.slice_backward.default" in backward.fused_ops, backward.refused
+    # left to ATen: views and reading a size, no data
+    assert not [op for op in forward.externs + backward.externs if op not in ("aten.slice.Tensor", "aten.sym_size.int")], (
+        forward.externs, backward.externs)
+
+
+def test_a_slice_to_a_symbolic_end_has_a_fused_gradient():
+    """``x[..., : x.shape[-1] - 2]``: the slice's end is a node computing s - 2."""
+
+    def fn(x):
+        return torch.cat([x[..., : x.shape[-1] - 2].sin(), x], -1) * 2
+
+    _run_over_sizes(fn, _images((3, 9), (4, 12), (2, 5)), backward=True)
+    backward = _graph("backward")
+    assert "aten.slice_backward.default" in backward.fused_ops, backward.refused
+
+
+def test_the_gradient_of_a_slice_keeps_one_slice_backward_as_over_static_sizes():
+    """Over a symbolic size, tracing ``x[:, :, 1:-1]`` records a ``slice_backward`` for every
+    leading dim too, each over the whole dim: ``passes/remove_noops.py`` drops them (the last, a
+    graph output, as a clone that joins a kernel). The backward has two kernels, as it has over
+    static sizes (the product, then the masked slice)."""
+
+    def fn(x):
+        return x[:, :, 1:-1].sin()
+
+    _run_over_sizes(fn, _images((2, 3, 9, 11), (3, 2, 12, 5)), backward=True)
+    backward = _graph("backward")
+    assert backward.fused_ops.count("aten.slice_backward.default") == 1, backward.fused_ops
+    assert backward.externs == [] and len(backward.kernels) == 2, (backward.externs, backward.kernels)
+
+
+class _RMSNorm(torch.nn.Module):
+    """Llama's RMSNorm: ``eps`` a float attribute, as in Hugging Face's models."""
+
+    def __init__(self, width: int):
+        super().__init__()
+        self.eps, self.scale = 1e-6, 0.5
+        self.weight = torch.nn.Parameter(torch.randn(width))
+
+    def forward(self, x):
+        normed = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps)
+        return self.weight * normed * self.scale
+
+
+def test_float_attributes_passed_as_float64_inputs_are_cast_inside_the_kernel():
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    model = _RMSNorm(24)
+    reference = _RMSNorm(24).double()
+    reference.load_state_dict(model.state_dict())
+    compiled = torch.compile(model, backend="ait", dynamic=True)
+    for rows in (5, 9, 17):
+        x = torch.randn(rows, 24, device=DEVICE)
+        got, want, exact = compiled(x.requires_grad_()), model(x), reference(x.double())
+        assert_close_to_reference(got, want, exact, f"output at {rows} rows")
+        grad = torch.randn_like(want)
+        got_grads = torch.autograd.grad(got, [x, *compiled.parameters()], grad)
+        want_grads = torch.autograd.grad(want, [x, *model.parameters()], grad)
+        x64 = x.detach().double().requires_grad_()
+        exact_grads = torch.autograd.grad(reference(x64), [x64, *reference.parameters()], grad.double())
+        assert_close_to_reference(list(got_grads), list(want_grads), list(exact_grads), f"grads at {rows} rows")
+    assert metrics.graphs_compiled == 2, [g.name for g in metrics.compiled_graphs]
+    forward = _graph("forward")
+    placeholders_f64 = [name for name, reason in forward.refused.items() if "float64" in reason]
+    assert not placeholders_f64 and "prims.convert_element_type.default" not in forward.externs, (
+        forward.externs, forward.refused)
+    assert "prims.convert_element_type.default" in forward.fused_ops, forward.fused_ops
+    assert len(forward.kernels) == 1, forward.kernels
