@@ -27,11 +27,11 @@ from ait_dynamo.kernels.column_reduction import (SplitSources, is_column_layout,
                                                  static_splits)
 from ait_dynamo.kernels.loop_order import memory_order
 from ait_dynamo.kernels.reuse import inplace_candidates
-from ait_dynamo.kernels.triton_values import Operand, compute_dtype, round_to, to_storage, triton_type
+from ait_dynamo.kernels.triton_values import Operand, SizeScalar, compute_dtype, round_to, to_storage, triton_type
 from ait_dynamo.passes.fusion_groups import SHIFTED_LOADS
 from ait_dynamo.passes.fusion_maps import broadcast_map
 from ait_dynamo.passes.plan import FusionGroup
-from ait_dynamo.passes.sizes import is_one, static_int
+from ait_dynamo.passes.sizes import is_one, provably, static_int
 
 _INT32_LIMIT = 2**31 - 1
 PERSISTENT_MAX_ROW = 8192  # rows up to this many elements stay in registers (one pass)
@@ -194,6 +194,12 @@ class KernelWriter(ReductionWriter, ShiftedLoadWriter):
         value = static_int(size)
         return str(value) if value is not None else self.int_arg(("size", hashable_size(size)))
 
+    def size_scalar(self, size: torch.SymInt) -> SizeScalar:
+        """A symbolic int operand. Adding it to an int64 zero makes a tensor of it whatever Triton
+        made of the argument: an int32 or int64 scalar, or a constexpr where it was 1."""
+        return SizeScalar(f"(tl.zeros([], tl.int64) + {self.size_text(size)})", torch.int64,
+                          positive=provably(size >= 1))
+
     def _needs_int64(self) -> bool:
         tensors = [n.meta["val"] for n in list(self.group.inputs) + list(self.group.outputs)]
         sizes = [math.prod([1] + list(self.space))]
@@ -290,6 +296,8 @@ class KernelWriter(ReductionWriter, ShiftedLoadWriter):
 
         def operand(arg: Any) -> Any:
             nonlocal constant
+            if isinstance(arg, fx.Node) and isinstance(arg.meta["val"], torch.SymInt):
+                return self.size_scalar(arg.meta["val"])
             if isinstance(arg, fx.Node):
                 meta = arg.meta["val"]
                 if arg in self.members:

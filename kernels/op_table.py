@@ -27,6 +27,7 @@ from torch._prims_common import elementwise_dtypes
 from ait_dynamo.kernels.triton_values import (
     FUSIBLE_DTYPES,
     Operand,
+    SizeScalar,
     Unsupported,
     cast,
     compute_dtype,
@@ -55,7 +56,9 @@ def _promotion(args: Sequence[Any], kind: Promotion) -> tuple[torch.dtype, torch
     """(computation dtype, result dtype) as ATen's TensorIterator chooses them."""
     probes: list[Any] = []
     for arg in args:
-        if isinstance(arg, Operand):
+        if isinstance(arg, SizeScalar):
+            probes.append(0)  # a SymInt is a wrapped number: it promotes as a Python int
+        elif isinstance(arg, Operand):
             probes.append(torch.empty((1,), dtype=arg.dtype, device="meta"))
         elif isinstance(arg, (bool, int, float)):
             probes.append(arg)
@@ -147,10 +150,11 @@ def _div_mode(a: Any, b: Any, rounding_mode: str | None = None) -> str:
         return _binary(lambda x, y, t: f"{x} / {y}", Promotion.INT_TO_FLOAT)(a, b)
     computation, result = _promotion((a, b), Promotion.DEFAULT)
     if not computation.is_floating_point:
-        # integer floor division by a nonzero constant cannot divide by zero (ATen raises on
-        # that, so a tensor divisor stays in ATen); the max pool's window offsets divide flat
-        # indices by the image width (kernels/max_pool_offsets.py)
-        constant = not isinstance(b, Operand) and isinstance(b, int) and not isinstance(b, bool) and b != 0
+        # integer floor division by a nonzero constant or a size provably at least 1 cannot
+        # divide by zero (ATen raises on that, so a tensor divisor stays in ATen); the max pool's
+        # window offsets divide flat indices by the image width (kernels/max_pool_offsets.py)
+        constant = (isinstance(b, SizeScalar) and b.positive) or (
+            not isinstance(b, Operand) and isinstance(b, int) and not isinstance(b, bool) and b != 0)
         if rounding_mode != "floor" or not constant:
             raise Unsupported(f"integer division with rounding_mode={rounding_mode!r}")
         return _to_result(f"_ait_int_floor_divide({cast(a, computation)}, {cast(b, computation)})", computation, result)

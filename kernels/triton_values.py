@@ -26,6 +26,16 @@ class Operand:
     dtype: torch.dtype
 
 
+@dataclass(frozen=True)
+class SizeScalar(Operand):
+    """A symbolic int (a size under dynamic shapes: ``x / x.shape[-1]``, the max pool's window
+    offsets over a dynamic width) as an operand: an int64 scalar computed from a kernel argument.
+    It promotes as a Python int does (``op_table._promotion``); ``positive`` where it is provably
+    at least 1, so that integer division by it cannot divide by zero."""
+
+    positive: bool = False
+
+
 TRITON_DTYPES: dict[torch.dtype, str] = {
     torch.float32: "tl.float32",
     torch.float16: "tl.float16",

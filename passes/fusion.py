@@ -25,7 +25,7 @@ from torch import fx
 from ait_dynamo.kernels import gemm_choice, op_table
 from ait_dynamo.kernels.column_reduction import reads_reduction, readers_go_apart
 from ait_dynamo.kernels.op_table import OpClass
-from ait_dynamo.kernels.triton_values import FUSIBLE_DTYPES, Operand, Unsupported
+from ait_dynamo.kernels.triton_values import FUSIBLE_DTYPES, Operand, SizeScalar, Unsupported
 from ait_dynamo.passes.fusion_conv import is_depthwise_template, start_conv_group
 from ait_dynamo.passes.fusion_gemm import split_gemm_rows, start_gemm_group
 from ait_dynamo.passes.fusion_groups import SHIFTED_LOADS, Group, regrow, regrow_along, right_aligned_remap, same_space
@@ -37,7 +37,8 @@ from ait_dynamo.passes.plan_steps import steps_of_groups
 from ait_dynamo.passes.sink import sink_growing_steps
 from ait_dynamo.passes.fusion_maps import (DimMap, Refused, edge_agrees, edges_between, reduced_map, reduction_dims,
                                            view_map)
-from ait_dynamo.passes.sizes import SizeError, free_symbols, is_one, same_size, size_source_ok, symbol_sources
+from ait_dynamo.passes.sizes import (SizeError, free_symbols, is_one, provably, same_size, size_source_ok,
+                                     symbol_sources)
 
 log = logging.getLogger("ait_dynamo")
 aten = torch.ops.aten
@@ -251,9 +252,11 @@ class Planner:
 
         def operand(value: Any) -> Any:
             if isinstance(value, fx.Node):
+                if isinstance(meta_value(value), torch.SymInt):
+                    return self._size_scalar(value)
                 meta = _tensor_meta(value)
                 if meta is None:
-                    raise Refused("operand is not a tensor (a symbolic scalar)")
+                    raise Refused("operand is neither a tensor nor a symbolic int")
                 if meta.dtype not in FUSIBLE_DTYPES and not (meta.dtype == torch.float64 and node.target in _CASTS):
                     raise Refused(f"operand dtype {meta.dtype} is not fused")
                 return Operand("v", meta.dtype)
@@ -269,6 +272,13 @@ class Planner:
             raise Refused(str(error)) from None
         except TypeError as error:
             raise Refused(f"arguments not understood ({error})") from None
+
+    def _size_scalar(self, node: fx.Node) -> SizeScalar:
+        """A symbolic int operand: the kernel computes it from the sizes the wrapper passes."""
+        size = meta_value(node)
+        if not size_source_ok(size) or not free_symbols(size) <= self.known_symbols:
+            raise Refused(f"symbolic int {size} cannot be computed at run time")
+        return SizeScalar("v", torch.int64, positive=provably(size >= 1))
 
     def _iota(self, node: fx.Node) -> None:
         value = _check_tensor(node, self.known_symbols)

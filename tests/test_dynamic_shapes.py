@@ -6,6 +6,8 @@
   an ATen call, and nothing after a dynamic ResNet's stem pool was fused with it.
 - A module's float attributes, which Dynamo passes as float64 0-d inputs under ``dynamic=True``:
   their cast to float32 is read inside the kernel that uses it, not an ATen call before it.
+- Symbolic ints as operands (``x / x.shape[-1]``; the training max pool's window offsets divide by
+  the image width): computed in the kernel from the size arguments (``SizeScalar``).
 """
 
 from __future__ import annotations
@@ -178,4 +180,40 @@ def test_float_attributes_passed_as_float64_inputs_are_cast_inside_the_kernel():
     assert not placeholders_f64 and "prims.convert_element_type.default" not in forward.externs, (
         forward.externs, forward.refused)
     assert "prims.convert_element_type.default" in forward.fused_ops, forward.fused_ops
+    assert len(forward.kernels) == 1, forward.kernels
+
+
+def _size_arithmetic(x, i):
+    """Sizes as operands: a float divided by one, an int64 tensor floor-divided by one (negative
+    values included: floor, not truncation) and a product and a sum of them."""
+    scaled = x / x.shape[-1] * x.shape[0] + x.shape[1]
+    return scaled, torch.div(i, x.shape[-1], rounding_mode="floor") * x.shape[-1] - i
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=str)
+def test_symbolic_sizes_as_operands_are_read_inside_the_kernel(dtype):
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    compiled = torch.compile(_size_arithmetic, backend="ait", dynamic=True)
+    for rows, cols in ((5, 7), (9, 12), (3, 17)):
+        x = torch.randn(rows, cols, device=DEVICE, dtype=dtype)
+        i = torch.randint(-50, 50, (rows, cols), device=DEVICE)
+        got, want, exact = compiled(x, i), _size_arithmetic(x, i), _size_arithmetic(x.double(), i)
+        assert_close_to_reference(list(got), list(want), list(exact), f"outputs at {rows}x{cols}")
+    assert metrics.graphs_compiled == 1, [g.name for g in metrics.compiled_graphs]
+    graph = _graph("inference")
+    assert not [op for op in graph.externs if not op.startswith("aten.sym_size")], (graph.externs, graph.refused)
+    assert "aten.div.Tensor_mode" in graph.fused_ops, graph.fused_ops
+
+
+def test_max_pool_training_offsets_over_a_dynamic_width_are_one_kernel():
+    """The training pool saves its window offsets (int8) computed from the indices: a floor
+    division and a product by the image width, a symbolic int under dynamic shapes."""
+
+    def fn(x):
+        return F.max_pool2d(x, 3, 2, 1).relu() + 1
+
+    _run_over_sizes(fn, _images((2, 3, 9, 11), (2, 3, 12, 12), (3, 2, 17, 6)), backward=True)
+    forward = _graph("forward")
+    assert not [op for op in forward.externs if "div" in op or "mul" in op], forward.externs
     assert len(forward.kernels) == 1, forward.kernels
