@@ -14,7 +14,7 @@ from torch import fx
 
 from ait_dynamo.kernels.codegen_access import Access, scaled_index
 from ait_dynamo.kernels.triton_values import compute_dtype, literal
-from ait_dynamo.passes.fusion_maps import cat_dim, pad_befores, pool_window, slice_backward_span
+from ait_dynamo.passes.fusion_maps import cat_dim, pad_amounts, pool_window, slice_backward_span
 from ait_dynamo.passes.sizes import provably, same_size, static_int
 
 aten = torch.ops.aten
@@ -62,21 +62,22 @@ class ShiftedLoadWriter:
 
     def _constant_pad(self, node: fx.Node, full: bool) -> str:
         """``constant_pad_nd``: the input loaded at each index minus the padding before it, masked
-        to where it lies; the fill value elsewhere (a fill of 0 is the masked load's own)."""
+        to where it lies; the fill value elsewhere (a fill of 0 is the masked load's own). A
+        negative amount crops: the shift runs the other way and needs no bound."""
         source = node.args[0]
-        size_of, out_shape = source.meta["val"].shape, node.meta["val"].shape
-        befores = pad_befores(node)
+        size_of = source.meta["val"].shape
+        amounts = pad_amounts(node)
         bounds = []
         for k, iteration_dim in enumerate(self.group.dim_maps[node]):
-            if iteration_dim is None or k not in befores:  # a size-1 result dim lies in the input
+            if iteration_dim is None or k not in amounts:  # a size-1 result dim: its one index is 0
                 continue
             index = self._index_of(iteration_dim)
-            if befores[k]:
-                bounds.append(f"({index} >= {befores[k]})")
-            end = befores[k] + size_of[k]
-            if not same_size(end, out_shape[k]):  # padded after
-                bounds.append(f"({index} < {self.size_text(end)})")
-        loaded = self._shifted_load(node, source, befores, bounds, full)
+            before, after = amounts[k]
+            if before > 0:
+                bounds.append(f"({index} >= {before})")
+            if after > 0:
+                bounds.append(f"({index} < {self.size_text(before + size_of[k])})")
+        loaded = self._shifted_load(node, source, {k: before for k, (before, _) in amounts.items()}, bounds, full)
         fill = node.args[2] if len(node.args) > 2 else node.kwargs.get("value", 0)
         if not bounds or (fill == 0 and math.copysign(1.0, fill) > 0):
             return loaded  # the masked load's other=0 is the fill
@@ -178,6 +179,11 @@ class ShiftedLoadWriter:
             chosen = f"tl.where({index} < {end_text}, {var}, {chosen})"
         return self._tmp(chosen, full)
 
+    def _offset_text(self, shift: Any) -> str:
+        """A shift in the kernel, parenthesised when negative (a crop's)."""
+        text = self.size_text(shift)
+        return f"({text})" if text.startswith("-") else text
+
     def _index_of(self, iteration_dim: int) -> str:
         level = "r" if iteration_dim in self.r_dims else "x"
         self.used_dims.add((level, iteration_dim))
@@ -193,14 +199,16 @@ class ShiftedLoadWriter:
         access = Access(self, param, item_meta, self.group.dim_maps[node])
         terms, indices = [], []
         for k, iteration_dim in enumerate(self.group.dim_maps[node]):
-            if iteration_dim is None:
+            shift = shifts.get(k, 0)
+            stride = access._stride(k)
+            if iteration_dim is None:  # a size-1 result dim reads the input at 0 - shift (a crop's start)
+                if static_int(shift) != 0 and stride != "0":
+                    terms.append(scaled_index(f"({self._offset_text(-shift)})", stride))
                 continue
             index = self._index_of(iteration_dim)
             indices.append(index)
-            stride = access._stride(k)
             if stride != "0":
-                shift = shifts.get(k, 0)
-                shifted = index if static_int(shift) == 0 else f"({index} - {self.size_text(shift)})"
+                shifted = index if static_int(shift) == 0 else f"({index} - {self._offset_text(shift)})"
                 terms.append(scaled_index(shifted, stride))
         # an input broadcast along every dim (strides 0) still needs a block of pointers (the
         # planner gives these ops a group only where some result dim is not 1)

@@ -240,17 +240,17 @@ def _slice_bound(value: Any, size: Any) -> Any:
     raise Refused("slice_backward whose bounds depend on a symbolic size")
 
 
-def pad_befores(node: fx.Node) -> dict[int, int]:
-    """``constant_pad_nd(x, pad, value)``: the padding before each padded dim (``pad`` lists
-    (before, after) pairs from the last dim backwards); raises ``Refused`` unless static and
-    non-negative (a negative pad crops)."""
+def pad_amounts(node: fx.Node) -> dict[int, tuple[int, int]]:
+    """``constant_pad_nd(x, pad, value)``: (before, after) of each padded dim (``pad`` lists the
+    pairs from the last dim backwards). A negative amount crops, as ATen's ``constant_pad_nd``
+    does (the gradient of a pad is a crop). Raises ``Refused`` unless every amount is static."""
     source, pads = node.args[0], node.args[1]
     rank = source.meta["val"].dim()
     if not isinstance(pads, (list, tuple)) or len(pads) % 2 or len(pads) > 2 * rank:
         raise Refused("constant_pad_nd with a malformed pad list")
-    if not all(isinstance(p, int) and p >= 0 for p in pads):
-        raise Refused("constant_pad_nd with symbolic or negative (cropping) pads")
-    return {rank - 1 - i: pads[2 * i] for i in range(len(pads) // 2)}
+    if not all(isinstance(p, int) and not isinstance(p, bool) for p in pads):
+        raise Refused("constant_pad_nd with symbolic pads")
+    return {rank - 1 - i: (pads[2 * i], pads[2 * i + 1]) for i in range(len(pads) // 2)}
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from torch import fx
 
 from ait_dynamo.kernels.triton_values import FUSIBLE_DTYPES, Unsupported, literal
 from ait_dynamo.passes.fusion_groups import SHIFTED_LOADS
-from ait_dynamo.passes.fusion_maps import Refused, pad_befores, pool_window, slice_backward_span
+from ait_dynamo.passes.fusion_maps import Refused, pad_amounts, pool_window, slice_backward_span
 from ait_dynamo.passes.graph_utils import meta_value
 from ait_dynamo.passes.sizes import free_symbols, is_one, provably, same_size, size_source_ok
 
@@ -115,8 +115,8 @@ def _check_slice_backward(node: fx.Node, value: torch.Tensor, known_symbols: set
 
 
 def _check_constant_pad(node: fx.Node, value: torch.Tensor) -> None:
-    """``constant_pad_nd`` (GEMM padding, convolution padding): the input where it lies, the fill
-    value elsewhere."""
+    """``constant_pad_nd`` (GEMM padding, convolution padding; with negative amounts a crop, the
+    gradient of a pad): the input where it lies, the fill value elsewhere."""
     meta = _same_kind_source(node, value)
     fill = node.args[2] if len(node.args) > 2 else node.kwargs.get("value", 0)
     if not isinstance(fill, (int, float)):
@@ -125,12 +125,14 @@ def _check_constant_pad(node: fx.Node, value: torch.Tensor) -> None:
         literal(fill, value.dtype)
     except Unsupported as error:
         raise Refused(f"constant_pad_nd fill: {error}") from None
-    befores = pad_befores(node)
+    amounts = pad_amounts(node)
     if all(is_one(s) for s in value.shape):
         raise Refused("constant_pad_nd to a single element")
-    for k, size in enumerate(meta.shape):
-        if k in befores and provably(size == 0):
+    for k, (before, after) in amounts.items():
+        if provably(meta.shape[k] == 0):
             raise Refused("constant_pad_nd of an empty dim")
+        if min(before, after) < 0 and not provably(value.shape[k] >= 1):
+            raise Refused("constant_pad_nd that may crop a dim to nothing")
 
 
 def _check_max_pool(node: fx.Node, value: torch.Tensor) -> None:

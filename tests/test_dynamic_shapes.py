@@ -84,6 +84,7 @@ _PADS = {
     "before_and_after": lambda x: F.pad(x, (1, 2, 0, 3), value=-1.5),
     "after_only": lambda x: F.pad(x, (0, 4)),
     "minus_infinity": lambda x: F.pad(x, (2, 0, 1, 1), value=float("-inf")),
+    "crop_and_pad": lambda x: F.pad(x, (-1, 2, 0, -1), value=0.5),  # a size s >= 2 cropped by 1 keeps a row
 }
 
 

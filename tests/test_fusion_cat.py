@@ -1,4 +1,4 @@
-"""``cat``, ``slice_backward`` and ``constant_pad_nd`` fused into pointwise kernels
+"""``cat``, ``slice_backward`` and ``constant_pad_nd`` (padding and cropping) fused into pointwise kernels
 (``passes/fusion_shifted.py``, ``kernels/codegen_shifted.py``): each input is loaded, masked,
 over its slice of the dims, and consumers join the kernel; a negated input becomes a sign
 (``passes/cancel_negations.py``); a constant is read where it lies (``passes/remove_noops.py``).
@@ -130,11 +130,16 @@ def test_constant_pad_is_a_masked_load(pad, value, dtype):
         forward.kernels, forward.externs)
 
 
-def test_negative_padding_crops_through_aten():
-    x = torch.randn(4, 6, device=DEVICE)
-    check_compiled(lambda x: torch.nn.functional.pad(x, (-1, 2)) * 2, x, backward=False)
-    graph = _graph(("inference", "forward"))
-    assert any("negative" in reason for reason in graph.refused.values()), graph.refused
+@pytest.mark.parametrize("pad", [(-1, 2), (-1, -2, 1, -1), (0, 0, -2, -1)], ids=str)
+def test_negative_padding_crops_in_the_kernel(pad):
+    """A negative amount crops, and the gradient of a pad is a crop: the load is shifted the other
+    way and needs no bound. (0, 0, -2, -1) crops 4 rows to the third alone, a size-1 dim whose
+    one index reads row 2."""
+    x = torch.randn(4, 6, device=DEVICE, requires_grad=True)
+    check_compiled(lambda x: torch.nn.functional.pad(x, pad, value=3.0) * 2, x)
+    forward, backward = _graph(("forward",)), _graph(("backward",))
+    assert "aten.constant_pad_nd.default" in forward.fused_ops and forward.externs == [], forward.externs
+    assert "aten.constant_pad_nd.default" in backward.fused_ops and backward.externs == [], backward.externs
 
 
 def test_a_constant_is_read_where_it_lies_not_copied_each_call():
