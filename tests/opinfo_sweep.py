@@ -263,16 +263,18 @@ def _run(fn: Callable[..., Any], tensors: list[Any], seed: int, gradients: bool,
 
 
 def _compiled_run(program: _Program, tensors: list[Any], seed: int, gradients: bool, backend: str,
-                  options: dict[str, Any] | None) -> tuple[Any, list[Any], Any]:
+                  options: dict[str, Any] | None, dynamic: bool = False) -> tuple[Any, list[Any], Any]:
     torch._dynamo.reset()
     fn = torch.compile(program.function(program.constants(lambda v: v)), backend=backend,
-                       options=options if backend == "ait" else None)
+                       options=options if backend == "ait" else None, dynamic=dynamic or None)
     return _run(fn, tensors, seed, gradients, program)
 
 
 def run_sample(op: Any, sample: Any, index: int, layout: str, dtype: torch.dtype, gradients: bool,
-               options: dict[str, Any] | None = None, seed: int = 0) -> Outcome:
-    """Run one sample eagerly, through ait and in fp64; compare values, gradients and mutated inputs."""
+               options: dict[str, Any] | None = None, seed: int = 0, dynamic: bool = False) -> Outcome:
+    """Run one sample eagerly, through ait and in fp64; compare values, gradients and mutated inputs.
+    ``dynamic``: compile with symbolic sizes (``torch.compile(dynamic=True)``), aot_eager's
+    comparison runs too."""
     from ait_dynamo import metrics
 
     name = op_name(op)
@@ -298,10 +300,11 @@ def run_sample(op: Any, sample: Any, index: int, layout: str, dtype: torch.dtype
     before = (metrics.graphs_compiled, metrics.generated_kernels, metrics.fallbacks)
     try:
         with _quiet():
-            actual, ait_inputs, ait_grads = _compiled_run(program, program.tensors(_clone), seed, gradients, "ait", options)
+            actual, ait_inputs, ait_grads = _compiled_run(program, program.tensors(_clone), seed, gradients, "ait",
+                                                          options, dynamic)
     except Exception as error:  # noqa: BLE001
         outcome.status, outcome.detail = RAISED, f"{type(error).__name__}: {str(error)[:300]}"
-        if _raises_without_ait(program, seed, gradients):
+        if _raises_without_ait(program, seed, gradients, dynamic):
             outcome.status = TORCH_RAISES
         outcome.seconds = time.perf_counter() - started
         return outcome
@@ -334,27 +337,28 @@ def run_sample(op: Any, sample: Any, index: int, layout: str, dtype: torch.dtype
             outcome.status, outcome.detail = MISMATCH, f"{what}{_describe_difference(want, got)}"
             break
     if outcome.status == MISMATCH and _aot_eager_is_as_far(program, seed, gradients, expected, eager_grads,
-                                                           reference, reference_grads, dtype):
+                                                           reference, reference_grads, dtype, dynamic):
         outcome.status = TORCH_MISMATCH
     return outcome
 
 
-def _raises_without_ait(program: _Program, seed: int, gradients: bool) -> bool:
+def _raises_without_ait(program: _Program, seed: int, gradients: bool, dynamic: bool) -> bool:
     try:
         with _quiet():
-            _compiled_run(program, program.tensors(_clone), seed, gradients, "aot_eager", None)
+            _compiled_run(program, program.tensors(_clone), seed, gradients, "aot_eager", None, dynamic)
     except Exception:  # noqa: BLE001
         return True
     return False
 
 
 def _aot_eager_is_as_far(program: _Program, seed: int, gradients: bool, expected: Any, eager_grads: Any,
-                         reference: Any, reference_grads: Any, dtype: torch.dtype) -> bool:
+                         reference: Any, reference_grads: Any, dtype: torch.dtype, dynamic: bool) -> bool:
     """Whether dynamo + AOTAutograd without ait disagree with eager as well (a nondeterministic
     op, or a decomposition of torch's own): then the mismatch is not ait's."""
     try:
         with _quiet():
-            other, _, other_grads = _compiled_run(program, program.tensors(_clone), seed, gradients, "aot_eager", None)
+            other, _, other_grads = _compiled_run(program, program.tensors(_clone), seed, gradients, "aot_eager", None,
+                                                  dynamic)
     except Exception:  # noqa: BLE001
         return False
     if not _agrees(expected, _without_rng_state(op_name(program.op), other), reference, dtype):
@@ -393,18 +397,19 @@ def _wants_gradients(op: Any, dtype: torch.dtype, gradients: bool) -> bool:
 
 
 def run_op(op: Any, device: str, dtype: torch.dtype, gradients: bool, limit: int | None,
-           options: dict[str, Any] | None = None, noncontiguous: bool = True, first: int = 0) -> OpSummary:
+           options: dict[str, Any] | None = None, noncontiguous: bool = True, first: int = 0,
+           dynamic: bool = False) -> OpSummary:
     """Samples ``first`` up to ``limit`` (default: all) of one op."""
     summary = OpSummary(op_name(op))
     grad = _wants_gradients(op, dtype, gradients)
     for index, layout, sample in samples_of(op, device, dtype, grad, limit, noncontiguous, first):
-        outcome = run_sample(op, sample, index, layout, dtype, grad, options)
+        outcome = run_sample(op, sample, index, layout, dtype, grad, options, dynamic=dynamic)
         if outcome.status == EAGER_RAISES and grad:
             # an op whose sample cannot take gradients (an in-place variant on a leaf): forward only
             retry = next((s for i, l, s in samples_of(op, device, dtype, False, index + 1, first=index)
                           if i == index and l == layout), None)
             if retry is not None:
-                outcome = run_sample(op, retry, index, layout, dtype, False, options)
+                outcome = run_sample(op, retry, index, layout, dtype, False, options, dynamic=dynamic)
         summary.outcomes.append(outcome)
     return summary
 
@@ -456,7 +461,7 @@ def _init_worker() -> None:
 
 
 def _sweep_chunk(name: str, first: int, device: str, dtype_name: str, gradients: bool, samples: int | None,
-                 noncontiguous: bool) -> dict[str, Any]:
+                 noncontiguous: bool, dynamic: bool = False) -> dict[str, Any]:
     """Samples ``first`` to ``first + CHUNK`` of one op in a worker process; returns a JSON-ready
     entry. The first unit of an op also counts its samples (``total``), so that the parent can
     hand out the op's other units."""
@@ -470,7 +475,8 @@ def _sweep_chunk(name: str, first: int, device: str, dtype_name: str, gradients:
         if first == 0:
             total = count_samples(op, device, chosen, _wants_gradients(op, chosen, gradients))
             entry["total"] = total if samples is None else min(total, samples)
-        summary = run_op(op, device, chosen, gradients, stop, noncontiguous=noncontiguous, first=first)
+        summary = run_op(op, device, chosen, gradients, stop, noncontiguous=noncontiguous, first=first,
+                         dynamic=dynamic)
     except Exception as error:  # noqa: BLE001 - sample generation itself failed
         summary = OpSummary(name, [Outcome(name, -1, "given", EAGER_RAISES, f"samples: {type(error).__name__}: {error}")])
     entry["outcomes"] = [asdict(o) for o in summary.outcomes]
@@ -526,6 +532,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-gradients", action="store_true", help="forward only")
     parser.add_argument("--samples", type=int, default=None, help="first N samples per op (default: all)")
     parser.add_argument("--given-only", action="store_true", help="skip the non-contiguous copies")
+    parser.add_argument("--dynamic", action="store_true",
+                        help="compile with symbolic sizes (torch.compile(dynamic=True)), aot_eager's runs too")
     parser.add_argument("--shard", default="0/1", help="K/N: every N-th op from the K-th")
     parser.add_argument("--ops", default="", help="comma-separated op names (default: every op)")
     parser.add_argument("--jobs", type=int, default=1, help=f"worker processes (units of {CHUNK} samples of one op are handed out one at a time)")
@@ -552,7 +560,8 @@ def main(argv: list[str] | None = None) -> int:
 
     def save() -> None:
         with open(args.out, "w") as file:  # after every unit: a killed run keeps what it did
-            json.dump({"device": args.device, "dtype": args.dtype, "ops": list(done.values())}, file)
+            json.dump({"device": args.device, "dtype": args.dtype, "dynamic": args.dynamic, "ops": list(done.values())},
+                      file)
 
     def report(entry: dict[str, Any]) -> None:
         done[_unit_key(entry["op"], entry["first"])] = entry
@@ -563,7 +572,7 @@ def main(argv: list[str] | None = None) -> int:
               + (f" ({bad[0]['status']}: {bad[0]['detail']})" if bad else ""), flush=True)
         save()
 
-    task = (args.device, args.dtype, not args.no_gradients, args.samples, not args.given_only)
+    task = (args.device, args.dtype, not args.no_gradients, args.samples, not args.given_only, args.dynamic)
     if args.jobs <= 1:
         _init_worker()
         while queue:

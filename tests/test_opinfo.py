@@ -12,6 +12,10 @@ Selections (environment variables):
 - ``AIT_OPINFO_OPS=add,softmax``: only these ops;
 - ``AIT_OPINFO_SUMMARY=path.md``: write the summary (counts per status, every non-pass sample).
 
+``test_op_with_symbolic_sizes`` compiles the first samples of the ops whose kernels take symbolic
+sizes with ``dynamic=True`` (``AIT_OPINFO_SYMBOLIC_SAMPLES``; the sweep's ``--dynamic`` does it for
+any op).
+
 A sample whose value is off is a failure, always. An op may raise under ait only when it is
 listed in ``EXPECTED_FAILURES`` with its reason: the user then gets an error, never a wrong value.
 Ops whose results are unspecified (uninitialised memory, random draws) are reported apart.
@@ -79,3 +83,19 @@ def test_op(op, dtype):
     if name in EXPECTED_FAILURES:
         return
     assert not raised, "\n".join(f"{name} sample {o.sample} ({o.layout}) raised: {o.detail}" for o in raised)
+
+
+# Ops whose kernels take symbolic sizes as bounds, shifts or operands under dynamic shapes
+# (tests/test_dynamic_shapes.py): their first samples compiled with ``dynamic=True``, gradients too.
+_SYMBOLIC_OPS = ("cat", "nn.functional.pad.constant", "nn.functional.max_pool2d", "div.floor_rounding",
+                 "nn.functional.layer_norm", "softmax")
+_SYMBOLIC_SAMPLES = int(os.environ.get("AIT_OPINFO_SYMBOLIC_SAMPLES", "3"))
+
+
+@pytest.mark.parametrize("op", [op for op in _OPS if sweep.op_name(op) in _SYMBOLIC_OPS], ids=sweep.op_name)
+def test_op_with_symbolic_sizes(op):
+    chosen = sweep.pick_dtype(op, DEVICE, torch.float32)
+    summary = sweep.run_op(op, DEVICE, chosen, True, _SYMBOLIC_SAMPLES, dynamic=True)
+    wrong = [o for o in summary.outcomes if o.status in (sweep.MISMATCH, sweep.RAISED)]
+    assert not wrong, "\n".join(f"{summary.op} sample {o.sample} ({o.layout}): {o.status} {o.detail}" for o in wrong)
+    assert any(o.kernels for o in summary.outcomes), "no sample ran a generated kernel"
