@@ -37,7 +37,7 @@ from torch._subclasses.fake_tensor import FakeTensor
 
 from ait_dynamo.kernels import batch_norm_channels, runtime
 from ait_dynamo.passes.batch_norm_split import Inserter, channel_kernels_apply, fake_like, getitem_users
-from ait_dynamo.passes.graph_utils import bound_arguments, meta_value, real_tensors, same_tensor_layout
+from ait_dynamo.passes.graph_utils import bound_arguments, channel_shape, meta_value, real_tensors, same_tensor_layout
 
 aten = torch.ops.aten
 
@@ -142,7 +142,7 @@ def _split(gm: fx.GraphModule, node: fx.Node, bound: dict[str, Any], outputs: di
     dy, x, weight = bound["grad_out"], bound["input"], bound["weight"]
     x_value = meta_value(x)
     channels = x_value.shape[1]
-    shape = [1, channels] + [1] * (x_value.dim() - 2)
+    shape = channel_shape(channels, x_value.dim())
     factor = fake_like(x_value, (channels,), torch.float32)
     grad = fake_like(x_value, (channels,), meta_value(weight).dtype) if weight is not None else None
     grid = batch_norm_channels.channel_grid(x_value.numel() // channels, channels, runtime.multiprocessors([x_value]))

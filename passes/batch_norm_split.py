@@ -55,7 +55,7 @@ from torch import fx
 from ait_dynamo.kernels import batch_norm_channels, runtime
 from ait_dynamo.passes.batch_norm_stats import copy_back
 from ait_dynamo.passes.graph_utils import (
-    bound_arguments, fake_result, has_static_layout, meta_value, same_tensor_layout,
+    bound_arguments, channel_shape, fake_result, has_static_layout, meta_value, same_tensor_layout,
 )
 
 aten = torch.ops.aten
@@ -148,7 +148,7 @@ def _split(gm: fx.GraphModule, node: fx.Node, bound: dict[str, Any], outputs: di
     x_value = meta_value(x)
     channels = x_value.shape[1]
     stat = fake_like(x_value, (channels,), torch.float32)
-    shape = [1, channels] + [1] * (x_value.dim() - 2)
+    shape = channel_shape(channels, x_value.dim())
     add = Inserter(graph, node)
     count_name = None
     if channel_kernels_apply(x_value, config):
@@ -169,8 +169,8 @@ def _split(gm: fx.GraphModule, node: fx.Node, bound: dict[str, Any], outputs: di
         invstd = add.node(operator.getitem, (stats, 1), val=stat)
         counts = add.node(count_name, (), op="get_attr", val=fake_like(x_value, (1,), torch.float32))
         add.node(aten.batch_norm_gather_stats_with_counts.default,
-                 (x, add.node(aten.view.default, (mean, [1, channels])),
-                  add.node(aten.view.default, (invstd, [1, channels])),
+                 (x, add.node(aten.view.default, (mean, channel_shape(channels, 2))),
+                  add.node(aten.view.default, (invstd, channel_shape(channels, 2))),
                   bound["running_mean"], bound["running_var"], bound["momentum"], eps, counts), val=(stat, stat))
     normalised = outputs.get(0)
     if normalised is not None and normalised.users:

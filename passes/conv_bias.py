@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch import fx
 
-from ait_dynamo.passes.graph_utils import fake_result, meta_value, same_tensor_layout
+from ait_dynamo.passes.graph_utils import channel_shape, fake_result, meta_value, same_tensor_layout
 
 aten = torch.ops.aten
 
@@ -48,7 +48,7 @@ def split_convolution_bias(gm: fx.GraphModule, config: Any) -> fx.GraphModule:
             continue
         if value.dtype in _ROUNDED_ONCE_ON_CPU and value.device.type != "cuda":
             continue
-        shape = [1, bias_value.shape[0]] + [1] * (value.dim() - 2)
+        shape = channel_shape(bias_value.shape[0], value.dim())
         graph = gm.graph
         with graph.inserting_after(node):
             unbiased = graph.call_function(aten.convolution.default, (node.args[0], node.args[1], None, *node.args[3:]))

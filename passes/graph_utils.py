@@ -135,6 +135,13 @@ def bound_arguments(node: fx.Node) -> dict[str, Any]:
     return bound
 
 
+def channel_shape(channels: Any, rank: int) -> list[int]:
+    """``[1, C, 1, ...]``: the shape a per-channel vector of ``channels`` elements is viewed as, to
+    broadcast over a rank-``rank`` activation. A symbolic channel count is written ``-1`` (the
+    vector's only dim): a raw SymInt in a node's arguments is no value the wrapper can print."""
+    return [1, channels if isinstance(channels, int) else -1] + [1] * (rank - 2)
+
+
 def same_tensor_layout(a: Any, b: Any) -> bool:
     """Provably the same dtype, device, shape and strides (no guard is added for symbolic sizes)."""
     if not (isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor)):

@@ -218,3 +218,18 @@ def test_max_pool_training_offsets_over_a_dynamic_width_are_one_kernel():
     forward = _graph("forward")
     assert not [op for op in forward.externs if "div" in op or "mul" in op], forward.externs
     assert len(forward.kernels) == 1, forward.kernels
+
+
+def test_a_convolution_bias_over_symbolic_channels_is_compiled():
+    """The convolution's bias, split off to join the kernel after it (``passes/conv_bias.py``), is
+    viewed per channel; over a symbolic channel count the view wrote a raw SymInt into the graph,
+    which the wrapper cannot print, and the whole graph ran as AOTAutograd gave it (the OpInfo
+    sweep with ``--dynamic`` found it: conv1d, conv_transpose1d/2d/3d). The view says -1 now."""
+    torch.manual_seed(0)
+    weight, bias = torch.randn(3, 4, 3, device=DEVICE), torch.randn(4, device=DEVICE)
+
+    def fn(x, w, b):
+        return F.conv_transpose1d(x, w, b, stride=2).relu()
+
+    inputs = [(torch.randn(2, 3, length, device=DEVICE), weight, bias) for length in (7, 12, 5)]
+    _run_over_sizes(fn, inputs, backward=True)
