@@ -200,13 +200,13 @@ class ShiftedLoadWriter:
         terms, indices = [], []
         for k, iteration_dim in enumerate(self.group.dim_maps[node]):
             shift = shifts.get(k, 0)
-            stride = access._stride(k)
             if iteration_dim is None:  # a size-1 result dim reads the input at 0 - shift (a crop's start)
-                if static_int(shift) != 0 and stride != "0":
-                    terms.append(scaled_index(f"({self._offset_text(-shift)})", stride))
+                if static_int(shift) != 0 and access._stride(k) != "0":
+                    terms.append(scaled_index(f"({self._offset_text(-shift)})", access._stride(k)))
                 continue
             index = self._index_of(iteration_dim)
             indices.append(index)
+            stride = access._stride(k)
             if stride != "0":
                 shifted = index if static_int(shift) == 0 else f"({index} - {self._offset_text(shift)})"
                 terms.append(scaled_index(shifted, stride))

@@ -133,6 +133,10 @@ def _check_constant_pad(node: fx.Node, value: torch.Tensor) -> None:
             raise Refused("constant_pad_nd of an empty dim")
         if min(before, after) < 0 and not provably(value.shape[k] >= 1):
             raise Refused("constant_pad_nd that may crop a dim to nothing")
+        if max(before, after) > 0 and is_one(value.shape[k]):
+            # padding and cropping one dim down to its one element, which may be the fill: the
+            # kernel has no index there to bound (a crop alone reads the input at -before)
+            raise Refused("constant_pad_nd that pads and crops a dim to one element")
 
 
 def _check_max_pool(node: fx.Node, value: torch.Tensor) -> None:

@@ -142,6 +142,17 @@ def test_negative_padding_crops_in_the_kernel(pad):
     assert "aten.constant_pad_nd.default" in backward.fused_ops and backward.externs == [], backward.externs
 
 
+@pytest.mark.parametrize("pad", [(1, -3), (-3, 1), (0, 0, 1, -4)], ids=str)
+def test_padding_and_cropping_a_dim_to_one_element_stays_in_aten(pad):
+    """Its one element may be the fill (pad 1 before, crop the rest): a size-1 dim has no index in
+    the kernel to bound, and reading the input there was a wrong value before this refusal."""
+    x = torch.randn(4, 3, device=DEVICE, requires_grad=True)
+    check_compiled(lambda x: torch.nn.functional.pad(x, pad, value=7.0) * 2, x)
+    forward = _graph(("forward",))
+    assert "aten.constant_pad_nd.default" in forward.externs, forward.fused_ops
+    assert any("one element" in reason for reason in forward.refused.values()), forward.refused
+
+
 def test_a_constant_is_read_where_it_lies_not_copied_each_call():
     """``torch.tensor`` in traced code becomes ``lift_fresh_copy(constant)``: no copy per call
     (GPT-2's attention mask value was one)."""
