@@ -76,6 +76,9 @@ def _is_noop(node: fx.Node) -> bool:
         return False
     if node.target is aten._to_copy.default and node.kwargs.get("memory_format") not in (None, torch.preserve_format):
         return False
+    if node.target is aten.constant_pad_nd.default and not all(type(amount) is int and amount == 0
+                                                               for amount in node.args[1]):
+        return False  # (-1, 1) keeps the shape but shifts the values: only all-zero pads are no-ops
     return same_tensor_layout(meta_value(source), meta_value(node))
 
 

@@ -142,6 +142,16 @@ def test_negative_padding_crops_in_the_kernel(pad):
     assert "aten.constant_pad_nd.default" in backward.fused_ops and backward.externs == [], backward.externs
 
 
+@pytest.mark.parametrize("pad", [(-1, 1), (2, -2, 0, 0), (0, 0, -1, 1)], ids=str)
+def test_a_pad_that_keeps_the_shape_but_shifts_the_values_is_not_dropped(pad):
+    """``remove_noops`` took every same-shape ``constant_pad_nd`` for a zero pad: (-1, 1) crops
+    one element and pads one, a shift of the values, and came out as its input unchanged."""
+    x = torch.randn(4, 5, device=DEVICE, requires_grad=True)
+    check_compiled(lambda x: torch.nn.functional.pad(x, pad, value=2.5) * 3, x)
+    forward = _graph(("forward",))
+    assert "aten.constant_pad_nd.default" in forward.fused_ops, (forward.fused_ops, forward.externs)
+
+
 @pytest.mark.parametrize("pad", [(1, -3), (-3, 1), (0, 0, 1, -4)], ids=str)
 def test_padding_and_cropping_a_dim_to_one_element_stays_in_aten(pad):
     """Its one element may be the fill (pad 1 before, crop the rest): a size-1 dim has no index in
