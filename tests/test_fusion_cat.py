@@ -7,6 +7,8 @@ per q and k; its backward two ATen ``slice_backward``s besides."""
 
 from __future__ import annotations
 
+import random
+
 import pytest
 import torch
 
@@ -161,6 +163,30 @@ def test_padding_and_cropping_a_dim_to_one_element_stays_in_aten(pad):
     forward = _graph(("forward",))
     assert "aten.constant_pad_nd.default" in forward.externs, forward.fused_ops
     assert any("one element" in reason for reason in forward.refused.values()), forward.refused
+
+
+def _random_pad(seed: int) -> tuple[list[int], tuple[int, ...], float]:
+    """A shape of small sizes (1 included) and a pad list mixing pads, crops and shifts that
+    leaves every dim at least one element."""
+    rng = random.Random(seed)
+    shape = [rng.choice([1, 2, 3, 5, 7]) for _ in range(rng.randint(1, 4))]
+    amounts: list[int] = []
+    for k in range(rng.randint(1, len(shape))):
+        size = shape[-1 - k]
+        before, after = rng.randint(-3, 3), rng.randint(-3, 3)
+        while size + before + after < 1 or size + before < 0 or size + after < 0:  # what eager takes
+            before, after = rng.randint(-3, 3), rng.randint(-3, 3)
+        amounts += [before, after]
+    return shape, tuple(amounts), rng.choice([0.0, -1.5, 2.0])
+
+
+@pytest.mark.parametrize("seed", range(24))
+def test_random_pads_and_crops(seed):
+    """Pads, crops and both on one dim, over size-1 dims too: the probe that found the dropped
+    same-shape pad and the dim padded and cropped to one element ran 700 of these."""
+    shape, amounts, value = _random_pad(seed)
+    x = torch.randn(*shape, device=DEVICE, requires_grad=True)
+    check_compiled(lambda x: (torch.nn.functional.pad(x, amounts, value=value) * 2).sin(), x)
 
 
 def test_a_constant_is_read_where_it_lies_not_copied_each_call():
