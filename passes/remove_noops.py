@@ -16,7 +16,7 @@ from torch import fx
 
 from torch.fx.experimental.symbolic_shapes import statically_known_true
 
-from ait_dynamo.passes.graph_utils import meta_value, same_tensor_layout
+from ait_dynamo.passes.graph_utils import is_view_op, meta_value, same_tensor_layout
 
 aten = torch.ops.aten
 
@@ -79,7 +79,12 @@ def _is_noop(node: fx.Node) -> bool:
     if node.target is aten.constant_pad_nd.default and not all(type(amount) is int and amount == 0
                                                                for amount in node.args[1]):
         return False  # (-1, 1) keeps the shape but shifts the values: only all-zero pads are no-ops
-    return same_tensor_layout(meta_value(source), meta_value(node))
+    if not same_tensor_layout(meta_value(source), meta_value(node)):
+        return False
+    # a view's values are its strides from its storage offset: as_strided sets the offset, and
+    # as_strided(x, x.shape, x.stride(), 1) is x shifted by one element
+    return not is_view_op(node.target) or statically_known_true(
+        meta_value(source).storage_offset() == meta_value(node).storage_offset())
 
 
 # Dim reorders: two in a row that undo each other (``t(t(w))``, as the backward of a linear

@@ -335,3 +335,17 @@ def test_merging_reductions_does_not_close_a_cycle_through_an_earlier_kernel():
     graphs = ait_dynamo.metrics.compiled_graphs
     assert graphs and all(graph.fallback_reason is None for graph in graphs), [g.fallback_reason for g in graphs]
     assert graphs[0].kernels, "the forward runs generated kernels"
+
+
+def test_as_strided_to_another_storage_offset_is_not_dropped():
+    """``as_strided(x, x.shape, x.stride(), 1)`` has x's shape and strides but starts one element
+    later: ``remove_noops`` took it for x unchanged (its layout check left out the storage offset).
+    The input is a view of a longer tensor, so the element past its end is there to read."""
+
+    def fn(x):
+        return torch.as_strided(x, (4,), (1,), 1) * 2
+
+    base = torch.randn(5, device=DEVICE)
+    torch._dynamo.reset()
+    compiled = torch.compile(fn, backend="ait")
+    torch.testing.assert_close(compiled(base[:4]), fn(base[:4]))
