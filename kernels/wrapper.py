@@ -25,6 +25,7 @@ from ait_dynamo.kernels.source import call_source, entry_point_source, target_so
 from ait_dynamo.kernels.views import reinterpret_source, reinterpreted_views
 from ait_dynamo.passes.graph_utils import FRESH_RESULTS, mutated_placeholders
 from ait_dynamo.passes.plan import FusionGroup, Plan
+from ait_dynamo.passes.sizes import free_symbols, size_source_ok, symbol_sources
 
 # Names the generated module uses itself; graph values never take them.
 _RESERVED = {"torch", "args", "call", "make_call", "constants", "triton", "tl", "tmath", "_rt", "error",
@@ -137,7 +138,7 @@ def generate_wrapper(plan: Plan, gm: fx.GraphModule, version: str, autotune: boo
     # call checks for that (kernels/views.py)
     reinterpreted, bases = reinterpreted_views(plan, lambda g: triton_runs_on(g.outputs[0].meta["val"].device.type))
     checked |= bases
-    checking_body: list[tuple[str, list[str]]] = [(_layout_check(p, names, "input"), []) for p in plan.placeholders
+    checking_body: list[tuple[str, list[str]]] = [(_layout_check(p, names, "input", symbols), []) for p in plan.placeholders
                                                   if p in checked]
     verifying_body.extend(checking_body)
     launched: set[str] = set()  # kernels some site launches: only those are defined
@@ -177,7 +178,7 @@ def generate_wrapper(plan: Plan, gm: fx.GraphModule, version: str, autotune: boo
             header = f"# {step.name}: {step.kind}, {len(step.nodes)} ops\n{' ' * 8}"
             body.append((header + call.source(), frees))
             checking_body.append(body[-1])
-            checks = [(_layout_check(n, names, step.name), []) for n in step.outputs if n in checked and not runs]
+            checks = [(_layout_check(n, names, step.name, symbols), []) for n in step.outputs if n in checked and not runs]
             checking_body.extend(checks)  # ATen's results, where the group is its ATen calls
             setup.extend(call.setup)
             if runs:
@@ -216,7 +217,7 @@ def generate_wrapper(plan: Plan, gm: fx.GraphModule, version: str, autotune: boo
             verifying_body.append(body[-1])
             checking_body.append(body[-1])
             if node in checked:
-                check = (_layout_check(node, names, str(node.target)), [])
+                check = (_layout_check(node, names, str(node.target), symbols), [])
                 verifying_body.append(check)
                 checking_body.append(check)
         elif frees:  # a constant's step frees nothing of its own, but may end another value's life
@@ -229,6 +230,7 @@ def generate_wrapper(plan: Plan, gm: fx.GraphModule, version: str, autotune: boo
     prologue = [f"_alloc = _alloc_here if _rt.current_cuda_device() == {cuda_index} else _alloc_elsewhere"] if allocates else []
     if allocates:
         setup.append(f"_alloc_here, _alloc_elsewhere = _rt.cuda_allocators({cuda_index})")
+    checks_run = bool(checked) and bool(launched or reinterpreted)
     source = render_template(
         "wrapper.py.jinja",
         version=version,
@@ -244,7 +246,8 @@ def generate_wrapper(plan: Plan, gm: fx.GraphModule, version: str, autotune: boo
         setup=[f"{name} = {entry_point_source(op)}" for op, name in entry_points.items()] + setup,
         body=body,
         verifying_body=verifying_body if verify and launched else [],
-        checking_body=checking_body if checked and (launched or reinterpreted) else [],
+        checking_body=checking_body if checks_run else [],
+        check_every_call=checks_run and any(not _static_layout(n) for n in checked),
         reinterprets=any("_reinterpret(" in line for line, _ in body),
         result=result,
     )
@@ -264,27 +267,48 @@ def _single_cuda_device(plan: Plan) -> int | None:
 
 def _layouts_to_check(plan: Plan, triton_runs_on: Callable[[str], bool]) -> set[fx.Node]:
     """Values launched kernels read whose layout comes from the trace, not from ait: graph inputs
-    and ATen results, where the sizes and strides are static numbers."""
+    and ATen results, where the sizes and strides are static numbers; and ATen results over
+    symbolic sizes (:func:`_symbolic_layout`)."""
     computed = {n for step in plan.steps if isinstance(step, FusionGroup) for n in step.outputs}
     # an input the graph writes to is not replaced by a copy (the write would miss the caller's
     # tensor); dynamo guards the strides of the inputs the user passes
     computed |= mutated_placeholders(plan.graph)
+    known = set(symbol_sources(plan.placeholders, lambda n: n.name))
     checked: set[fx.Node] = set()
     for step in plan.steps:
         if not isinstance(step, FusionGroup) or not triton_runs_on(step.outputs[0].meta["val"].device.type):
             continue
         for node in step.reads():
             value = node.meta.get("val")
-            if (node not in computed and node.op in ("placeholder", "call_function") and isinstance(value, torch.Tensor)
-                    and all(isinstance(v, int) for v in (*value.shape, *value.stride()))):
+            if node in computed or node.op not in ("placeholder", "call_function") or not isinstance(value, torch.Tensor):
+                continue
+            if _static_layout(node) or _symbolic_layout(node, known):
                 checked.add(node)
     return checked
 
 
-def _layout_check(node: fx.Node, names: _Names, op: str) -> str:
+def _static_layout(node: fx.Node) -> bool:
+    value = node.meta["val"]
+    return all(isinstance(v, int) for v in (*value.shape, *value.stride()))
+
+
+def _symbolic_layout(node: fx.Node, known: set) -> bool:
+    """An ATen result whose traced layout is symbolic and can be computed from the inputs. Its
+    real strides may differ from the trace's for some sizes only: ``constant_pad_nd`` with pads
+    that are symbolic ints traces a contiguous result, and ATen returns a clone in the input's
+    layout where every pad is at most 0. Such values are checked on every call, not just the
+    first. (Dynamo guards the inputs' strides.)"""
+    value = node.meta["val"]
+    sizes = (*value.shape, *value.stride())
+    return node.op == "call_function" and all(size_source_ok(v) and free_symbols(v) <= known for v in sizes)
+
+
+def _layout_check(node: fx.Node, names: _Names, op: str, symbols: SymbolLocals) -> str:
     value = node.meta["val"]
     name = names(node)
-    return f"{name} = layouts.expect({name}, {tuple(value.shape)!r}, {tuple(value.stride())!r}, {name!r}, {op!r})"
+    shape, stride = (value_source(tuple(symbols.source(v) for v in values), lambda n: n).replace("'", "")
+                     for values in (value.shape, value.stride()))
+    return f"{name} = layouts.expect({name}, {shape}, {stride}, {name!r}, {op!r})"
 
 
 def _returned_names(plan: Plan, names: _Names) -> Any:

@@ -233,3 +233,26 @@ def test_a_convolution_bias_over_symbolic_channels_is_compiled():
 
     inputs = [(torch.randn(2, 3, length, device=DEVICE), weight, bias) for length in (7, 12, 5)]
     _run_over_sizes(fn, inputs, backward=True)
+
+
+def _padded(before: int, after: int) -> Callable[[torch.Tensor], torch.Tensor]:
+    def fn(x):
+        return F.pad(x.transpose(2, 3) * 1.5, (before, after), value=0.5).sin() * 2
+
+    return fn
+
+
+def test_an_aten_result_whose_layout_changes_with_the_sizes_is_checked_on_every_call():
+    """The pads, ints the function closes over, are symbolic under ``dynamic=True``, and one graph
+    serves them all. ATen's ``constant_pad_nd`` returns a clone in its input's (transposed) layout
+    where every pad is at most 0, and a contiguous tensor otherwise, as the trace has it; the
+    kernel after it read the transposed clone as contiguous (wrong values; found by
+    ``tests/test_random_views.py``). Such results are now checked, and copied into the traced
+    layout where they differ, on every call: the first pads here give the traced layout."""
+    torch._dynamo.reset()
+    x = torch.randn(1, 6, 2, 6, device=DEVICE)
+    for before, after in ((1, 1), (0, 0), (2, 0), (0, 0)):
+        fn = _padded(before, after)
+        got = torch.compile(fn, backend="ait", dynamic=True)(x)
+        torch.testing.assert_close(got, fn(x))
+    assert metrics.graphs_compiled == 1, [g.name for g in metrics.compiled_graphs]
