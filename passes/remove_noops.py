@@ -161,10 +161,9 @@ def _whole_slice_gradient(node: fx.Node) -> fx.Node | None:
 
 def _copy_of(node: fx.Node, source: fx.Node, is_output: bool) -> fx.Node | None:
     """What replaces ``node``, a fresh copy of ``source``'s values (``cat`` of one input, the
-    gradient of a whole-dim slice): the
-    source itself where the layout agrees or only attention kernels read it (not for a graph
-    output, which must not alias), else ``clone`` into the contiguous layout ``cat`` gives (a
-    pointwise copy the fusion planner can take)."""
+    gradient of a whole-dim slice): the source itself where the layout agrees or only attention
+    kernels read it (not for a graph output, which must not alias), else ``clone`` into the
+    contiguous layout ``cat`` gives (a pointwise copy the fusion planner can take)."""
     if not is_output and (same_tensor_layout(meta_value(source), meta_value(node))
                           or _attention_operand_only(node, source)):
         return source

@@ -161,8 +161,8 @@ class _RMSNorm(torch.nn.Module):
 def test_float_attributes_passed_as_float64_inputs_are_cast_inside_the_kernel():
     torch._dynamo.reset()
     torch.manual_seed(0)
-    model = _RMSNorm(24)
-    reference = _RMSNorm(24).double()
+    model = _RMSNorm(24).to(DEVICE)
+    reference = _RMSNorm(24).to(DEVICE).double()
     reference.load_state_dict(model.state_dict())
     compiled = torch.compile(model, backend="ait", dynamic=True)
     for rows in (5, 9, 17):
