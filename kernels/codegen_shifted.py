@@ -200,13 +200,15 @@ class ShiftedLoadWriter:
         terms, indices = [], []
         for k, iteration_dim in enumerate(self.group.dim_maps[node]):
             shift = shifts.get(k, 0)
+            if iteration_dim is None and static_int(shift) == 0:  # index 0, no term
+                continue
+            stride = access._stride(k)
             if iteration_dim is None:  # a size-1 result dim reads the input at 0 - shift (a crop's start)
-                if static_int(shift) != 0 and access._stride(k) != "0":
-                    terms.append(scaled_index(f"({self._offset_text(-shift)})", access._stride(k)))
+                if stride != "0":
+                    terms.append(scaled_index(f"({self._offset_text(-shift)})", stride))
                 continue
             index = self._index_of(iteration_dim)
             indices.append(index)
-            stride = access._stride(k)
             if stride != "0":
                 shifted = index if static_int(shift) == 0 else f"({index} - {self._offset_text(shift)})"
                 terms.append(scaled_index(shifted, stride))

@@ -40,6 +40,10 @@ class SymbolLocals:
             self.local(symbol)
         return size_source(size, self.used)
 
+    def tuple_source(self, sizes: Any) -> str:
+        """A tuple of sizes as source: ``(2, sym_s0, (sym_s0 * 3))``."""
+        return value_source(tuple(self.source(s) for s in sizes), lambda n: n).replace("'", "")
+
     def lines(self) -> list[str]:
         return [f"{name} = {self.sources[symbol]}" for symbol, name in sorted(self.used.items(), key=lambda i: i[1])]
 
@@ -178,7 +182,7 @@ def group_call_source(group: FusionGroup, kernel: GeneratedKernel, names: Callab
             else:
                 call.allocate.append(f"{partial} = {allocation(meta, f'({split}, {xnumel})', f'({xnumel}, 1)', torch.float32)}")
             fresh.add(partial)
-        shape = value_source(tuple(symbols.source(s) for s in meta.shape), lambda n: n).replace("'", "")
+        shape = symbols.tuple_source(meta.shape)
         if buffer in reuse:  # same elements, strides and dtype; each is read before it is written
             source, reshaped = reuse[buffer]
             if not reshaped:
@@ -194,7 +198,7 @@ def group_call_source(group: FusionGroup, kernel: GeneratedKernel, names: Callab
             call.taken.append(slot)
             fresh.add(buffer)
             continue
-        stride = value_source(tuple(symbols.source(s) for s in meta.stride()), lambda n: n).replace("'", "")
+        stride = symbols.tuple_source(meta.stride())
         call.allocate.append(f"{buffer} = {allocation(meta, shape, stride, meta.dtype)}")
         fresh.add(buffer)
     ints: list[str] = []

@@ -37,8 +37,7 @@ from ait_dynamo.passes.plan_steps import steps_of_groups
 from ait_dynamo.passes.sink import sink_growing_steps
 from ait_dynamo.passes.fusion_maps import (DimMap, Refused, edge_agrees, edges_between, reduced_map, reduction_dims,
                                            view_map)
-from ait_dynamo.passes.sizes import (SizeError, free_symbols, is_one, provably, same_size, size_source_ok,
-                                     symbol_sources)
+from ait_dynamo.passes.sizes import SizeError, computable, is_one, provably, same_size, symbol_sources
 
 log = logging.getLogger("ait_dynamo")
 aten = torch.ops.aten
@@ -68,7 +67,7 @@ def _check_tensor(node: fx.Node, known_symbols: set) -> torch.Tensor:
     if value.layout != torch.strided:
         raise Refused("non-strided layout")
     for size in list(value.shape) + list(value.stride()) + [value.storage_offset()]:
-        if not size_source_ok(size) or not free_symbols(size) <= known_symbols:
+        if not computable(size, known_symbols):
             raise Refused(f"size expression {size} cannot be computed at run time")
     return value
 
@@ -276,7 +275,7 @@ class Planner:
     def _size_scalar(self, node: fx.Node) -> SizeScalar:
         """A symbolic int operand: the kernel computes it from the sizes the wrapper passes."""
         size = meta_value(node)
-        if not size_source_ok(size) or not free_symbols(size) <= self.known_symbols:
+        if not computable(size, self.known_symbols):
             raise Refused(f"symbolic int {size} cannot be computed at run time")
         return SizeScalar("v", torch.int64, positive=provably(size >= 1))
 

@@ -17,7 +17,7 @@ from ait_dynamo.kernels.triton_values import FUSIBLE_DTYPES, Unsupported, litera
 from ait_dynamo.passes.fusion_groups import SHIFTED_LOADS
 from ait_dynamo.passes.fusion_maps import Refused, pad_amounts, pool_window, slice_backward_span
 from ait_dynamo.passes.graph_utils import meta_value
-from ait_dynamo.passes.sizes import free_symbols, is_one, provably, same_size, size_source_ok
+from ait_dynamo.passes.sizes import computable, is_one, provably, same_size
 
 if TYPE_CHECKING:
     from ait_dynamo.passes.fusion import Planner
@@ -105,7 +105,7 @@ def _check_slice_backward(node: fx.Node, value: torch.Tensor, known_symbols: set
     meta = _same_kind_source(node, value)
     dim, start, end = slice_backward_span(node)
     for bound in (start, end):  # the kernel takes a symbolic bound as an argument
-        if not size_source_ok(bound) or not free_symbols(bound) <= known_symbols:
+        if not computable(bound, known_symbols):
             raise Refused(f"slice_backward bound {bound} cannot be computed at run time")
     if is_one(value.shape[dim]):
         raise Refused("slice_backward along a size-1 dim")

@@ -136,12 +136,18 @@ def _lone_cat_input(node: fx.Node) -> fx.Node | None:
             return None
         if not statically_known_true(value.numel() == 0):
             kept.append(item)
-    if len(kept) != 1 or not isinstance(out, torch.Tensor):
+    if len(kept) != 1:
         return None
-    value = meta_value(kept[0])
+    return kept[0] if _same_kind_and_shape(meta_value(kept[0]), out) else None
+
+
+def _same_kind_and_shape(value: Any, out: Any) -> bool:
+    """Tensors of one dtype and device and provably one shape (strides aside)."""
+    if not isinstance(value, torch.Tensor) or not isinstance(out, torch.Tensor):
+        return False
     if value.dtype != out.dtype or value.device != out.device or value.dim() != out.dim():
-        return None
-    return kept[0] if all(statically_known_true(a == b) for a, b in zip(value.shape, out.shape)) else None
+        return False
+    return all(statically_known_true(a == b) for a, b in zip(value.shape, out.shape))
 
 
 def _whole_slice_gradient(node: fx.Node) -> fx.Node | None:
@@ -150,13 +156,8 @@ def _whole_slice_gradient(node: fx.Node) -> fx.Node | None:
     per leading dim, since whether ``end`` reaches the size is not known when tracing."""
     if node.op != "call_function" or node.target is not aten.slice_backward.default:
         return None
-    grad, out = node.args[0], meta_value(node)
-    value = meta_value(grad)
-    if not isinstance(value, torch.Tensor) or not isinstance(out, torch.Tensor):
-        return None
-    if value.dtype != out.dtype or value.device != out.device or value.dim() != out.dim():
-        return None
-    return grad if all(statically_known_true(a == b) for a, b in zip(value.shape, out.shape)) else None
+    grad = node.args[0]
+    return grad if _same_kind_and_shape(meta_value(grad), meta_value(node)) else None
 
 
 def _copy_of(node: fx.Node, source: fx.Node, is_output: bool) -> fx.Node | None:

@@ -76,6 +76,12 @@ def size_source_ok(size: Any) -> bool:
     return _printable(_expr(size))
 
 
+def computable(size: Any, known_symbols: set) -> bool:
+    """Whether the wrapper can compute ``size`` on each call: it prints (:func:`size_source_ok`)
+    and every symbol in it is read from a graph input (:func:`symbol_sources`)."""
+    return size_source_ok(size) and free_symbols(size) <= known_symbols
+
+
 def symbol_sources(placeholders: Iterable[fx.Node], name: Callable[[fx.Node], str]) -> dict[Any, str]:
     """Symbol → Python source reading it from an input (SymInt placeholder, tensor size/stride)."""
     sources: dict[Any, str] = {}

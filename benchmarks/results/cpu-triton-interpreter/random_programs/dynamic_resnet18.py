@@ -1,6 +1,7 @@
 """torchvision's ResNet-18 compiled once with ``dynamic=True`` and run on two image sizes
 (inference): the largest error against eager and float64, and per compiled graph the kernels
-generated and the ops left to ATen. Run from another folder than the repository root::
+generated and the ops left to ATen; then the static compile of the first size, for comparison.
+Run from another folder than the repository root::
 
     TRITON_INTERPRET=1 python dynamic_resnet18.py
 """
@@ -29,6 +30,13 @@ def main() -> None:
               f"{(got.double() - exact).abs().max().item():.2e} (eager's {(want.double() - exact).abs().max().item():.2e})")
     for graph in metrics.compiled_graphs:
         print(f"{graph.name}: {len(graph.kernels)} kernels, {len(graph.refused)} ops refused, fallback {graph.fallback_reason}")
+    # the static compile of the first size, for comparison
+    torch._dynamo.reset()
+    metrics.reset()
+    with torch.no_grad():
+        torch.compile(model, backend="ait", dynamic=False)(torch.randn(1, 3, 33, 33))
+    for graph in metrics.compiled_graphs:
+        print(f"static 33x33, {graph.name}: {len(graph.kernels)} kernels, {len(graph.refused)} ops refused")
 
 
 if __name__ == "__main__":
