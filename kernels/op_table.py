@@ -488,7 +488,9 @@ def iota_arguments(target: Any, args: Sequence[Any]) -> tuple[Any, Any]:
 
 
 def iota(index: str, start: int, step: int, dtype: torch.dtype) -> str:
-    expr = f"({index}).to(tl.int64)"
+    # A one-element arange's index is a constant ("0"): a Python int, which has no ``.to``.
+    constant = index.strip().isdigit()
+    expr = f"tl.full([], {index.strip()}, tl.int64)" if constant else f"({index}).to(tl.int64)"
     if step != 1:
         expr = f"{expr} * {literal(step, torch.int64)}"
     if start != 0:

@@ -217,3 +217,13 @@ def test_arange_iota():
     # symbolic sizes: with static ones the aranges are constants, folded at compile time
     check_compiled(fn, _x(torch.float32), dynamic=True)
     _fused("aten.arange")
+
+
+def test_a_one_element_arange_is_a_kernel_value():
+    # its index is the constant 0, a Python int in the kernel (``(0).to(tl.int64)`` failed)
+    def fn(x):
+        index = torch.arange(0, x.shape[0], 2, device=x.device)
+        return x.index_fill(0, index, 0.5) * 2
+
+    check_compiled(fn, _x(torch.float32, shape=(1,)))
+    _fused("aten.arange")
