@@ -99,7 +99,10 @@ class PartitionNetwork:
                 continue
             vout = network.add_vertex()
             self.out_vertex[node] = vout
-            network.add_edge(vin, vout, cost.save_bytes * BYTE_SCALE)
+            # an input the forward overwrites cannot be saved: what the backward needs of its old
+            # value is computed in the forward and saved (graph_info.forward_mutated_inputs)
+            saveable = node not in info.mutated_inputs
+            network.add_edge(vin, vout, cost.save_bytes * BYTE_SCALE if saveable else math.inf)
             if node in info.required_bw:  # a gradient output computable without tangents
                 network.add_edge(vout, FlowNetwork.SINK, math.inf)
             if node in inputs or cost.op_class == OpClass.RANDOM:

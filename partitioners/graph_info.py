@@ -4,6 +4,7 @@ must compute, which only the backward can compute, and how many bytes each value
 from __future__ import annotations
 
 import math
+import operator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -95,6 +96,8 @@ class JointGraphInfo:
     required_bw: set[fx.Node] = field(default_factory=set)
     order: dict[fx.Node, int] = field(default_factory=dict)
     classes: dict[fx.Node, OpClass] = field(default_factory=dict)  # op_class of every node
+    # Inputs the forward overwrites: never saved (the backward would read the new values)
+    mutated_inputs: set[fx.Node] = field(default_factory=set)
 
     def is_unclaimed(self, node: fx.Node) -> bool:
         return node not in self.required_fw and node not in self.required_bw
@@ -121,15 +124,8 @@ def analyze_joint_graph(
         info.order[node] = index
         info.classes[node] = op_class(node)
 
-    # Forward propagation: everything downstream of a tangent (or of a node pinned to the backward).
-    closure = info.tangents_closure
-    for node in graph.nodes:
-        if node.op == "output":
-            continue
-        if _is_tangent(node) or _is_bwd_seed_offset(node) or _must_be_in_backward(node):
-            closure.add(node)
-        elif any(arg in closure for arg in node.all_input_nodes):
-            closure.add(node)
+    closure = info.tangents_closure = backward_nodes(graph)
+    info.mutated_inputs = forward_mutated_inputs(graph, closure)
     info.required_bw = set(closure)
     info.required_bw.update(o for o in info.bwd_outputs if isinstance(o, fx.Node) and o.op != "placeholder")
 
@@ -143,3 +139,70 @@ def analyze_joint_graph(
         stack.extend(node.all_input_nodes)
     info.required_fw.update(inputs)
     return info
+
+
+def backward_nodes(graph: fx.Graph) -> set[fx.Node]:
+    """Everything downstream of a tangent (or of a node pinned to the backward)."""
+    closure: set[fx.Node] = set()
+    for node in graph.nodes:
+        if node.op == "output":
+            continue
+        if _is_tangent(node) or _is_bwd_seed_offset(node) or _must_be_in_backward(node):
+            closure.add(node)
+        elif any(arg in closure for arg in node.all_input_nodes):
+            closure.add(node)
+    return closure
+
+
+def _written_arguments(node: fx.Node) -> list[fx.Node]:
+    """The tensors an in-place op writes (``copy_``'s destination, ``add_``'s self, ``out=``)."""
+    schema = getattr(node.target, "_schema", None)
+    if node.op != "call_function" or schema is None or not schema.is_mutable:
+        return []
+    written = []
+    for position, argument in enumerate(schema.arguments):
+        value = node.args[position] if position < len(node.args) else node.kwargs.get(argument.name)
+        if isinstance(value, fx.Node) and argument.alias_info is not None and argument.alias_info.is_write:
+            written.append(value)
+    return written
+
+
+def forward_mutated_inputs(graph: fx.Graph, backward: set[fx.Node]) -> set[fx.Node]:
+    """Graph inputs that a forward op overwrites, directly or through a view: AOTAutograd keeps an
+    input mutation in the joint graph as a ``copy_`` into the input at the end of the forward.
+    Nodes before it read the input's old value. The backward runs after it, so it must get what it
+    needs of the old value saved, never the input itself (a probe of random in-place programs found
+    our min-cut saving such an input and recomputing from it: wrong gradients)."""
+    mutated: set[fx.Node] = set()
+    for node in graph.nodes:
+        if node in backward:
+            continue
+        for target in _written_arguments(node):
+            while (target.op == "call_function" and op_class(target) == OpClass.VIEW
+                   and target.target is not operator.getitem and target.all_input_nodes):
+                target = target.all_input_nodes[0]
+            if target.op == "placeholder":
+                mutated.add(target)
+    return mutated
+
+
+def copy_mutated_inputs_for_the_backward(graph: fx.Graph) -> bool:
+    """Give backward nodes that read a forward-mutated input directly a ``clone`` made before the
+    mutation (the partitioner then saves the clone, never the input). Eager refuses such a program
+    at ``backward()`` (a saved tensor modified in place) unless the backward never runs that
+    formula, so this costs memory only where the old value is needed; returns whether the graph
+    changed."""
+    backward = backward_nodes(graph)
+    last_input = list(graph.find_nodes(op="placeholder"))[-1] if backward else None
+    changed = False
+    for placeholder in forward_mutated_inputs(graph, backward):
+        readers = [user for user in placeholder.users if user in backward]
+        if not readers:
+            continue
+        with graph.inserting_after(last_input):
+            copy = graph.call_function(torch.ops.aten.clone.default, (placeholder,))
+        copy.meta["val"] = placeholder.meta.get("val")
+        for reader in readers:
+            reader.replace_input_with(placeholder, copy)
+        changed = True
+    return changed
