@@ -173,7 +173,7 @@ def forward_mutated_inputs(graph: fx.Graph, backward: set[fx.Node]) -> set[fx.No
     Nodes before it read the input's old value. The backward runs after it, so it must get what it
     needs of the old value saved, never the input itself (a probe of random in-place programs found
     our min-cut saving such an input and recomputing from it: wrong gradients)."""
-    mutated: set[fx.Node] = set()
+    mutated = _inputs_mutated_outside_the_graph(graph)
     for node in graph.nodes:
         if node in backward:
             continue
@@ -184,6 +184,21 @@ def forward_mutated_inputs(graph: fx.Graph, backward: set[fx.Node]) -> set[fx.No
             if target.op == "placeholder":
                 mutated.add(target)
     return mutated
+
+
+def _inputs_mutated_outside_the_graph(graph: fx.Graph) -> set[fx.Node]:
+    """Inputs whose new value the forward returns for AOTAutograd to copy in after it (an input
+    that gets a value requiring grad): AOTAutograd's descriptors (torch 2.9+) name them on the
+    output node. Saving one made the backward raise (autograd saw it modified in place)."""
+    output = next(iter(graph.find_nodes(op="output")))
+    descriptors = output.meta.get("desc")
+    if not isinstance(descriptors, (list, tuple)):
+        return set()
+    mutated = {getattr(d, "mutated_input", None) for d in descriptors if type(d).__name__ == "InputMutationAOTOutput"}
+    mutated.discard(None)
+    if not mutated:
+        return set()
+    return {p for p in graph.find_nodes(op="placeholder") if p.meta.get("desc") in mutated}
 
 
 def copy_mutated_inputs_for_the_backward(graph: fx.Graph) -> bool:
