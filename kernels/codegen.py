@@ -306,7 +306,7 @@ class KernelWriter(ReductionWriter, ShiftedLoadWriter):
                     dim_map = broadcast_map(tuple(meta.shape), tuple(node.meta["val"].shape), self.group.dim_maps[node])
                     var, is_constant = self.load(arg, dim_map)
                 constant = constant and is_constant
-                return Operand(var, meta.dtype)
+                return Operand(var, meta.dtype, zero_dim=meta.dim() == 0)
             if isinstance(arg, (list, tuple)):
                 return type(arg)(operand(a) for a in arg)
             return arg

@@ -54,19 +54,43 @@ class OpClass(enum.Enum):
 
 def _promotion(args: Sequence[Any], kind: Promotion) -> tuple[torch.dtype, torch.dtype]:
     """(computation dtype, result dtype) as ATen's TensorIterator chooses them."""
+    computation, result = elementwise_dtypes(*_probes(args), type_promotion_kind=kind)
+    for dtype in (computation, result):
+        if dtype not in FUSIBLE_DTYPES:
+            raise Unsupported(f"computes in {dtype}")
+    return compute_dtype(computation), result
+
+
+def _probes(args: Sequence[Any]) -> list[Any]:
     probes: list[Any] = []
     for arg in args:
         if isinstance(arg, SizeScalar):
             probes.append(0)  # a SymInt is a wrapped number: it promotes as a Python int
         elif isinstance(arg, Operand):
-            probes.append(torch.empty((1,), dtype=arg.dtype, device="meta"))
+            probes.append(torch.empty(() if arg.zero_dim else (1,), dtype=arg.dtype, device="meta"))
         elif isinstance(arg, (bool, int, float)):
             probes.append(arg)
-    computation, result = elementwise_dtypes(*probes, type_promotion_kind=kind)
-    for dtype in (computation, result):
-        if dtype not in FUSIBLE_DTYPES:
-            raise Unsupported(f"computes in {dtype}")
-    return compute_dtype(computation), result
+    return probes
+
+
+def _read(args: Sequence[Any], kind: Promotion) -> tuple[list[Any], torch.dtype, torch.dtype]:
+    """The operands as ATen's TensorIterator reads them, with the computation and result dtypes.
+
+    TensorIterator casts each tensor operand to the common dtype before the op computes in
+    opmath: an int64 or float32 operand of a bfloat16 op is rounded to bfloat16 first
+    (``remainder(int64 0-d, bfloat16)``: 259 becomes 260; a probe of mixed-dtype programs found
+    ait reading it straight into float32). Python scalars stay as they are (ATen passes them to
+    the kernel in opmath)."""
+    computation, result = _promotion(args, kind)
+    common = result
+    if kind == Promotion.ALWAYS_BOOL:
+        common = elementwise_dtypes(*_probes(args), type_promotion_kind=Promotion.NO_OPMATH)[1]
+    if common not in (torch.float16, torch.bfloat16):
+        return list(args), computation, result
+    read = [Operand(round_to(cast(arg, computation), common), computation)
+            if isinstance(arg, Operand) and not isinstance(arg, SizeScalar) and arg.dtype != common else arg
+            for arg in args]
+    return read, computation, result
 
 
 Emitter = Callable[..., str]
@@ -84,7 +108,7 @@ def _binary(op: Callable[[str, str, torch.dtype], str], kind: Promotion = Promot
     def emit(a: Any, b: Any, **kwargs: Any) -> str:
         if kwargs:
             raise Unsupported(f"keyword arguments {sorted(kwargs)}")
-        computation, result = _promotion((a, b), kind)
+        (a, b), computation, result = _read((a, b), kind)
         if computation == torch.bool and not allow_bool:
             raise Unsupported("arithmetic on bool")
         if float_only and not computation.is_floating_point:
@@ -120,7 +144,7 @@ def _unary(op: Callable[[str, torch.dtype], str], kind: Promotion = Promotion.DE
 
 def _with_alpha(sign: str) -> Emitter:
     def emit(a: Any, b: Any, alpha: Any = 1) -> str:
-        computation, result = _promotion((a, b), Promotion.DEFAULT)
+        (a, b), computation, result = _read((a, b), Promotion.DEFAULT)
         if computation == torch.bool:
             raise Unsupported("arithmetic on bool")
         if isinstance(alpha, bool) or (not computation.is_floating_point and isinstance(alpha, float)):
@@ -148,7 +172,7 @@ def _nan_min(a: str, b: str, dtype: torch.dtype) -> str:
 def _div_mode(a: Any, b: Any, rounding_mode: str | None = None) -> str:
     if rounding_mode is None:
         return _binary(lambda x, y, t: f"{x} / {y}", Promotion.INT_TO_FLOAT)(a, b)
-    computation, result = _promotion((a, b), Promotion.DEFAULT)
+    (a, b), computation, result = _read((a, b), Promotion.DEFAULT)
     if not computation.is_floating_point:
         # integer floor division by a nonzero constant or a size provably at least 1 cannot
         # divide by zero (ATen raises on that, so a tensor divisor stays in ATen); the max pool's
@@ -173,14 +197,14 @@ def _div_mode(a: Any, b: Any, rounding_mode: str | None = None) -> str:
 
 
 def _remainder(a: Any, b: Any) -> str:
-    computation, result = _promotion((a, b), Promotion.DEFAULT)
+    (a, b), computation, result = _read((a, b), Promotion.DEFAULT)
     if not computation.is_floating_point:
         raise Unsupported("integer remainder (ATen raises on division by zero)")
     return _to_result(f"_ait_remainder({cast(a, computation)}, {cast(b, computation)})", computation, result)
 
 
 def _pow(a: Any, b: Any) -> str:
-    computation, result = _promotion((a, b), Promotion.BOOL_TO_LONG)
+    (a, b), computation, result = _read((a, b), Promotion.BOOL_TO_LONG)
     if not computation.is_floating_point:
         raise Unsupported("integer pow")
     if not isinstance(b, Operand) and float(b) == 2.0:
@@ -202,8 +226,7 @@ def _pow(a: Any, b: Any) -> str:
 def _where(condition: Any, a: Any, b: Any) -> str:
     if not isinstance(condition, Operand) or condition.dtype != torch.bool:
         raise Unsupported("where needs a bool tensor condition")
-    computation, result = _promotion((a, b), Promotion.NO_OPMATH)
-    computation = compute_dtype(computation)
+    (a, b), computation, result = _read((a, b), Promotion.NO_OPMATH)
     return _to_result(f"tl.where({condition.expr}, {cast(a, computation)}, {cast(b, computation)})", computation, result)
 
 
@@ -223,14 +246,16 @@ def _clamp(a: Any, min: Any = None, max: Any = None) -> str:  # noqa: A002 - ATe
     ATen's kernels for both); T5's float16 clamp takes its bounds as 0-d tensors."""
     if not isinstance(a, Operand):
         raise Unsupported("clamp of a scalar")
-    computation, result = _promotion(tuple(v for v in (a, min, max) if v is not None), Promotion.DEFAULT)
+    given = {name: v for name, v in (("a", a), ("min", min), ("max", max)) if v is not None}
+    read, computation, result = _read(list(given.values()), Promotion.DEFAULT)
+    values = dict(zip(given, read))
     if computation == torch.bool:
         raise Unsupported("clamp of bool")
-    expr = cast(a, computation)
-    if min is not None:
-        expr = _nan_max(expr, cast(min, computation), computation)
-    if max is not None:
-        expr = _nan_min(expr, cast(max, computation), computation)
+    expr = cast(values["a"], computation)
+    if "min" in values:
+        expr = _nan_max(expr, cast(values["min"], computation), computation)
+    if "max" in values:
+        expr = _nan_min(expr, cast(values["max"], computation), computation)
     return _to_result(expr, computation, result)
 
 

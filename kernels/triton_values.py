@@ -20,10 +20,13 @@ class Unsupported(Exception):
 
 @dataclass(frozen=True)
 class Operand:
-    """A tensor operand inside a kernel: a Triton expression in the compute dtype of ``dtype``."""
+    """A tensor operand inside a kernel: a Triton expression in the compute dtype of ``dtype``.
+    ``zero_dim``: the op reads a 0-d tensor, which ranks below dimensioned tensors of its dtype
+    category in type promotion (``minimum(uint8 tensor, int32 0-d)`` computes in uint8)."""
 
     expr: str
     dtype: torch.dtype
+    zero_dim: bool = False
 
 
 @dataclass(frozen=True)

@@ -227,3 +227,36 @@ def test_a_one_element_arange_is_a_kernel_value():
 
     check_compiled(fn, _x(torch.float32, shape=(1,)))
     _fused("aten.arange")
+
+
+def _equal_to_eager(fn, *inputs):
+    torch._dynamo.reset()
+    expected = fn(*inputs)
+    actual = torch.compile(fn, backend="ait")(*inputs)
+    for x, y in zip(actual, expected):
+        assert x.dtype == y.dtype
+        torch.testing.assert_close(x, y, rtol=0, atol=0)
+
+
+def test_a_zero_dim_operand_ranks_below_dimensioned_ones_in_promotion():
+    # uint8 with an int32 or int64 0-d tensor computes in uint8: -1 becomes 255 before the
+    # minimum (a mixed-dtype probe found the kernels computing in int32, then wrapping)
+    def fn(small, wide, scalar):
+        return torch.minimum(small, scalar), torch.maximum(scalar.long(), small), small < scalar, wide + scalar
+
+    small = torch.tensor([[0, 30, 200, 255]], dtype=torch.uint8, device=DEVICE)
+    _equal_to_eager(fn, small, torch.arange(4, dtype=torch.int16, device=DEVICE), torch.tensor(-1, dtype=torch.int32, device=DEVICE))
+    _fused("aten.minimum")
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_operands_of_a_half_precision_op_are_rounded_to_it_first(dtype):
+    # ATen casts every tensor operand to the common dtype before computing in float32: an int64 or
+    # float32 0-d tensor is rounded to half precision (259 is 260 in bfloat16)
+    def fn(x, count, bound):
+        return torch.remainder(count, x), x < count, x.clamp(max=bound), torch.where(x > 1, count, x)
+
+    x = torch.tensor([[3.0, 7.0, 2.5, 100.0]], dtype=dtype, device=DEVICE)
+    count = torch.tensor(4099 if dtype == torch.float16 else 259, device=DEVICE)
+    _equal_to_eager(fn, x, count, torch.tensor(2.7182818, device=DEVICE))
+    _fused("aten.remainder")
