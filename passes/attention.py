@@ -191,7 +191,17 @@ def _sdpa_arguments(found: Match, config: Any) -> dict[str, Any] | str:
         scale /= float(c["divisor"])
     return {"q": c["q"], "k": c["k"], "v": c["v"], "rank": rank, "mask": masks[0] if masks else c.get(
         "fill_where", c.get("keep_where")), "mask_kind": mask_kind, "dropout_p": dropout_p, "scale": scale,
-        "dtype": q.dtype}
+        "dtype": q.dtype, "keys": k.shape[-2]}
+
+
+def _contiguous_over_keys(mask: torch.Tensor, keys: Any) -> bool:
+    """Whether the mask's last dim runs over the keys with unit stride (a broadcast or transposed
+    one does not)."""
+    if mask.dim() == 0:
+        return statically_known_true(keys == 1)
+    if statically_known_true(mask.shape[-1] == 1):
+        return statically_known_true(keys == 1)
+    return statically_known_true(mask.stride(-1) == 1)
 
 
 def _replace(graph: fx.Graph, root: fx.Node, args: dict[str, Any]) -> fx.Node:
@@ -212,6 +222,14 @@ def _replace(graph: fx.Graph, root: fx.Node, args: dict[str, Any]) -> fx.Node:
             mask_rank = _meta(args["mask"]).dim()
             for _ in range(mask_rank, 2):  # SDPA reads a mask's last two sizes: a [keys] mask becomes [1, keys]
                 mask = graph.call_function(aten.unsqueeze.default, (mask, 0))
+            if not _contiguous_over_keys(_meta(args["mask"]), args["keys"]):
+                # CUDA's memory-efficient SDPA raises on a mask whose last dim is not contiguous
+                # ("(*bias): last dimension must be contiguous", torch 2.11 on the H200: a 0-d mask,
+                # broadcast over the keys): the mask is written out over the keys, once
+                keys = args["keys"] if isinstance(args["keys"], int) else graph.call_function(
+                    aten.sym_size.int, (args["k"], -2))
+                mask = graph.call_function(aten.expand.default, (mask, [-1] * (max(mask_rank, 2) - 1) + [keys]))
+                mask = graph.call_function(aten.clone.default, (mask,), {"memory_format": torch.contiguous_format})
             mask = four_d(mask, max(mask_rank, 2))
         attention = graph.call_function(aten.scaled_dot_product_attention.default,
                                         (q, k, v, mask, args["dropout_p"], False), {"scale": args["scale"]})
@@ -253,6 +271,8 @@ def fuse_attention(gm: fx.GraphModule, config: Any) -> fx.GraphModule:
         replaced += 1
         mask = {"additive": ", additive mask", "masked_fill": ", -inf mask", "where": ", -inf mask"}.get(
             decided["mask_kind"] or "", "")
+        if mask and not _contiguous_over_keys(_meta(decided["mask"]), decided["keys"]):
+            mask += " written out over the keys"
         lines.append(f"attention at {found.root.name} -> scaled_dot_product_attention (scale {decided['scale']:.6g}"
                      f"{mask}{', dropout ' + str(decided['dropout_p']) if decided['dropout_p'] else ''})")
     lines += _near_misses(graph, matched)

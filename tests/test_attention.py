@@ -128,6 +128,19 @@ def test_masks_of_fewer_dims_than_the_scores(mask_shape):
     check_compiled(model, torch.randn(2, 7, 32, device=DEVICE, requires_grad=True), mask)
     assert any("-> scaled_dot_product_attention" in line for line in _rewrites()), _rewrites()
     assert _sdpa_in("forward") and _sdpa_in("backward")
+    # CUDA's memory-efficient SDPA raises on a mask broadcast over the keys (the H200, torch 2.11)
+    written_out = any("mask written out over the keys" in line for line in _rewrites())
+    assert written_out == (mask_shape == ()), _rewrites()
+
+
+@pytest.mark.parametrize("mask_kind", ["per_query_column", "transposed"])
+def test_masks_not_contiguous_over_the_keys_are_written_out(mask_kind):
+    torch.manual_seed(0)
+    model = HeadsAttention("bert").to(DEVICE)
+    mask = torch.randn(7, 1, device=DEVICE) if mask_kind == "per_query_column" else torch.randn(7, 7, device=DEVICE).t()
+    check_compiled(model, torch.randn(2, 7, 32, device=DEVICE, requires_grad=True), mask)
+    assert any("mask written out over the keys" in line for line in _rewrites()), _rewrites()
+    assert _sdpa_in("forward") and _sdpa_in("backward")
 
 
 def test_grouped_query_attention_llama():
