@@ -188,7 +188,12 @@ def _div_mode(a: Any, b: Any, rounding_mode: str | None = None) -> str:
         # truncate to 4 (the H200 OpInfo sweep found it in bfloat16); eager divides exactly.
         # The floor path is safe without it: its correction step rounds a quotient near an integer.
         quotient = f"tl.div_rn({x}, {y})" if computation == torch.float32 else f"{x} / {y}"
-        expr = f"tmath.trunc({quotient})"
+        # ATen's CUDA kernel (and the CPU's vectorised one) divides two half-precision tensors as
+        # their own type, so the quotient is rounded before it is truncated: 142 / 4.3125 is 32.93
+        # in float32 and 33 in bfloat16, whose trunc is 33 (a mixed-dtype probe found ait's 32).
+        # A Python scalar divisor is divided in float32 on both devices (the CPU also divides so
+        # by a one-element tensor, CUDA does not: ait follows CUDA there).
+        expr = f"tmath.trunc({round_to(quotient, result) if isinstance(b, Operand) else quotient})"
     elif rounding_mode == "floor":
         expr = f"_ait_floor_divide({x}, {y})"
     else:

@@ -260,3 +260,19 @@ def test_operands_of_a_half_precision_op_are_rounded_to_it_first(dtype):
     count = torch.tensor(4099 if dtype == torch.float16 else 259, device=DEVICE)
     _equal_to_eager(fn, x, count, torch.tensor(2.7182818, device=DEVICE))
     _fused("aten.remainder")
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_truncated_division_of_half_precision_tensors_truncates_the_rounded_quotient(dtype):
+    # ATen divides two half-precision tensors as their own type: 142 / 4.3125 is 32.93 in float32,
+    # 33 in bfloat16 and trunc 33; by a Python scalar it divides in float32 (trunc 32)
+    # float16: 1999 / 1.0078125 is 1983.50 in float32, 1984 in float16
+    dividend, divisor = (142.0, 4.3125) if dtype == torch.bfloat16 else (1999.0, 1.0078125)
+
+    def fn(a, b):
+        return torch.div(a, b, rounding_mode="trunc"), torch.div(a, divisor, rounding_mode="trunc")
+
+    a = torch.full((2, 37), dividend, dtype=dtype, device=DEVICE)
+    b = torch.full((2, 37), divisor, dtype=dtype, device=DEVICE)
+    _equal_to_eager(fn, a, b)
+    _fused("aten.div")
