@@ -20,6 +20,6 @@ case "${CALL:-1}" in
     gzip -f "$OUT/cnn.log" ;;
 3)  timeout 100 python3 -c "import sys; sys.path[:0]=['tests','.']; import test_cutlass_gemm_gpu as t; t.prebuild()" > "$OUT/prebuild.log" 2>&1
     echo "prebuild rc=$?"
-    OUT=$OUT/t LIMIT=330 RERUN_LIMIT=60 JOBS=14 bash benchmarks/gpu_tests.sh
+    OUT=$OUT/t LIMIT=460 RERUN_LIMIT=60 JOBS=14 bash benchmarks/gpu_tests.sh  # 330 s reached 96% of 2130 tests on 2026-12-05
     gzip -f "$OUT/t/gpu_tests.log" ;;
 esac
