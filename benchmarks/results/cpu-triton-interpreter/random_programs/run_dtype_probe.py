@@ -1,17 +1,21 @@
 """Random pointwise and reduction programs over mixed dtypes (float32/16, bfloat16, int32/64, uint8,
-bool; 0-d tensors, Python scalars), eager against ait, integer and bool results exactly. Usage (from
-/tmp, TRITON_INTERPRET=1): python run_dtype_probe.py START STOP"""
+bool; 0-d tensors, Python scalars), eager against ait, integer and bool results exactly. Usage,
+from outside the repository (its kernels/ folder shadows the Hub's package), with
+TRITON_INTERPRET=1: python <this folder>/run_dtype_probe.py START STOP"""
 from __future__ import annotations
 
+import os
 import random
 import sys
-import traceback
 import warnings
 
 import torch
 import torch._dynamo
 
 import ait_dynamo  # noqa: F401
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import probe_loop  # noqa: E402
 
 DTYPES = [torch.float32, torch.float16, torch.bfloat16, torch.int32, torch.int64, torch.uint8, torch.bool]
 SHAPES = [(4, 5), (1, 5), (4, 1), (5,), ()]
@@ -178,17 +182,7 @@ def run_seed(seed: int) -> str | None:
 
 
 def main() -> None:
-    start, stop = int(sys.argv[1]), int(sys.argv[2])
-    failing = 0
-    for seed in range(start, stop):
-        try:
-            problem = run_seed(seed)
-        except Exception:  # noqa: BLE001
-            problem = "raised " + traceback.format_exc()[-500:]
-        if problem:
-            failing += 1
-            print(f"seed {seed}: {problem}", flush=True)
-    print(f"seeds {start}-{stop}: {failing} failing", flush=True)
+    probe_loop.run(run_seed)
 
 
 if __name__ == "__main__":

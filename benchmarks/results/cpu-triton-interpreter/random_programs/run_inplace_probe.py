@@ -1,18 +1,22 @@
 """Random programs that overwrite their inputs in place (directly, through views, by copy_ and
 index_fill_), update a state tensor and change intermediates in place, then return a value, a view
 of an input or a sum: eager against ait, outputs, inputs after the call and a weight's gradient,
-two calls each. Usage (from /tmp, TRITON_INTERPRET=1): python run_inplace_probe.py START STOP"""
+two calls each. Usage, from a folder outside the repository (its kernels/ folder would shadow the
+Hub's package), with TRITON_INTERPRET=1: python <this folder>/run_inplace_probe.py START STOP"""
 from __future__ import annotations
 
+import os
 import random
 import sys
-import traceback
 import warnings
 
 import torch
 import torch._dynamo
 
 import ait_dynamo  # noqa: F401
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import probe_loop  # noqa: E402
 
 
 def make_program(rng: random.Random):
@@ -130,7 +134,7 @@ def run_seed(seed: int) -> str | None:
         ait_warnings = [str(w.message)[:200] for w in caught if "ait" in str(w.message).lower()]
         if ait_warnings:
             if "failed in AOTAutograd" in ait_warnings[0] and "modified by an inplace operation" in ait_warnings[0]:
-                return "AOTAUTOGRAD_REFUSES"  # AOTAutograd differentiates mutated inputs too; eager fell back to, with one warning
+                return "KNOWN:refused by AOTAutograd (eager with a warning)"  # it differentiates mutated inputs too
             return f"call {call}: warning {ait_warnings[0]}"
         try:
             torch.testing.assert_close(actual, expected, **tol)
@@ -158,20 +162,7 @@ def run_seed(seed: int) -> str | None:
 
 
 def main() -> None:
-    start, stop = int(sys.argv[1]), int(sys.argv[2])
-    failing = refused = 0
-    for seed in range(start, stop):
-        try:
-            problem = run_seed(seed)
-        except Exception:
-            problem = "raised " + traceback.format_exc()[-600:]
-        if problem == "AOTAUTOGRAD_REFUSES":
-            refused += 1
-        elif problem:
-            failing += 1
-            rng = random.Random(seed)
-            print(f"seed {seed}: {make_program(rng)} :: {problem}", flush=True)
-    print(f"seeds {start}-{stop}: {failing} failing, {refused} refused by AOTAutograd (eager with a warning)", flush=True)
+    probe_loop.run(run_seed, lambda seed: f"{make_program(random.Random(seed))} :: ")
 
 
 if __name__ == "__main__":
