@@ -10,7 +10,8 @@ its scalar arguments as Python values, and returns an expression in the compute 
 result. When an emitter cannot reproduce ATen exactly for the given dtypes or arguments it raises
 :class:`Unsupported`, and the planner leaves the node an extern with that reason.
 
-The value helpers (casts, literals, stores) are in ``kernels/triton_values.py``.
+The value helpers (casts, literals, stores) are in ``kernels/triton_values.py``; how ATen types an
+op (promotion, the operands as it reads them) in ``kernels/promotion.py``.
 Float64 and complex values are not fused (the table's expressions are written for float32 opmath).
 """
 
@@ -22,8 +23,8 @@ from typing import Any, Callable, Sequence
 
 import torch
 from torch._prims_common import ELEMENTWISE_TYPE_PROMOTION_KIND as Promotion
-from torch._prims_common import elementwise_dtypes
 
+from ait_dynamo.kernels.promotion import promotion, read_operands, to_result
 from ait_dynamo.kernels.triton_values import (
     FUSIBLE_DTYPES,
     Operand,
@@ -49,50 +50,6 @@ class OpClass(enum.Enum):
     OTHER = "other"
 
 
-# ---------------------------------------------------------------------------- type promotion
-
-
-def _promotion(args: Sequence[Any], kind: Promotion) -> tuple[torch.dtype, torch.dtype]:
-    """(computation dtype, result dtype) as ATen's TensorIterator chooses them."""
-    computation, result = elementwise_dtypes(*_probes(args), type_promotion_kind=kind)
-    for dtype in (computation, result):
-        if dtype not in FUSIBLE_DTYPES:
-            raise Unsupported(f"computes in {dtype}")
-    return compute_dtype(computation), result
-
-
-def _probes(args: Sequence[Any]) -> list[Any]:
-    probes: list[Any] = []
-    for arg in args:
-        if isinstance(arg, SizeScalar):
-            probes.append(0)  # a SymInt is a wrapped number: it promotes as a Python int
-        elif isinstance(arg, Operand):
-            probes.append(torch.empty(() if arg.zero_dim else (1,), dtype=arg.dtype, device="meta"))
-        elif isinstance(arg, (bool, int, float)):
-            probes.append(arg)
-    return probes
-
-
-def _read(args: Sequence[Any], kind: Promotion) -> tuple[list[Any], torch.dtype, torch.dtype]:
-    """The operands as ATen's TensorIterator reads them, with the computation and result dtypes.
-
-    TensorIterator casts each tensor operand to the common dtype before the op computes in
-    opmath: an int64 or float32 operand of a bfloat16 op is rounded to bfloat16 first
-    (``remainder(int64 0-d, bfloat16)``: 259 becomes 260; a probe of mixed-dtype programs found
-    ait reading it straight into float32). Python scalars stay as they are (ATen passes them to
-    the kernel in opmath)."""
-    computation, result = _promotion(args, kind)
-    common = result
-    if kind == Promotion.ALWAYS_BOOL:
-        common = elementwise_dtypes(*_probes(args), type_promotion_kind=Promotion.NO_OPMATH)[1]
-    if common not in (torch.float16, torch.bfloat16):
-        return list(args), computation, result
-    read = [Operand(round_to(cast(arg, computation), common), computation)
-            if isinstance(arg, Operand) and not isinstance(arg, SizeScalar) and arg.dtype != common else arg
-            for arg in args]
-    return read, computation, result
-
-
 Emitter = Callable[..., str]
 
 
@@ -108,23 +65,15 @@ def _binary(op: Callable[[str, str, torch.dtype], str], kind: Promotion = Promot
     def emit(a: Any, b: Any, **kwargs: Any) -> str:
         if kwargs:
             raise Unsupported(f"keyword arguments {sorted(kwargs)}")
-        (a, b), computation, result = _read((a, b), kind)
+        (a, b), computation, result = read_operands((a, b), kind)
         if computation == torch.bool and not allow_bool:
             raise Unsupported("arithmetic on bool")
         if float_only and not computation.is_floating_point:
             raise Unsupported(f"integer {computation}")
         expr = op(cast(a, computation), cast(b, computation), computation)
-        return _to_result(expr, computation, result)
+        return to_result(expr, computation, result)
 
     return emit
-
-
-def _to_result(expr: str, computation: torch.dtype, result: torch.dtype) -> str:
-    target = compute_dtype(result)
-    if target == computation:
-        # integer ops may widen in Triton (int8 + int32 literal): narrow back, wrapping like ATen
-        return f"({expr}).to({triton_type(target)})" if not target.is_floating_point and target != torch.bool else f"({expr})"
-    return cast(Operand(f"({expr})", computation), result)
 
 
 def _unary(op: Callable[[str, torch.dtype], str], kind: Promotion = Promotion.DEFAULT,
@@ -132,19 +81,19 @@ def _unary(op: Callable[[str, torch.dtype], str], kind: Promotion = Promotion.DE
     def emit(a: Any, **kwargs: Any) -> str:
         if kwargs:
             raise Unsupported(f"keyword arguments {sorted(kwargs)}")
-        computation, result = _promotion((a,), kind)
+        computation, result = promotion((a,), kind)
         if computation == torch.bool and not allow_bool:
             raise Unsupported("arithmetic on bool")
         if float_only and not computation.is_floating_point:
             raise Unsupported(f"integer {computation}")
-        return _to_result(op(cast(a, computation), computation), computation, result)
+        return to_result(op(cast(a, computation), computation), computation, result)
 
     return emit
 
 
 def _with_alpha(sign: str) -> Emitter:
     def emit(a: Any, b: Any, alpha: Any = 1) -> str:
-        (a, b), computation, result = _read((a, b), Promotion.DEFAULT)
+        (a, b), computation, result = read_operands((a, b), Promotion.DEFAULT)
         if computation == torch.bool:
             raise Unsupported("arithmetic on bool")
         if isinstance(alpha, bool) or (not computation.is_floating_point and isinstance(alpha, float)):
@@ -152,7 +101,7 @@ def _with_alpha(sign: str) -> Emitter:
         right = cast(b, computation)
         if alpha != 1:
             right = f"({right} * {literal(alpha, computation)})"
-        return _to_result(f"{cast(a, computation)} {sign} {right}", computation, result)
+        return to_result(f"{cast(a, computation)} {sign} {right}", computation, result)
 
     return emit
 
@@ -172,7 +121,7 @@ def _nan_min(a: str, b: str, dtype: torch.dtype) -> str:
 def _div_mode(a: Any, b: Any, rounding_mode: str | None = None) -> str:
     if rounding_mode is None:
         return _binary(lambda x, y, t: f"{x} / {y}", Promotion.INT_TO_FLOAT)(a, b)
-    (a, b), computation, result = _read((a, b), Promotion.DEFAULT)
+    (a, b), computation, result = read_operands((a, b), Promotion.DEFAULT)
     if not computation.is_floating_point:
         # integer floor division by a nonzero constant or a size provably at least 1 cannot
         # divide by zero (ATen raises on that, so a tensor divisor stays in ATen); the max pool's
@@ -181,7 +130,7 @@ def _div_mode(a: Any, b: Any, rounding_mode: str | None = None) -> str:
             not isinstance(b, Operand) and isinstance(b, int) and not isinstance(b, bool) and b != 0)
         if rounding_mode != "floor" or not constant:
             raise Unsupported(f"integer division with rounding_mode={rounding_mode!r}")
-        return _to_result(f"_ait_int_floor_divide({cast(a, computation)}, {cast(b, computation)})", computation, result)
+        return to_result(f"_ait_int_floor_divide({cast(a, computation)}, {cast(b, computation)})", computation, result)
     x, y = cast(a, computation), cast(b, computation)
     if rounding_mode == "trunc":
         # Triton's float32 `/` is div.full (within 2 ulp): 15 / 3 can come out as 4.9999995 and
@@ -198,41 +147,41 @@ def _div_mode(a: Any, b: Any, rounding_mode: str | None = None) -> str:
         expr = f"_ait_floor_divide({x}, {y})"
     else:
         raise Unsupported(f"rounding_mode {rounding_mode!r}")
-    return _to_result(expr, computation, result)
+    return to_result(expr, computation, result)
 
 
 def _remainder(a: Any, b: Any) -> str:
-    (a, b), computation, result = _read((a, b), Promotion.DEFAULT)
+    (a, b), computation, result = read_operands((a, b), Promotion.DEFAULT)
     if not computation.is_floating_point:
         raise Unsupported("integer remainder (ATen raises on division by zero)")
-    return _to_result(f"_ait_remainder({cast(a, computation)}, {cast(b, computation)})", computation, result)
+    return to_result(f"_ait_remainder({cast(a, computation)}, {cast(b, computation)})", computation, result)
 
 
 def _pow(a: Any, b: Any) -> str:
-    (a, b), computation, result = _read((a, b), Promotion.BOOL_TO_LONG)
+    (a, b), computation, result = read_operands((a, b), Promotion.BOOL_TO_LONG)
     if not computation.is_floating_point:
         raise Unsupported("integer pow")
     if not isinstance(b, Operand) and float(b) == 2.0:
         x = cast(a, computation)
-        return _to_result(f"{x} * {x}", computation, result)
+        return to_result(f"{x} * {x}", computation, result)
     if not isinstance(b, Operand) and float(b) == 0.5:
-        return _to_result(f"tl.sqrt_rn({cast(a, computation)})", computation, result)
+        return to_result(f"tl.sqrt_rn({cast(a, computation)})", computation, result)
     # ATen's CUDA pow with these scalar exponents multiplies instead of calling pow. With
     # libdevice pow (and 1 / sqrt_rn for rsqrt) the pointwise chain's fwd+bwd at 8192^2 fp32 took
     # 0.997 ms on the H200, and 0.786 ms with these forms (fusion_bench at d67606f and 9126ac6).
     special = {3.0: "{x} * {x} * {x}", -0.5: "tl.math.rsqrt({x})", -1.0: "1.0 / {x}", -2.0: "1.0 / ({x} * {x})"}
     if not isinstance(b, Operand) and float(b) in special:
-        return _to_result(special[float(b)].format(x=cast(a, computation)), computation, result)
+        return to_result(special[float(b)].format(x=cast(a, computation)), computation, result)
     base = cast(a, computation) if isinstance(a, Operand) else f"tl.full([], {literal(a, computation)}, tl.float32)"
     exponent = cast(b, computation) if isinstance(b, Operand) else f"tl.full([], {literal(b, computation)}, tl.float32)"
-    return _to_result(f"tmath.pow({base}, {exponent})", computation, result)
+    return to_result(f"tmath.pow({base}, {exponent})", computation, result)
 
 
 def _where(condition: Any, a: Any, b: Any) -> str:
     if not isinstance(condition, Operand) or condition.dtype != torch.bool:
         raise Unsupported("where needs a bool tensor condition")
-    (a, b), computation, result = _read((a, b), Promotion.NO_OPMATH)
-    return _to_result(f"tl.where({condition.expr}, {cast(a, computation)}, {cast(b, computation)})", computation, result)
+    (a, b), computation, result = read_operands((a, b), Promotion.NO_OPMATH)
+    return to_result(f"tl.where({condition.expr}, {cast(a, computation)}, {cast(b, computation)})", computation, result)
 
 
 def _masked_fill(a: Any, mask: Any, value: Any) -> str:
@@ -252,7 +201,7 @@ def _clamp(a: Any, min: Any = None, max: Any = None) -> str:  # noqa: A002 - ATe
     if not isinstance(a, Operand):
         raise Unsupported("clamp of a scalar")
     given = {name: v for name, v in (("a", a), ("min", min), ("max", max)) if v is not None}
-    read, computation, result = _read(list(given.values()), Promotion.DEFAULT)
+    read, computation, result = read_operands(list(given.values()), Promotion.DEFAULT)
     values = dict(zip(given, read))
     if computation == torch.bool:
         raise Unsupported("clamp of bool")
@@ -261,7 +210,7 @@ def _clamp(a: Any, min: Any = None, max: Any = None) -> str:  # noqa: A002 - ATe
         expr = _nan_max(expr, cast(values["min"], computation), computation)
     if "max" in values:
         expr = _nan_min(expr, cast(values["max"], computation), computation)
-    return _to_result(expr, computation, result)
+    return to_result(expr, computation, result)
 
 
 def _isinf(a: Any) -> str:
@@ -301,7 +250,7 @@ def _clone(a: Any, memory_format: Any = None) -> str:
 
 
 def _gelu(a: Any, approximate: str = "none") -> str:
-    computation, result = _promotion((a,), Promotion.DEFAULT)
+    computation, result = promotion((a,), Promotion.DEFAULT)
     if not computation.is_floating_point:
         raise Unsupported("gelu of integers")
     x = cast(a, computation)
@@ -311,7 +260,7 @@ def _gelu(a: Any, approximate: str = "none") -> str:
         expr = f"0.5 * {x} * (1.0 + tmath.tanh(0.7978845608028654 * ({x} + 0.044715 * {x} * {x} * {x})))"
     else:
         raise Unsupported(f"gelu approximate={approximate!r}")
-    return _to_result(expr, computation, result)
+    return to_result(expr, computation, result)
 
 
 def _full(size: Any, fill_value: Any, dtype: torch.dtype | None = None, layout: Any = None,
@@ -327,10 +276,10 @@ def _scalar_tensor(value: Any, dtype: torch.dtype | None = None, layout: Any = N
 
 
 def _relu(a: Any) -> str:
-    computation, result = _promotion((a,), Promotion.DEFAULT)
+    computation, result = promotion((a,), Promotion.DEFAULT)
     if computation == torch.bool:
         raise Unsupported("relu of bool")
-    return _to_result(_nan_max(cast(a, computation), literal(0, computation), computation), computation, result)
+    return to_result(_nan_max(cast(a, computation), literal(0, computation), computation), computation, result)
 
 
 def _sign(x: str, t: torch.dtype) -> str:
@@ -348,10 +297,10 @@ def _logical(op: str) -> Emitter:
 
 def _bitwise(op: str) -> Emitter:
     def emit(a: Any, b: Any) -> str:
-        computation, result = _promotion((a, b), Promotion.DEFAULT)
+        computation, result = promotion((a, b), Promotion.DEFAULT)
         if computation.is_floating_point:
             raise Unsupported("bitwise op on floats")
-        return _to_result(f"{cast(a, computation)} {op} {cast(b, computation)}", computation, result)
+        return to_result(f"{cast(a, computation)} {op} {cast(b, computation)}", computation, result)
 
     return emit
 

@@ -33,7 +33,7 @@ class Operand:
 class SizeScalar(Operand):
     """A symbolic int (a size under dynamic shapes: ``x / x.shape[-1]``, the max pool's window
     offsets over a dynamic width) as an operand: an int64 scalar computed from a kernel argument.
-    It promotes as a Python int does (``op_table._promotion``); ``positive`` where it is provably
+    It promotes as a Python int does (``promotion.promotion``); ``positive`` where it is provably
     at least 1, so that integer division by it cannot divide by zero."""
 
     positive: bool = False

@@ -4,7 +4,6 @@ must compute, which only the backward can compute, and how many bytes each value
 from __future__ import annotations
 
 import math
-import operator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -13,6 +12,7 @@ from torch import fx
 from torch.utils import _pytree as pytree
 
 from ait_dynamo.partitioners.op_classes import OpClass, op_class
+from ait_dynamo.passes.graph_utils import mutated_placeholders
 
 # Size assumed for a symbolic dimension that has no hint (an unbacked symbol).
 UNHINTED_DIM = 4096
@@ -154,36 +154,14 @@ def backward_nodes(graph: fx.Graph) -> set[fx.Node]:
     return closure
 
 
-def _written_arguments(node: fx.Node) -> list[fx.Node]:
-    """The tensors an in-place op writes (``copy_``'s destination, ``add_``'s self, ``out=``)."""
-    schema = getattr(node.target, "_schema", None)
-    if node.op != "call_function" or schema is None or not schema.is_mutable:
-        return []
-    written = []
-    for position, argument in enumerate(schema.arguments):
-        value = node.args[position] if position < len(node.args) else node.kwargs.get(argument.name)
-        if isinstance(value, fx.Node) and argument.alias_info is not None and argument.alias_info.is_write:
-            written.append(value)
-    return written
-
-
 def forward_mutated_inputs(graph: fx.Graph, backward: set[fx.Node]) -> set[fx.Node]:
     """Graph inputs that a forward op overwrites, directly or through a view: AOTAutograd keeps an
-    input mutation in the joint graph as a ``copy_`` into the input at the end of the forward.
-    Nodes before it read the input's old value. The backward runs after it, so it must get what it
+    input mutation in the joint graph as a ``copy_`` into the input at the end of the forward
+    (or, for an input given a value that requires grad, copies it in after the forward). Nodes
+    before it read the input's old value. The backward runs after it, so it must get what it
     needs of the old value saved, never the input itself (a probe of random in-place programs found
     our min-cut saving such an input and recomputing from it: wrong gradients)."""
-    mutated = _inputs_mutated_outside_the_graph(graph)
-    for node in graph.nodes:
-        if node in backward:
-            continue
-        for target in _written_arguments(node):
-            while (target.op == "call_function" and op_class(target) == OpClass.VIEW
-                   and target.target is not operator.getitem and target.all_input_nodes):
-                target = target.all_input_nodes[0]
-            if target.op == "placeholder":
-                mutated.add(target)
-    return mutated
+    return mutated_placeholders(graph, skip=backward) | _inputs_mutated_outside_the_graph(graph)
 
 
 def _inputs_mutated_outside_the_graph(graph: fx.Graph) -> set[fx.Node]:

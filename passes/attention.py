@@ -189,9 +189,10 @@ def _sdpa_arguments(found: Match, config: Any) -> dict[str, Any] | str:
         if c["divisor"] == 0:
             return "division of the scores by zero"
         scale /= float(c["divisor"])
-    return {"q": c["q"], "k": c["k"], "v": c["v"], "rank": rank, "mask": masks[0] if masks else c.get(
-        "fill_where", c.get("keep_where")), "mask_kind": mask_kind, "dropout_p": dropout_p, "scale": scale,
-        "dtype": q.dtype, "keys": k.shape[-2]}
+    mask_node = masks[0] if masks else c.get("fill_where", c.get("keep_where"))
+    return {"q": c["q"], "k": c["k"], "v": c["v"], "rank": rank, "mask": mask_node, "mask_kind": mask_kind,
+            "dropout_p": dropout_p, "scale": scale, "dtype": q.dtype, "keys": k.shape[-2],
+            "write_out_mask": mask_kind is not None and not _contiguous_over_keys(_meta(mask_node), k.shape[-2])}
 
 
 def _contiguous_over_keys(mask: torch.Tensor, keys: Any) -> bool:
@@ -222,7 +223,7 @@ def _replace(graph: fx.Graph, root: fx.Node, args: dict[str, Any]) -> fx.Node:
             mask_rank = _meta(args["mask"]).dim()
             for _ in range(mask_rank, 2):  # SDPA reads a mask's last two sizes: a [keys] mask becomes [1, keys]
                 mask = graph.call_function(aten.unsqueeze.default, (mask, 0))
-            if not _contiguous_over_keys(_meta(args["mask"]), args["keys"]):
+            if args["write_out_mask"]:
                 # CUDA's memory-efficient SDPA raises on a mask whose last dim is not contiguous
                 # ("(*bias): last dimension must be contiguous", torch 2.11 on the H200: a 0-d mask,
                 # broadcast over the keys): the mask is written out over the keys, once
@@ -271,7 +272,7 @@ def fuse_attention(gm: fx.GraphModule, config: Any) -> fx.GraphModule:
         replaced += 1
         mask = {"additive": ", additive mask", "masked_fill": ", -inf mask", "where": ", -inf mask"}.get(
             decided["mask_kind"] or "", "")
-        if mask and not _contiguous_over_keys(_meta(decided["mask"]), decided["keys"]):
+        if decided["write_out_mask"]:
             mask += " written out over the keys"
         lines.append(f"attention at {found.root.name} -> scaled_dot_product_attention (scale {decided['scale']:.6g}"
                      f"{mask}{', dropout ' + str(decided['dropout_p']) if decided['dropout_p'] else ''})")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Container
 
 import torch
 from torch import fx
@@ -159,11 +159,12 @@ def count_ops(gm: fx.GraphModule) -> int:
     return sum(node.op in ("call_function", "call_method", "call_module") for node in gm.graph.nodes)
 
 
-def mutated_placeholders(graph: fx.Graph) -> set[fx.Node]:
-    """The placeholders that an op of ``graph`` writes to, directly or through a view."""
+def mutated_placeholders(graph: fx.Graph, skip: Container[fx.Node] = frozenset()) -> set[fx.Node]:
+    """The placeholders that an op of ``graph`` writes to, directly or through a view; the writes
+    of the ops in ``skip`` do not count (the partitioner asks about the forward's writes only)."""
     written: set[fx.Node] = set()
     for node in graph.nodes:
-        if node.op == "call_function" and is_mutating(node):
+        if node.op == "call_function" and node not in skip and is_mutating(node):
             written.update(written_inputs(node))
     mutated: set[fx.Node] = set()
     for placeholder in (n for n in graph.nodes if n.op == "placeholder"):
