@@ -244,3 +244,25 @@ def train_side_by_side(model: torch.nn.Module, make_input: Callable[[], torch.Te
     for (name, b), c in zip(eager.named_buffers(), twin.buffers()):
         torch.testing.assert_close(c.float(), b.float(), **buffer_tolerance, msg=name)
     return twin
+
+
+def dynamo_graphs(fn: Callable[..., Any], inputs: list[tuple[Any, ...]]) -> int:
+    """How many graphs Dynamo alone (no backend work) compiles for ``fn`` called on each of
+    ``inputs`` under ``dynamic=True``: what a backend's own compile count is held against. Dynamo's
+    trace may guard on sizes by itself: torch 2.11's pooling shape formula (``div_rtn``) guards on
+    the parity of ``size - kernel``, so three image sizes compile two or three graphs there and one
+    in torch 2.13. A backend that compiles more than this added guards of its own."""
+    graphs = 0
+
+    def counting_backend(gm: torch.fx.GraphModule, example_inputs: list[Any]) -> Callable[..., Any]:
+        nonlocal graphs
+        graphs += 1
+        return gm.forward
+
+    torch._dynamo.reset()
+    counted = torch.compile(fn, backend=counting_backend, dynamic=True)
+    with torch.no_grad():
+        for args in inputs:
+            counted(*[a.detach() if isinstance(a, torch.Tensor) else a for a in args])
+    torch._dynamo.reset()
+    return graphs
