@@ -30,6 +30,7 @@ from ait_dynamo.kernels.reuse import inplace_candidates
 from ait_dynamo.kernels.triton_values import Operand, SizeScalar, compute_dtype, round_to, to_storage, triton_type
 from ait_dynamo.passes.fusion_groups import SHIFTED_LOADS
 from ait_dynamo.passes.fusion_maps import broadcast_map
+from ait_dynamo.passes.host_scalars import is_host_scalar_value
 from ait_dynamo.passes.plan import FusionGroup
 from ait_dynamo.passes.sizes import is_one, provably, static_int
 
@@ -39,10 +40,11 @@ PERSISTENT_MAX_ROW = 8192  # rows up to this many elements stay in registers (on
 
 @dataclass
 class KernelArgs:
-    """What the wrapper passes: tensors (by node or output buffer name) then integer sizes."""
+    """What the wrapper passes: tensors (by node or output buffer name) then scalars: integer
+    sizes and strides, random seeds, and the values of 0-d CPU tensors (``("item", name)``)."""
 
     tensors: list[str] = field(default_factory=list)  # wrapper expressions
-    ints: list[Any] = field(default_factory=list)  # ("size", value) | ("stride", tensor_expr, dim) | ("prod", [values])
+    ints: list[Any] = field(default_factory=list)  # ("size", value) | ("stride", tensor_expr, dim) | ("seed", name) | ("rsplit",) | ("item", tensor_expr)
 
 
 @dataclass
@@ -154,7 +156,12 @@ class KernelWriter(ReductionWriter, ShiftedLoadWriter):
         self.param_source: dict[str, str] = {}
         self.param_meta: dict[str, torch.Tensor] = {}
         self.input_offsets: dict[fx.Node, int] = {}
+        self.host_scalars: set[fx.Node] = set()
         for index, node in enumerate(group.inputs):
+            if is_host_scalar_value(node):  # a 0-d CPU tensor: its value is an argument (passes/host_scalars.py)
+                self.input_params[node] = self.int_arg(("item", tensor_name(node)))
+                self.host_scalars.add(node)
+                continue
             param = f"in_ptr{index}"
             read = node
             if node in group.input_views:  # a view read in place: the base's pointer + offset
@@ -234,6 +241,8 @@ class KernelWriter(ReductionWriter, ShiftedLoadWriter):
     # -- values -------------------------------------------------------------------------------
 
     def load(self, node: fx.Node, dim_map: tuple) -> tuple[str, bool]:
+        if node in self.host_scalars:  # Triton types a Python float argument float32
+            return f"(tl.zeros([], tl.float32) + {self.input_params[node]})", True
         meta = node.meta["val"]
         access = Access(self, self.input_params[node], meta, dim_map)
         offset, uses_x, uses_r = access.offset()
@@ -545,6 +554,9 @@ def _warmup_args(kernel: KernelWriter, xnumel: list[Any], rnumel: list[Any]) -> 
             value = 3  # any value neither 1 nor a multiple of 16, like most seeds
         elif key[0] == "rsplit":
             value = runtime.reduction_split(numels[0], numels[1], kernel.column)[0]
+        elif key[0] == "item":  # a host scalar: any float gives the float32 argument's signature
+            ints.append(0.5)
+            continue
         else:
             value = static_int(kernel.param_meta[source_to_param[key[1]]].stride()[key[2]])
         if value is None:

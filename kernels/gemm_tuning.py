@@ -115,6 +115,8 @@ def _kernel_arguments(group: FusionGroup, kernel: GeneratedKernel, names: _Names
             ints.append(int(key[1]))
         elif key[0] == "seed":
             ints.append(3)
+        elif key[0] == "item":  # a host scalar (passes/host_scalars.py)
+            ints.append(0.5)  # type: ignore[arg-type]
         else:
             ints.append(int(tensors[key[1]].stride(key[2])))
     return [tensors[name] for name in kernel.args.tensors], ints

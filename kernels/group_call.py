@@ -211,6 +211,8 @@ def group_call_source(group: FusionGroup, kernel: GeneratedKernel, names: Callab
             ints.append("_rt.next_seed()")
         elif key[0] == "rsplit":
             ints.append(f"r{split}")
+        elif key[0] == "item":  # a 0-d CPU tensor's value, read on the host (passes/host_scalars.py)
+            ints.append(f"{key[1]}.item()")
         else:
             _, tensor, dim = key
             ints.append(f"{tensor}.stride({dim})")

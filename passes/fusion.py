@@ -32,6 +32,7 @@ from ait_dynamo.passes.fusion_groups import SHIFTED_LOADS, Group, regrow, regrow
 from ait_dynamo.passes.fusion_shifted import shifted_input_inside, shifted_inputs, start_shifted_group
 from ait_dynamo.passes.graph_utils import is_mutating, meta_value
 from ait_dynamo.passes.hoist import hoist_shrinking_steps
+from ait_dynamo.passes.host_scalars import is_host_scalar_value
 from ait_dynamo.passes.plan import Plan, compute_lifetimes
 from ait_dynamo.passes.plan_steps import steps_of_groups
 from ait_dynamo.passes.sink import sink_growing_steps
@@ -308,7 +309,8 @@ class Planner:
         value = _check_tensor(node, self.known_symbols)
         for used in node.all_input_nodes:
             meta = _tensor_meta(used)
-            if meta is not None and meta.device != value.device:
+            # a 0-d CPU tensor is a kernel argument by value (passes/host_scalars.py)
+            if meta is not None and meta.device != value.device and not is_host_scalar_value(used):
                 raise Refused("moves data between devices")
         if emit_check:
             self._try_emit(node)
