@@ -12,15 +12,15 @@ export PYTHONPATH=.:/tmp/site
 case "${CALL:-1}" in
 1)  timeout 100 python3 -c "import sys; sys.path[:0]=['tests','.']; import test_cutlass_gemm_gpu as t; t.prebuild()" > "$OUT/prebuild.log" 2>&1
     echo "prebuild rc=$?"
-    OUT=$OUT/t LIMIT=400 RERUN_LIMIT=60 JOBS=14 TESTS="$(ls tests/test_[a-k]*.py | tr '\n' ' ')" bash benchmarks/gpu_tests.sh
+    OUT=$OUT/t LIMIT=360 RERUN_LIMIT=60 JOBS=14 TESTS="$(ls tests/test_[a-k]*.py | tr '\n' ' ')" bash benchmarks/gpu_tests.sh
     gzip -f "$OUT/t/gpu_tests.log" ;;
 2)  OUT=$OUT/t LIMIT=420 RERUN_LIMIT=90 JOBS=14 TESTS="$(ls tests/test_[l-z]*.py | tr '\n' ' ')" bash benchmarks/gpu_tests.sh
     gzip -f "$OUT/t/gpu_tests.log" ;;
-3)  timeout 540 python3 -m benchmarks profile --out "$OUT/lines" --suite models \
+3)  timeout 540 python3 -m benchmarks profile --out "$OUT/lines" \
       --workload hf_llama_small,tv_mobilenet_v3_large,tv_resnet50 --backends inductor,ait --lines > "$OUT/lines.log" 2>&1
     echo "lines rc=$?"; grep -E "^== |per call|launch|extern|alloc" "$OUT/lines.log" | cut -c1-220 | head -80
     gzip -f "$OUT/lines.log" ;;
-4)  timeout 540 python3 -m benchmarks profile --out "$OUT/ro" --suite models --batch 32 \
+4)  timeout 540 python3 -m benchmarks profile --out "$OUT/ro" --batch 32 \
       --workload tv_resnet50,tv_mobilenet_v3_large --backends inductor-reduce-overhead,ait-cudagraphs --host > "$OUT/ro.log" 2>&1
     echo "ro rc=$?"; grep -E "^== |host|cuda_graphs|replay" "$OUT/ro.log" | cut -c1-220 | head -80
     gzip -f "$OUT/ro.log" ;;
