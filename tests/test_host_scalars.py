@@ -76,29 +76,30 @@ def test_which_scalars_are_read_by_value():
 @needs_cpu_triton
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=str)
 def test_scalars_read_by_value_give_eagers_values(dtype, tmp_path):
-    """On the CPU (the interpreter) the same by-value path: float attributes of a module under
-    dynamic shapes, a 0-d half tensor, a float64 one cast to float32; forward and backward."""
+    """On the CPU (the interpreter) the same by-value path, forward and backward: two float64
+    scalars cast to float32 and a 0-d scalar of the inputs' dtype by value; a float64 scalar
+    multiplied in float64 (``shift * 3``) by pointer."""
     torch.manual_seed(0)
 
-    def fn(x, w, eps, half_scalar):
-        return _rms_norm(x, w, eps, eps * 3) * half_scalar + half_scalar
+    def fn(x, w, eps, scale, shift, half_scalar):
+        return _rms_norm(x, w, eps, scale) * half_scalar + half_scalar + (shift * 3).to(x.dtype)
 
     compiled = torch.compile(fn, backend="ait", options={"debug_dir": str(tmp_path)})
     x = torch.randn(7, 24, dtype=dtype, requires_grad=True)
     w = torch.randn(24, dtype=dtype, requires_grad=True)
-    eps = torch.tensor(1e-6, dtype=torch.float64)
-    half_scalar = torch.tensor(1.3, dtype=dtype)
-    got, want = compiled(x, w, eps, half_scalar), fn(x, w, eps, half_scalar)
-    exact = fn(x.detach().double().requires_grad_(), w.detach().double().requires_grad_(), eps,
-               half_scalar.double())
+    scalars = (torch.tensor(1e-6, dtype=torch.float64), torch.tensor(0.7, dtype=torch.float64),
+               torch.tensor(0.1, dtype=torch.float64), torch.tensor(1.3, dtype=dtype))
+    got, want = compiled(x, w, *scalars), fn(x, w, *scalars)
+    x64, w64 = x.detach().double().requires_grad_(), w.detach().double().requires_grad_()
+    exact = fn(x64, w64, *[s.double() for s in scalars])
     assert_close_to_reference(got, want, exact, "output")
     grad = torch.randn_like(want)
     got_grads = torch.autograd.grad(got, [x, w], grad)
     want_grads = torch.autograd.grad(want, [x, w], grad)
-    x64, w64 = x.detach().double().requires_grad_(), w.detach().double().requires_grad_()
-    exact_grads = torch.autograd.grad(fn(x64, w64, eps, half_scalar.double()), [x64, w64], grad.double())
+    exact_grads = torch.autograd.grad(exact, [x64, w64], grad.double())
     assert_close_to_reference(list(got_grads), list(want_grads), list(exact_grads), "grads")
     for graph in metrics.compiled_graphs:
         assert graph.fallback_reason is None, graph.fallback_reason
     forward = next(tmp_path.glob("graph_*_forward/module.py")).read_text()
-    assert ".item()" in forward, forward
+    body = forward[forward.index("    def call(args):"):forward.index("call._boxed_call")]
+    assert body.count(".item()") == 3, body  # eps, scale, half_scalar; not shift
