@@ -10,9 +10,9 @@ from torch._functorch.partitioners import (
     min_cut_rematerialization_partition as functorch_min_cut_rematerialization_partition,
 )
 
-from ait_dynamo.partitioners.graph_info import copy_mutated_inputs_for_the_backward
 from ait_dynamo.partitioners.mincut import min_cut_rematerialization_partition
 from ait_dynamo.partitioners.report import REPORTS, PartitionReport
+from ait_dynamo.partitioners.snapshots import drop_unsaved_snapshots, snapshot_mutated_inputs
 
 
 def partition_function(config: Any) -> Callable[..., Any]:
@@ -38,10 +38,12 @@ USER_OUTPUTS_META = "ait_num_user_outputs"
 def _mark_user_outputs(partition: Callable[..., Any], joint_module: Any, *args: Any, **kwargs: Any) -> Any:
     """Runs ``partition`` and records on the forward module how many of its outputs are the
     caller's (the rest are saved for the backward): CUDA-graph replay copies only those out.
-    Backward readers of an input the forward overwrites first get a copy of its old value."""
-    if copy_mutated_inputs_for_the_backward(joint_module.graph):
+    Readers of the old value of an input the forward overwrites read a snapshot of it, which the
+    forward keeps only where the backward reads it (partitioners/snapshots.py)."""
+    if snapshot_mutated_inputs(joint_module.graph):
         joint_module.recompile()
     fw_module, bw_module = partition(joint_module, *args, **kwargs)
+    drop_unsaved_snapshots(fw_module)
     if "num_fwd_outputs" in kwargs:
         fw_module.meta[USER_OUTPUTS_META] = kwargs["num_fwd_outputs"]
     return fw_module, bw_module

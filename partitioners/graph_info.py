@@ -177,25 +177,3 @@ def _inputs_mutated_outside_the_graph(graph: fx.Graph) -> set[fx.Node]:
     if not mutated:
         return set()
     return {p for p in graph.find_nodes(op="placeholder") if p.meta.get("desc") in mutated}
-
-
-def copy_mutated_inputs_for_the_backward(graph: fx.Graph) -> bool:
-    """Give backward nodes that read a forward-mutated input directly a ``clone`` made before the
-    mutation (the partitioner then saves the clone, never the input). Eager refuses such a program
-    at ``backward()`` (a saved tensor modified in place) unless the backward never runs that
-    formula, so this costs memory only where the old value is needed; returns whether the graph
-    changed."""
-    backward = backward_nodes(graph)
-    last_input = list(graph.find_nodes(op="placeholder"))[-1] if backward else None
-    changed = False
-    for placeholder in forward_mutated_inputs(graph, backward):
-        readers = [user for user in placeholder.users if user in backward]
-        if not readers:
-            continue
-        with graph.inserting_after(last_input):
-            copy = graph.call_function(torch.ops.aten.clone.default, (placeholder,))
-        copy.meta["val"] = placeholder.meta.get("val")
-        for reader in readers:
-            reader.replace_input_with(placeholder, copy)
-        changed = True
-    return changed

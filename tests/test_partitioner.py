@@ -501,3 +501,64 @@ def test_an_input_given_a_value_that_requires_grad_is_not_saved():
 
     check_compiled(overwrite_with_a_differentiable_value, torch.randn(8, 8, 3), torch.randn(1, 8, 3),
                    torch.randn(3, requires_grad=True), torch.zeros(()), dynamic=True)
+
+
+class _ConvBatchNorm(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1, self.bn1 = nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8)
+        self.conv2, self.bn2 = nn.Conv2d(8, 8, 3, padding=1), nn.BatchNorm2d(8)
+
+    def forward(self, x):
+        x = F.relu(self.bn1(self.conv1(x)))
+        return F.relu(self.bn2(self.conv2(x)) + x).sigmoid()
+
+
+def _joint_partition(joint, **options):
+    config = AitConfig.create(options, environ={})
+    return ait_dynamo.partitioners.partition_function(config)(
+        joint.copy(), None, num_fwd_outputs=joint.num_fwd_outputs,
+        static_lifetime_input_indices=joint.static_lifetime_input_indices)
+
+
+def test_training_batch_norm_is_recomputed_from_snapshots_of_its_statistics_under_a_budget():
+    """The running statistics are inputs the forward overwrites: never saved. Their snapshots
+    (partitioners/snapshots.py) let a tight budget recompute the training batch norm in the
+    backward; without a budget the forward keeps no snapshot."""
+    torch.manual_seed(0)
+    joint = capture_joint_graph(_ConvBatchNorm().train(), torch.randn(2, 3, 12, 12))
+    batch_norms = lambda gm: [n for n in gm.graph.nodes  # noqa: E731
+                              if "batch_norm" in str(n.target) and "backward" not in str(n.target)]
+    snapshots = lambda gm: [n for n in gm.graph.nodes if n.meta.get("ait_snapshot_of")]  # noqa: E731
+
+    fw_module, bw_module = _joint_partition(joint)
+    unbudgeted = REPORTS[-1].saved_bytes
+    assert not snapshots(fw_module) and not batch_norms(bw_module)
+
+    fw_module, bw_module = _joint_partition(joint, memory_budget=0.3)
+    assert REPORTS[-1].saved_bytes < unbudgeted
+    assert batch_norms(bw_module), "no batch norm recomputed"
+    saved = {n.name for n in next(iter(fw_module.graph.find_nodes(op="output"))).all_input_nodes}
+    assert {n.name for n in snapshots(fw_module)} <= saved  # what is left of them is saved
+    read_in_backward = {str(a) for n in batch_norms(bw_module) for a in n.args[3:5]}
+    assert all("clone" in name for name in read_in_backward), read_in_backward
+
+
+@needs_cpu_triton
+@pytest.mark.parametrize("budget", [None, 0.3])
+def test_batch_norm_trained_twice_before_one_backward_matches_eager(budget):
+    """Two forwards, one backward: a saved running statistic would have been overwritten by the
+    second forward before the first backward (autograd raises); the snapshots are the old values.
+    Gradients and running statistics as eager's."""
+    torch.manual_seed(0)
+    model = _ConvBatchNorm().train()
+    reference = copy.deepcopy(model)
+    options = {} if budget is None else {"memory_budget": budget}
+    compiled = torch.compile(model, backend="ait", options=options)
+    first, second = torch.randn(2, 3, 12, 12), torch.randn(2, 3, 12, 12)
+    (compiled(first).sum() + compiled(second).pow(2).sum()).backward()
+    (reference(first).sum() + reference(second).pow(2).sum()).backward()
+    for (name, got), want in zip(model.named_parameters(), reference.parameters()):
+        torch.testing.assert_close(got.grad, want.grad, msg=name)
+    for (name, got), want in zip(model.named_buffers(), reference.buffers()):
+        torch.testing.assert_close(got, want, msg=name)
