@@ -56,7 +56,10 @@ class SlotPool:
             for node in nodes:
                 name_death[node] = index
         outputs = set(plan.output.all_input_nodes)
-        written = {n for step in plan.steps if isinstance(step, FusionGroup) for n in step.outputs}
+        # in plan order, not a set's: which of two buffers dying at one step a later output takes,
+        # and the order of the del lines, must not depend on node hashes (object ids), or the
+        # same graph generates another source in every process and the on-disk cache never hits
+        written = list(dict.fromkeys(n for step in plan.steps if isinstance(step, FusionGroup) for n in step.outputs))
         self.names_dying: dict[int, list[fx.Node]] = {}  # step → poolable buffers whose name dies there
         self.memory_dying: dict[int, list[fx.Node]] = {}  # step → poolable buffers dead after it
         for node in written:

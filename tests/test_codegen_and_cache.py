@@ -94,6 +94,51 @@ def test_same_graph_same_source_and_cache_hit(tmp_path):
     assert metrics.cache_hits == 1
 
 
+_SLOT_SCRIPT = textwrap.dedent(
+    """
+    import hashlib, torch
+    from torch.fx.experimental.proxy_tensor import make_fx
+    from ait_dynamo.config import AitConfig
+    from ait_dynamo.kernels.wrapper import generate_wrapper
+    from ait_dynamo.passes.fusion import build_plan
+    from ait_dynamo.passes.pipeline import run_passes
+
+    def fn(x, y, w):
+        a, b, c, d = torch.sin(x), torch.cos(x), torch.tanh(y), torch.exp(y)  # one kernel, four outputs
+        z = torch.cat([a, b, c, d])  # through ATen (fallback_ops): all four die here
+        return torch.relu(z[:8] * 2) @ w  # a kernel output of their layout takes one of their buffers
+
+    gm = make_fx(fn, tracing_mode="fake")(torch.randn(8, 8), torch.randn(8, 8), torch.randn(8, 8))
+    config = AitConfig.create({"fallback_ops": ["aten.cat"]}, environ={})
+    work = run_passes(gm, config)
+    plan, _ = build_plan(work, config)
+    source = generate_wrapper(plan, work, "test", triton_runs_on=lambda device: True).source
+    print(hashlib.sha256(source.encode()).hexdigest())
+    print([line.strip() for line in source.splitlines()
+           if line.strip().startswith("relu = ") and line.strip()[7:].isidentifier()][0])
+    """
+)
+
+
+def test_same_graph_same_source_in_every_process():
+    """Which dead buffer a kernel output takes over (``kernels/slots.py``) once followed the
+    iteration order of a set of nodes, whose hashes are object addresses: the backward of a BERT
+    training step generated a different module in each of three processes (so the on-disk cache
+    never hit), and this graph two different ones in six. The buffers dying at one step now go
+    in plan order, and the latest-made is taken."""
+    env = dict(os.environ)
+    env.pop("TRITON_INTERPRET", None)  # the source is written as for a device that runs Triton
+    runs = [subprocess.Popen([sys.executable, "-c", _SLOT_SCRIPT], env=env, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True) for _ in range(8)]
+    outputs = []
+    for run in runs:
+        out, err = run.communicate(timeout=300)
+        assert run.returncode == 0, err
+        outputs.append(out.split("\n")[:2])
+    assert {digest for digest, _ in outputs} == {outputs[0][0]}, outputs
+    assert outputs[0][1] == "relu = exp", outputs[0]  # the hand-over the test is about
+
+
 def test_corrupt_cache_file_is_rebuilt(tmp_path):
     config = AitConfig.create({"debug_dir": str(tmp_path / "dbg"), "cache_dir": str(tmp_path / "c")}, environ={})
     gm, inputs, fn = _graph()
