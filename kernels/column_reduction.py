@@ -117,16 +117,32 @@ def _cast_chain(node: fx.Node, members: set[fx.Node]) -> tuple[fx.Node, tuple[to
 
 def reads_reduction(node: fx.Node, members: set[fx.Node], reductions: list[fx.Node]) -> bool:
     """True when ``node`` is a reduction or computed from one inside the group."""
+    targets = set(reductions)
     stack, seen = [node], set()
     while stack:
         current = stack.pop()
         if current in seen or current not in members:
             continue
         seen.add(current)
-        if current in reductions:
+        if current in targets:
             return True
         stack.extend(current.all_input_nodes)
     return False
+
+
+def computed_from_reductions(members: set[fx.Node], reductions: list[fx.Node]) -> set[fx.Node]:
+    """Every node of the group for which :func:`reads_reduction` holds, in one walk forwards from
+    the reductions (the planner asks it of every input of every reader of a group: one walk
+    backwards per question cost a BERT-base training step's planning 1.4 of its 6.8 s under
+    cProfile, on the CPU)."""
+    found = {r for r in reductions if r in members}
+    stack = list(found)
+    while stack:
+        for user in stack.pop().users:
+            if user in members and user not in found:
+                found.add(user)
+                stack.append(user)
+    return found
 
 
 def _combinable(reduction: fx.Node) -> bool:

@@ -23,7 +23,7 @@ import torch
 from torch import fx
 
 from ait_dynamo.kernels import gemm_choice, op_table
-from ait_dynamo.kernels.column_reduction import reads_reduction, readers_go_apart
+from ait_dynamo.kernels.column_reduction import computed_from_reductions, readers_go_apart
 from ait_dynamo.kernels.op_table import OpClass
 from ait_dynamo.kernels.triton_values import FUSIBLE_DTYPES, Operand, SizeScalar, Unsupported
 from ait_dynamo.passes.fusion_conv import is_depthwise_template, start_conv_group
@@ -158,8 +158,9 @@ class Planner:
         reductions = [n for n in nodes if n.target in op_table.REDUCTIONS]
         if not reductions or group.gemm is not None:
             return False
+        downstream = computed_from_reductions(members, reductions)
         reading = [reader for reader in readers if reader.target not in op_table.CASTS and reader not in reductions
-                   and any(used in members and reads_reduction(used, members, reductions) for used in reader.all_input_nodes)]
+                   and any(used in downstream for used in reader.all_input_nodes)]
         if not reading:
             return False
         inputs = [used for member in nodes for used in member.all_input_nodes if used not in members]

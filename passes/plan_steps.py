@@ -28,9 +28,11 @@ def steps_of_groups(order: list[fx.Node], output: fx.Node, group_of: dict[fx.Nod
             if group_of.get(user) is not group:
                 users_outside[node] = users_outside.get(node, 0) + 1
     last_member: dict[int, fx.Node] = {}
+    members_of: dict[int, list[fx.Node]] = {}  # in graph order, gathered in one pass
     for node in order:
         if node in group_of:
             last_member[group_of[node].ident] = node
+            members_of.setdefault(group_of[node].ident, []).append(node)
     steps: list[Step] = []
     kernel_names = itertools.count()
     for node in order:
@@ -40,7 +42,7 @@ def steps_of_groups(order: list[fx.Node], output: fx.Node, group_of: dict[fx.Nod
             continue
         if last_member[group.ident] is not node:
             continue
-        members = [n for n in order if group_of.get(n) is group]
+        members = members_of[group.ident]
         outputs = [n for n in members if n in users_outside]
         inputs: list[fx.Node] = []
         scalars: list[fx.Node] = []

@@ -32,16 +32,18 @@ def _movable(step: Step) -> bool:
     return not is_barrier(step)
 
 
-def _destination(steps: list[Step], index: int) -> int:
+def _destination(steps: list[Step], index: int, barriers: dict[int, bool]) -> int:
     """Where step ``index`` can go: the position just before its first reader (``len(steps)``
-    where none), stopping before a step that writes storage it reads."""
+    where none), stopping before a step that writes storage it reads. ``barriers``: each step's
+    ``is_barrier`` by ``id``, asked once per plan (per candidate and later step, it cost a
+    BERT-base training step's planning 0.7 of its 4.4 s under cProfile, on the CPU)."""
     step = steps[index]
     made = set(step.produces())
     for position in range(index + 1, len(steps)):
         later = steps[position]
         if any(node in made for node in later.reads()):
             return position
-        if not can_pass(step, later):
+        if barriers[id(later)] and not can_pass(step, later):
             return position
     return len(steps)
 
@@ -81,12 +83,13 @@ def sink_growing_steps(plan: Plan) -> None:
     """Reorder ``plan.steps`` in place (and recompute its lifetimes) where a growing step's move
     down lowers the modeled peak."""
     model = _Model(plan)
+    barriers = {id(step): is_barrier(step) for step in plan.steps}  # the steps live as long as this call
     for index in range(len(plan.steps) - 1, -1, -1):  # last first: a cast moves, then the mm before it
         step = plan.steps[index]
         made = model.made[index]
         if made == 0 or made < SINK_FACTOR * model.dying[index] or not _movable(step):
             continue
-        destination = _destination(plan.steps, index)
+        destination = _destination(plan.steps, index, barriers)
         if destination <= index + 1:
             continue
         if model.peak_after_move(step, index, destination) < model.peak:

@@ -748,3 +748,31 @@ def test_a_cast_of_a_gemm_product_moves_past_its_view_into_the_reading_kernel():
     forward = metrics.compiled_graphs[0]
     assert forward.kind == "forward" and len(forward.kernels) == 1, (forward.kernels, forward.fused_ops)
     assert forward.fused_ops.count("aten._to_copy.default") == 2, forward.fused_ops
+
+
+def test_one_walk_finds_what_reads_a_reduction():
+    """``computed_from_reductions`` (one walk forwards, what the planner asks) names exactly the
+    members for which ``reads_reduction`` (a walk backwards per node) holds: a softmax and a
+    layer norm with their epilogues, a member outside the reductions' reach, one reduction of
+    two left out of the list."""
+    from ait_dynamo.kernels.column_reduction import computed_from_reductions, reads_reduction
+    from ait_dynamo.kernels import op_table
+
+    def fn(x, w):
+        y = torch.sin(x) * w  # no reduction upstream
+        s = torch.softmax(y, -1) * 2 + 1
+        n = F.layer_norm(x, (x.shape[-1],)) * y
+        return s + n, torch.cos(w)
+
+    from ait_dynamo.passes.decompositions import decomposition_table
+
+    table = decomposition_table(AitConfig.create({}, environ={}))
+    gm = make_fx(fn, decomposition_table=table)(torch.randn(4, 8), torch.randn(8))
+    nodes = [n for n in gm.graph.nodes if n.op == "call_function"]
+    members = set(nodes)
+    all_reductions = [n for n in nodes if n.target in op_table.REDUCTIONS]
+    assert len(all_reductions) >= 3
+    for reductions in (all_reductions, all_reductions[:1], all_reductions[1:]):
+        found = computed_from_reductions(members, reductions)
+        assert found == {n for n in nodes if reads_reduction(n, members, reductions)}
+        assert found and found != members
