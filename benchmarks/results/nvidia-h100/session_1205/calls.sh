@@ -6,6 +6,7 @@
 #   CALL=2 OUT=... bash benchmarks/results/nvidia-h100/session_1205/calls.sh   # GPU suite, tests/test_[l-z]*.py (about 1080 tests, OpInfo's)
 #   CALL=3 OUT=... bash benchmarks/results/nvidia-h100/session_1205/calls.sh   # host time per wrapper line, ait and Inductor, where ait's step is host-bound (issue 12)
 #   CALL=4 OUT=... bash benchmarks/results/nvidia-h100/session_1205/calls.sh   # the four CNNs again, both reduce-overhead modes, with a cProfile of the host (issue 13)
+#   CALL=5 OUT=... bash benchmarks/results/nvidia-h100/session_1205/calls.sh   # cold compile of two training steps: Inductor, ait (compile_workers = cores, at most 16), ait with the old 4
 set -u
 . benchmarks/device_setup.sh "$OUT/setup.log" > /dev/null
 export PYTHONPATH=.:/tmp/site
@@ -24,4 +25,10 @@ case "${CALL:-1}" in
       --workload tv_resnet50,tv_mobilenet_v3_large --backends inductor-reduce-overhead,ait-cudagraphs --host > "$OUT/ro.log" 2>&1
     echo "ro rc=$?"; grep -E "^== |host|cuda_graphs|replay" "$OUT/ro.log" | cut -c1-220 | head -80
     gzip -f "$OUT/ro.log" ;;
+5)  # each run starts from empty Inductor, Triton and ait caches (benchmarks/backends.fresh_caches)
+    for backends in inductor,ait ait+compile_workers=4; do
+      timeout 260 python3 -m benchmarks run --suite models --workload hf_bert_base_train,hf_gpt2_train --batch 8 \
+        --backends "$backends" --warm-compile none --out "$OUT/compile_${backends//[,+=]/_}" > "$OUT/compile_${backends//[,+=]/_}.log" 2>&1
+      echo "$backends rc=$?"; grep -E "cold|compile" "$OUT/compile_${backends//[,+=]/_}/results.md" | head -12
+    done ;;
 esac
