@@ -178,17 +178,24 @@ def _copy_of(node: fx.Node, source: fx.Node, is_output: bool) -> fx.Node | None:
 
 def remove_noops(gm: fx.GraphModule, config: Any) -> fx.GraphModule:
     output = next(n for n in reversed(gm.graph.nodes) if n.op == "output")
+    # the output's operands as a set, kept up to date: asked of every node, the output's list
+    # (a training backward returns a gradient per parameter) cost a BERT-base training step's
+    # passes 0.25 of their 0.75 s on the CPU (both graphs; 0.50 s with the set)
+    returned = set(output.all_input_nodes)
     changed = False
     for node in list(gm.graph.nodes):
         lone = _lone_cat_input(node) or _whole_slice_gradient(node)
         if lone is not None:
-            replacement = _copy_of(node, lone, node in output.all_input_nodes)
+            replacement = _copy_of(node, lone, node in returned)
             if replacement is not None:
+                if node in returned:
+                    returned.discard(node)
+                    returned.add(replacement)
                 node.replace_all_uses_with(replacement)
                 gm.graph.erase_node(node)
                 changed = True
             continue
-        if node in output.all_input_nodes:
+        if node in returned:
             continue
         replacement = node.args[0] if _is_noop(node) else _round_trip_source(node)
         if replacement is None:
