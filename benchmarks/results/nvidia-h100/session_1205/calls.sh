@@ -28,7 +28,7 @@ case "${CALL:-1}" in
 5)  # each run starts from empty Inductor, Triton and ait caches (benchmarks/backends.fresh_caches)
     for backends in inductor,ait ait+compile_workers=4; do
       timeout 260 python3 -m benchmarks run --suite models --workload hf_bert_base_train,hf_gpt2_train --batch 8 \
-        --backends "$backends" --warm-compile none --out "$OUT/compile_${backends//[,+=]/_}" > "$OUT/compile_${backends//[,+=]/_}.log" 2>&1
+        --backends "$backends" --warm-compile none --no-plots --out "$OUT/compile_${backends//[,+=]/_}" > "$OUT/compile_${backends//[,+=]/_}.log" 2>&1
       echo "$backends rc=$?"; grep -E "cold|compile" "$OUT/compile_${backends//[,+=]/_}/results.md" | head -12
     done ;;
 esac
