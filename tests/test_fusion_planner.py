@@ -753,18 +753,17 @@ def test_a_cast_of_a_gemm_product_moves_past_its_view_into_the_reading_kernel():
 def test_one_walk_finds_what_reads_a_reduction():
     """``computed_from_reductions`` (one walk forwards, what the planner asks) names exactly the
     members for which ``reads_reduction`` (a walk backwards per node) holds: a softmax and a
-    layer norm with their epilogues, a member outside the reductions' reach, one reduction of
-    two left out of the list."""
-    from ait_dynamo.kernels.column_reduction import computed_from_reductions, reads_reduction
+    layer norm with their epilogues, members outside the reductions' reach, and some of the
+    reductions left out of the list."""
     from ait_dynamo.kernels import op_table
+    from ait_dynamo.kernels.column_reduction import computed_from_reductions, reads_reduction
+    from ait_dynamo.passes.decompositions import decomposition_table
 
     def fn(x, w):
         y = torch.sin(x) * w  # no reduction upstream
         s = torch.softmax(y, -1) * 2 + 1
         n = F.layer_norm(x, (x.shape[-1],)) * y
         return s + n, torch.cos(w)
-
-    from ait_dynamo.passes.decompositions import decomposition_table
 
     table = decomposition_table(AitConfig.create({}, environ={}))
     gm = make_fx(fn, decomposition_table=table)(torch.randn(4, 8), torch.randn(8))
