@@ -46,8 +46,9 @@ def snapshot_mutated_inputs(graph: fx.Graph) -> bool:
     placeholders = list(graph.find_nodes(op="placeholder"))
     if not placeholders:
         return False
+    position = {placeholder: index for index, placeholder in enumerate(placeholders)}
     changed = False
-    for placeholder in sorted(forward_mutated_inputs(graph, backward), key=placeholders.index):
+    for placeholder in sorted(forward_mutated_inputs(graph, backward), key=position.__getitem__):
         readers = [user for user in placeholder.users if _reads_old_value(user, backward)]
         if not readers:
             continue
@@ -69,14 +70,18 @@ def drop_unsaved_snapshots(forward: fx.GraphModule) -> bool:
     output = next(iter(graph.find_nodes(op="output")))
     returned = set(output.all_input_nodes)
     order = {node: index for index, node in enumerate(graph.nodes)}
+    first_write: dict[fx.Node, int] = {}  # placeholder -> position of the first op that writes it
+    for node in graph.nodes:
+        if node.op == "call_function" and is_mutating(node):
+            for written in _written_placeholders(node):
+                first_write.setdefault(written, order[node])
     changed = False
     for snapshot in [n for n in graph.nodes if SNAPSHOT_META in n.meta and n.op == "call_function"]:
         source = snapshot.args[0]
         if snapshot in returned or not isinstance(source, fx.Node) or source.op != "placeholder":
             continue
-        first_write = min((order[n] for n in graph.nodes if n.op == "call_function" and is_mutating(n)
-                           and source in _written_placeholders(n)), default=len(order))
-        if any(order[user] >= first_write for user in snapshot.users):
+        written_at = first_write.get(source, len(order))
+        if any(order[user] >= written_at for user in snapshot.users):
             continue
         snapshot.replace_all_uses_with(source)
         graph.erase_node(snapshot)

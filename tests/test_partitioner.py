@@ -23,6 +23,7 @@ from ait_dynamo import AitConfig, memory_efficient_fusion
 from ait_dynamo.partitioners import REPORTS, min_cut_rematerialization_partition
 from ait_dynamo.partitioners.maxflow import FlowNetwork, min_cut_source_side
 from ait_dynamo.partitioners.op_classes import OpClass, op_class
+from ait_dynamo.partitioners.snapshots import SNAPSHOT_META
 from ait_dynamo.passes.decompositions import decomposition_table
 from benchmarks.models import EncoderBlock, LoweringModel, SimpleMLP, tutorial_fn
 from benchmarks.partition_bench import capture_joint_graph, time_partition, transformer_joint_graph
@@ -529,7 +530,7 @@ def test_training_batch_norm_is_recomputed_from_snapshots_of_its_statistics_unde
     joint = capture_joint_graph(_ConvBatchNorm().train(), torch.randn(2, 3, 12, 12))
     batch_norms = lambda gm: [n for n in gm.graph.nodes  # noqa: E731
                               if "batch_norm" in str(n.target) and "backward" not in str(n.target)]
-    snapshots = lambda gm: [n for n in gm.graph.nodes if n.meta.get("ait_snapshot_of")]  # noqa: E731
+    snapshots = lambda gm: [n for n in gm.graph.nodes if n.meta.get(SNAPSHOT_META)]  # noqa: E731
 
     fw_module, bw_module = _joint_partition(joint)
     unbudgeted = REPORTS[-1].saved_bytes
