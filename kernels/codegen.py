@@ -38,6 +38,12 @@ _INT32_LIMIT = 2**31 - 1
 PERSISTENT_MAX_ROW = 8192  # rows up to this many elements stay in registers (one pass)
 
 
+# What a kernel is compiled ahead of time or timed with in place of the scalars a call draws or
+# reads: a seed neither 1 nor a multiple of 16 (the specialization most seeds get), and any float
+# for a host scalar (Triton types a Python float argument float32).
+STAND_IN_SCALARS: dict[str, int | float] = {"seed": 3, "item": 0.5}
+
+
 @dataclass
 class KernelArgs:
     """What the wrapper passes: tensors (by node or output buffer name) then scalars: integer
@@ -545,18 +551,15 @@ def _warmup_args(kernel: KernelWriter, xnumel: list[Any], rnumel: list[Any]) -> 
                 return None
             total *= value
         numels.append(total)
-    ints: list[int] = []
+    ints: list[int | float] = []
     source_to_param = {v: k for k, v in kernel.param_source.items()}
     for key in kernel.args.ints:
         if key[0] == "size":
             value = static_int(key[1])
-        elif key[0] == "seed":
-            value = 3  # any value neither 1 nor a multiple of 16, like most seeds
+        elif key[0] in STAND_IN_SCALARS:
+            value = STAND_IN_SCALARS[key[0]]
         elif key[0] == "rsplit":
             value = runtime.reduction_split(numels[0], numels[1], kernel.column)[0]
-        elif key[0] == "item":  # a host scalar: any float gives the float32 argument's signature
-            ints.append(0.5)
-            continue
         else:
             value = static_int(kernel.param_meta[source_to_param[key[1]]].stride()[key[2]])
         if value is None:

@@ -43,7 +43,7 @@ from torch import fx
 
 from ait_dynamo.cache import device_choices_path, load_json, load_module, store_json
 from ait_dynamo.kernels import depthwise, gemm_choice, runtime
-from ait_dynamo.kernels.codegen import GeneratedKernel, generate_kernel
+from ait_dynamo.kernels.codegen import STAND_IN_SCALARS, GeneratedKernel, generate_kernel
 from ait_dynamo.kernels.epilogue_cost import AtenPlanBytes
 from ait_dynamo.kernels.launch_site import LaunchSite
 from ait_dynamo.kernels.op_table import HELPERS_SOURCE
@@ -113,10 +113,8 @@ def _kernel_arguments(group: FusionGroup, kernel: GeneratedKernel, names: _Names
     for key in kernel.args.ints:
         if key[0] == "size":
             ints.append(int(key[1]))
-        elif key[0] == "seed":
-            ints.append(3)
-        elif key[0] == "item":  # a host scalar (passes/host_scalars.py)
-            ints.append(0.5)  # type: ignore[arg-type]
+        elif key[0] in STAND_IN_SCALARS:
+            ints.append(STAND_IN_SCALARS[key[0]])  # type: ignore[arg-type]
         else:
             ints.append(int(tensors[key[1]].stride(key[2])))
     return [tensors[name] for name in kernel.args.tensors], ints
