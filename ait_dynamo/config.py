@@ -40,9 +40,10 @@ def _default_cache_dir() -> str:
 def _default_compile_workers() -> int:
     """One precompiling thread per core this process may run on, at most 16. Part of Triton's
     compile runs outside Python's lock (its native passes, ptxas in a subprocess): the 37 kernels
-    of a BERT-base training step, compiled for sm90 on an idle 2-core CPU, took 10.72 s in one
-    thread, 7.66 s in two and 8.38 s in four (more threads than cores cost). The default was 4
-    threads, more than a 2-core machine runs well and a quarter of a 16-core GPU host."""
+    of a BERT-base training step, compiled for sm90 on an idle 2-core CPU, took 9.96 s in one
+    thread, 7.66 s in two and 8.18 s in four (more threads than cores cost;
+    benchmarks/results/cpu-epyc/compile_time/). The default was 4 threads, more than a 2-core
+    machine runs well and a quarter of a 16-core GPU host."""
     try:
         cores = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):  # not on Linux

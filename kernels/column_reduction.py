@@ -132,9 +132,9 @@ def reads_reduction(node: fx.Node, members: set[fx.Node], reductions: list[fx.No
 
 def computed_from_reductions(members: set[fx.Node], reductions: list[fx.Node]) -> set[fx.Node]:
     """Every node of the group for which :func:`reads_reduction` holds, in one walk forwards from
-    the reductions (the planner asks it of every input of every reader of a group: one walk
-    backwards per question cost a BERT-base training step's planning 1.4 of its 6.8 s under
-    cProfile, on the CPU)."""
+    the reductions. The planner asks it of every input of every reader of a group, where a walk
+    backwards per question was the planning's largest cost (0270c86 took a BERT-base training
+    step's planning from 1.74 to 0.78 s: benchmarks/results/cpu-epyc/compile_time/)."""
     found = {r for r in reductions if r in members}
     stack = list(found)
     while stack:

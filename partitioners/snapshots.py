@@ -11,8 +11,9 @@ value take the snapshot instead of the input:
 * forward ops that read it without writing or viewing it: the partitioner may then recompute
   them in the backward from the saved snapshot. Without it, the training batch norm (which reads
   the running statistics) could not be recomputed under a memory budget: ResNet-18 at
-  ``memory_budget=0.5`` saved 2602496 bytes against 2372608 before the in-place fix (02db4c2);
-  the snapshot of its statistics is a few hundred floats a layer.
+  ``memory_budget=0.5`` saved 2602496 bytes against 2372608 with the snapshots
+  (benchmarks/results/cpu-epyc/snapshots/); the snapshot of its statistics is a few hundred floats
+  a layer.
 
 After the partition, a snapshot the forward does not save for the backward is dropped again
 (:func:`drop_unsaved_snapshots`): its readers read the input itself, as they did, where every one

@@ -35,8 +35,8 @@ def _movable(step: Step) -> bool:
 def _destination(steps: list[Step], index: int, barriers: dict[int, bool]) -> int:
     """Where step ``index`` can go: the position just before its first reader (``len(steps)``
     where none), stopping before a step that writes storage it reads. ``barriers``: each step's
-    ``is_barrier`` by ``id``, asked once per plan (per candidate and later step, it cost a
-    BERT-base training step's planning 0.7 of its 4.4 s under cProfile, on the CPU)."""
+    ``is_barrier`` by ``id``, asked once per plan rather than per candidate and later step (part
+    of 0270c86: benchmarks/results/cpu-epyc/compile_time/)."""
     step = steps[index]
     made = set(step.produces())
     for position in range(index + 1, len(steps)):
