@@ -23,6 +23,7 @@ from torch import fx
 
 from ait_dynamo.partitioners.graph_info import JointGraphInfo, size_hint, value_bytes
 from ait_dynamo.partitioners.op_classes import FUSIBLE, OpClass
+from ait_dynamo.passes.host_scalars import computed_from_host_scalars
 
 # A rough accelerator: enough to rank recomputes against each other, not to predict step time.
 BYTES_PER_NS = 2000.0  # ~2 TB/s of memory bandwidth
@@ -131,6 +132,15 @@ def node_cost(node: fx.Node, info: JointGraphInfo) -> NodeCost:
         return NodeCost(kind, Recompute.NEVER, size, 0, "random op without replayable RNG state: saved")
     if kind == OpClass.IMPURE:
         return NodeCost(kind, Recompute.NEVER, size, 0, "side effects or unknown op: never recomputed")
+    inputs: set[fx.Node] = set()
+    if kind in FUSIBLE and computed_from_host_scalars(node, inputs) and not inputs & info.mutated_inputs:
+        # A float attribute's cast (Dynamo's 0-d float64 CPU tensor under dynamic=True): saved,
+        # the forward would return it, a CPU result with two readers that no CUDA kernel computes,
+        # so the planner refused its CUDA readers ("moves data between devices": the RMSNorm of
+        # tests/test_dynamic_shapes.py compiled on an H100 to four kernels and two ATen calls, one
+        # kernel on the CPU). The backward recomputes it from the input, which its kernel reads
+        # by value (passes/host_scalars.py): the cut saves the input instead, a few bytes more.
+        return NodeCost(kind, Recompute.FREE, math.inf, 0, "host scalar: recomputed from its inputs, read by value")
     recompute_ns = estimate_recompute_ns(node, kind)
     if kind in FUSIBLE:
         if _feeds_fusible_kernel(node, info) or _has_fusible_backward_sibling(node, info):

@@ -45,12 +45,15 @@ def _cast_to_float32(node: fx.Node) -> bool:
 
 def is_host_scalar_input(node: fx.Node) -> bool:
     """A graph input a kernel reads by value: a 0-d floating CPU tensor whose float32 value is
-    what every reader computes with (see the module doc)."""
+    what every reader computes with (see the module doc). The graph's output reads nothing: a
+    forward returns the input itself when it saves it for the backward (which recomputes the
+    cast: partitioners/cost_model.py), and that return must not cost the by-value read."""
     value = _cpu_scalar(node) if node.op == "placeholder" else None
     if value is None:
         return False
+    readers = [user for user in node.users if user.op != "output"]
     return value.dtype in _EXACT_IN_FLOAT32 or (
-        value.dtype == torch.float64 and bool(node.users) and all(_cast_to_float32(user) for user in node.users))
+        value.dtype == torch.float64 and bool(readers) and all(_cast_to_float32(user) for user in readers))
 
 
 def is_host_scalar_value(node: fx.Node) -> bool:
@@ -66,4 +69,26 @@ def is_host_scalar_value(node: fx.Node) -> bool:
     return bool(operands) and all(is_host_scalar_value(operand) for operand in operands)
 
 
-__all__ = ["is_host_scalar_input", "is_host_scalar_value"]
+def computed_from_host_scalars(node: fx.Node, inputs: set[fx.Node] | None = None) -> bool:
+    """A 0-d floating CPU result of ops on 0-d floating CPU values, from 0-d floating CPU graph
+    inputs alone, whatever its dtype and readers: in a joint graph, a float attribute's casts
+    (there ``f64 -> f64 -> f32``; the no-op cast goes later). ``inputs``, when given, collects
+    the graph inputs it is computed from."""
+    if node.op != "call_function" or _cpu_scalar(node) is None or not node.all_input_nodes:
+        return False
+    found: set[fx.Node] = set() if inputs is None else inputs
+    stack = list(node.all_input_nodes)
+    while stack:
+        operand = stack.pop()
+        if _cpu_scalar(operand) is None:
+            return False
+        if operand.op == "placeholder":
+            found.add(operand)
+        elif operand.op == "call_function" and operand.all_input_nodes:
+            stack.extend(operand.all_input_nodes)
+        else:
+            return False  # a constant, a value made from nothing (a random draw)
+    return True
+
+
+__all__ = ["computed_from_host_scalars", "is_host_scalar_input", "is_host_scalar_value"]

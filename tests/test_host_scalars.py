@@ -7,11 +7,14 @@ import pathlib
 
 import pytest
 import torch
+from functorch.compile import aot_function, make_boxed_func
 from torch.fx.experimental.proxy_tensor import make_fx
 
 from ait_dynamo import metrics
 from ait_dynamo.config import AitConfig
 from ait_dynamo.kernels.wrapper import generate_wrapper
+from ait_dynamo.partitioners import partition_function
+from ait_dynamo.passes.decompositions import decomposition_table
 from ait_dynamo.passes.fusion import build_plan
 from ait_dynamo.passes.host_scalars import is_host_scalar_input, is_host_scalar_value
 from ait_dynamo.passes.pipeline import run_passes
@@ -50,6 +53,39 @@ def test_cuda_rms_norm_with_cpu_scalars_is_one_kernel_that_takes_their_values(tm
     assert len(groups) == 1 and not externs, (plan.describe(), refusals)
     assert "kernel_0_site.launch(x_1, weight_1, mul_2, eps_1.item(), scale_1.item())" in source, source
     assert "moves data between devices" not in str(refusals)
+
+
+def test_cuda_training_rms_norm_forward_saves_the_scalars_not_their_casts(tmp_path):
+    """Training: the partitioner saved the float32 casts (4 bytes each, the float64 inputs 8), so
+    the forward returned them, CPU results with two readers that no CUDA kernel computes: on an
+    H100 the RMSNorm of tests/test_dynamic_shapes.py compiled to kernels ['kernel_0', 'kernel_1',
+    'kernel_1', 'kernel_2'] (one ATen-run cast group per scalar) and ATen's add and mul. The
+    forward and backward are partitioned here on the CPU as the backend does, then retraced on
+    fake CUDA tensors (the scalars stay on the CPU) and planned as on a CUDA machine."""
+    config = AitConfig.create({"cache_dir": str(tmp_path)}, environ={})
+    graphs: list[torch.fx.GraphModule] = []
+
+    def keep(gm, _):
+        graphs.append(gm)
+        return make_boxed_func(gm)
+
+    compiled = aot_function(_rms_norm, fw_compiler=keep, bw_compiler=keep, partition_fn=partition_function(config),
+                            decompositions=decomposition_table(config))
+    x, weight = torch.randn(6, 24, requires_grad=True), torch.randn(24, requires_grad=True)
+    compiled(x, weight, torch.tensor(1e-6, dtype=torch.float64), torch.tensor(0.5, dtype=torch.float64)).sum().backward()
+    forward, backward = graphs
+    saved = next(iter(forward.graph.find_nodes(op="output"))).args[0][1:]
+    assert all(node.op == "placeholder" for node in saved), saved  # eps and scale themselves, not their casts
+    for gm, groups_wanted in ((forward, 1), (backward, 3)):
+        metas = [node.meta["val"] for node in gm.graph.find_nodes(op="placeholder")]
+        plan, refusals, source = _cuda_plan(
+            gm, *[(t.shape, "cuda:0" if t.dim() else "cpu", t.dtype) for t in metas], tmp_path=tmp_path)
+        groups = [s for s in plan.steps if isinstance(s, FusionGroup)]
+        externs = [s for s in plan.steps if isinstance(s, ExternCall)]
+        assert len(groups) == groups_wanted and not externs, (plan.describe(), refusals)
+        assert "moves data between devices" not in str(refusals)
+    body = source[source.index("    def call(args):"):source.index("call._boxed_call")]
+    assert body.count(".item()") == 2, body  # the backward reads both scalars by value
 
 
 def test_which_scalars_are_read_by_value():
