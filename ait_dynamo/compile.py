@@ -158,6 +158,7 @@ def _compile(gm: fx.GraphModule, example_inputs: Sequence[Any], config: AitConfi
     decision = work.meta.get(layout.LAYOUT_META)
     record.layout = "" if decision is None else f"{'channels-last' if decision.channels_last else 'contiguous'}: {decision.reason}"
     record.layout_copies = layout.layout_copies(work)
+    record.weight_copies = layout.weight_copies(work)
     record.convolutions = layout.channels_last_convolutions(work)
     plan, refusals = build_plan(work, config, _gemm_choices(work, config))
     record.refused = dict(refusals)

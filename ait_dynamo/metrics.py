@@ -32,6 +32,7 @@ class GraphRecord:
     verify_failures: dict[str, str] = field(default_factory=dict)  # kernel → how it differed from ATen
     layout: str = ""  # "channels-last: why" | "contiguous: why" (passes/layout.py)
     layout_copies: list[str] = field(default_factory=list)  # copies that change a 4-d value's memory order
+    weight_copies: list[str] = field(default_factory=list)  # parameters copied to NHWC for convolutions
     convolutions: tuple[int, int] = (0, 0)  # (2-D convolutions, those reading channels-last activations)
     cache_hit: bool = False
     compile_seconds: float = 0.0

@@ -29,6 +29,13 @@ ops compute the same values for any input strides, except: calls other than ATen
 in the strides they were traced with (``_restored``), as does a ``view`` that the new strides make
 impossible (it cannot run on the fake tensors).
 
+**Weights**: cuDNN's NHWC kernels read NHWC (KRSC) weights, and ATen's convolution copies an OIHW
+weight of more than one tap to that order inside every call that reads NHWC activations. An
+autocast weight cast is written channels-last by the cast itself (``_channels_last_weight``); a
+weight that is a graph input read only by convolutions (an inference graph's parameter) is copied
+by a kernel of ours, those of one shape in one launch before the first convolution of that shape
+(``_channels_last_parameter``; ``weight_copies`` lists them, apart from ``layout_copies``).
+
 **Outputs keep eager's strides**: an output whose strides changed gets a copy to its traced
 strides in front of the output node. The exception are the values a forward graph saves for its
 backward, when AOTAutograd can be told their strides (``TracingContext.output_strides``, which is
@@ -316,8 +323,49 @@ class _Propagation:
         weight.kwargs = {**weight.kwargs, "memory_format": torch.channels_last}
         self._set(weight, self._fake(weight.target, weight.args, weight.kwargs))
 
+    def _parameter_weights(self) -> dict[fx.Node, fx.Node]:
+        """Convolution weights that are graph inputs read by nothing but forward convolutions'
+        weight arguments (an inference graph's parameters), in OIHW order: weight → where its
+        channels-last copy goes, before the first convolution that reads a weight of its shape."""
+        found: dict[fx.Node, tuple[Any, ...]] = {}
+        for node in self.graph.nodes:
+            if node.op != "placeholder" or not node.users or node in self.changed:
+                continue
+            value = meta_value(node)
+            if (not isinstance(value, torch.Tensor) or value.dim() != 4 or is_channels_last(value)
+                    or not has_static_layout(value)):
+                continue
+            if all(is_conv2d(user) and user.target is aten.convolution.default and user.args[1] is node
+                   and user.args[0] is not node and node not in user.args[2:] for user in node.users):
+                found[node] = (tuple(value.shape), value.dtype)
+        first: dict[tuple[Any, ...], fx.Node] = {}
+        for node in self.graph.nodes:
+            if node.op == "call_function" and node.target is aten.convolution.default and node.args[1] in found:
+                first.setdefault(found[node.args[1]], node)
+        return {weight: first[shape] for weight, shape in found.items()}
+
+    def _channels_last_parameter(self, weight: fx.Node, before: fx.Node) -> None:
+        """A channels-last copy of convolution weight ``weight`` (``_parameter_weights``) by a
+        kernel of ours, before ``before``, where the copies of the other weights of its shape go:
+        the planner's horizontal fusion copies them in one launch (ResNet-50: 17 weights in 5
+        kernels), and they are alive from the first convolution of their shape only. Left OIHW,
+        ATen's convolution allocates and copies the weight to NHWC order inside every call that
+        reads NHWC activations: 17 copies a ResNet-50 inference step, 72.6 us of kernels, and
+        12.5 to 22 us more host time a call than with an NHWC weight (H100, torch 2.11,
+        benchmarks/results/nvidia-h100/session_1205b/: conv_host.py and the profiles). Inductor
+        passes such weights NHWC too. 1x1 and depthwise weights are both layouts at once."""
+        with self.graph.inserting_before(before):
+            copy = self._call(aten.clone.default, (weight,), {"memory_format": torch.channels_last})
+        for user in list(weight.users):
+            if user is not copy:
+                user.replace_input_with(weight, copy)
+        self.traced[copy] = meta_value(weight)
+        self.changed.add(copy)
+        self.copies.append(f"{copy.name}: channels-last weight {weight.name}")
+
     def run(self, convert: bool, saved_from: int | None = None) -> None:
         pending = set(self._early_inputs()) if convert else set()
+        parameters = self._parameter_weights() if convert else {}
         for node in list(self.graph.nodes):
             if node.op != "call_function":
                 continue
@@ -330,6 +378,9 @@ class _Propagation:
                     if isinstance(activation, fx.Node) and not is_channels_last(meta_value(activation)):
                         self._channels_last_copy(activation, node, f"channels-last input of {node.name}")
                 self._channels_last_weight(node, saved_from)
+                if node.args[1] in parameters:
+                    weight = node.args[1]
+                    self._channels_last_parameter(weight, parameters.pop(weight))
             if any(used in self.changed for used in node.all_input_nodes):
                 for value in self._mixed_layouts(node):
                     self._channels_last_copy(value, node, f"one layout for {node.name}")
@@ -425,12 +476,31 @@ def channels_last_layout(gm: fx.GraphModule, config: Any) -> fx.GraphModule:
     return gm
 
 
+def is_weight_copy(node: fx.Node) -> bool:
+    """A copy of a graph input read only as convolutions' weight (``_channels_last_parameter``):
+    the weight layout change ATen's convolution would make anyway, not a transpose of a value."""
+    return (node.op == "call_function" and node.target in _COPIES and isinstance(node.args[0], fx.Node)
+            and node.args[0].op == "placeholder" and bool(node.users)
+            and all(is_conv2d(user) and user.args[_WEIGHT[user.target]] is node
+                    and all(user.args[p] is not node for p in _ACTIVATIONS[user.target]) for user in node.users))
+
+
+def weight_copies(gm: fx.GraphModule) -> list[str]:
+    """The copies in ``gm`` that change a graph input's memory order for the convolutions that read
+    it as their weight (``_channels_last_parameter``): ``"name: input strides -> output strides"``."""
+    return [f"{n.name}: {tuple(meta_value(n.args[0]).stride())} -> {tuple(meta_value(n).stride())}"
+            for n in gm.graph.nodes if is_weight_copy(n) and not same_layout(meta_value(n.args[0]), meta_value(n))]
+
+
 def layout_copies(gm: fx.GraphModule) -> list[str]:
     """Copies in ``gm`` that change a 4-d value's memory order (the transposes this pass exists to
-    avoid): ``"name: input strides -> output strides"``."""
+    avoid), the parameters' weight copies aside (``weight_copies``):
+    ``"name: input strides -> output strides"``."""
     found = []
     for node in gm.graph.nodes:
         if node.op != "call_function" or node.target not in _COPIES or not isinstance(node.args[0], fx.Node):
+            continue
+        if is_weight_copy(node):
             continue
         source, result = meta_value(node.args[0]), meta_value(node)
         if isinstance(source, torch.Tensor) and isinstance(result, torch.Tensor) and source.dtype != result.dtype:

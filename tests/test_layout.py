@@ -113,7 +113,7 @@ def _with_statistics(model: nn.Module) -> nn.Module:
     return model
 
 
-def _check_structure(kind: str, copies: int) -> None:
+def _check_structure(kind: str, copies: int, weight_copies: int = 0) -> None:
     records = [g for g in metrics.compiled_graphs if g.kind == kind]
     assert records, [g.kind for g in metrics.compiled_graphs]
     for record in records:
@@ -122,6 +122,7 @@ def _check_structure(kind: str, copies: int) -> None:
         convolutions, channels_last = record.convolutions
         assert convolutions > 0 and channels_last == convolutions, record.convolutions
         assert len(record.layout_copies) == copies, record.layout_copies
+        assert len(record.weight_copies) == weight_copies, record.weight_copies
 
 
 # Copies that change memory order, per graph. Inference and forward: the input made
@@ -130,6 +131,10 @@ def _check_structure(kind: str, copies: int) -> None:
 # 3x3 convolutions back to OIHW (1x1 and depthwise weights are both layouts at once).
 _EDGE_COPIES = 2
 _WEIGHT_GRADIENTS = {"resnet": 4, "squeeze_excitation": 2, "convnext": 0, "inverted_residual": 0}
+# Inference: the weights of the 3x3 convolutions, graph inputs there, copied NHWC by a kernel of
+# ours (ATen's convolution would copy them inside each call). A training forward saves its
+# weights for the backward and copies none.
+_WEIGHT_COPIES = {"resnet": 4, "squeeze_excitation": 2, "convnext": 0, "inverted_residual": 0}
 
 
 @needs_cpu_triton
@@ -141,7 +146,7 @@ def test_inference_block_runs_channels_last(name, dtype):
     x = torch.randn(2, _channels(model), 6, 5, dtype=dtype)
     with torch.no_grad():
         check_compiled(model, x, backward=False, options=ON, check_strides=True)
-    _check_structure("inference", _EDGE_COPIES)
+    _check_structure("inference", _EDGE_COPIES, _WEIGHT_COPIES[name])
 
 
 @needs_cpu_triton
@@ -184,6 +189,51 @@ def test_batch_norm_relu_and_residual_add_fuse_into_one_channels_last_kernel(tmp
     epilogue = source[source.index(f"def {full[1]}("):]
     epilogue = epilogue[:epilogue.index("@triton.jit")]
     assert "tl.load(in_ptr0 + (xindex)" in epilogue and "tl.store(out_ptr0 + (xindex)" in epilogue, epilogue
+
+
+@needs_cpu_triton
+def test_inference_weights_are_copied_channels_last_by_one_kernel_per_shape(tmp_path):
+    """The 3x3 weights, graph inputs in inference, reach cuDNN NHWC: the copies of one shape run
+    in one kernel, placed before the first convolution of that shape; every convolution reads a
+    copy (the 1x1 weight, both layouts at once, is read as it is)."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 5, 3, padding=1, bias=False), ResidualBlock(5), ResidualBlock(5),
+                          nn.Conv2d(5, 4, 1, bias=False))
+    record, plan, source = _compiled_inference(model, torch.randn(2, 3, 6, 5), tmp_path)
+    assert len(record.weight_copies) == 5 and all("(27, 9, 3, 1) -> (27, 1, 9, 3)" in c or
+                                                  "(45, 9, 3, 1) -> (45, 1, 15, 5)" in c
+                                                  for c in record.weight_copies), record.weight_copies
+    copying = {name: (outputs.count("clone"), int(channels))
+               for name, outputs, channels in re.findall(r"pointwise (kernel_\d+): ([\w, ]+) = \[[\w, ]+\] over \(5, (\d), 3, 3\)", plan)}
+    assert sorted(copying.values()) == [(1, 3), (4, 5)], plan
+    calls = set(re.findall(r"= _aten_convolution_default\((\w+), (\w+), ", source))
+    assert len(calls) == 6 and sum(w.startswith("clone") for _, w in calls) == 5, calls
+    # each kernel right before the first convolution of its shape, not at the graph's start
+    body = source[source.index("    def call(args):"):source.index("call._boxed_call")]
+    convolutions = [m.start() for m in re.finditer(r"= _aten_convolution_default\(", body)]
+    launches = {name: body.index(f"{name}_site.launch(") for name in copying}
+    first, second = sorted(launches.values())
+    assert first < convolutions[0] < second < convolutions[1], (launches, convolutions)
+
+
+@needs_cpu_triton
+def test_a_weight_read_by_more_than_convolutions_is_not_copied():
+    """A weight something else reads too (here a scale from its mean), or a training forward's
+    (saved for the backward), reaches the convolution as it is."""
+
+    class ScaledByWeight(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(4, 4, 3, padding=1, bias=False)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.conv(x) * self.conv.weight.mean()
+
+    torch.manual_seed(0)
+    with torch.no_grad():
+        check_compiled(ScaledByWeight().eval(), torch.randn(2, 4, 5, 6), backward=False, options=ON, check_strides=True)
+    (record,) = metrics.compiled_graphs
+    assert record.convolutions == (1, 1) and record.weight_copies == [], record
 
 
 @needs_cpu_triton
