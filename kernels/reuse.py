@@ -13,7 +13,8 @@ Two levels decide it:
     an output stored once per broadcast row, or by every split of a split kernel);
   * the plan (:func:`choose_reuse`): the input is a fresh buffer this graph made (a kernel's output
     or a non-aliasing ATen result, not a graph input or a view), no view of it exists, this step is
-    its last use, and it has the output's shape, strides and dtype.
+    its last use, and it has the output's shape, strides and dtype, its elements dense from offset 0
+    in any dim order (channels-last too); read through a view of it, view and buffer contiguous.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import torch
 from torch import fx
 
 from ait_dynamo.passes.graph_utils import has_static_layout, may_alias_input, same_tensor_layout
+from ait_dynamo.passes.layout import is_dense
 from ait_dynamo.passes.plan import ExternCall, FusionGroup, Plan
 
 
@@ -83,8 +85,18 @@ def _dense_from_start(t: torch.Tensor) -> bool:
     return t.numel() > 0 and t.is_contiguous() and t.storage_offset() == 0
 
 
+def _dense_in_any_order(t: torch.Tensor) -> bool:
+    """Its elements fill its storage from offset 0, each once, in some dim order: a channels-last
+    activation as well as a contiguous one. An output with the same shape and strides then writes
+    exactly the elements the kernel reads, each at its own offset. (Contiguous only, channels-last
+    convolution outputs were never taken over in place: in ResNet-50's inference wrapper each
+    bottleneck's BN + add + ReLU kernel allocated a third 256-channel buffer beside the two dying
+    ones it reads.)"""
+    return t.numel() > 0 and t.storage_offset() == 0 and is_dense(t)
+
+
 def _same_layout(a: Any, b: Any) -> bool:
-    return has_static_layout(a) and has_static_layout(b) and same_tensor_layout(a, b) and _dense_from_start(a)
+    return has_static_layout(a) and has_static_layout(b) and same_tensor_layout(a, b) and _dense_in_any_order(a)
 
 
 def _same_elements(base: Any, output: Any) -> bool:
@@ -120,7 +132,11 @@ def choose_reuse(plan: Plan, index: int, group: FusionGroup, candidates: dict[st
                 continue
             if not _same_layout(loaded.meta.get("val"), output.meta.get("val")):
                 continue
-            if loaded is not node and not _same_elements(node.meta.get("val"), output.meta.get("val")):
+            # through a view, the output takes the base's tensor, strides and all: both contiguous
+            # (a transposed view of a contiguous base, read and written at one offset, would leave
+            # the output with the base's strides: pinverse's gradient came out transposed)
+            if loaded is not node and not (_dense_from_start(loaded.meta.get("val"))
+                                           and _same_elements(node.meta.get("val"), output.meta.get("val"))):
                 continue
             chosen[buffer] = node
             taken.add(node)

@@ -398,6 +398,25 @@ def test_kernel_outputs_take_dead_channels_last_buffers_of_their_layout_only(tmp
 
 
 @needs_cpu_triton
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=str)
+def test_a_dying_channels_last_convolution_output_is_overwritten_in_place(tmp_path, dtype):
+    """Inference: batch norm + residual add + ReLU reads the second convolution's NHWC output
+    elementwise, at the offsets it writes, and that output dies there: the kernel writes into it
+    instead of allocating a third activation buffer (the second block's too). Values and strides
+    as eager's."""
+    torch.manual_seed(0)
+    model = _two(ResidualBlock, 5).to(dtype)
+    record, plan, source = _compiled_inference(model, torch.randn(2, 5, 6, 5, dtype=dtype), tmp_path)
+    body = source[source.index("    def call(args):"):source.index("call._boxed_call")]
+    taken = dict(re.findall(r"\n\s+(\w+) = (convolution\w*)\n", body))
+    assert len(taken) >= 2 and all(name.startswith("relu") for name in taken), body
+    for taker in taken:  # the kernel that writes it reads the buffer it took, in the same call
+        launch = body[body.index(f"{taker} = {taken[taker]}"):]
+        launch = launch[:launch.index("\n", launch.index("_site.launch("))]
+        assert taken[taker] in launch.split("_site.launch(")[1], launch
+
+
+@needs_cpu_triton
 def test_an_autocast_weight_cast_writes_the_weight_channels_last(tmp_path):
     """Under autocast the graph casts each float32 weight to bf16. With NHWC activations that cast
     writes the 3x3 weights channels-last (cuDNN would copy an OIHW weight to NHWC on every call,

@@ -403,6 +403,32 @@ def test_no_reuse_of_a_buffer_also_read_through_another_view(tmp_path):
     torch.testing.assert_close(outputs[0], fn(x, w)[0])
 
 
+@needs_triton
+def test_a_transposed_output_takes_a_dying_buffer_of_its_own_strides_only(tmp_path):
+    """Both read at the offsets the output is written at: the transposed product itself (dense,
+    not contiguous) is taken over, its tensor keeps the output's strides; a transposed *view* of a
+    contiguous product is not, since the output would take the base's tensor and strides
+    (pinverse's gradient came out transposed when it was)."""
+
+    def own_strides(x, w):
+        held = x.t() * 3  # a kernel's (9, 7) output, laid out as x.t(): strides (1, 9)
+        product = held @ w  # read by an ATen call, so the next kernel runs after it
+        return ((held * product).relu(),)  # held dies here, read where the output is written
+
+    def through_a_view(a, b, c):
+        product = a @ b  # contiguous; the kernel reads it transposed, in the output's order
+        return (-product.t() + c,)
+
+    for fn, inputs, taken_from in ((own_strides, (torch.randn(7, 9, device=DEVICE), torch.randn(7, 7, device=DEVICE)), "mul"),
+                                   (through_a_view, tuple(torch.randn(5, 5, device=DEVICE) for _ in range(3)), "mm")):
+        source, outputs = _compiled_source(fn, inputs, tmp_path / fn.__name__)
+        want = fn(*inputs)[0]
+        torch.testing.assert_close(outputs[0], want)
+        assert outputs[0].stride() == want.stride(), (fn.__name__, outputs[0].stride(), want.stride())
+        taken = [b for _, b in REUSE.findall(source) if b == taken_from]
+        assert bool(taken) == (fn is own_strides), (fn.__name__, source)
+
+
 def test_elementwise_aten_calls_write_into_dying_inputs_where_nothing_is_generated(monkeypatch):
     """fusion off (the CPU without the interpreter): relu after a matmul runs in place, as
     nn.ReLU(inplace=True) does in eager; a graph input, a value read again later and a
