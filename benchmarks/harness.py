@@ -8,7 +8,8 @@ asked (warm compile, on-disk caches hit), then measured: by default ``measure.ti
 after warm-up), ``measure.peak_memory`` (absolute, and above what was in use before the backend's
 first step: parameters, inputs and the step's own copy of the weights) and, on CUDA,
 ``measure.host_time`` and then ``measure.profile_step`` (kernel time, launches). On a CPU each compiled
-backend is instead timed interleaved with eager (``measure.time_interleaved``): a 2-core machine
+backend is instead timed interleaved with eager (``measure.time_interleaved``; on CUDA too with
+``--interleave``, the peak memory then from the step run alone): a 2-core machine
 shared with other work moves eager itself by up to 2x between runs, so only times taken in the
 same window compare; its speedup is the median of the per-round ratios (eager's time over the
 backend's in each round), with their quartiles. A subcommand may measure otherwise (``profile`` profiles instead).
@@ -47,6 +48,7 @@ from benchmarks.measure import (
     max_relative_error,
     memory_in_use,
     peak_memory,
+    peak_of_step_alone,
     run_once,
     same_as_reference,
     synchronize,
@@ -71,6 +73,7 @@ class Settings:
     time_budget: float | None = None  # seconds; a case likely to end past it is not started
     keep_caches: bool = False  # the usual compile caches instead of empty ones
     kernel_time: bool = True  # on CUDA, profile each case for its kernel time
+    interleave: bool = False  # on CUDA too, time each compiled backend interleaved with eager (--interleave)
 
 
 def reset_compile_state() -> None:
@@ -133,10 +136,13 @@ class CaseRunner:
         self._eager_timings: list[Any] = []
 
     def _interleaves(self) -> bool:
-        """Whether compiled backends are timed interleaved with eager: on a CPU, where there is no
-        device memory to keep eager's step from (``measure.peak_memory`` is CUDA's), with the
-        default measurement (``profile`` and others measure otherwise)."""
-        return self.device.type != "cuda" and self.measure == self.time_and_memory
+        """Whether compiled backends are timed interleaved with eager: on a CPU, and on CUDA where
+        asked (``--interleave``: a host-bound step's time follows the speed of the machine's CPU,
+        which moved eager's ResNet-50 from 10.4 to 7.3 ms between two H100 runs and a backend's
+        host time per launch by a third between backends of one run:
+        benchmarks/results/nvidia-h100/session_1205b/), with the default measurement (``profile``
+        and others measure otherwise)."""
+        return (self.device.type != "cuda" or self.settings.interleave) and self.measure == self.time_and_memory
 
     def run(self, workload: Workload, batch: int | None, measure_warm: bool) -> list[Record]:
         torch.manual_seed(0)
@@ -172,6 +178,7 @@ class CaseRunner:
             records[spec.label] = self._measure(spec, built, base, reference, measure_warm, None)
         if interleave:
             for spec in eager_specs:
+                self._baseline = eager_baseline
                 records[spec.label] = self._measure(spec, built, base, reference, measure_warm, eager)
             self._eager_partner, self._eager_timings = None, []
             del eager
@@ -273,6 +280,9 @@ class CaseRunner:
         record["median_ms"] = timing.median_ms
         record["phases_ms"] = timing.phases_ms
         record["iters"] = timing.iters
+        if self._eager_partner is not None and self.device.type == "cuda":
+            # interleaved, eager's steps ran in the timed window too: the peak is the step's alone
+            peak_of_step_alone(step, self.device)
         peak, above = peak_memory(self.device), peak_memory(self.device, since=self._baseline)
         if peak is not None and above is not None:
             record.update(peak_mem_mib=peak.allocated_mib, peak_reserved_mib=peak.reserved_mib,
@@ -410,7 +420,7 @@ def add_case_arguments(parser: argparse.ArgumentParser, warm_compile: str = "fir
                         "tiny (tests)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     if not timing:
-        parser.set_defaults(warm_compile="none", time_budget=None, keep_caches=True, quick=False)
+        parser.set_defaults(warm_compile="none", time_budget=None, keep_caches=True, quick=False, interleave=False)
         return
     parser.add_argument("--warm-compile", choices=("first", "all", "none"), default=warm_compile,
                         help=f"measure warm compile time for the first batch size of a workload, all, none "
@@ -422,6 +432,10 @@ def add_case_arguments(parser: argparse.ArgumentParser, warm_compile: str = "fir
                         help="use the usual Inductor/Triton/ait caches instead of empty ones (cold compile then "
                         "is not cold)")
     parser.add_argument("--quick", action="store_true", help="smoke run: 2 timed iterations, minimal warm-up")
+    parser.add_argument("--interleave", action="store_true",
+                        help="on CUDA too, time each compiled backend in alternating rounds with eager (as on a "
+                        "CPU): its speedup is the median of the per-round ratios, robust to the host CPU's "
+                        "drift that moves host-bound steps; peak memory then comes from the step run alone")
 
 
 def resolve_case_arguments(args: argparse.Namespace, parser: argparse.ArgumentParser,
@@ -465,5 +479,6 @@ def resolve_case_arguments(args: argparse.Namespace, parser: argparse.ArgumentPa
 
 def settings_from(args: argparse.Namespace) -> Settings:
     return Settings(args.device, args.scale, args.specs, quick=args.quick, warm_compile=args.warm_compile,
-                    time_budget=args.time_budget, keep_caches=args.keep_caches)
+                    time_budget=args.time_budget, keep_caches=args.keep_caches,
+                    interleave=getattr(args, "interleave", False))
 

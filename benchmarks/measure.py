@@ -10,7 +10,8 @@
   2x between runs, so steps timed one after the other compare different machines; interleaved,
   every step sees the same drift, and the ratio of their medians means something.
 - ``peak_memory``: the peak-memory function (CUDA), read after ``time_step`` (which starts the
-  allocator's peak statistics afresh after its warm-up) and taken above a ``memory_in_use`` baseline.
+  allocator's peak statistics afresh after its warm-up), or after ``peak_of_step_alone`` where the
+  step was timed interleaved, and taken above a ``memory_in_use`` baseline.
 - ``kernel_profile`` / ``kernel_time_ms``: the kernel-time function, from a torch.profiler trace.
 - ``same_as_reference``: the accuracy rule (dynamo's, through ``ait_dynamo.accuracy``), with
   ``TOLERANCES`` and ``relative_error`` for the error figures the tables show.
@@ -187,6 +188,19 @@ def memory_in_use(device: torch.device, fresh_workspaces: bool = False) -> Memor
         getattr(torch._C, "_cuda_clearCublasWorkspaces", lambda: None)()
     torch.cuda.empty_cache()
     return MemoryUse(torch.cuda.memory_allocated(device) / 2**20, torch.cuda.memory_reserved(device) / 2**20)
+
+
+def peak_of_step_alone(step: Step, device: torch.device, iters: int = 2) -> None:
+    """Start the allocator's peak statistics afresh and run ``step`` alone ``iters`` times, so that
+    ``peak_memory`` read next is this step's steady state: after ``time_interleaved`` the window
+    held another step's iterations too."""
+    if device.type != "cuda":
+        return
+    synchronize(device)
+    torch.cuda.empty_cache()
+    torch.cuda.reset_peak_memory_stats(device)
+    for _ in range(iters):
+        run_once(step, device)
 
 
 def peak_memory(device: torch.device, since: MemoryUse | None = None) -> MemoryUse | None:

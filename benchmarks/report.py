@@ -100,7 +100,8 @@ def _cases(records: list[Record]) -> list[tuple[str, int | None]]:
 
 def speedups(results: Results) -> dict[tuple[str, int | None, str], float]:
     """Eager median / backend median for every measured case with an eager measurement; where the
-    backend was timed interleaved with eager (on a CPU), the median of its per-round ratios."""
+    backend was timed interleaved with eager (on a CPU, or with ``--interleave``), the median of its
+    per-round ratios."""
     by_key = {case_key(r): r for r in results["results"]}
     table = {}
     for (workload, batch, backend), record in by_key.items():
@@ -218,7 +219,7 @@ def markdown(results: Results, plots: Iterable[str] = ()) -> str:
         f"# Benchmark results: {env.get('device_name', '?')}",
         environment_line(env),
         "Median latency per iteration after warm-up (CUDA events on a GPU), speedup = eager / backend. "
-        "On a CPU each compiled backend is timed interleaved with eager (alternating rounds of a few "
+        "On a CPU (and on CUDA with `--interleave`) each compiled backend is timed interleaved with eager (alternating rounds of a few "
         "iterations each): its speedup is the median over rounds of eager's time over its own in the same "
         "round, and \"rounds a-b\" the middle half (quartiles) of those ratios; a wide one means the machine's "
         "load changed within rounds. Eager's own column is its median over those windows. "

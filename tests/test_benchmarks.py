@@ -3,6 +3,7 @@ run, correctness failures, the results writer, report, compare, micro cases."""
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import importlib
 import importlib.util
@@ -427,6 +428,42 @@ def test_harness_speedup_is_the_median_of_the_per_round_ratios(monkeypatch):
     assert eager_record["timing"] == "interleaved with 1 compiled backend(s)"
 
 
+def test_interleave_option_times_cuda_backends_beside_eager_and_takes_the_peak_alone(monkeypatch):
+    """``--interleave`` turns the CPU's timing on for CUDA: the option reaches the settings, the
+    runner interleaves, and the peak memory is read after the step ran alone (the allocator's
+    statistics started afresh, then the step twice), not over a window eager's iterations shared."""
+    from benchmarks import harness, measure
+
+    parser = argparse.ArgumentParser()
+    harness.add_case_arguments(parser)
+    for argv, asked in ((["--device", "cpu", "--interleave"], True), (["--device", "cpu"], False)):
+        args = parser.parse_args(argv)
+        harness.resolve_case_arguments(args, parser, lambda device: ["simple_mlp"], lambda device: ["eager", "ait"])
+        assert harness.settings_from(args).interleave is asked
+    cuda = torch.device("cuda")
+    assert harness.CaseRunner(harness.Settings(cuda, "tiny", [], interleave=True))._interleaves()
+    assert not harness.CaseRunner(harness.Settings(cuda, "tiny", []))._interleaves()
+    assert harness.CaseRunner(harness.Settings(torch.device("cpu"), "tiny", []))._interleaves()
+
+    events = []
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: events.append("sync"))
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: events.append("empty"))
+    monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", lambda device=None: events.append("reset"))
+
+    class Step:
+        phases = ("all",)
+
+        def run(self, mark):
+            events.append("step")
+            mark()
+
+    measure.peak_of_step_alone(Step(), cuda)
+    assert events == ["sync", "empty", "reset", "step", "sync", "step", "sync"]
+    events.clear()
+    measure.peak_of_step_alone(Step(), torch.device("cpu"))  # no device memory to measure
+    assert events == []
+
+
 def test_time_interleaved_smoke_policy_runs_the_fewest_iterations():
     clock, log = {"now": 0.0}, []
     steps = [_ClockStep("a", 1.0, clock, log), _ClockStep("b", 1.0, clock, log)]
@@ -732,6 +769,20 @@ def test_host_time_counts_launches_and_enqueue_time():
     host = host_time(Step(), torch.device("cuda"))
     assert host is not None and host.launches == 5 and host.enqueue_us > 0
     assert host.us_per_launch == pytest.approx(host.enqueue_us / 5)
+
+
+@pytest.mark.gpu
+def test_interleaved_cuda_run_records_per_round_speedups_and_each_peak(tmp_path):
+    assert bench_run.main(["--device", "cuda", "--scale", "tiny", "--quick", "--interleave", "--workload",
+                           "simple_mlp,encoder_block_train", "--backends", "eager,ait", "--no-plots",
+                           "--out", str(tmp_path)]) == 0
+    records = _read(tmp_path / "results.json")["results"]
+    assert len(records) == 4 and all(r["status"] == "ok" for r in records)
+    for record in records:
+        assert record["timing"].startswith("interleaved with"), record
+        assert record["peak_mem_mib"] > 0 and record["above_inputs_mib"] >= 0, record
+        if record["backend"] == "ait":
+            assert record["speedup_vs_eager"] > 0 and record["eager_same_window_ms"] > 0
 
 
 def test_wrapper_lines_clock_each_statement_of_the_call_and_name_its_kind():
