@@ -218,8 +218,9 @@ def test_inference_weights_are_copied_channels_last_by_one_kernel_per_shape(tmp_
 
 @needs_cpu_triton
 def test_a_weight_read_by_more_than_convolutions_is_not_copied():
-    """A weight something else reads too (here a scale from its mean), or a training forward's
-    (saved for the backward), reaches the convolution as it is."""
+    """A weight something else reads too (here a scale from its mean) reaches the convolution as
+    it is, as a training forward's does (it saves the weight for the backward: the training
+    block test holds its forward to no weight copies)."""
 
     class ScaledByWeight(nn.Module):
         def __init__(self):
