@@ -335,8 +335,7 @@ class _Propagation:
             if (not isinstance(value, torch.Tensor) or value.dim() != 4 or is_channels_last(value)
                     or not has_static_layout(value)):
                 continue
-            if all(is_conv2d(user) and user.target is aten.convolution.default and user.args[1] is node
-                   and user.args[0] is not node and node not in user.args[2:] for user in node.users):
+            if read_only_as_weight(node, (aten.convolution.default,)):
                 found[node] = (tuple(value.shape), value.dtype)
         first: dict[tuple[Any, ...], fx.Node] = {}
         for node in self.graph.nodes:
@@ -378,8 +377,8 @@ class _Propagation:
                     if isinstance(activation, fx.Node) and not is_channels_last(meta_value(activation)):
                         self._channels_last_copy(activation, node, f"channels-last input of {node.name}")
                 self._channels_last_weight(node, saved_from)
-                if node.args[1] in parameters:
-                    weight = node.args[1]
+                weight = node.args[_WEIGHT[node.target]]
+                if weight in parameters:
                     self._channels_last_parameter(weight, parameters.pop(weight))
             if any(used in self.changed for used in node.all_input_nodes):
                 for value in self._mixed_layouts(node):
@@ -476,13 +475,19 @@ def channels_last_layout(gm: fx.GraphModule, config: Any) -> fx.GraphModule:
     return gm
 
 
+def read_only_as_weight(node: fx.Node, targets: Sequence[Any] = tuple(_ACTIVATIONS)) -> bool:
+    """Every reader of ``node`` is a 2-D convolution among ``targets`` that reads it as its weight
+    and as nothing else."""
+    return bool(node.users) and all(
+        is_conv2d(user) and user.target in targets and user.args[_WEIGHT[user.target]] is node
+        and all(user.args[p] is not node for p in _ACTIVATIONS[user.target]) for user in node.users)
+
+
 def is_weight_copy(node: fx.Node) -> bool:
     """A copy of a graph input read only as convolutions' weight (``_channels_last_parameter``):
     the weight layout change ATen's convolution would make anyway, not a transpose of a value."""
     return (node.op == "call_function" and node.target in _COPIES and isinstance(node.args[0], fx.Node)
-            and node.args[0].op == "placeholder" and bool(node.users)
-            and all(is_conv2d(user) and user.args[_WEIGHT[user.target]] is node
-                    and all(user.args[p] is not node for p in _ACTIVATIONS[user.target]) for user in node.users))
+            and node.args[0].op == "placeholder" and read_only_as_weight(node))
 
 
 def weight_copies(gm: fx.GraphModule) -> list[str]:
