@@ -32,8 +32,8 @@ aten = torch.ops.aten
 # channels-last activation, so a tile's loads are coalesced along BLOCK_N. ROWS = 0: BLOCK_M
 # consecutive pixels, every tap one load of the tile's inputs. ROWS > 0: ROWS output rows of
 # BLOCK_M // ROWS columns, each input row loaded once per horizontal tap for all the rows it feeds
-# (the template's doc). Chosen by reasoning, not yet measured on a GPU: with ``autotune`` they are
-# measured per problem (kernels/autotune.py), without it :func:`heuristic` picks one.
+# (the template's doc). With ``autotune`` they are measured per problem (kernels/autotune.py),
+# without it :func:`heuristic` picks one.
 CONFIGS: tuple[tuple[int, int, int, int], ...] = (
     (64, 64, 4, 0), (128, 32, 4, 0), (32, 128, 4, 0), (128, 64, 8, 0), (64, 128, 8, 0), (256, 32, 8, 0),
     (16, 64, 2, 0), (32, 32, 2, 0),
@@ -42,15 +42,14 @@ ROW_CONFIGS: tuple[tuple[int, int, int, int], ...] = (
     (64, 32, 4, 4), (32, 64, 4, 4), (64, 64, 4, 8), (128, 32, 8, 8), (64, 128, 8, 4), (128, 64, 8, 4),
     (32, 32, 2, 4), (64, 32, 4, 8),
 )
-# The row tiling pays where one input row feeds many output rows: stride 1 and a tall kernel
-# (ConvNeXt's 7x7: 17.5 loads per output row with ROWS = 4, against 49). Its cost is multiplies by
-# the zero weight of taps that feed no row of the tile: (ROWS + KH - 1) / KH of the work, 1.4x for
-# 7x7 at ROWS = 4, against cuDNN's 7.6x over the layer's bandwidth floor on the H200
-# (benchmarks/results/nvidia-h200/depthwise/). The heuristic takes it from 5x5 up; ``autotune``
-# measures it for every stride-1 convolution.
-ROWS_FROM_KERNEL_HEIGHT = 5
+# The row tiling was meant for stride 1 and a tall kernel (ConvNeXt's 7x7: 17.5 loads per output
+# row with ROWS = 4, against 49, for (ROWS + KH - 1) / KH of the multiply-adds). Measured on an H100
+# (benchmarks/results/nvidia-h100/session_1205c/depthwise_rows/: ConvNeXt-T's first 7x7 layer,
+# 96 channels at 56x56, batch 32, fp16) it lost to the pixel tiling: 157-303 us for the 8 row
+# configurations against 101-247 us for six of the pixel ones (the other two took 3.3 ms), cuDNN 92 us.
+# So the heuristic takes pixel tiles; ``autotune`` still measures both tilings for stride 1.
 # Under the interpreter (one program at a time through numpy): few, large tiles
-INTERPRETER_CONFIGS = {False: (64, 64, 4, 0), True: (64, 64, 4, 4)}
+INTERPRETER_CONFIG = (64, 64, 4, 0)
 
 
 def operands(node: fx.Node) -> tuple[fx.Node, fx.Node, Any]:
@@ -145,14 +144,12 @@ def _fitting(shape: tuple[int, ...], rows: bool) -> list[tuple[int, int, int, in
 
 
 def heuristic(shape: tuple[int, ...]) -> tuple[int, int, int, int]:
-    """A configuration without measuring (``shape``: :func:`problem`): row tiles for a stride-1
-    kernel of at least :data:`ROWS_FROM_KERNEL_HEIGHT` rows, else pixel tiles; of those, the first
-    configuration that still gives every SM a program (the GEMM heuristic's rule), else the one
-    that makes the most programs."""
+    """A configuration without measuring (``shape``: :func:`problem`): pixel tiles (row tiles lost
+    where they were measured: see :data:`ROW_CONFIGS`), the first configuration that still gives
+    every SM a program (the GEMM heuristic's rule), else the one that makes the most programs."""
     from ait_dynamo.kernels.gemm_configs import SMS
 
-    rows = _row_tiling_fits(shape) and shape[4] >= ROWS_FROM_KERNEL_HEIGHT
-    fitting = _fitting(shape, rows) or _fitting(shape, False)
+    fitting = _fitting(shape, False)
     for config in fitting:
         if programs(shape, config) >= SMS:
             return config
@@ -192,7 +189,7 @@ def launch(kernel: Any, tensors: Sequence[Any], ints: Sequence[int], shape: tupl
 
     config: tuple[int, ...] = heuristic(shape)
     if runtime.INTERPRETING:
-        return run(INTERPRETER_CONFIGS[config[3] > 0])
+        return run(INTERPRETER_CONFIG)
     if runtime._tuning(tune, tensors):
         from ait_dynamo.kernels import autotune
 
