@@ -48,6 +48,8 @@ ROW_CONFIGS: tuple[tuple[int, int, int, int], ...] = (
 # 96 channels at 56x56, batch 32, fp16) it lost to the pixel tiling: 157-303 us for the 8 row
 # configurations against 101-247 us for six of the pixel ones (the other two took 3.3 ms), cuDNN 92 us.
 # So the heuristic takes pixel tiles; ``autotune`` still measures both tilings for stride 1.
+# Those timings are of the template before its tap loops ran at run time (b7493f0): six of the
+# pixel configurations then used 255 registers or spilled, the two at 3.3 ms 7-7.6 KB a thread.
 # Under the interpreter (one program at a time through numpy): few, large tiles
 INTERPRETER_CONFIG = (64, 64, 4, 0)
 
