@@ -7,6 +7,11 @@
 #     did not reach, then ConvNeXt-T fp16 batch 32 in default and reduce-overhead modes, Inductor
 #     beside ait, in what is left of the call
 #   CALL=3: the model suite in default modes, each compiled backend timed interleaved with eager
+#     (not run: no device time left)
+# For the next session (not run yet):
+#   CALL=4: the depthwise GPU tests, then the depthwise template with its tap rows in a run-time
+#     loop (e9cbe77: no configuration spills any more) against cuDNN on ConvNeXt-T's four 7x7 layers, then ConvNeXt-T with
+#     autotune (the template measured against cuDNN per layer) in both modes beside Inductor's
 set -u
 . benchmarks/device_setup.sh "$OUT/setup.log" > /dev/null
 export PYTHONPATH=.:/tmp/site
@@ -30,4 +35,14 @@ case "${CALL:-1}" in
 3)  PACK_OVER=1 RUN_BUDGET=470 RUN_LIMIT=540 OUT=$OUT/models RUN_ARGS="--suite models --interleave --workload hf_gpt2_train,tv_vit_b_16,hf_bert_base,hf_gpt2,hf_llama_small,tv_efficientnet_b0,tv_mobilenet_v3_large,hf_bert_base_train,tv_resnet50 --backends eager,inductor,ait --warm-compile none" \
       bash benchmarks/device_bench.sh run > /dev/null 2>&1
     echo "models rc=$?"; grep -E "^\| (hf|tv)_" "$OUT/models/log.txt" | cut -c1-260 ;;
+4)  timeout 110 python3 -m pytest -q -rfE -p no:cacheprovider -n 14 tests/test_depthwise_conv_gpu.py tests/test_depthwise_conv.py \
+      tests/test_parallel_tuning.py > "$OUT/depthwise_tests.log" 2>&1
+    echo "tests rc=$?"; tail -n 3 "$OUT/depthwise_tests.log"
+    timeout 260 python3 benchmarks/results/nvidia-h200/depthwise_rows/probe.py --out "$OUT/probe" --only convnext \
+      --budget 200 > "$OUT/probe.log" 2>&1
+    echo "probe rc=$?"; cat "$OUT/probe/probe.md"
+    left=$((575 - SECONDS)); [ "$left" -gt 60 ] && timeout $left python3 -m benchmarks run --suite models --batch 32 \
+      --no-plots --out "$OUT/cnn" --warm-compile none --workload tv_convnext_tiny \
+      --backends "inductor,inductor-reduce-overhead,ait+autotune=1,ait-cudagraphs+autotune=1" > "$OUT/cnn.log" 2>&1
+    echo "cnn rc=$?"; grep -E "^\| tv_" "$OUT/cnn/results.md" | cut -c1-300; gzip -f "$OUT/cnn.log" ;;
 esac

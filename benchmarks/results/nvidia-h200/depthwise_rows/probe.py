@@ -11,7 +11,7 @@ call, replayed in a CUDA graph (``triton.testing.do_bench_cudagraph``: no host t
 beside the layer's floor: input and output bytes at the copy rate measured on this card,
 4.02 TB/s (``../depthwise/README.md``). Writes ``probe.json`` and ``probe.md`` under ``--out``.
 
-    python benchmarks/results/nvidia-h200/depthwise_rows/probe.py --out DIR [--budget 420]
+    python benchmarks/results/nvidia-h200/depthwise_rows/probe.py --out DIR [--budget 420] [--only convnext]
 """
 
 from __future__ import annotations
@@ -64,6 +64,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", required=True)
     parser.add_argument("--budget", type=float, default=420.0, help="seconds; later layers are skipped after it")
+    parser.add_argument("--only", default="", help="the layers whose name starts with this (e.g. convnext)")
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -71,6 +72,8 @@ def main() -> None:
     rows = []
     real_heuristic = depthwise.heuristic
     for name, channels, size, kernel, stride, epilogue in LAYERS:
+        if not name.startswith(args.only):
+            continue
         if time.monotonic() - started > args.budget:
             print(f"{name}: skipped (budget)", flush=True)
             continue
