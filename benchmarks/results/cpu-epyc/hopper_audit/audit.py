@@ -8,6 +8,8 @@ ptxas on this CPU (no GPU): registers, stack (where ptxas puts spills) and SASS 
 
 ``--depthwise``: every depthwise convolution through the template (``gemm_backends=("triton",)``)
 with the configuration its heuristic gives, as ``autotune`` would measure it against cuDNN.
+``--gemm``: the same for the GEMM template (``gemm_configs.heuristic``'s configuration, tiles
+launched classically, not persistent).
 
 Needs a torch that fakes CUDA tensors for torchvision models (2.14.1 here) and a Triton with a
 bundled ptxas. Integer arguments are compiled unspecialised (i32) and every pointer 16-byte aligned.
@@ -60,7 +62,7 @@ def _config(kernel) -> tuple[dict[str, int], int]:
     return {"XBLOCK": xblock, "RBLOCK": rblock}, warps
 
 
-def _compile(kernel, dtypes, constexprs, warps, folder) -> str:
+def _compile(kernel, dtypes, constexprs, warps, folder, stages: int | None = None) -> str:
     function = re.search(r"^def (\w+)\(", kernel.source, re.M).group(1)  # a reused kernel keeps its first name
     path = os.path.join(folder, f"{kernel.name}.py")
     with open(path, "w") as f:
@@ -83,7 +85,8 @@ def _compile(kernel, dtypes, constexprs, warps, folder) -> str:
         else:
             signature[name] = "i32"
     compiled = triton.compile(ASTSource(fn, signature, constexprs=constexprs, attrs=attrs),
-                              target=GPUTarget("cuda", 90, 32), options={"num_warps": warps})
+                              target=GPUTarget("cuda", 90, 32),
+                              options={"num_warps": warps, **({"num_stages": stages} if stages else {})})
     cubin = os.path.join(folder, "k.cubin")
     with open(cubin, "wb") as f:
         f.write(compiled.asm["cubin"])
@@ -94,7 +97,7 @@ def _compile(kernel, dtypes, constexprs, warps, folder) -> str:
     return f"{regs:>4} {stack:>6} {instructions:>6}"
 
 
-def audit(name: str, template: bool) -> None:
+def audit(name: str, template: str) -> None:
     options = {"cache_dir": tempfile.mkdtemp(), **({"gemm_backends": ("triton",)} if template else {})}
     config = AitConfig.create(options, environ={})
     if template:
@@ -111,9 +114,19 @@ def audit(name: str, template: bool) -> None:
         print(f"## {name}: {len(module.kernels)} generated kernels\n\n| kernel | kind | size | config | warps | regs | stack | SASS |\n|---|---|---|---|---:|---:|---:|---:|")
         seen = set()
         for kernel in module.kernels:
-            if kernel.kind == "gemm" or (template and kernel.kind != "conv"):
+            if template != {"conv": "--depthwise", "gemm": "--gemm"}.get(kernel.kind, ""):
                 continue
-            if kernel.kind == "conv":
+            stages = None
+            if kernel.kind == "gemm":
+                from ait_dynamo.kernels import gemm_configs
+
+                batch, m, n, k = kernel.gemm
+                chosen = gemm_configs.heuristic(batch, m, n, k, kernel.gemm_dtype)
+                persistent = "PERSISTENT" in re.search(r"\((.*?)\):", kernel.source, re.S).group(1)
+                constexprs = gemm_configs.constexprs(tuple(chosen[:6]), k, False, 1 if persistent else None)
+                warps, stages = chosen[4], chosen[5]
+                size = f"{batch}x{m}x{n}x{k}"
+            elif kernel.kind == "conv":
                 shape = tuple(kernel.gemm)  # depthwise.problem of the convolution
                 chosen = depthwise.heuristic(shape)
                 constexprs, warps = depthwise.constexprs(chosen), chosen[2]
@@ -125,7 +138,7 @@ def audit(name: str, template: bool) -> None:
                 continue
             seen.add((kernel.name, size, str(constexprs)))
             try:
-                row = _compile(kernel, dtypes, constexprs, warps, folder)
+                row = _compile(kernel, dtypes, constexprs, warps, folder, stages)
             except Exception as error:  # noqa: BLE001 - a probe: record and go on
                 row = f"failed: {type(error).__name__}: {str(error).splitlines()[0][:80]}"
             cells = " | ".join(row.split()) if not row.startswith("failed") else row + " | | "
@@ -154,5 +167,6 @@ def audit(name: str, template: bool) -> None:
 
 if __name__ == "__main__":
     names = [a for a in sys.argv[1:] if not a.startswith("--")]
+    chosen_template = next((a for a in sys.argv[1:] if a in ("--depthwise", "--gemm")), "")
     for model_name in names:
-        audit(model_name, "--depthwise" in sys.argv)
+        audit(model_name, chosen_template)
