@@ -189,9 +189,9 @@ def launch(kernel: Any, tensors: Sequence[Any], ints: Sequence[int], shape: tupl
         values = constexprs(config)
         return runtime._launched(grid, values, config[2], runtime.launch(kernel, grid, (*tensors, *ints), values, config[2]))
 
-    config: tuple[int, ...] = heuristic(shape)
     if runtime.INTERPRETING:
         return run(INTERPRETER_CONFIG)
+    config: tuple[int, ...] = heuristic(shape)
     if runtime._tuning(tune, tensors):
         from ait_dynamo.kernels import autotune
 
