@@ -148,14 +148,40 @@ def _fitting(shape: tuple[int, ...], rows: bool) -> list[tuple[int, int, int, in
 def heuristic(shape: tuple[int, ...]) -> tuple[int, int, int, int]:
     """A configuration without measuring (``shape``: :func:`problem`): pixel tiles (row tiles lost
     where they were measured: see :data:`ROW_CONFIGS`), the first configuration that still gives
-    every SM a program (the GEMM heuristic's rule), else the one that makes the most programs."""
+    every SM a program (the GEMM heuristic's rule), else the one that makes the most programs.
+    Channel tiles that divide the channels come first: measured on an H100 (e9cbe77,
+    ``benchmarks/results/nvidia-h100/session_1205d/``), ConvNeXt-T's 96-channel 7x7 layer took
+    115.8 us in 64-wide tiles (the second tile half idle) and 81.6 us in 32-wide ones."""
     from ait_dynamo.kernels.gemm_configs import SMS
 
     fitting = _fitting(shape, False)
-    for config in fitting:
+    channels = shape[1]
+    whole = [c for c in fitting if channels % c[1] == 0]
+    for config in whole + [c for c in fitting if c not in whole]:
         if programs(shape, config) >= SMS:
             return config
     return max(fitting, key=lambda c: programs(shape, c))
+
+
+# The smallest kernel (taps) for which the template runs without a measurement on CUDA
+# (:func:`default_on_cuda`). Measured on an H100 (e9cbe77, session_1205d): on ConvNeXt-T's four
+# 7x7 layers (fp16, batch 32, channels-last) the template at its heuristic's configuration took
+# 81.6 / 40.8 / 23.3 / 14.9 us against cuDNN's 92.1 / 53.2 / 29.2 / 21.2 (bias included on both).
+# The 3x3 and 5x5 layers of MobileNetV3 and EfficientNet stay with cuDNN unless ``autotune``
+# measures them: the template won there in the micro family (H200, 27506ff) but bought nothing in
+# the whole models (benchmarks/results/nvidia-h200/depthwise/README.md).
+DEFAULT_TEMPLATE_TAPS = 49
+
+
+def default_on_cuda(node: fx.Node) -> bool:
+    """Whether a depthwise convolution the template computes takes it on CUDA without measuring:
+    a kernel of :data:`DEFAULT_TEMPLATE_TAPS` taps or more, stride 1, 16-bit floats and a
+    channels-last input (the template's loads run along channels), as measured."""
+    g = geometry(node)
+    x = meta_value(operands(node)[0])
+    return (x.device.type == "cuda" and g["kh"] * g["kw"] >= DEFAULT_TEMPLATE_TAPS
+            and (g["sh"], g["sw"], g["dh"], g["dw"]) == (1, 1, 1, 1)
+            and x.dtype in (torch.float16, torch.bfloat16) and x.stride(1) == 1)
 
 
 def candidates(shape: tuple[int, ...]) -> list[tuple[int, int, int, int]]:

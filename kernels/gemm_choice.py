@@ -15,7 +15,9 @@ also for depthwise convolutions, whose template ``kernels/depthwise.py`` describ
    * with both (the default): a measurement decides (``kernels/gemm_tuning.py``, CUDA with
      ``autotune=True``, kept on disk). Where there is no measurement (autotune off, another
      device, tuning budget spent), ATen: cuBLAS is the known quantity, and behaviour on the GPU
-     does not change until the template has been measured there.
+     does not change until the template has been measured there. One exception, measured:
+     depthwise convolutions of 7x7 taps or more on CUDA take the template
+     (``kernels/depthwise.default_on_cuda``).
 """
 
 from __future__ import annotations
@@ -109,6 +111,11 @@ def backend_choice(node: fx.Node, backends: tuple[str, ...], measured: Mapping[s
     library = "cuDNN" if node.target is aten.convolution.default else "cuBLAS"
     if node.name in measured:
         return measured[node.name], "measured: " + ("template faster" if measured[node.name] else f"{library} faster")
+    if node.target is aten.convolution.default:
+        from ait_dynamo.kernels import depthwise
+
+        if depthwise.default_on_cuda(node):
+            return True, "no measurement: a 7x7 (or larger) depthwise kernel, where the template beat cuDNN"
     return False, f"no measurement (autotune off, not CUDA, or budget spent): {library}"
 
 

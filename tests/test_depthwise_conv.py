@@ -416,3 +416,44 @@ def test_a_7x7_kernel_compiles_for_hopper_without_spilling(tmp_path, monkeypatch
     stacks = _hopper_stack_bytes(kernel.source, configs, tmp_path)
     assert len(stacks) == len(configs)
     assert all(stack == 0 for stack in stacks.values()), stacks
+
+
+def _fake_cuda_conv(shape, kernel, stride=1, dtype=torch.float16, channels_last=True):
+    from torch._subclasses.fake_tensor import FakeTensorMode
+    from torch.fx.experimental.proxy_tensor import make_fx
+
+    n, c, h, w = shape
+    with FakeTensorMode(allow_non_fake_inputs=True):
+        strides = (c * h * w, 1, w * c, c) if channels_last else (c * h * w, h * w, w, 1)
+        x = torch.empty_strided((n, c, h, w), strides, device="cuda", dtype=dtype)
+        weight = torch.empty(c, 1, kernel, kernel, device="cuda", dtype=dtype)
+        bias = torch.empty(c, device="cuda", dtype=dtype)
+        gm = make_fx(lambda x, w, b: F.conv2d(x, w, b, stride, kernel // 2, 1, c), tracing_mode="fake")(x, weight, bias)
+    (conv,) = [n for n in gm.graph.nodes if n.target is torch.ops.aten.convolution.default]
+    return conv
+
+
+def test_without_a_measurement_cuda_runs_only_7x7_depthwise_layers_as_the_template(monkeypatch):
+    """The default (both backends, no measurement): ConvNeXt's 7x7 stride-1 layers on CUDA take
+    the template (it beat cuDNN on all four of ConvNeXt-T's on an H100), at a configuration whose
+    channel tile divides the channels; 3x3 / 5x5 layers, stride 2, fp32, an NCHW input and a
+    measurement that chose cuDNN keep cuDNN; only ``"aten"`` keeps cuDNN everywhere."""
+    from ait_dynamo.kernels import depthwise, gemm_choice
+
+    monkeypatch.setattr(gemm_choice, "triton_runs_on", lambda device: True)
+    both = ("aten", "triton")
+    convnext = _fake_cuda_conv((32, 96, 56, 56), 7)
+    assert depthwise.refusal(convnext) is None
+    chosen, why = gemm_choice.backend_choice(convnext, both, {})
+    assert chosen and "7x7" in why
+    assert gemm_choice.backend_choice(convnext, both, {convnext.name: False}) == (False, "measured: cuDNN faster")
+    assert not gemm_choice.backend_choice(convnext, ("aten",), {})[0]
+    for other in (_fake_cuda_conv((32, 240, 28, 28), 3), _fake_cuda_conv((32, 72, 56, 56), 5),
+                  _fake_cuda_conv((32, 96, 56, 56), 7, stride=2), _fake_cuda_conv((2, 96, 14, 14), 7, dtype=torch.float32),
+                  _fake_cuda_conv((2, 96, 14, 14), 7, channels_last=False)):
+        chosen, why = gemm_choice.backend_choice(other, both, {})
+        assert not chosen and "cuDNN" in why, (other, why)
+    # 96 channels: a 32-wide channel tile (three full tiles), not a 64-wide one half idle in its second
+    assert depthwise.heuristic((32, 96, 56, 56, 7, 1)) == (128, 32, 4, 0)
+    for channels in (192, 384, 768):
+        assert depthwise.heuristic((32, channels, 56, 56, 7, 1)) == (64, 64, 4, 0)

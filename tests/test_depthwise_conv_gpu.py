@@ -42,6 +42,21 @@ def test_inference_in_channels_last(dtype, channels, size, kernel, stride):
     assert "aten.convolution.default" in graph.fused_ops and "aten.convolution.default" not in graph.externs
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
+def test_by_default_7x7_layers_take_the_template_and_3x3_ones_cudnn(dtype):
+    """Default options (no measurement): a ConvNeXt-style 7x7 stride-1 layer runs as the template
+    with its epilogue (it beat cuDNN on ConvNeXt-T's four on an H100), a 3x3 one through cuDNN."""
+    for kernel, template in ((7, True), (3, False)):
+        torch.manual_seed(0)
+        block = _block(96, kernel, 1, dtype).eval()
+        x = torch.randn(4, 96, 21, 21, device="cuda", dtype=dtype).contiguous(memory_format=torch.channels_last)
+        with torch.no_grad():
+            check_compiled(block, x, backward=False, check_strides=True, rule="distribution")
+        graph = [g for g in metrics.compiled_graphs if g.kind == "inference"][-1]
+        assert ("aten.convolution.default" in graph.fused_ops) == template, (kernel, graph.fused_ops)
+        assert ("aten.convolution.default" in graph.externs) != template, (kernel, graph.externs)
+
+
 @pytest.mark.parametrize("channels, size, kernel", [(96, 28, 7), (33, 13, 7), (40, 15, 3)],
                          ids=["7x7-96", "7x7-ragged", "3x3-40"])
 def test_every_candidate_configuration_computes_what_eager_does(monkeypatch, channels, size, kernel):
