@@ -7,6 +7,8 @@
 #   CALL=3: after CALL=1 showed the template faster than cuDNN on all four 7x7 layers: the depthwise
 #     and layout GPU tests with 7x7 layers taking the template by default, then ConvNeXt-T fp16
 #     batch 32 in default and reduce-overhead modes beside Inductor's (no autotune)
+#   CALL=4 (the device started seldom this session: one call for both): CALL=3, then the model
+#     suite's transformers in default modes interleaved (issue 12), until END (560) seconds
 set -u
 . benchmarks/device_setup.sh "$OUT/setup.log" > /dev/null
 export PYTHONPATH=.:/tmp/site
@@ -30,4 +32,9 @@ case "${CALL:-1}" in
     timeout 300 python3 -c "$AIT_LOGGED" run --suite models --batch 32 --no-plots --out "$OUT/cnn" --warm-compile none \
       --workload tv_convnext_tiny --backends "inductor,inductor-reduce-overhead,ait,ait-cudagraphs" > "$OUT/cnn.log" 2>&1
     echo "cnn rc=$?"; grep -E "^\| tv_" "$OUT/cnn/results.md" | cut -c1-300; grep -c "7x7" "$OUT/cnn.log"; gzip -f "$OUT/cnn.log" ;;
+4)  CALL=3 bash "$0"
+    left=$((${END:-560} - SECONDS)); [ "$left" -gt 90 ] && PACK_OVER=1 RUN_BUDGET=$((left - 70)) RUN_LIMIT=$left OUT=$OUT/models \
+      RUN_ARGS="--suite models --interleave --workload hf_llama_small,hf_bert_base,hf_gpt2,tv_vit_b_16,hf_gpt2_train,hf_bert_base_train --backends eager,inductor,ait --warm-compile none" \
+      bash benchmarks/device_bench.sh run > /dev/null 2>&1
+    echo "models rc=$?"; grep -E "^\| (hf|tv)_" "$OUT/models/log.txt" | cut -c1-260 ;;
 esac
