@@ -54,6 +54,17 @@ def refuse(refusals: dict[str, str], node: fx.Node, reason: str) -> None:
 _CASTS = frozenset({torch.ops.prims.convert_element_type.default, aten._to_copy.default})
 
 
+def widens_for_a_reduction(node: fx.Node) -> bool:
+    """Whether ``node`` is a cast to a wider dtype that a reduction reads (autocast's upcast before
+    a LayerNorm or a softmax): a cast a reduction's kernel can do as it loads."""
+    if node.target not in _CASTS or not isinstance(node.args[0], fx.Node):
+        return False
+    source, value = _tensor_meta(node.args[0]), _tensor_meta(node)
+    if source is None or value is None or value.dtype.itemsize <= source.dtype.itemsize:
+        return False
+    return any(op_table.op_class(user.target) is OpClass.REDUCTION for user in node.users)
+
+
 def _tensor_meta(node: Any) -> torch.Tensor | None:
     value = meta_value(node)
     return value if isinstance(value, torch.Tensor) else None
@@ -322,6 +333,14 @@ class Planner:
             if group is not None and group not in producers:
                 producers.append(group)
         candidates = [g for g in producers]
+        if widens_for_a_reduction(node):
+            # the template's epilogue is pointwise on its tile, so the reduction reading this
+            # cast starts a kernel of its own: joining the template would write the value wide
+            # for it to read back wide. Left out, the cast joins the reduction's kernel, which
+            # reads the narrow value (ConvNeXt-T's depthwise template + LayerNorm on an H100,
+            # benchmarks/results/nvidia-h100/session_1205d/: the fp32 copy cost the template's
+            # whole gain over cuDNN, kernels 2.265 ms against Inductor's 2.269)
+            candidates = [g for g in candidates if g.gemm is None]
         joined: Group | None = None
         if candidates:
             joined = self._join(node, candidates, shape)

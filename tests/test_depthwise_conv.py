@@ -457,3 +457,62 @@ def test_without_a_measurement_cuda_runs_only_7x7_depthwise_layers_as_the_templa
     assert depthwise.heuristic((32, 96, 56, 56, 7, 1)) == (128, 32, 4, 0)
     for channels in (192, 384, 768):
         assert depthwise.heuristic((32, channels, 56, 56, 7, 1)) == (64, 64, 4, 0)
+
+
+def _convnext_head(x, w, b, gamma, beta):
+    """ConvNeXt's depthwise 7x7 convolution, its bias added as the layout pass leaves it (an
+    epilogue op), the permute to channels-last and the LayerNorm."""
+    y = (F.conv2d(x, w, None, 1, 3, 1, x.shape[1]) + b.view(-1, 1, 1)).permute(0, 2, 3, 1)
+    return (F.layer_norm(y, (x.shape[1],), gamma, beta, 1e-6),)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
+def test_the_layer_norms_upcast_stays_out_of_the_template(monkeypatch, dtype):
+    """The LayerNorm after a 16-bit template computes in float32: its cast joins the LayerNorm's
+    kernel, which reads the template's 16-bit output, instead of the template writing a float32
+    copy for it (on an H100 that copy cost ConvNeXt-T the template's whole gain over cuDNN)."""
+    from torch.fx.experimental.proxy_tensor import make_fx
+
+    from ait_dynamo.kernels import gemm_choice
+    from ait_dynamo.passes.decompositions import decomposition_table
+    from ait_dynamo.passes.fusion import build_plan
+    from ait_dynamo.passes.plan import FusionGroup
+    from ait_dynamo.passes.pipeline import run_passes
+
+    monkeypatch.setattr(gemm_choice, "triton_runs_on", lambda device: True)
+    config = AitConfig.create(TRITON, environ={})
+    args = (torch.randn(2, 32, 9, 9, dtype=dtype).contiguous(memory_format=torch.channels_last),
+            torch.randn(32, 1, 7, 7, dtype=dtype), torch.randn(32, dtype=dtype), torch.randn(32, dtype=dtype),
+            torch.randn(32, dtype=dtype))
+    gm = make_fx(_convnext_head, decomposition_table=decomposition_table(config))(*args)
+    work = run_passes(gm, config)
+    plan, _ = build_plan(work, config)
+    groups = [s for s in plan.steps if isinstance(s, FusionGroup)]
+    (template,) = [g for g in groups if any(n.target is torch.ops.aten.convolution.default for n in g.nodes)]
+    casts = (torch.ops.aten._to_copy.default, torch.ops.prims.convert_element_type.default)
+    assert not any(n.target in casts for n in template.nodes), [n.name for n in template.nodes]
+    assert all(o.meta["val"].dtype == dtype for o in template.outputs)
+    (norm,) = [g for g in groups if g.reduced]
+    assert any(n.target in casts for n in norm.nodes) and len(groups) == 2
+
+
+@MUST_NOT_FAIL
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
+def test_convnext_head_computes_what_eager_does(dtype):
+    class Head(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(24, 24, 7, padding=3, groups=24, bias=False)
+            self.bias = nn.Parameter(torch.randn(24))
+            self.norm = nn.LayerNorm(24, eps=1e-6)
+
+        def forward(self, t: torch.Tensor) -> torch.Tensor:
+            return self.norm((self.conv(t) + self.bias.view(-1, 1, 1)).permute(0, 2, 3, 1))
+
+    torch.manual_seed(0)
+    head = Head().eval().to(dtype)
+    x = torch.randn(2, 24, 11, 10, dtype=dtype).contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        check_compiled(head, x, backward=False, options=TRITON, rule="distribution")
+    graph = _graph()
+    assert "aten.convolution.default" in graph.fused_ops and "aten.convolution.default" not in graph.externs
