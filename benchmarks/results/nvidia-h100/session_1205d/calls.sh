@@ -7,6 +7,8 @@
 #   CALL=3: after CALL=1 showed the template faster than cuDNN on all four 7x7 layers: the depthwise
 #     and layout GPU tests with 7x7 layers taking the template by default, then ConvNeXt-T fp16
 #     batch 32 in default and reduce-overhead modes beside Inductor's (no autotune)
+#   CALL=5: after CALL=3 (the template's group wrote a float32 copy for each LayerNorm): the
+#     depthwise, layout, fusion and GEMM-template GPU tests, then ConvNeXt-T as in CALL=3
 #   CALL=4 (the device started seldom this session: one call for both): CALL=3, then the model
 #     suite's transformers in default modes interleaved (issue 12), until END (560) seconds
 set -u
@@ -37,4 +39,10 @@ case "${CALL:-1}" in
       RUN_ARGS="--suite models --interleave --workload hf_llama_small,hf_bert_base,hf_gpt2,tv_vit_b_16,hf_gpt2_train,hf_bert_base_train --backends eager,inductor,ait --warm-compile none" \
       bash benchmarks/device_bench.sh run > /dev/null 2>&1
     echo "models rc=$?"; grep -E "^\| (hf|tv)_" "$OUT/models/log.txt" | cut -c1-260 ;;
+5)  timeout 150 python3 -m pytest -q -rfE -p no:cacheprovider -n 14 tests/test_depthwise_conv_gpu.py tests/test_depthwise_conv.py \
+      tests/test_layout_gpu.py tests/test_fusion_gpu.py tests/test_gemm_template_gpu.py > "$OUT/tests.log" 2>&1
+    echo "tests rc=$?"; tail -n 3 "$OUT/tests.log"
+    timeout 200 python3 -c "$AIT_LOGGED" run --suite models --batch 32 --no-plots --out "$OUT/cnn" --warm-compile none \
+      --workload tv_convnext_tiny --backends "inductor,inductor-reduce-overhead,ait,ait-cudagraphs" > "$OUT/cnn.log" 2>&1
+    echo "cnn rc=$?"; grep -E "^\| tv_" "$OUT/cnn/results.md" | cut -c1-300; gzip -f "$OUT/cnn.log" ;;
 esac
