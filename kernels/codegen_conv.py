@@ -18,7 +18,7 @@ from torch import fx
 
 from ait_dynamo import faults
 from ait_dynamo.kernels import depthwise
-from ait_dynamo.kernels.codegen import GeneratedKernel, KernelWriter, _bytes_moved, _contiguous
+from ait_dynamo.kernels.codegen import GeneratedKernel, KernelWriter, _bytes_moved, _contiguous, _warmup_args
 from ait_dynamo.kernels.triton_values import round_to
 from ait_dynamo.passes.plan import FusionGroup
 from ait_dynamo.passes.sizes import is_one
@@ -85,6 +85,14 @@ class ConvWriter(KernelWriter):
         return (self.input_params[node], str(self.input_offsets.get(node, 0))), strides
 
 
+def _warmup(writer: ConvWriter, numel: int) -> tuple | None:
+    """(tensor dtypes, int arguments) of the launch, for compiling ahead of it
+    (``kernels/precompile.py``): the pointwise kernels' arguments without their trailing element
+    count, which the template does not take (its sizes are in its source)."""
+    spec = _warmup_args(writer, [numel], [])
+    return None if spec is None else (spec[0], spec[1][:-1])
+
+
 def generate_conv_kernel(group: FusionGroup, tensor_name: Callable[[fx.Node], str]) -> GeneratedKernel:
     from ait_dynamo.kernels.wrapper import render_template
 
@@ -129,7 +137,7 @@ def generate_conv_kernel(group: FusionGroup, tensor_name: Callable[[fx.Node], st
         bytes_moved=_bytes_moved(group),
         inplace_candidates={},  # every program reads a halo of input rows around its own
         device_type=group.outputs[0].meta["val"].device.type,
-        warmup=None,
+        warmup=_warmup(writer, pixels * g["c"]),
         gemm=depthwise.problem(g),
         gemm_dtype=conv.meta["val"].dtype,
     )

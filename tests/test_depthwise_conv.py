@@ -516,3 +516,50 @@ def test_convnext_head_computes_what_eager_does(dtype):
         check_compiled(head, x, backward=False, options=TRITON, rule="distribution")
     graph = _graph()
     assert "aten.convolution.default" in graph.fused_ops and "aten.convolution.default" not in graph.externs
+
+
+def test_ahead_of_launch_compilation_specialises_like_the_launch(monkeypatch, tmp_path):
+    """``kernels/precompile.py`` compiles a depthwise template with its launch's argument dtypes
+    and ints, at the configuration the launch takes without ``autotune``."""
+    from torch.fx.experimental.proxy_tensor import make_fx
+
+    from ait_dynamo.cache import load_module
+    from ait_dynamo.kernels import depthwise
+    from ait_dynamo.kernels import precompile as precompile_module
+    from ait_dynamo.kernels.wrapper import generate_wrapper
+    from ait_dynamo.passes.fusion import build_plan
+    from ait_dynamo.passes.pipeline import run_passes
+
+    def fn(x, w, r):
+        return (torch.relu(F.conv2d(x, w, None, 1, 3, 1, 16)) + r[:, :, :9, :9],)
+
+    x = torch.randn(2, 16, 9, 9).contiguous(memory_format=torch.channels_last)
+    r = torch.randn(2, 16, 11, 12)  # a sliced residual: strides among the launch's ints
+    gm = make_fx(fn)(x, torch.randn(16, 1, 7, 7), r)
+    config = AitConfig.create({"cache_dir": str(tmp_path), **TRITON}, environ={})
+    plan, _ = build_plan(run_passes(gm, config), config)
+    generated = generate_wrapper(plan, gm, "test", triton_runs_on=lambda device: True)
+    (conv,) = [k for k in generated.kernels if k.kind == "conv"]
+    assert conv.warmup is not None
+    module, _ = load_module(generated.source, str(tmp_path))
+    launched = {}
+
+    def record(kernel, tensors, ints, shape, tune=None):
+        launched[kernel] = (tuple(t.dtype for t in tensors), tuple(ints))
+
+    monkeypatch.setattr(depthwise, "launch", record)
+    module.make_call(generated.constants)([x, torch.randn(16, 1, 7, 7), r])
+    assert launched[getattr(module, conv.name)] == conv.warmup
+
+    warmed = []
+
+    class FakeKernel:
+        def warmup(self, *args, grid, **kwargs):
+            warmed.append((args, kwargs))
+
+    precompile_module._warm(FakeKernel(), conv.warmup, conv.kind, conv.persistent, conv.column, conv.gemm)
+    config = depthwise.heuristic(conv.gemm)
+    ((args, kwargs),) = warmed
+    assert args == (*conv.warmup[0], *conv.warmup[1])
+    assert kwargs == {**depthwise.constexprs(config), "num_warps": config[2]}
+    assert precompile_module._has_work(conv)
