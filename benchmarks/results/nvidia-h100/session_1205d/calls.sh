@@ -3,14 +3,15 @@
 #     the depthwise GPU tests after e9cbe77 (the tap rows in a run-time loop), the template against
 #     cuDNN on ConvNeXt-T's four 7x7 layers (../../nvidia-h200/depthwise_rows/probe.py --only convnext),
 #     then ConvNeXt-T fp16 batch 32 with autotune in both modes beside Inductor's
-#   CALL=2: the model suite in default modes, each compiled backend timed interleaved with eager
+#   CALL=2 (not run): the model suite in default modes, each compiled backend timed interleaved with eager
 #   CALL=3: after CALL=1 showed the template faster than cuDNN on all four 7x7 layers: the depthwise
 #     and layout GPU tests with 7x7 layers taking the template by default, then ConvNeXt-T fp16
 #     batch 32 in default and reduce-overhead modes beside Inductor's (no autotune)
-#   CALL=5: after CALL=3 (the template's group wrote a float32 copy for each LayerNorm): the
-#     depthwise, layout, fusion and GEMM-template GPU tests, then ConvNeXt-T as in CALL=3
-#   CALL=4 (the device started seldom this session: one call for both): CALL=3, then the model
-#     suite's transformers in default modes interleaved (issue 12), until END (560) seconds
+#   CALL=5 (not run: too little device time left; for the next session, code ec097bc or later):
+#     after CALL=3 (the template's group wrote a float32 copy for each LayerNorm): the depthwise,
+#     layout, fusion and GEMM-template GPU tests, then ConvNeXt-T as in CALL=3
+#   CALL=4 (not run: the device started seldom this session): CALL=3, then the model suite's
+#     transformers in default modes interleaved (issue 12), until END (560) seconds
 set -u
 . benchmarks/device_setup.sh "$OUT/setup.log" > /dev/null
 export PYTHONPATH=.:/tmp/site
