@@ -12,6 +12,8 @@
 #     layout, fusion and GEMM-template GPU tests, then ConvNeXt-T as in CALL=3
 #   CALL=4 (not run: the device started seldom this session): CALL=3, then the model suite's
 #     transformers in default modes interleaved (issue 12), until END (560) seconds
+#   CALL=6 (for the next session, where the device starts seldom: one call for both issues):
+#     CALL=5, then the model suite's transformers as in CALL=4, until END (560) seconds
 set -u
 . benchmarks/device_setup.sh "$OUT/setup.log" > /dev/null
 export PYTHONPATH=.:/tmp/site
@@ -35,7 +37,7 @@ case "${CALL:-1}" in
     timeout 300 python3 -c "$AIT_LOGGED" run --suite models --batch 32 --no-plots --out "$OUT/cnn" --warm-compile none \
       --workload tv_convnext_tiny --backends "inductor,inductor-reduce-overhead,ait,ait-cudagraphs" > "$OUT/cnn.log" 2>&1
     echo "cnn rc=$?"; grep -E "^\| tv_" "$OUT/cnn/results.md" | cut -c1-300; grep -c "7x7" "$OUT/cnn.log"; gzip -f "$OUT/cnn.log" ;;
-4)  CALL=3 bash "$0"
+4|6)  if [ "$CALL" = 4 ]; then CALL=3 bash "$0"; else CALL=5 bash "$0"; fi
     left=$((${END:-560} - SECONDS)); [ "$left" -gt 90 ] && PACK_OVER=1 RUN_BUDGET=$((left - 70)) RUN_LIMIT=$left OUT=$OUT/models \
       RUN_ARGS="--suite models --interleave --workload hf_llama_small,hf_bert_base,hf_gpt2,tv_vit_b_16,hf_gpt2_train,hf_bert_base_train --backends eager,inductor,ait --warm-compile none" \
       bash benchmarks/device_bench.sh run > /dev/null 2>&1
