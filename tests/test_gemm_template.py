@@ -524,3 +524,33 @@ def test_a_template_that_computes_a_wrong_value_is_never_chosen(tmp_path):
                                              lambda m: build_plan(gm, config, m), bench=lambda fn: (fn(), 1.0)[1],
                                              device_name="test-device")
     assert right == {name: False for name in decisions}  # ties keep cuBLAS; no warning needed
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
+def test_a_layer_norms_upcast_after_the_gemm_joins_the_layer_norm(monkeypatch, dtype):
+    """``nn.Linear`` then ``nn.LayerNorm`` in 16 bits: the template writes its 16-bit product and
+    the LayerNorm's kernel casts it as it loads, rather than the template writing a float32 copy
+    for the LayerNorm to read back (``passes/fusion.py``, ``widens_for_a_reduction``)."""
+    from torch.fx.experimental.proxy_tensor import make_fx
+
+    from ait_dynamo.kernels import gemm_choice
+    from ait_dynamo.passes.decompositions import decomposition_table
+    from ait_dynamo.passes.fusion import build_plan
+    from ait_dynamo.passes.pipeline import run_passes
+    from ait_dynamo.passes.plan import FusionGroup
+
+    monkeypatch.setattr(gemm_choice, "triton_runs_on", lambda device: True)
+    config = AitConfig.create(TRITON, environ={})
+    args = [torch.randn(*s, dtype=dtype) for s in ((2, 5, 24), (40, 24), (40,), (40,), (40,))]
+    gm = make_fx(lambda x, w, b, g, beta: (F.layer_norm(F.linear(x, w, b), (40,), g, beta),),
+                 decomposition_table=decomposition_table(config))(*args)
+    plan, _ = build_plan(run_passes(gm, config), config)
+    groups = [s for s in plan.steps if isinstance(s, FusionGroup)]
+    casts = (torch.ops.aten._to_copy.default, torch.ops.prims.convert_element_type.default)
+    gemms = (torch.ops.aten.mm.default, torch.ops.aten.addmm.default)
+    (template,) = [g for g in groups if any(n.target in gemms for n in g.nodes)]
+    assert not any(n.target in casts for n in template.nodes), [n.name for n in template.nodes]
+    assert all(o.meta["val"].dtype == dtype for o in template.outputs)
+    (norm,) = [g for g in groups if g.reduced]
+    assert any(n.target in casts and n.meta["val"].dtype == torch.float32 for n in norm.nodes)
+    assert len(groups) == 2
