@@ -338,8 +338,8 @@ class Planner:
             # cast starts a kernel of its own: joining the template would write the value wide
             # for it to read back wide. Left out, the cast joins the reduction's kernel, which
             # reads the narrow value (ConvNeXt-T's depthwise template + LayerNorm on an H100,
-            # benchmarks/results/nvidia-h100/session_1205d/: the fp32 copy cost the template's
-            # whole gain over cuDNN, kernels 2.265 ms against Inductor's 2.269)
+            # benchmarks/results/nvidia-h100/session_1205d/: with the float32 copies, 275 MB a
+            # step, the template bought nothing, kernels 2.265 ms against Inductor's 2.269)
             candidates = [g for g in candidates if g.gemm is None]
         joined: Group | None = None
         if candidates:

@@ -470,7 +470,7 @@ def _convnext_head(x, w, b, gamma, beta):
 def test_the_layer_norms_upcast_stays_out_of_the_template(monkeypatch, dtype):
     """The LayerNorm after a 16-bit template computes in float32: its cast joins the LayerNorm's
     kernel, which reads the template's 16-bit output, instead of the template writing a float32
-    copy for it (on an H100 that copy cost ConvNeXt-T the template's whole gain over cuDNN)."""
+    copy for it (with those copies the template bought ConvNeXt-T nothing on an H100)."""
     from torch.fx.experimental.proxy_tensor import make_fx
 
     from ait_dynamo.kernels import gemm_choice
