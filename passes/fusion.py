@@ -26,6 +26,7 @@ from ait_dynamo.kernels import gemm_choice, op_table
 from ait_dynamo.kernels.column_reduction import computed_from_reductions, readers_go_apart
 from ait_dynamo.kernels.op_table import OpClass
 from ait_dynamo.kernels.triton_values import FUSIBLE_DTYPES, Operand, SizeScalar, Unsupported
+from ait_dynamo.passes.fusion_checks import _CASTS, _check_tensor, _tensor_meta, refuse, widens_for_a_reduction
 from ait_dynamo.passes.fusion_conv import is_depthwise_template, start_conv_group
 from ait_dynamo.passes.fusion_gemm import split_gemm_rows, start_gemm_group
 from ait_dynamo.passes.fusion_groups import SHIFTED_LOADS, Group, regrow, regrow_along, right_aligned_remap, same_space
@@ -42,46 +43,6 @@ from ait_dynamo.passes.sizes import SizeError, computable, is_one, provably, sam
 
 log = logging.getLogger("ait_dynamo")
 aten = torch.ops.aten
-
-
-def refuse(refusals: dict[str, str], node: fx.Node, reason: str) -> None:
-    """Record that ``node`` stays outside any fusion group, and why."""
-    refusals[node.name] = reason
-    log.debug("not fused: %s (%s): %s", node.name, node.target, reason)
-
-
-# Casts that may read a float64 operand (kernels/triton_values.py FUSIBLE_DTYPES: to float32 only).
-_CASTS = frozenset({torch.ops.prims.convert_element_type.default, aten._to_copy.default})
-
-
-def widens_for_a_reduction(node: fx.Node) -> bool:
-    """Whether ``node`` is a cast to a wider dtype that a reduction reads (autocast's upcast before
-    a LayerNorm or a softmax): a cast a reduction's kernel can do as it loads."""
-    if node.target not in _CASTS or not isinstance(node.args[0], fx.Node):
-        return False
-    source, value = _tensor_meta(node.args[0]), _tensor_meta(node)
-    if source is None or value is None or value.dtype.itemsize <= source.dtype.itemsize:
-        return False
-    return any(op_table.op_class(user.target) is OpClass.REDUCTION for user in node.users)
-
-
-def _tensor_meta(node: Any) -> torch.Tensor | None:
-    value = meta_value(node)
-    return value if isinstance(value, torch.Tensor) else None
-
-
-def _check_tensor(node: fx.Node, known_symbols: set) -> torch.Tensor:
-    value = _tensor_meta(node)
-    if value is None:
-        raise Refused("result is not a single tensor")
-    if value.dtype not in FUSIBLE_DTYPES:
-        raise Refused(f"dtype {value.dtype} is not fused")
-    if value.layout != torch.strided:
-        raise Refused("non-strided layout")
-    for size in list(value.shape) + list(value.stride()) + [value.storage_offset()]:
-        if not computable(size, known_symbols):
-            raise Refused(f"size expression {size} cannot be computed at run time")
-    return value
 
 
 class Planner:
