@@ -120,6 +120,8 @@ def generate_conv_kernel(group: FusionGroup, tensor_name: Callable[[fx.Node], st
         xindex=writer.flat_index(),
         x_index=writer.index_lines("x"),
         body=body,
+        column_taps=depthwise.column_taps(g),
+        max_cols=depthwise.MAX_COLS,
         ops=", ".join(str(node.target) for node in group.nodes),
     )
     pixels = g["n"] * g["oh"] * g["ow"]

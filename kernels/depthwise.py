@@ -28,20 +28,38 @@ from ait_dynamo.passes.graph_utils import meta_value
 
 aten = torch.ops.aten
 
-# (BLOCK_M output pixels, BLOCK_N channels, num_warps, ROWS). Channels are the contiguous dim of a
-# channels-last activation, so a tile's loads are coalesced along BLOCK_N. ROWS = 0: BLOCK_M
-# consecutive pixels, every tap one load of the tile's inputs. ROWS > 0: ROWS output rows of
-# BLOCK_M // ROWS columns, each input row loaded once per horizontal tap for all the rows it feeds
-# (the template's doc). With ``autotune`` they are measured per problem (kernels/autotune.py),
-# without it :func:`heuristic` picks one.
-CONFIGS: tuple[tuple[int, int, int, int], ...] = (
-    (64, 64, 4, 0), (128, 32, 4, 0), (32, 128, 4, 0), (128, 64, 8, 0), (64, 128, 8, 0), (256, 32, 8, 0),
-    (16, 64, 2, 0), (32, 32, 2, 0),
+# (BLOCK_M output pixels, BLOCK_N channels, num_warps, ROWS, COLS). Channels are the contiguous dim
+# of a channels-last activation, so a tile's loads are coalesced along BLOCK_N. Three tilings (the
+# template's doc):
+#   pixels   ROWS = COLS = 0: BLOCK_M consecutive pixels, every tap one load of the tile's inputs;
+#   rows     ROWS > 0: ROWS output rows of BLOCK_M // ROWS columns, each input row loaded once per
+#            horizontal tap for all the rows it feeds;
+#   columns  COLS > 0 (4 or 8): BLOCK_M // COLS groups of COLS neighbouring output columns, each
+#            input column a group reads loaded once per tap row for all the columns it feeds.
+# With ``autotune`` they are measured per problem (kernels/autotune.py), without it
+# :func:`heuristic` picks one.
+Config = tuple[int, int, int, int, int]
+CONFIGS: tuple[Config, ...] = (
+    (64, 64, 4, 0, 0), (128, 32, 4, 0, 0), (32, 128, 4, 0, 0), (128, 64, 8, 0, 0), (64, 128, 8, 0, 0),
+    (256, 32, 8, 0, 0), (16, 64, 2, 0, 0), (32, 32, 2, 0, 0),
 )
-ROW_CONFIGS: tuple[tuple[int, int, int, int], ...] = (
-    (64, 32, 4, 4), (32, 64, 4, 4), (64, 64, 4, 8), (128, 32, 8, 8), (64, 128, 8, 4), (128, 64, 8, 4),
-    (32, 32, 2, 4), (64, 32, 4, 8),
+ROW_CONFIGS: tuple[Config, ...] = (
+    (64, 32, 4, 4, 0), (32, 64, 4, 4, 0), (64, 64, 4, 8, 0), (128, 32, 8, 8, 0), (64, 128, 8, 4, 0),
+    (128, 64, 8, 4, 0), (32, 32, 2, 4, 0), (64, 32, 4, 8, 0),
 )
+# The column tiling exists for the instructions a 7x7 tap costs. The pixel tiling's loop (triton
+# 3.9, sm_90, ConvNeXt-T's 96-channel layer, (128, 32, 4)) is 716 SASS instructions a thread for 7
+# taps of 32 outputs, 3.2 a tap and output: a load and an fp16 -> fp32 conversion of the input for
+# every tap, beside the multiply-add. In groups of COLS columns an input column is loaded and
+# converted once for the (up to) KW outputs it feeds: 381 instructions for 7 taps of 32 outputs
+# with COLS = 8 (1.7 a tap and output), 465 with COLS = 4 (2.1), counted in the SASS. 256-pixel
+# tiles of 4 warps took 220-252 registers: 8 warps for them.
+COLUMN_CONFIGS: tuple[Config, ...] = (
+    (128, 32, 4, 0, 8), (256, 32, 8, 0, 8), (64, 32, 2, 0, 8), (128, 64, 8, 0, 8), (256, 64, 8, 0, 8),
+    (128, 32, 4, 0, 4), (256, 32, 8, 0, 4), (64, 64, 4, 0, 4),
+)
+# The widest group of columns the template writes (its accumulators, one per column of a group)
+MAX_COLS = 8
 # The row tiling was meant for stride 1 and a tall kernel (ConvNeXt's 7x7: 17.5 loads per output
 # row with ROWS = 4, against 49, for (ROWS + KH - 1) / KH of the multiply-adds). Measured on an H100
 # (benchmarks/results/nvidia-h100/session_1205c/depthwise_rows/: ConvNeXt-T's first 7x7 layer,
@@ -51,7 +69,7 @@ ROW_CONFIGS: tuple[tuple[int, int, int, int], ...] = (
 # Those timings are of the template before its tap loops ran at run time (b7493f0): six of the
 # pixel configurations then used 255 registers or spilled, the two at 3.3 ms 7-7.6 KB a thread.
 # Under the interpreter (one program at a time through numpy): few, large tiles
-INTERPRETER_CONFIG = (64, 64, 4, 0)
+INTERPRETER_CONFIG: Config = (64, 64, 4, 0, 0)
 
 
 def operands(node: fx.Node) -> tuple[fx.Node, fx.Node, Any]:
@@ -114,47 +132,72 @@ def widest_tile(channels: int) -> int:
 
 def problem(g: dict[str, int]) -> tuple[int, ...]:
     """What a launch needs of a convolution's geometry (the rest is in the kernel's source):
-    (images, channels, output rows, output columns, kernel height, vertical stride)."""
-    return (g["n"], g["c"], g["oh"], g["ow"], g["kh"], g["sh"])
+    (images, channels, output rows, output columns, kernel height, vertical stride, kernel width,
+    horizontal stride). Six values (no width, no horizontal stride) mean a square kernel of equal
+    strides."""
+    return (g["n"], g["c"], g["oh"], g["ow"], g["kh"], g["sh"], g["kw"], g["sw"])
+
+
+def _width_and_stride(shape: tuple[int, ...]) -> tuple[int, int]:
+    """(kernel width, horizontal stride) of a :func:`problem`."""
+    return (shape[6], shape[7]) if len(shape) >= 8 else (shape[4], shape[5])
 
 
 def _row_tiling_fits(shape: tuple[int, ...]) -> bool:
-    _, _, rows, _, kernel_height, stride = shape
+    rows, kernel_height, stride = shape[2], shape[4], shape[5]
     return stride == 1 and kernel_height > 1 and rows > 1
+
+
+def _column_tiling_fits(shape: tuple[int, ...]) -> bool:
+    """Neighbouring output columns share input columns: stride 1 across, a kernel wider than one
+    column, an output of more than one column."""
+    width, stride = _width_and_stride(shape)
+    return stride == 1 and width > 1 and shape[3] > 1
+
+
+def column_groups(columns: int, cols: int) -> int:
+    """Groups of ``cols`` output columns in a row of ``columns`` (the last one may be partial)."""
+    return -(-columns // cols)
 
 
 def programs(shape: tuple[int, ...], config: tuple[int, ...]) -> int:
     """Programs a configuration launches: pixel tiles x channel tiles."""
     images, channels, rows, columns = shape[:4]
-    block_m, block_n, _, tile_rows = config
+    block_m, block_n, _, tile_rows, cols = config
     if tile_rows:
         pixel_tiles = images * -(-rows // tile_rows) * -(-columns // (block_m // tile_rows))
+    elif cols:
+        pixel_tiles = -(-(images * rows * column_groups(columns, cols)) // (block_m // cols))
     else:
         pixel_tiles = -(-(images * rows * columns) // block_m)
     return pixel_tiles * -(-channels // block_n)
 
 
-def _fitting(shape: tuple[int, ...], rows: bool) -> list[tuple[int, int, int, int]]:
-    """The configurations of one tiling whose channel tile is no wider than :func:`widest_tile`
-    and, for row tiles, whose width is no wider than the output's rounded up to a power of two
-    (ConvNeXt's last stage is 7 wide: an 8-wide tile, not a 16-wide one half idle)."""
+def _fitting(shape: tuple[int, ...], tiling: str) -> list[Config]:
+    """The configurations of one tiling (``"pixels"``, ``"rows"``, ``"columns"``) whose channel tile
+    is no wider than :func:`widest_tile`; row tiles no wider than the output's rows rounded up to
+    a power of two (ConvNeXt's last stage is 7 wide: an 8-wide tile, not a 16-wide one half idle),
+    column groups no wider than that either."""
     channels, columns = shape[1], shape[3]
-    if not rows:
-        return [c for c in CONFIGS if c[1] <= widest_tile(channels)]
     widest_row = max(8, 1 << max(0, columns - 1).bit_length())
-    return [c for c in ROW_CONFIGS if c[1] <= widest_tile(channels) and c[0] // c[3] <= widest_row]
+    if tiling == "pixels":
+        return [c for c in CONFIGS if c[1] <= widest_tile(channels)]
+    if tiling == "rows":
+        return [c for c in ROW_CONFIGS if c[1] <= widest_tile(channels) and c[0] // c[3] <= widest_row]
+    return [c for c in COLUMN_CONFIGS if c[1] <= widest_tile(channels) and c[4] <= widest_row]
 
 
-def heuristic(shape: tuple[int, ...]) -> tuple[int, int, int, int]:
+def heuristic(shape: tuple[int, ...]) -> Config:
     """A configuration without measuring (``shape``: :func:`problem`): pixel tiles (row tiles lost
-    where they were measured: see :data:`ROW_CONFIGS`), the first configuration that still gives
-    every SM a program (the GEMM heuristic's rule), else the one that makes the most programs.
-    Channel tiles that divide the channels come first: measured on an H100 (e9cbe77,
-    ``benchmarks/results/nvidia-h100/session_1205d/``), ConvNeXt-T's 96-channel 7x7 layer took
-    115.8 us in 64-wide tiles (the second tile half idle) and 81.6 us in 32-wide ones."""
+    where they were measured: see :data:`ROW_CONFIGS`; column groups are not yet measured on a
+    GPU: ``autotune`` measures them, the heuristic does not take them); the first
+    configuration that still gives every SM a program (the GEMM heuristic's rule), else the one
+    that makes the most programs. Channel tiles that divide the channels come first: measured on
+    an H100 (e9cbe77, ``benchmarks/results/nvidia-h100/session_1205d/``), ConvNeXt-T's 96-channel
+    7x7 layer took 115.8 us in 64-wide tiles (the second tile half idle) and 81.6 us in 32-wide ones."""
     from ait_dynamo.kernels.gemm_configs import SMS
 
-    fitting = _fitting(shape, False)
+    fitting = _fitting(shape, "pixels")
     channels = shape[1]
     whole = [c for c in fitting if channels % c[1] == 0]
     for config in whole + [c for c in fitting if c not in whole]:
@@ -184,20 +227,36 @@ def default_on_cuda(node: fx.Node) -> bool:
             and x.dtype in (torch.float16, torch.bfloat16) and x.stride(1) == 1)
 
 
-def candidates(shape: tuple[int, ...]) -> list[tuple[int, int, int, int]]:
+def candidates(shape: tuple[int, ...]) -> list[Config]:
     """What ``autotune`` measures: the heuristic's choice first, then the pixel tilings no taller
-    than the work, then for stride-1 convolutions the row tilings."""
+    than the work, then for stride-1 convolutions the row tilings and the column tilings."""
     first = heuristic(shape)
     pixels = shape[0] * shape[2] * shape[3]
-    found = [first] + [c for c in _fitting(shape, False) if c != first and c[0] <= 2 * max(pixels, 16)]
+    found = [first] + [c for c in _fitting(shape, "pixels") if c != first and c[0] <= 2 * max(pixels, 16)]
     if _row_tiling_fits(shape):
-        found += [c for c in _fitting(shape, True) if c not in found]
+        found += [c for c in _fitting(shape, "rows") if c not in found]
+    if _column_tiling_fits(shape):
+        found += [c for c in _fitting(shape, "columns") if c not in found]
     return found
 
 
 def constexprs(config: tuple[int, ...]) -> dict[str, int]:
-    block_m, block_n, _, rows = config
-    return {"BLOCK_M": block_m, "BLOCK_N": block_n, "ROWS": rows, "BLOCK_W": block_m // rows if rows else 1}
+    block_m, block_n, _, rows, cols = config
+    return {"BLOCK_M": block_m, "BLOCK_N": block_n, "ROWS": rows, "BLOCK_W": block_m // rows if rows else 1,
+            "COLS": cols}
+
+
+def column_taps(g: dict[str, int]) -> list[tuple[int, int, list[tuple[int, int]]]]:
+    """The column tiling's loads, for the template: for each input column a group of output
+    columns reads, (its offset from the group's first column x horizontal stride - padding, the
+    first output column of the group it feeds, [(output column, horizontal tap) it feeds]), for
+    groups of up to :data:`MAX_COLS` columns. Output column j reads input column
+    (first + j) * SW + KW_i * DW - PW: offset j * SW + KW_i * DW."""
+    feeds: dict[int, list[tuple[int, int]]] = {}
+    for column in range(MAX_COLS):
+        for tap in range(g["kw"]):
+            feeds.setdefault(column * g["sw"] + tap * g["dw"], []).append((column, tap))
+    return [(offset, min(j for j, _ in fed), sorted(fed)) for offset, fed in sorted(feeds.items())]
 
 
 def launch(kernel: Any, tensors: Sequence[Any], ints: Sequence[int], shape: tuple[int, ...],

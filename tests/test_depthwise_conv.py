@@ -244,61 +244,74 @@ def test_the_heuristic_fills_the_gpu_and_skips_tiles_wider_than_the_channels():
     from ait_dynamo.kernels.gemm_configs import SMS
 
     mobilenet = (32, 240, 28, 28, 3, 1)  # MobileNetV3's 240-channel 3x3 layer at batch 32
-    block_m, block_n, _, rows = depthwise.heuristic(mobilenet)
-    assert rows == 0  # 3x3: pixel tiles without measuring
-    assert depthwise.programs(mobilenet, (block_m, block_n, 4, 0)) >= SMS and block_n <= 2 * 240
-    assert depthwise.heuristic((1, 8, 7, 7, 3, 1)) == (32, 32, 2, 0)  # too small to fill the GPU: the most programs
+    block_m, block_n, _, rows, cols = depthwise.heuristic(mobilenet)
+    assert rows == cols == 0  # 3x3: pixel tiles without measuring
+    assert depthwise.programs(mobilenet, (block_m, block_n, 4, 0, 0)) >= SMS and block_n <= 2 * 240
+    assert depthwise.heuristic((1, 8, 7, 7, 3, 1)) == (32, 32, 2, 0, 0)  # too small to fill the GPU: the most programs
     assert all(c[1] <= 32 for c in depthwise.candidates((10, 16, 30, 33, 3, 1)))  # 16 channels: no 64-wide tiles
     # 32 channels (EfficientNet-B0 at batch 32): 32-wide tiles only, a 128 x 32 tile first
     efficientnet = (32, 32, 112, 112, 3, 1)
-    assert depthwise.heuristic(efficientnet) == (128, 32, 4, 0)
+    assert depthwise.heuristic(efficientnet) == (128, 32, 4, 0, 0)
     assert {c[1] for c in depthwise.candidates(efficientnet)} == {32}
     assert [depthwise.widest_tile(c) for c in (1, 16, 32, 33, 72, 240)] == [32, 32, 32, 64, 128, 256]
 
 
-def test_row_tiles_are_measured_only_and_cover_the_output():
-    """ConvNeXt's 7x7 (stride 1) takes pixel tiles without measuring (row tiles lost to them on
-    the GPU); ``autotune`` measures both tilings for stride 1, row tiles no wider than the output's
-    rows rounded up (its last stage is 7 wide), never for stride 2; every configuration's grid
-    covers the output."""
+def test_tilings_chosen_and_measured_and_every_grid_covers_the_output():
+    """Without measuring, pixel tiles (row tiles lost to them on the GPU; column groups are not
+    measured there yet); ``autotune`` measures all three tilings for stride 1,
+    row tiles no wider than the output's rows rounded up (its last stage is 7 wide), column
+    groups only for a horizontal stride of 1, row tiles only for a vertical one; every
+    configuration's grid covers the output."""
     from ait_dynamo.kernels import depthwise
     from ait_dynamo.kernels.gemm_configs import SMS
 
     stage_one, stage_four = (32, 96, 56, 56, 7, 1), (32, 768, 7, 7, 7, 1)
     for shape in (stage_one, stage_four):
         config = depthwise.heuristic(shape)
-        assert config[3] == 0 and depthwise.programs(shape, config) >= SMS, config
-        rows = [c for c in depthwise.candidates(shape) if c[3] > 0]
-        assert rows and depthwise.candidates(shape)[0] == config
+        assert config[3:] == (0, 0) and depthwise.programs(shape, config) >= SMS, config
+        found = depthwise.candidates(shape)
+        assert found[0] == config and {(c[3] > 0, c[4] > 0) for c in found} == {(False, False), (True, False), (False, True)}
     assert all(c[0] // c[3] <= 8 for c in depthwise.candidates(stage_four) if c[3] > 0)
-    tilings = {c[3] > 0 for c in depthwise.candidates((32, 240, 28, 28, 3, 1))}
-    assert tilings == {False, True}
-    assert all(c[3] == 0 for c in depthwise.candidates((32, 72, 28, 28, 5, 2)))  # stride 2
+    mobilenet = (32, 240, 28, 28, 3, 1)
+    assert depthwise.heuristic(mobilenet)[3:] == (0, 0)
+    assert {(c[3] > 0, c[4] > 0) for c in depthwise.candidates(mobilenet)} == {(False, False), (True, False), (False, True)}
+    assert all(c[3:] == (0, 0) for c in depthwise.candidates((32, 72, 28, 28, 5, 2)))  # stride 2
     assert all(c[3] == 0 for c in depthwise.candidates((32, 72, 1, 28, 5, 1)))  # one output row
+    assert all(c[4] == 0 for c in depthwise.candidates((32, 72, 28, 1, 5, 1)))  # one output column
+    across = depthwise.candidates((32, 72, 28, 14, 5, 1, 5, 2))  # stride 1 down, 2 across: rows, no columns
+    assert any(c[3] > 0 for c in across) and all(c[4] == 0 for c in across)
+    assert all(c[4] <= 8 for c in depthwise.candidates((32, 72, 28, 3, 3, 1)))  # 3 wide: groups no wider than 8
     for shape in (stage_one, stage_four, (3, 20, 11, 13, 7, 1)):
         for config in depthwise.candidates(shape):
-            block_m, block_n, _, rows = config
+            block_m, block_n, _, rows, cols = config
             if rows:
                 width = block_m // rows
                 tiles = shape[0] * -(-shape[2] // rows) * -(-shape[3] // width)
                 assert rows * width == block_m and tiles * rows * width >= shape[0] * shape[2] * shape[3]
+            if cols:
+                groups = shape[0] * shape[2] * depthwise.column_groups(shape[3], cols)
+                tiles = depthwise.programs(shape, config) // -(-shape[1] // block_n)
+                assert block_m % cols == 0 and tiles * (block_m // cols) >= groups
             assert depthwise.programs(shape, config) * block_m * block_n >= shape[0] * shape[1] * shape[2] * shape[3]
 
 
-@MUST_NOT_FAIL
-@pytest.mark.parametrize("config", [(32, 32, 2, 4), (64, 32, 4, 8), (16, 32, 2, 2)], ids=["4x8", "8x8", "2x8"])
-@pytest.mark.parametrize("shape, kernel, stride, dilation", [
-    ((2, 12, 9, 7), 3, 1, 1),      # odd sizes: the last row tile and column tile are partial
-    ((1, 5, 6, 6), 5, 2, 1),       # stride 2: every input row feeds one output row at most
-    ((3, 20, 11, 13), 7, 1, 1),    # ConvNeXt's 7x7, 20 channels over 32-wide tiles
-    ((2, 8, 10, 10), 3, 1, 2),     # dilation: tap rows every other input row
-    ((2, 3, 1, 4), 3, 1, 1),       # a 1-high image: the tile's other rows are past the output
-    ((1, 4, 7, 3), (5, 3), (1, 2), 1),  # a tall kernel, horizontal stride 2
-], ids=["3x3", "5x5-stride2", "7x7", "dilated", "one-row", "5x3-stride1x2"])
-def test_row_tiles_compute_what_eager_does(monkeypatch, config, shape, kernel, stride, dilation):
-    """The row tiling under the interpreter on every shape the pixel tiling is tested on, with
-    tiles of 2, 4 and 8 rows, channels-last, the epilogue (batch norm, activation, residual) on
-    the tile."""
+def test_column_taps_list_each_input_column_once_with_the_outputs_it_feeds():
+    """A 7x7 kernel, stride 1: 14 input columns for a group of 8, the first feeding column 0
+    through tap 0 alone, the eighth (offset 7) columns 1 to 7; stride 2: offsets j * 2 + tap."""
+    from ait_dynamo.kernels import depthwise
+
+    g = {"kw": 7, "sw": 1, "dw": 1}
+    taps = depthwise.column_taps(g)
+    assert [t[0] for t in taps] == list(range(14))
+    assert taps[0] == (0, 0, [(0, 0)]) and taps[7] == (7, 1, [(j, 7 - j) for j in range(1, 8)])
+    assert sum(len(fed) for _, _, fed in taps) == 8 * 7
+    strided = depthwise.column_taps({"kw": 3, "sw": 2, "dw": 1})
+    assert [t[0] for t in strided] == list(range(17)) and strided[2] == (2, 0, [(0, 2), (1, 0)])
+
+
+def _check_tiling(monkeypatch, config, shape, kernel, stride, dilation) -> None:
+    """A depthwise block (convolution with bias, batch norm, SiLU) on a channels-last input, its
+    convolution run by the template at ``config`` under the interpreter, against eager."""
     from ait_dynamo.kernels import depthwise
 
     monkeypatch.setattr(depthwise, "INTERPRETER_CONFIG", config)
@@ -315,6 +328,41 @@ def test_row_tiles_compute_what_eager_does(monkeypatch, config, shape, kernel, s
     graph = _graph()
     assert "aten.convolution.default" in graph.fused_ops and "aten.silu.default" not in graph.externs
     assert graph.fallback_reason is None
+
+
+@MUST_NOT_FAIL
+@pytest.mark.parametrize("config", [(32, 32, 2, 4, 0), (64, 32, 4, 8, 0), (16, 32, 2, 2, 0)], ids=["4x8", "8x8", "2x8"])
+@pytest.mark.parametrize("shape, kernel, stride, dilation", [
+    ((2, 12, 9, 7), 3, 1, 1),      # odd sizes: the last row tile and column tile are partial
+    ((1, 5, 6, 6), 5, 2, 1),       # stride 2: every input row feeds one output row at most
+    ((3, 20, 11, 13), 7, 1, 1),    # ConvNeXt's 7x7, 20 channels over 32-wide tiles
+    ((2, 8, 10, 10), 3, 1, 2),     # dilation: tap rows every other input row
+    ((2, 3, 1, 4), 3, 1, 1),       # a 1-high image: the tile's other rows are past the output
+    ((1, 4, 7, 3), (5, 3), (1, 2), 1),  # a tall kernel, horizontal stride 2
+], ids=["3x3", "5x5-stride2", "7x7", "dilated", "one-row", "5x3-stride1x2"])
+def test_row_tiles_compute_what_eager_does(monkeypatch, config, shape, kernel, stride, dilation):
+    """The row tiling under the interpreter on every shape the pixel tiling is tested on, with
+    tiles of 2, 4 and 8 rows, channels-last, the epilogue (batch norm, activation, residual) on
+    the tile."""
+    _check_tiling(monkeypatch, config, shape, kernel, stride, dilation)
+
+
+@MUST_NOT_FAIL
+@pytest.mark.parametrize("config", [(32, 32, 2, 0, 8), (16, 32, 2, 0, 4), (64, 64, 4, 0, 8)],
+                         ids=["8-columns", "4-columns", "8-columns-64-channels"])
+@pytest.mark.parametrize("shape, kernel, stride, dilation", [
+    ((2, 12, 9, 7), 3, 1, 1),      # 7 columns: one group of 8 with its last column past the output
+    ((1, 5, 6, 6), 5, 2, 1),       # stride 2: a group reads every other input column
+    ((3, 20, 11, 13), 7, 1, 1),    # ConvNeXt's 7x7, 20 channels over 32-wide tiles, 13 = 8 + 5 columns
+    ((2, 8, 10, 10), 3, 1, 2),     # dilation: taps every other input column
+    ((2, 3, 4, 1), 3, 1, 1),       # a 1-wide image: every group's other columns are past the output
+    ((1, 4, 7, 9), (3, 5), (2, 1), 1),  # a wide kernel, vertical stride 2
+], ids=["3x3", "5x5-stride2", "7x7", "dilated", "one-column", "3x5-stride2x1"])
+def test_column_groups_compute_what_eager_does(monkeypatch, config, shape, kernel, stride, dilation):
+    """The column tiling under the interpreter on every shape the row tiling is tested on, groups
+    of 4 and 8 columns, channels-last, the epilogue (batch norm, activation) on the tile: the
+    accumulators of a group's columns land on their own pixels."""
+    _check_tiling(monkeypatch, config, shape, kernel, stride, dilation)
 
 
 def test_the_graph_measurement_falls_back_where_capture_fails(monkeypatch):
@@ -346,8 +394,9 @@ module = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(module)
 tools = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin")
 stacks = {}
-for block_m, block_n, warps, rows in configs:
-    values = {"BLOCK_M": block_m, "BLOCK_N": block_n, "ROWS": rows, "BLOCK_W": block_m // rows if rows else 1}
+for block_m, block_n, warps, rows, cols in configs:
+    values = {"BLOCK_M": block_m, "BLOCK_N": block_n, "ROWS": rows, "BLOCK_W": block_m // rows if rows else 1,
+              "COLS": cols}
     signature = {name: "*fp16" for name in ("in_ptr0", "in_ptr1", "in_ptr2", "out_ptr0")}
     signature.update({name: "constexpr" for name in values})
     aligned = {(i,): [["tt.divisibility", 16]] for i in range(4)}  # as a launch specializes them
@@ -357,7 +406,7 @@ for block_m, block_n, warps, rows in configs:
         f.write(compiled.asm["cubin"])
     usage = subprocess.run([os.path.join(tools, "cuobjdump"), "-res-usage", cubin_path],
                            capture_output=True, text=True, check=True).stdout
-    stacks[str((block_m, block_n, warps, rows))] = int(re.search(r"STACK:(\\d+)", usage).group(1))
+    stacks[str((block_m, block_n, warps, rows, cols))] = int(re.search(r"STACK:(\\d+)", usage).group(1))
 print(json.dumps(stacks))
 """
 
@@ -382,7 +431,7 @@ def _hopper_stack_bytes(source: str, configs: list, tmp_path) -> dict[str, int]:
 
 def test_a_7x7_kernel_compiles_for_hopper_without_spilling(tmp_path, monkeypatch):
     """ConvNeXt-T's first 7x7 layer (96 channels, 56x56, fp16, channels-last): every configuration
-    ``autotune`` measures, pixel and row tiles, compiles for sm_90 with no stack frame. Unrolled
+    ``autotune`` measures, pixel, row and column tiles, compiles for sm_90 with no stack frame. Unrolled
     over all 49 taps, two of them spilled 14 KB a thread (triton 3.6) and took 3.3 ms a call on
     the H100 against cuDNN's 92 us (benchmarks/results/nvidia-h100/session_1205c/depthwise_rows/)."""
     import os
@@ -412,7 +461,7 @@ def test_a_7x7_kernel_compiles_for_hopper_without_spilling(tmp_path, monkeypatch
     (kernel,) = [k for k in module.kernels if k.kind == "conv"]
     shape = (32, 96, 56, 56, 7, 1)
     configs = depthwise.candidates(shape)
-    assert len(configs) == len(depthwise.CONFIGS) + len(depthwise.ROW_CONFIGS)
+    assert len(configs) == len(depthwise.CONFIGS) + len(depthwise.ROW_CONFIGS) + len(depthwise.COLUMN_CONFIGS)
     stacks = _hopper_stack_bytes(kernel.source, configs, tmp_path)
     assert len(stacks) == len(configs)
     assert all(stack == 0 for stack in stacks.values()), stacks
@@ -454,9 +503,9 @@ def test_without_a_measurement_cuda_runs_only_7x7_depthwise_layers_as_the_templa
         chosen, why = gemm_choice.backend_choice(other, both, {})
         assert not chosen and "cuDNN" in why, (other, why)
     # 96 channels: a 32-wide channel tile (three full tiles), not a 64-wide one half idle in its second
-    assert depthwise.heuristic((32, 96, 56, 56, 7, 1)) == (128, 32, 4, 0)
+    assert depthwise.heuristic((32, 96, 56, 56, 7, 1)) == (128, 32, 4, 0, 0)
     for channels in (192, 384, 768):
-        assert depthwise.heuristic((32, channels, 56, 56, 7, 1)) == (64, 64, 4, 0)
+        assert depthwise.heuristic((32, channels, 56, 56, 7, 1)) == (64, 64, 4, 0, 0)
 
 
 def _convnext_head(x, w, b, gamma, beta):
