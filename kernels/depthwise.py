@@ -18,6 +18,7 @@ cuDNN plus the bytes the epilogue adds to ait's kernels), else cuDNN.
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Sequence
 
 import torch
@@ -52,8 +53,10 @@ ROW_CONFIGS: tuple[Config, ...] = (
 # taps of 32 outputs, 3.2 a tap and output: a load and an fp16 -> fp32 conversion of the input for
 # every tap, beside the multiply-add. In groups of COLS columns an input column is loaded and
 # converted once for the (up to) KW outputs it feeds: 381 instructions for 7 taps of 32 outputs
-# with COLS = 8 (1.7 a tap and output), 465 with COLS = 4 (2.1), counted in the SASS. 256-pixel
-# tiles of 4 warps took 220-252 registers: 8 warps for them.
+# with COLS = 8 (1.8 a tap and output), 463 with COLS = 4 (2.1), counted in the SASS
+# (benchmarks/results/cpu-epyc/depthwise_columns_sass/); on the H100 the layer took 44.6 us
+# against 81.8 (:data:`COLUMN_TILING_WIDTH`). 256-pixel tiles of 4 warps took 220-252 registers:
+# 8 warps for them.
 COLUMN_CONFIGS: tuple[Config, ...] = (
     (128, 32, 4, 0, 8), (256, 32, 8, 0, 8), (64, 32, 2, 0, 8), (128, 64, 8, 0, 8), (256, 64, 8, 0, 8),
     (128, 32, 4, 0, 4), (256, 32, 8, 0, 4), (64, 64, 4, 0, 4),
@@ -65,9 +68,18 @@ MAX_COLS = 8
 # (benchmarks/results/nvidia-h100/session_1205c/depthwise_rows/: ConvNeXt-T's first 7x7 layer,
 # 96 channels at 56x56, batch 32, fp16) it lost to the pixel tiling: 157-303 us for the 8 row
 # configurations against 101-247 us for six of the pixel ones (the other two took 3.3 ms), cuDNN 92 us.
-# So the heuristic takes pixel tiles; ``autotune`` still measures both tilings for stride 1.
-# Those timings are of the template before its tap loops ran at run time (b7493f0): six of the
+# So the heuristic takes pixel tiles (column groups for kernels 7 wide or more, below);
+# ``autotune`` still measures the row tiling for stride 1. Those timings are of the template before its tap loops ran at run time (b7493f0): six of the
 # pixel configurations then used 255 registers or spilled, the two at 3.3 ms 7-7.6 KB a thread.
+# The kernel width from which the heuristic takes column groups. Measured on an H100 (c43aa8f,
+# benchmarks/results/nvidia-h100/session_1206/, GPU time per call in a CUDA-graph replay, fp16
+# batch 32, bias fused) on ConvNeXt-T's four 7x7 layers: (128, 32, 4, 0, 8) took 44.6 / 28.9 /
+# 17.0 / 8.2 us against 81.8 / 40.9 / 23.2 / 14.9 for the pixel tiles the heuristic took before
+# and cuDNN's 92.5 / 53.2 / 29.2 / 21.4; the best column configuration was within 10% of it on
+# each ((64, 32, 2, 0, 8) on the last three). Narrower kernels (MobileNet's and EfficientNet's
+# 3x3 / 5x5) are not measured in this tiling yet: they keep pixel tiles unless ``autotune``
+# measures them.
+COLUMN_TILING_WIDTH = 7
 # Under the interpreter (one program at a time through numpy): few, large tiles
 INTERPRETER_CONFIG: Config = (64, 64, 4, 0, 0)
 
@@ -187,17 +199,19 @@ def _fitting(shape: tuple[int, ...], tiling: str) -> list[Config]:
     return [c for c in COLUMN_CONFIGS if c[1] <= widest_tile(channels) and c[4] <= widest_row]
 
 
+@functools.lru_cache(maxsize=None)  # asked at every launch: 5.6 us a call uncached (this CPU)
 def heuristic(shape: tuple[int, ...]) -> Config:
-    """A configuration without measuring (``shape``: :func:`problem`): pixel tiles (row tiles lost
-    where they were measured: see :data:`ROW_CONFIGS`; column groups are not yet measured on a
-    GPU: ``autotune`` measures them, the heuristic does not take them); the first
+    """A configuration without measuring (``shape``: :func:`problem`): column groups where the
+    column tiling fits and the kernel is at least :data:`COLUMN_TILING_WIDTH` wide, else pixel
+    tiles (row tiles lost where they were measured: see :data:`ROW_CONFIGS`); the first
     configuration that still gives every SM a program (the GEMM heuristic's rule), else the one
     that makes the most programs. Channel tiles that divide the channels come first: measured on
     an H100 (e9cbe77, ``benchmarks/results/nvidia-h100/session_1205d/``), ConvNeXt-T's 96-channel
     7x7 layer took 115.8 us in 64-wide tiles (the second tile half idle) and 81.6 us in 32-wide ones."""
     from ait_dynamo.kernels.gemm_configs import SMS
 
-    fitting = _fitting(shape, "pixels")
+    wide = _column_tiling_fits(shape) and _width_and_stride(shape)[0] >= COLUMN_TILING_WIDTH
+    fitting = _fitting(shape, "columns" if wide else "pixels")
     channels = shape[1]
     whole = [c for c in fitting if channels % c[1] == 0]
     for config in whole + [c for c in fitting if c not in whole]:
@@ -209,7 +223,8 @@ def heuristic(shape: tuple[int, ...]) -> Config:
 # The smallest kernel (taps) for which the template runs without a measurement on CUDA
 # (:func:`default_on_cuda`). Measured on an H100 (e9cbe77, session_1205d): on ConvNeXt-T's four
 # 7x7 layers (fp16, batch 32, channels-last) the template at its heuristic's configuration took
-# 81.6 / 40.8 / 23.3 / 14.9 us against cuDNN's 92.1 / 53.2 / 29.2 / 21.2 (bias included on both).
+# 81.6 / 40.8 / 23.3 / 14.9 us against cuDNN's 92.1 / 53.2 / 29.2 / 21.2 (bias included on both),
+# in column groups 44.6 / 28.9 / 17.0 / 8.2 (c43aa8f, session_1206).
 # The 3x3 and 5x5 layers of MobileNetV3 and EfficientNet stay with cuDNN unless ``autotune``
 # measures them: the template won there in the micro family (H200, 27506ff) but bought nothing in
 # the whole models (benchmarks/results/nvidia-h200/depthwise/README.md).
