@@ -18,7 +18,6 @@ cuDNN plus the bytes the epilogue adds to ait's kernels), else cuDNN.
 
 from __future__ import annotations
 
-import functools
 from typing import Any, Sequence
 
 import torch
@@ -199,7 +198,6 @@ def _fitting(shape: tuple[int, ...], tiling: str) -> list[Config]:
     return [c for c in COLUMN_CONFIGS if c[1] <= widest_tile(channels) and c[4] <= widest_row]
 
 
-@functools.lru_cache(maxsize=None)  # asked at every launch: 5.6 us a call uncached (this CPU)
 def heuristic(shape: tuple[int, ...]) -> Config:
     """A configuration without measuring (``shape``: :func:`problem`): column groups where the
     column tiling fits and the kernel is at least :data:`COLUMN_TILING_WIDTH` wide, else pixel
