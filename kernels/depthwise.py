@@ -51,8 +51,8 @@ ROW_CONFIGS: tuple[Config, ...] = (
 # 3.9, sm_90, ConvNeXt-T's 96-channel layer, (128, 32, 4)) is 716 SASS instructions a thread for 7
 # taps of 32 outputs, 3.2 a tap and output: a load and an fp16 -> fp32 conversion of the input for
 # every tap, beside the multiply-add. In groups of COLS columns an input column is loaded and
-# converted once for the (up to) KW outputs it feeds: 381 instructions for 7 taps of 32 outputs
-# with COLS = 8 (1.8 a tap and output), 463 with COLS = 4 (2.1), counted in the SASS
+# converted once for the (up to) KW outputs it feeds: 394 instructions for 7 taps of 32 outputs
+# at (128, 32, 4) with COLS = 8 (1.8 a tap and output), 463 with COLS = 4 (2.1), counted in the SASS
 # (benchmarks/results/cpu-epyc/depthwise_columns_sass/); on the H100 the layer took 44.6 us
 # against 81.8 (:data:`COLUMN_TILING_WIDTH`). 256-pixel tiles of 4 warps took 220-252 registers:
 # 8 warps for them.
@@ -68,8 +68,9 @@ MAX_COLS = 8
 # 96 channels at 56x56, batch 32, fp16) it lost to the pixel tiling: 157-303 us for the 8 row
 # configurations against 101-247 us for six of the pixel ones (the other two took 3.3 ms), cuDNN 92 us.
 # So the heuristic takes pixel tiles (column groups for kernels 7 wide or more, below);
-# ``autotune`` still measures the row tiling for stride 1. Those timings are of the template before its tap loops ran at run time (b7493f0): six of the
-# pixel configurations then used 255 registers or spilled, the two at 3.3 ms 7-7.6 KB a thread.
+# ``autotune`` still measures the row tiling for stride 1. Those timings are of the template
+# before its tap loops ran at run time (b7493f0): six of the pixel configurations then used 255
+# registers or spilled, the two at 3.3 ms 7-7.6 KB a thread.
 # The kernel width from which the heuristic takes column groups. Measured on an H100 (c43aa8f,
 # benchmarks/results/nvidia-h100/session_1206/, GPU time per call in a CUDA-graph replay, fp16
 # batch 32, bias fused) on ConvNeXt-T's four 7x7 layers: (128, 32, 4, 0, 8) took 44.6 / 28.9 /
