@@ -257,31 +257,37 @@ def test_the_heuristic_fills_the_gpu_and_skips_tiles_wider_than_the_channels():
 
 
 def test_tilings_chosen_and_measured_and_every_grid_covers_the_output():
-    """ConvNeXt's 7x7 (stride 1) takes column groups without measuring, 3x3 and 5x5 kernels pixel
-    tiles (row tiles lost to them on the GPU); ``autotune`` measures all three tilings for stride 1,
-    row tiles no wider than the output's rows rounded up (its last stage is 7 wide), column
-    groups only for a horizontal stride of 1, row tiles only for a vertical one; every
-    configuration's grid covers the output."""
+    """ConvNeXt's 7x7 (stride 1) takes column groups without measuring, and ``autotune`` measures
+    only column groups there (they beat every pixel and row tile on the GPU); 3x3 and 5x5 kernels
+    take pixel tiles (row tiles lost to them) and ``autotune`` measures all three tilings for
+    stride 1, row tiles no wider than the output's rows rounded up (ConvNeXt's last stage is 7
+    wide), column groups only for a horizontal stride of 1, row tiles only for a vertical one;
+    every configuration's grid covers the output."""
     from ait_dynamo.kernels import depthwise
     from ait_dynamo.kernels.gemm_configs import SMS
 
     stage_one, stage_four = (32, 96, 56, 56, 7, 1), (32, 768, 7, 7, 7, 1)
+    every_tiling = {(False, False), (True, False), (False, True)}
     for shape in (stage_one, stage_four):
         config = depthwise.heuristic(shape)
         assert config[3] == 0 and config[4] > 0 and depthwise.programs(shape, config) >= SMS, config
         found = depthwise.candidates(shape)
-        assert found[0] == config and {(c[3] > 0, c[4] > 0) for c in found} == {(False, False), (True, False), (False, True)}
-    assert all(c[0] // c[3] <= 8 for c in depthwise.candidates(stage_four) if c[3] > 0)
+        assert found[0] == config and len(found) == len(set(found)) == len(depthwise.COLUMN_CONFIGS)
+        assert all(c[4] > 0 for c in found)
+    five_wide = (32, 768, 7, 7, 5, 1)
+    assert depthwise.heuristic(five_wide)[3:] == (0, 0)
+    assert {(c[3] > 0, c[4] > 0) for c in depthwise.candidates(five_wide)} == every_tiling
+    assert all(c[0] // c[3] <= 8 for c in depthwise.candidates(five_wide) if c[3] > 0)
     mobilenet = (32, 240, 28, 28, 3, 1)
     assert depthwise.heuristic(mobilenet)[3:] == (0, 0)
-    assert {(c[3] > 0, c[4] > 0) for c in depthwise.candidates(mobilenet)} == {(False, False), (True, False), (False, True)}
+    assert {(c[3] > 0, c[4] > 0) for c in depthwise.candidates(mobilenet)} == every_tiling
     assert all(c[3:] == (0, 0) for c in depthwise.candidates((32, 72, 28, 28, 5, 2)))  # stride 2
     assert all(c[3] == 0 for c in depthwise.candidates((32, 72, 1, 28, 5, 1)))  # one output row
     assert all(c[4] == 0 for c in depthwise.candidates((32, 72, 28, 1, 5, 1)))  # one output column
     across = depthwise.candidates((32, 72, 28, 14, 5, 1, 5, 2))  # stride 1 down, 2 across: rows, no columns
     assert any(c[3] > 0 for c in across) and all(c[4] == 0 for c in across)
     assert all(c[4] <= 8 for c in depthwise.candidates((32, 72, 28, 3, 3, 1)))  # 3 wide: groups no wider than 8
-    for shape in (stage_one, stage_four, (3, 20, 11, 13, 7, 1)):
+    for shape in (stage_one, stage_four, five_wide, (3, 20, 11, 13, 7, 1), (3, 20, 11, 13, 5, 1)):
         for config in depthwise.candidates(shape):
             block_m, block_n, _, rows, cols = config
             if rows:
@@ -459,9 +465,9 @@ def test_a_7x7_kernel_compiles_for_hopper_without_spilling(tmp_path, monkeypatch
     plan, _ = build_plan(work, config)
     module = generate_wrapper(plan, work, "probe", triton_runs_on=lambda device: True)
     (kernel,) = [k for k in module.kernels if k.kind == "conv"]
-    shape = (32, 96, 56, 56, 7, 1)
-    configs = depthwise.candidates(shape)
-    assert len(configs) == len(depthwise.CONFIGS) + len(depthwise.ROW_CONFIGS) + len(depthwise.COLUMN_CONFIGS)
+    # every configuration of every tiling: autotune measures only column groups for this kernel,
+    # but pixel and row tiles for narrower ones, whose loops have the same shape
+    configs = [*depthwise.CONFIGS, *depthwise.ROW_CONFIGS, *depthwise.COLUMN_CONFIGS]
     stacks = _hopper_stack_bytes(kernel.source, configs, tmp_path)
     assert len(stacks) == len(configs)
     assert all(stack == 0 for stack in stacks.values()), stacks
