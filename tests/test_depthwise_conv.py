@@ -437,7 +437,7 @@ def _hopper_stack_bytes(source: str, configs: list, tmp_path) -> dict[str, int]:
 
 def test_a_7x7_kernel_compiles_for_hopper_without_spilling(tmp_path, monkeypatch):
     """ConvNeXt-T's first 7x7 layer (96 channels, 56x56, fp16, channels-last): every configuration
-    ``autotune`` measures, pixel, row and column tiles, compiles for sm_90 with no stack frame. Unrolled
+    of the three tilings (pixel, row, column) compiles for sm_90 with no stack frame. Unrolled
     over all 49 taps, two of them spilled 14 KB a thread (triton 3.6) and took 3.3 ms a call on
     the H100 against cuDNN's 92 us (benchmarks/results/nvidia-h100/session_1205c/depthwise_rows/)."""
     import os
