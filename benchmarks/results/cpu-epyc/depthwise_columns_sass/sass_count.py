@@ -1,6 +1,6 @@
 """SASS instruction counts of the depthwise template's tap loop, compiled for sm_90 on the CPU (Triton's
 own LLVM, ptxas and cuobjdump; no GPU): ConvNeXt-T's first 7x7 layer (96 channels, 56x56, batch 32,
-fp16, channels-last, bias), every configuration ``autotune`` measures. For each: registers, stack,
+fp16, channels-last, bias), every configuration of the three tilings. For each: registers, stack,
 the instructions of the loop over the kernel's rows (one kernel row: 7 taps for every output the
 thread holds; for row tiles one input row) by opcode, and instructions per tap and output (the loop's
 instructions x its trips over 49 taps of the thread's outputs).
@@ -65,7 +65,7 @@ def main() -> None:
     print(f"triton {triton.__version__}, sm_90; ConvNeXt-T's 96-channel 7x7 layer\n")
     print("| config (BLOCK_M, BLOCK_N, warps, ROWS, COLS) | registers | stack | loop instructions (one trip) | FFMA | per tap and output | top opcodes |")
     print("|---|---:|---:|---:|---:|---:|---|")
-    for config in depthwise.candidates((32, 96, 56, 56, 7, 1)):
+    for config in (*depthwise.CONFIGS, *depthwise.ROW_CONFIGS, *depthwise.COLUMN_CONFIGS):
         values = depthwise.constexprs(config)
         signature = {name: "*fp16" for name in ("in_ptr0", "in_ptr1", "in_ptr2", "out_ptr0")}
         signature.update({name: "constexpr" for name in values})
