@@ -75,7 +75,7 @@ MAX_COLS = 8
 # benchmarks/results/nvidia-h100/session_1206/, GPU time per call in a CUDA-graph replay, fp16
 # batch 32, bias fused) on ConvNeXt-T's four 7x7 layers: (128, 32, 4, 0, 8) took 44.6 / 28.9 /
 # 17.0 / 8.2 us against 81.8 / 40.9 / 23.2 / 14.9 for the pixel tiles the heuristic took before
-# and cuDNN's 92.5 / 53.2 / 29.2 / 21.4; the best column configuration was within 10% of it on
+# and cuDNN's 92.5 / 53.2 / 29.2 / 21.4; the best column configuration was at most 9% faster on
 # each ((64, 32, 2, 0, 8) on the last three). Narrower kernels (MobileNet's and EfficientNet's
 # 3x3 / 5x5) are not measured in this tiling yet: they keep pixel tiles unless ``autotune``
 # measures them.

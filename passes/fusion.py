@@ -26,7 +26,7 @@ from ait_dynamo.kernels import gemm_choice, op_table
 from ait_dynamo.kernels.column_reduction import computed_from_reductions, readers_go_apart
 from ait_dynamo.kernels.op_table import OpClass
 from ait_dynamo.kernels.triton_values import FUSIBLE_DTYPES, Operand, SizeScalar, Unsupported
-from ait_dynamo.passes.fusion_checks import _CASTS, _check_tensor, _tensor_meta, refuse, widens_for_a_reduction
+from ait_dynamo.passes.fusion_checks import CASTS, check_tensor, refuse, tensor_meta, widens_for_a_reduction
 from ait_dynamo.passes.fusion_conv import is_depthwise_template, start_conv_group
 from ait_dynamo.passes.fusion_gemm import split_gemm_rows, start_gemm_group
 from ait_dynamo.passes.fusion_groups import SHIFTED_LOADS, Group, regrow, regrow_along, right_aligned_remap, same_space
@@ -190,7 +190,7 @@ class Planner:
                 continue
             if used is group.gemm and len(group.gemm_rows) > 1:
                 raise Refused("reads the GEMM's [M, N] product where the group runs over its reshaped rows")
-            used_shape = tuple(_tensor_meta(used).shape)
+            used_shape = tuple(tensor_meta(used).shape)
             offset = len(shape) - len(used_shape)
             if offset < 0:
                 raise Refused("operand has more dims than the result")
@@ -227,10 +227,10 @@ class Planner:
             if isinstance(value, fx.Node):
                 if isinstance(meta_value(value), torch.SymInt):
                     return self._size_scalar(value)
-                meta = _tensor_meta(value)
+                meta = tensor_meta(value)
                 if meta is None:
                     raise Refused("operand is neither a tensor nor a symbolic int")
-                if meta.dtype not in FUSIBLE_DTYPES and not (meta.dtype == torch.float64 and node.target in _CASTS):
+                if meta.dtype not in FUSIBLE_DTYPES and not (meta.dtype == torch.float64 and node.target in CASTS):
                     raise Refused(f"operand dtype {meta.dtype} is not fused")
                 return Operand("v", meta.dtype)
             if isinstance(value, (list, tuple)):
@@ -254,7 +254,7 @@ class Planner:
         return SizeScalar("v", torch.int64, positive=provably(size >= 1))
 
     def _iota(self, node: fx.Node) -> None:
-        value = _check_tensor(node, self.known_symbols)
+        value = check_tensor(node, self.known_symbols)
         if value.dtype.is_floating_point or value.dtype == torch.bool:
             raise Refused(f"arange of {value.dtype} (ATen accumulates float aranges in a wider type)")
         start, step = op_table.iota_arguments(node.target, node.args)
@@ -267,7 +267,7 @@ class Planner:
     def _random(self, node: fx.Node) -> None:
         if getattr(self.config, "fallback_random", True):
             raise Refused("random op kept in ATen (fallback_random=True: results match eager's seed)")
-        value = _check_tensor(node, self.known_symbols)
+        value = check_tensor(node, self.known_symbols)
         if not value.dtype.is_floating_point:
             raise Refused(f"random {value.dtype}")
         if any(not isinstance(s, int) for s in value.shape):
@@ -279,9 +279,9 @@ class Planner:
         self._pointwise(node, emit_check=False)
 
     def _pointwise(self, node: fx.Node, emit_check: bool = True) -> None:
-        value = _check_tensor(node, self.known_symbols)
+        value = check_tensor(node, self.known_symbols)
         for used in node.all_input_nodes:
-            meta = _tensor_meta(used)
+            meta = tensor_meta(used)
             # a 0-d CPU tensor is a kernel argument by value (passes/host_scalars.py)
             if meta is not None and meta.device != value.device and not is_host_scalar_value(used):
                 raise Refused("moves data between devices")
@@ -351,7 +351,7 @@ class Planner:
             if same_space(group.space, shape) or right_aligned_remap(group.space, shape) is not None:
                 continue  # nothing to widen, or regrow's right alignment does it
             for used in node.all_input_nodes:
-                if self.group_of.get(used) is group and regrow_along(group, used, tuple(_tensor_meta(used).shape), shape):
+                if self.group_of.get(used) is group and regrow_along(group, used, tuple(tensor_meta(used).shape), shape):
                     break
 
     def _restore(self, snapshot: list) -> None:
@@ -365,11 +365,11 @@ class Planner:
                 self.span[group.ident] = (min(self.index[n] for n in nodes), max(self.index[n] for n in nodes))
 
     def _reduction(self, node: fx.Node) -> None:
-        value = _check_tensor(node, self.known_symbols)
+        value = check_tensor(node, self.known_symbols)
         source = node.args[0]
         if not isinstance(source, fx.Node):
             raise Refused("reduction of a non-tensor")
-        source_meta = _check_tensor(source, self.known_symbols)
+        source_meta = check_tensor(source, self.known_symbols)
         extra = [a for a in node.all_input_nodes if a is not source]
         if extra:
             raise Refused("reduction with symbolic arguments")
@@ -420,13 +420,13 @@ class Planner:
         self.groups.pop(group.ident, None)
 
     def _view(self, node: fx.Node) -> None:
-        value = _check_tensor(node, self.known_symbols)
+        value = check_tensor(node, self.known_symbols)
         source = node.args[0]
         group = self.group_of.get(source) if isinstance(source, fx.Node) else None
         if group is None:
             raise Refused("view of a tensor computed outside any group (a metadata-only ATen call)")
         source_map = group.maps[source]
-        source_shape = tuple(_tensor_meta(source).shape)
+        source_shape = tuple(tensor_meta(source).shape)
         shape = tuple(value.shape)
         if source is group.gemm and len(group.gemm_rows) > 1:
             raise Refused("a second view of a GEMM product whose rows the group already split")
@@ -458,8 +458,8 @@ class Planner:
         try:
             if node.target in SHIFTED_LOADS:
                 for item in shifted_inputs(node):  # their sizes bound the shifted loads
-                    _check_tensor(item, self.known_symbols)
-                start_shifted_group(self, node, _check_tensor(node, self.known_symbols))
+                    check_tensor(item, self.known_symbols)
+                start_shifted_group(self, node, check_tensor(node, self.known_symbols))
             elif node.target in op_table.IOTA:
                 self._iota(node)
             elif kind is OpClass.POINTWISE:
@@ -530,7 +530,7 @@ class Planner:
         for group in sorted(self.groups.values(), key=lambda g: g.ident):
             if group.gemm is not None:  # one GEMM per template kernel
                 continue
-            device = _tensor_meta(group.nodes[0]).device
+            device = tensor_meta(group.nodes[0]).device
             key = (tuple(str(s) for s in group.space), group.reduced, str(device))
             buckets.setdefault(key, []).append(group)
         for candidates in buckets.values():

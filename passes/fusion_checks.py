@@ -30,27 +30,27 @@ def refuse(refusals: dict[str, str], node: fx.Node, reason: str) -> None:
 
 
 # Casts that may read a float64 operand (kernels/triton_values.py FUSIBLE_DTYPES: to float32 only).
-_CASTS = frozenset({torch.ops.prims.convert_element_type.default, aten._to_copy.default})
+CASTS = frozenset({torch.ops.prims.convert_element_type.default, aten._to_copy.default})
 
 
 def widens_for_a_reduction(node: fx.Node) -> bool:
     """Whether ``node`` is a cast to a wider dtype that a reduction reads (autocast's upcast before
     a LayerNorm or a softmax): a cast a reduction's kernel can do as it loads."""
-    if node.target not in _CASTS or not isinstance(node.args[0], fx.Node):
+    if node.target not in CASTS or not isinstance(node.args[0], fx.Node):
         return False
-    source, value = _tensor_meta(node.args[0]), _tensor_meta(node)
+    source, value = tensor_meta(node.args[0]), tensor_meta(node)
     if source is None or value is None or value.dtype.itemsize <= source.dtype.itemsize:
         return False
     return any(op_table.op_class(user.target) is OpClass.REDUCTION for user in node.users)
 
 
-def _tensor_meta(node: Any) -> torch.Tensor | None:
+def tensor_meta(node: Any) -> torch.Tensor | None:
     value = meta_value(node)
     return value if isinstance(value, torch.Tensor) else None
 
 
-def _check_tensor(node: fx.Node, known_symbols: set) -> torch.Tensor:
-    value = _tensor_meta(node)
+def check_tensor(node: fx.Node, known_symbols: set) -> torch.Tensor:
+    value = tensor_meta(node)
     if value is None:
         raise Refused("result is not a single tensor")
     if value.dtype not in FUSIBLE_DTYPES:

@@ -14,9 +14,9 @@ import torch
 from torch import fx
 
 from ait_dynamo.kernels.triton_values import FUSIBLE_DTYPES, Unsupported, literal
+from ait_dynamo.passes.fusion_checks import tensor_meta
 from ait_dynamo.passes.fusion_groups import SHIFTED_LOADS
 from ait_dynamo.passes.fusion_maps import Refused, pad_amounts, pool_window, slice_backward_span
-from ait_dynamo.passes.graph_utils import meta_value
 from ait_dynamo.passes.sizes import computable, is_one, provably, same_size
 
 if TYPE_CHECKING:
@@ -57,14 +57,9 @@ def start_shifted_group(planner: "Planner", node: fx.Node, value: torch.Tensor) 
     planner._add(group, node, tuple(None if is_one(s) else d for d, s in enumerate(shape)))
 
 
-def _tensor_meta(node: Any) -> torch.Tensor | None:
-    value = meta_value(node) if isinstance(node, fx.Node) else None
-    return value if isinstance(value, torch.Tensor) else None
-
-
 def _same_kind_source(node: fx.Node, value: torch.Tensor) -> torch.Tensor:
     """The meta value of ``node``'s first argument, a tensor of ``value``'s dtype and device."""
-    meta = _tensor_meta(node.args[0])
+    meta = tensor_meta(node.args[0])
     if meta is None or meta.dtype != value.dtype or meta.dtype not in FUSIBLE_DTYPES or meta.device != value.device:
         raise Refused(f"{node.target.__name__} of a non-tensor, another dtype or device")
     return meta
@@ -84,7 +79,7 @@ def _check_cat(node: fx.Node, value: torch.Tensor) -> None:
     if provably(value.shape[dim] <= 1):
         raise Refused("cat along a size-1 dim")
     for item in tensors:
-        meta = _tensor_meta(item)
+        meta = tensor_meta(item)
         if meta is None:
             raise Refused("cat of a non-tensor")
         if meta.dtype != value.dtype or meta.device != value.device:

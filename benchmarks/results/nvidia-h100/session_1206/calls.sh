@@ -6,8 +6,9 @@
 #     GEMM-template GPU tests (the column tiling, the widening-cast rule of 76f8788 and the
 #     precompiled template kernels of ec097bc had not run on a GPU), then, time left, the model
 #     suite's transformers in default modes interleaved (issue 12), all within END (default 560) s
-#   CALL=2: the whole GPU suite in one call: CUTLASS's test kernels prebuilt, then every test file
-#     (benchmarks/gpu_tests.sh, 14 processes) until 570 s, the failures rerun alone
+#   CALL=2 (not run: the session's device time was spent): the whole GPU suite in one call,
+#     CUTLASS's test kernels prebuilt, then every test file (benchmarks/gpu_tests.sh, 14
+#     processes) until 540 s, the failures rerun alone
 set -u
 . benchmarks/device_setup.sh "$OUT/setup.log" > /dev/null
 export PYTHONPATH=.:/tmp/site
